@@ -1,0 +1,166 @@
+"""The one typed settings object, read from the environment (and `.env`).
+
+Nothing reads the environment at import time: call `load_settings()` where a process
+starts (worker, CLI) and hand the result down.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".data")
+
+
+class IllustratorKind(StrEnum):
+    GEMINI = "gemini"
+    LOCAL = "local"
+
+
+class StorageKind(StrEnum):
+    CLOUDINARY = "cloudinary"
+    LOCAL = "local"
+
+
+class ConfigurationError(Exception):
+    """Settings are missing or invalid; the message names each bad setting."""
+
+
+class CloudinaryCredentials:
+    """Parsed `cloudinary://key:secret@cloud?upload_prefix=...`. The secret stays hidden."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "cloudinary" or not parts.hostname or not parts.username:
+            raise ValueError("must look like cloudinary://API_KEY:API_SECRET@CLOUD_NAME")
+        if not parts.password:
+            raise ValueError("has no API secret (cloudinary://API_KEY:API_SECRET@CLOUD_NAME)")
+        self.cloud_name: str = parts.hostname
+        self.api_key: str = parts.username
+        self.api_secret = SecretStr(parts.password)
+        query = parse_qs(parts.query)
+        self.upload_prefix: str | None = query.get("upload_prefix", [None])[0]
+
+    def __repr__(self) -> str:
+        return f"CloudinaryCredentials(cloud_name={self.cloud_name!r}, api_key='**********')"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = Field(default="storywink", min_length=1)
+    temporal_illustration_task_queue: str = Field(default="storywink-illustration", min_length=1)
+
+    # Database
+    database_url: str = ""
+
+    # Providers
+    illustrator: IllustratorKind | None = None
+    storage: StorageKind | None = None
+    storage_dir: Path = DEFAULT_DATA_DIR / "storage"
+    gemini_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    )
+    gemini_base_url: str | None = None
+    gemini_image_model: str = "gemini-2.5-flash-image"
+    gemini_image_size: str = "1K"
+    cloudinary_url: SecretStr | None = None
+    style_assets_url: str = "https://res.cloudinary.com/storywink/image/upload/v1/styles/"
+    allow_private_fetch: bool = Field(
+        default=False,
+        description="Allow photo/reference URLs on loopback or private addresses (dev/tests).",
+    )
+
+    # Timeouts and retries of one page
+    model_timeout_seconds: float = Field(default=120.0, gt=0)
+    fetch_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_fetch_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    page_start_to_close_seconds: float = Field(default=300.0, gt=0)
+    page_heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
+    page_retry_attempts: int = Field(default=5, ge=1)
+    page_retry_initial_seconds: float = Field(default=10.0, gt=0)
+    page_retry_max_seconds: float = Field(default=300.0, gt=0)
+
+    # Worker
+    story_concurrency: int = Field(default=2, ge=1)
+    illustration_concurrency: int = Field(default=3, ge=1)
+    finalize_concurrency: int = Field(default=2, ge=1)
+    illustration_rate_limit: float | None = Field(
+        default=None, gt=0, description="Images per minute across all workers."
+    )
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    worker_identity: str | None = None
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.model_timeout_seconds >= self.page_start_to_close_seconds:
+            raise ValueError(
+                "MODEL_TIMEOUT_SECONDS must be below PAGE_START_TO_CLOSE_SECONDS "
+                f"({self.model_timeout_seconds} >= {self.page_start_to_close_seconds})"
+            )
+        if self.illustrator_kind is IllustratorKind.GEMINI and self.gemini_api_key is None:
+            raise ValueError("ILLUSTRATOR=gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY)")
+        if self.storage_kind is StorageKind.CLOUDINARY:
+            if self.cloudinary_url is None:
+                raise ValueError("STORAGE=cloudinary needs CLOUDINARY_URL")
+            try:
+                CloudinaryCredentials(self.cloudinary_url.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"CLOUDINARY_URL {exc}") from None
+        return self
+
+    @property
+    def illustrator_kind(self) -> IllustratorKind:
+        if self.illustrator is not None:
+            return self.illustrator
+        return IllustratorKind.GEMINI if self.gemini_api_key else IllustratorKind.LOCAL
+
+    @property
+    def storage_kind(self) -> StorageKind:
+        if self.storage is not None:
+            return self.storage
+        return StorageKind.CLOUDINARY if self.cloudinary_url else StorageKind.LOCAL
+
+    @property
+    def cloudinary(self) -> CloudinaryCredentials:
+        if self.cloudinary_url is None:
+            raise ConfigurationError("CLOUDINARY_URL is not set")
+        return CloudinaryCredentials(self.cloudinary_url.get_secret_value())
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(DEFAULT_DATA_DIR / 'storywink.db').resolve()}"
+
+    @property
+    def page_start_to_close(self) -> timedelta:
+        return timedelta(seconds=self.page_start_to_close_seconds)
+
+    @property
+    def page_heartbeat_timeout(self) -> timedelta:
+        return timedelta(seconds=self.page_heartbeat_timeout_seconds)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; on error raise `ConfigurationError` naming every bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            message = error["msg"].removeprefix("Value error, ")
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {message}" if name else message)
+        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,94 @@
+"""The small interfaces every provider implements, and the errors they raise.
+
+Providers raise exactly three kinds of error, and the page activity maps them to the
+page outcomes of SPEC.md:
+- `ContentRefused`  -> page FLAGGED, not retried;
+- `PermanentError`  -> page FAILED at once, not retried;
+- anything else (including `TransientError`) -> retried by Temporal with backoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class ProviderError(Exception):
+    """Base of the errors providers raise on purpose. `reason` is short and secret-free."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ContentRefused(ProviderError):
+    """The model refused or returned no image for a content reason (safety, recitation...)."""
+
+
+class PermanentError(ProviderError):
+    """Retrying cannot help: bad request, bad credentials, missing input."""
+
+
+class TransientError(ProviderError):
+    """Worth retrying later: overload, timeout, outage.
+
+    `retry_after` (seconds) is set when the provider said how long to wait (429 RetryInfo).
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class IllustrationJob:
+    """What an illustrator needs to draw one page."""
+
+    prompt: str
+    photo: SourceImage
+    style_reference: SourceImage | None
+    style_key: str
+    text: str | None
+    title: str
+    is_title_page: bool
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    url: str
+    public_id: str
+    context: dict[str, str] = field(default_factory=dict)
+
+
+class Illustrator(Protocol):
+    """Draws one page. Implementations: Gemini (google-genai) and the offline one."""
+
+    name: str
+
+    async def illustrate(self, job: IllustrationJob) -> GeneratedImage: ...
+
+
+class ImageStore(Protocol):
+    """Keeps pictures under deterministic ids. Implementations: Cloudinary and local disk."""
+
+    name: str
+
+    async def store(
+        self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
+    ) -> StoredImage: ...
+
+    async def find(self, public_id: str) -> StoredImage | None:
+        """The asset already stored under `public_id` (with its context), or None."""
+        ...

@@ -1,0 +1,142 @@
+"""Types shared by the workflow, the activities and the clients.
+
+Everything that crosses a workflow boundary is one of these pydantic models, so the
+history in the Temporal Web UI reads as plain JSON and the CLI can send the same JSON.
+Never put image bytes in here: pages carry URLs and ids only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BookStatus(StrEnum):
+    DRAFT = "DRAFT"
+    GENERATING = "GENERATING"
+    STORY_READY = "STORY_READY"
+    ILLUSTRATING = "ILLUSTRATING"
+    COMPLETED = "COMPLETED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+ILLUSTRATABLE_STATUSES = frozenset({BookStatus.STORY_READY, BookStatus.PARTIAL, BookStatus.FAILED})
+
+
+class ModerationStatus(StrEnum):
+    PENDING = "PENDING"
+    OK = "OK"
+    FLAGGED = "FLAGGED"
+    FAILED = "FAILED"
+
+
+class NotificationType(StrEnum):
+    BOOK_COMPLETED = "BOOK_COMPLETED"
+    BOOK_PARTIAL = "BOOK_PARTIAL"
+    BOOK_FAILED = "BOOK_FAILED"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IllustrationRequest(_Frozen):
+    """Input of the `BookIllustration` workflow: `{"book_id": "..."}` from the CLI."""
+
+    book_id: str = Field(min_length=1, max_length=64)
+
+
+class StyleSnapshot(_Frozen):
+    """One style, resolved once per run and handed unchanged to every page."""
+
+    key: str
+    label: str
+    version: int
+    content_hash: str
+    description: str
+    reference_image_urls: tuple[str, ...]
+    title_reference_image_url: str | None = None
+
+    def reference_for(self, is_title_page: bool) -> str:
+        if is_title_page and self.title_reference_image_url:
+            return self.title_reference_image_url
+        return self.reference_image_urls[0]
+
+
+class PageTask(_Frozen):
+    """Everything one page activity needs, so pages never re-read the book."""
+
+    book_id: str
+    book_title: str
+    page_id: str
+    page_number: int
+    is_title_page: bool
+    original_image_url: str | None
+    text: str | None
+    illustration_notes: str | None
+    style: StyleSnapshot
+    run_id: str
+
+
+class IllustrationPlan(_Frozen):
+    """What `prepare_illustration` decided: the style and the pages still to draw."""
+
+    book_id: str
+    book_title: str
+    style: StyleSnapshot
+    total_pages: int
+    pages: tuple[PageTask, ...]
+
+
+class PrepareInput(_Frozen):
+    book_id: str
+    workflow_id: str
+    run_id: str
+
+
+class PageResult(_Frozen):
+    page_id: str
+    page_number: int
+    moderation_status: ModerationStatus
+    generated_image_url: str | None = None
+    moderation_reason: str | None = None
+
+
+class PageFailure(_Frozen):
+    """Recorded by the workflow when a page's activity gave up for good."""
+
+    book_id: str
+    page_id: str
+    run_id: str
+    reason: str
+
+
+class FinalizeInput(_Frozen):
+    book_id: str
+    run_id: str
+    cancelled: bool = False
+
+
+class BookOutcome(_Frozen):
+    book_id: str
+    status: BookStatus
+    pages_total: int
+    pages_with_image: int
+    pages_flagged: int
+    pages_failed: int
+    notification_type: NotificationType
+
+
+class Progress(_Frozen):
+    """Answer of the workflow's `progress` query."""
+
+    book_id: str
+    phase: str
+    total: int = 0
+    to_draw: int = 0
+    done: int = 0
+    flagged: int = 0
+    failed: int = 0
+    status: BookStatus | None = None
