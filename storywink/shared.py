@@ -80,6 +80,21 @@ class PageTask(_Frozen):
     run_id: str
 
 
+class PageActivityOptions(_Frozen):
+    """Timeouts and retries of the page activity, from the worker's settings.
+
+    Carried in the plan (and so in history) because a workflow may not read settings.
+    """
+
+    task_queue: str
+    start_to_close_seconds: float
+    heartbeat_timeout_seconds: float
+    maximum_attempts: int
+    initial_interval_seconds: float
+    maximum_interval_seconds: float
+    backoff_coefficient: float = 2.0
+
+
 class IllustrationPlan(_Frozen):
     """What `prepare_illustration` decided: the style and the pages still to draw."""
 
@@ -88,6 +103,7 @@ class IllustrationPlan(_Frozen):
     style: StyleSnapshot
     total_pages: int
     pages: tuple[PageTask, ...]
+    page_options: PageActivityOptions
 
 
 class PrepareInput(_Frozen):

@@ -76,6 +76,8 @@ class Illustrator(Protocol):
     """Draws one page. Implementations: Gemini (google-genai) and the offline one."""
 
     name: str
+    # Whether `illustrate` needs the style's reference image fetched and passed in.
+    uses_style_reference: bool
 
     async def illustrate(self, job: IllustrationJob) -> GeneratedImage: ...
 

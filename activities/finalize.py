@@ -1,0 +1,46 @@
+"""Settle pages that gave up for good, and settle the book once every page has."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+
+from storywink import books
+from storywink.db.engine import in_session
+from storywink.shared import BookOutcome, FinalizeInput, ModerationStatus, PageFailure, PageResult
+
+
+class FinalizeActivities:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    @activity.defn
+    async def record_page_failure(self, failure: PageFailure) -> PageResult:
+        return await in_session(
+            self._sessions,
+            books.record_page,
+            failure.page_id,
+            failure.run_id,
+            ModerationStatus.FAILED,
+            reason=failure.reason,
+        )
+
+    @activity.defn
+    async def finalize_book(self, request: FinalizeInput) -> BookOutcome:
+        outcome = await in_session(
+            self._sessions,
+            books.finalize_book,
+            request.book_id,
+            request.run_id,
+            cancelled=request.cancelled,
+        )
+        activity.logger.info(
+            "book %s settled %s: %d/%d pages with an image, %d flagged, %d failed",
+            outcome.book_id,
+            outcome.status.value,
+            outcome.pages_with_image,
+            outcome.pages_total,
+            outcome.pages_flagged,
+            outcome.pages_failed,
+        )
+        return outcome

@@ -1,0 +1,225 @@
+"""Illustrate one page: fetch photo and style, generate, upload, record.
+
+Outcomes (SPEC.md): OK; FLAGGED when the model refuses for a content reason; FAILED on a
+permanent error. Transient errors are raised for Temporal to retry, and when retries run
+out the workflow records the page FAILED. A retry never pays for an image already stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+from datetime import timedelta
+from enum import StrEnum
+from typing import TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from storywink import books, pipeline
+from storywink.db.engine import in_session
+from storywink.prompt import build_prompt
+from storywink.providers.base import (
+    ContentRefused,
+    GeneratedImage,
+    IllustrationJob,
+    Illustrator,
+    ImageStore,
+    PermanentError,
+    SourceImage,
+    StoredImage,
+    TransientError,
+)
+from storywink.providers.fetch import ImageFetcher
+from storywink.redact import Redactor
+from storywink.shared import ModerationStatus, PageResult, PageTask
+
+T = TypeVar("T")
+
+
+class Stage(StrEnum):
+    FETCH_PHOTO = "fetch photo"
+    FETCH_STYLE = "fetch style"
+    GENERATE = "generate"
+    UPLOAD = "upload"
+    RECORD = "record"
+
+
+class _PageSettled(Exception):
+    """A final outcome reached mid-way (refusal or permanent error): record it, stop."""
+
+    def __init__(self, status: ModerationStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class IllustratePageActivities:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        illustrator: Illustrator,
+        store: ImageStore,
+        fetcher: ImageFetcher,
+        redactor: Redactor,
+    ) -> None:
+        self._sessions = sessions
+        self._illustrator = illustrator
+        self._store = store
+        self._fetcher = fetcher
+        self._redact = redactor
+
+    @activity.defn
+    async def illustrate_page(self, task: PageTask) -> PageResult:
+        async with _heartbeating():
+            try:
+                return await self._illustrate(task)
+            except _PageSettled as settled:
+                activity.logger.warning(
+                    "page %d of book %s %s: %s",
+                    task.page_number,
+                    task.book_id,
+                    settled.status.value,
+                    settled.reason,
+                )
+                return await self._record(task, settled.status, reason=settled.reason)
+
+    async def _illustrate(self, task: PageTask) -> PageResult:
+        done = await self._in_stage(
+            Stage.RECORD,
+            in_session(self._sessions, books.settled_result, task.page_id, task.run_id),
+        )
+        if done is not None:
+            return done
+        stored = await self._stored_by_this_run(task)
+        if stored is None:
+            image = await self._generate(task)
+            stored = await self._in_stage(
+                Stage.UPLOAD,
+                self._store.store(
+                    image,
+                    pipeline.page_public_id(task.book_id, task.page_number),
+                    tags=[f"book_{task.book_id}", f"page_{task.page_number}", task.style.key],
+                    context={
+                        "run_id": task.run_id,
+                        "style": task.style.key,
+                        "style_hash": task.style.content_hash,
+                    },
+                ),
+            )
+        else:
+            activity.logger.info("page %d: reusing the image stored earlier", task.page_number)
+        return await self._record(task, ModerationStatus.OK, image_url=stored.url)
+
+    async def _stored_by_this_run(self, task: PageTask) -> StoredImage | None:
+        """After a failed attempt, the image this run already stored (never pay twice)."""
+        if activity.info().attempt == 1:
+            return None
+        public_id = pipeline.page_public_id(task.book_id, task.page_number)
+        stored = await self._in_stage(Stage.UPLOAD, self._store.find(public_id))
+        if stored is not None and stored.context.get("run_id") == task.run_id:
+            return stored
+        return None
+
+    async def _generate(self, task: PageTask) -> GeneratedImage:
+        if not task.original_image_url:
+            raise _PageSettled(ModerationStatus.FAILED, f"{Stage.FETCH_PHOTO}: page has no photo")
+        photo = await self._in_stage(
+            Stage.FETCH_PHOTO, self._fetcher.fetch(task.original_image_url, "photo")
+        )
+        reference: SourceImage | None = None
+        if self._illustrator.uses_style_reference:
+            url = task.style.reference_for(task.is_title_page)
+            reference = await self._in_stage(
+                Stage.FETCH_STYLE, self._fetcher.fetch(url, "style reference")
+            )
+        job = IllustrationJob(
+            prompt=build_prompt(
+                style=task.style,
+                is_title_page=task.is_title_page,
+                book_title=task.book_title,
+                text=task.text,
+                illustration_notes=task.illustration_notes,
+            ),
+            photo=photo,
+            style_reference=reference,
+            style_key=task.style.key,
+            text=task.text,
+            title=task.book_title,
+            is_title_page=task.is_title_page,
+        )
+        await self._in_stage(
+            Stage.GENERATE, in_session(self._sessions, books.count_model_call, task.page_id)
+        )
+        return await self._in_stage(Stage.GENERATE, self._illustrator.illustrate(job))
+
+    async def _record(
+        self,
+        task: PageTask,
+        status: ModerationStatus,
+        *,
+        image_url: str | None = None,
+        reason: str | None = None,
+    ) -> PageResult:
+        return await self._in_stage(
+            Stage.RECORD,
+            in_session(
+                self._sessions,
+                books.record_page,
+                task.page_id,
+                task.run_id,
+                status,
+                image_url=image_url,
+                reason=reason,
+            ),
+        )
+
+    async def _in_stage(self, stage: Stage, work: Awaitable[T]) -> T:
+        """Await `work`, turning provider errors into outcomes or retryable failures."""
+        try:
+            return await work
+        except ContentRefused as exc:
+            raise _PageSettled(
+                ModerationStatus.FLAGGED, f"{stage}: {self._redact(exc.reason)}"
+            ) from None
+        except PermanentError as exc:
+            raise _PageSettled(
+                ModerationStatus.FAILED, f"{stage}: {self._redact(exc.reason)}"
+            ) from None
+        except TransientError as exc:
+            delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
+            raise ApplicationError(
+                f"{stage}: {self._redact(exc.reason)}",
+                type=pipeline.PAGE_STAGE_ERROR,
+                next_retry_delay=delay,
+            ) from None
+        except (_PageSettled, ApplicationError):
+            raise
+        except Exception as exc:
+            raise ApplicationError(
+                f"{stage}: {type(exc).__name__}: {self._redact(str(exc), limit=300)}",
+                type=pipeline.PAGE_STAGE_ERROR,
+            ) from None
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat in the background so a dead worker is noticed within the heartbeat timeout,
+    and so cancellation reaches the page while it waits on the model."""
+    timeout = activity.info().heartbeat_timeout
+    interval = max(0.2, min(timeout.total_seconds() / 3, 10.0)) if timeout else 10.0
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    beating = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating

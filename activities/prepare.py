@@ -1,0 +1,127 @@
+"""Prepare a run: check the book, claim it, choose the pages, resolve the style once."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from storywink import books, pipeline
+from storywink.config import Settings
+from storywink.db.engine import in_session
+from storywink.db.models import Book, Page
+from storywink.errors import BookBusy, BookError
+from storywink.shared import (
+    BookStatus,
+    IllustrationPlan,
+    PageActivityOptions,
+    PageTask,
+    PrepareInput,
+    StyleSnapshot,
+)
+from storywink.styles import UnknownStyle, resolve_style
+
+
+class PrepareActivities:
+    def __init__(
+        self, sessions: sessionmaker[Session], temporal: Client, settings: Settings
+    ) -> None:
+        self._sessions = sessions
+        self._temporal = temporal
+        self._settings = settings
+
+    @activity.defn
+    async def prepare_illustration(self, request: PrepareInput) -> IllustrationPlan:
+        try:
+            stale_run_id = await self._stale_claim(request)
+            plan = await in_session(
+                self._sessions, _claim_and_plan, request, stale_run_id, self._settings
+            )
+        except BookError as exc:
+            raise ApplicationError(str(exc), type=exc.error_type, non_retryable=True) from None
+        except UnknownStyle as exc:
+            raise ApplicationError(
+                str(exc), type=pipeline.UNKNOWN_STYLE, non_retryable=True
+            ) from None
+        activity.logger.info(
+            "book %s claimed: %d of %d pages to draw in style %s (%s)",
+            plan.book_id,
+            len(plan.pages),
+            plan.total_pages,
+            plan.style.key,
+            plan.style.content_hash,
+        )
+        return plan
+
+    async def _stale_claim(self, request: PrepareInput) -> str | None:
+        """The run id holding the book if that run has ended without settling it."""
+        claim = await in_session(self._sessions, books.read_claim, request.book_id)
+        if claim.status is not BookStatus.ILLUSTRATING or claim.run_id in (None, request.run_id):
+            return None
+        assert claim.workflow_id is not None and claim.run_id is not None
+        handle = self._temporal.get_workflow_handle(claim.workflow_id, run_id=claim.run_id)
+        try:
+            status = (await handle.describe()).status
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            status = None
+        if status is WorkflowExecutionStatus.RUNNING:
+            raise BookBusy(request.book_id, claim.workflow_id)
+        activity.logger.warning(
+            "book %s was held by run %s which ended (%s); taking it over",
+            request.book_id,
+            claim.run_id,
+            status.name if status else "unknown",
+        )
+        return claim.run_id
+
+
+def _page_options(s: Settings) -> PageActivityOptions:
+    return PageActivityOptions(
+        task_queue=s.temporal_illustration_task_queue,
+        start_to_close_seconds=s.page_start_to_close_seconds,
+        heartbeat_timeout_seconds=s.page_heartbeat_timeout_seconds,
+        maximum_attempts=s.page_retry_attempts,
+        initial_interval_seconds=s.page_retry_initial_seconds,
+        maximum_interval_seconds=s.page_retry_max_seconds,
+    )
+
+
+def _claim_and_plan(
+    session: Session, request: PrepareInput, stale_run_id: str | None, settings: Settings
+) -> IllustrationPlan:
+    # Resolve the style first: an unknown style must refuse the run before claiming the book.
+    style = resolve_style(
+        books.get_book(session, request.book_id).art_style, settings.style_assets_url
+    )
+    book = books.claim_book(
+        session, request.book_id, request.workflow_id, request.run_id, stale_run_id=stale_run_id
+    )
+    return IllustrationPlan(
+        book_id=book.id,
+        book_title=book.title,
+        style=style,
+        total_pages=len(book.pages),
+        pages=tuple(
+            _page_task(book, page, style, request.run_id) for page in books.pages_to_draw(book)
+        ),
+        page_options=_page_options(settings),
+    )
+
+
+def _page_task(book: Book, page: Page, style: StyleSnapshot, run_id: str) -> PageTask:
+    return PageTask(
+        book_id=book.id,
+        book_title=book.title,
+        page_id=page.id,
+        page_number=page.page_number,
+        is_title_page=page.is_title_page,
+        original_image_url=page.original_image_url,
+        text=page.text,
+        illustration_notes=page.illustration_notes,
+        style=style,
+        run_id=run_id,
+    )

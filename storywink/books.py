@@ -1,0 +1,242 @@
+"""Every database read and write of an illustration run, each idempotent.
+
+Activities may run twice; each function here leaves the same state when repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storywink.db.models import Book, Notification, Page
+from storywink.errors import BookNotFound, BookNotReady
+from storywink.shared import (
+    ILLUSTRATABLE_STATUSES,
+    BookOutcome,
+    BookStatus,
+    ModerationStatus,
+    NotificationType,
+    PageResult,
+)
+
+CANCELLED_REASON = "cancelled: the illustration run was cancelled before this page was drawn"
+_REDRAW_ALL_FROM = frozenset({BookStatus.STORY_READY})
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds the book right now."""
+
+    status: BookStatus
+    workflow_id: str | None
+    run_id: str | None
+
+
+def get_book(session: Session, book_id: str) -> Book:
+    book = session.get(Book, book_id)
+    if book is None:
+        raise BookNotFound(book_id)
+    return book
+
+
+def read_claim(session: Session, book_id: str) -> Claim:
+    book = get_book(session, book_id)
+    return Claim(book.status, book.illustration_workflow_id, book.illustration_run_id)
+
+
+def claim_book(
+    session: Session,
+    book_id: str,
+    workflow_id: str,
+    run_id: str,
+    *,
+    stale_run_id: str | None = None,
+) -> Book:
+    """Atomically move the book to ILLUSTRATING for this run.
+
+    Succeeds when the book is illustratable, already ours (a retried activity), or held
+    by `stale_run_id` (a run the caller has checked is no longer running).
+    """
+    book = get_book(session, book_id)
+    if book.status is BookStatus.ILLUSTRATING and book.illustration_run_id == run_id:
+        return book
+    previous_status = book.status
+    takeover = book.status is BookStatus.ILLUSTRATING and stale_run_id is not None
+    if not takeover and book.status not in ILLUSTRATABLE_STATUSES:
+        raise BookNotReady(book_id, book.status)
+    guard = (
+        Book.illustration_run_id == stale_run_id
+        if takeover
+        else Book.status.in_(ILLUSTRATABLE_STATUSES)
+    )
+    claimed = session.execute(
+        update(Book)
+        .where(Book.id == book_id, guard)
+        .values(
+            status=BookStatus.ILLUSTRATING,
+            illustration_workflow_id=workflow_id,
+            illustration_run_id=run_id,
+        )
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise BookNotReady(book_id, get_book(session, book_id).status)
+    _reset_pages_to_draw(session, book, redraw_all=previous_status in _REDRAW_ALL_FROM)
+    session.commit()
+    session.refresh(book)
+    return book
+
+
+def _reset_pages_to_draw(session: Session, book: Book, *, redraw_all: bool) -> None:
+    for page in book.pages:
+        if redraw_all or needs_drawing(page):
+            page.moderation_status = ModerationStatus.PENDING
+            page.moderation_reason = None
+            page.generated_image_url = None
+            page.illustrated_by_run_id = None
+
+
+def needs_drawing(page: Page) -> bool:
+    """Smart retry: only pages without an image that were not refused by the model."""
+    return not page.has_image and page.moderation_status is not ModerationStatus.FLAGGED
+
+
+def pages_to_draw(book: Book) -> list[Page]:
+    return [page for page in book.pages if needs_drawing(page)]
+
+
+def settled_result(session: Session, page_id: str, run_id: str) -> PageResult | None:
+    """The outcome this run already recorded for the page, if any."""
+    page = session.get(Page, page_id)
+    if page is None or page.illustrated_by_run_id != run_id:
+        return None
+    if page.moderation_status is ModerationStatus.PENDING:
+        return None
+    return page_result(page)
+
+
+def page_result(page: Page) -> PageResult:
+    return PageResult(
+        page_id=page.id,
+        page_number=page.page_number,
+        moderation_status=page.moderation_status,
+        generated_image_url=page.generated_image_url,
+        moderation_reason=page.moderation_reason,
+    )
+
+
+def count_model_call(session: Session, page_id: str) -> None:
+    session.execute(update(Page).where(Page.id == page_id).values(model_calls=Page.model_calls + 1))
+    session.execute(
+        update(Book)
+        .where(Book.id == select(Page.book_id).where(Page.id == page_id).scalar_subquery())
+        .values(image_count=Book.image_count + 1)
+    )
+    session.commit()
+
+
+def record_page(
+    session: Session,
+    page_id: str,
+    run_id: str,
+    status: ModerationStatus,
+    *,
+    image_url: str | None = None,
+    reason: str | None = None,
+) -> PageResult:
+    """Record a page's outcome for this run; a repeat is a no-op returning the first."""
+    page = session.get(Page, page_id)
+    if page is None:
+        raise LookupError(f"page {page_id} not found")
+    if page.illustrated_by_run_id == run_id and page.moderation_status is not (
+        ModerationStatus.PENDING
+    ):
+        return page_result(page)
+    page.moderation_status = status
+    page.generated_image_url = image_url
+    page.moderation_reason = reason
+    page.illustrated_by_run_id = run_id
+    session.commit()
+    return page_result(page)
+
+
+def book_status_for(pages: Sequence[Page]) -> BookStatus:
+    """SPEC's finalize rule."""
+    if pages and all(page.has_image for page in pages):
+        return BookStatus.COMPLETED
+    if any(page.has_image or (page.text or "").strip() for page in pages):
+        return BookStatus.PARTIAL
+    return BookStatus.FAILED
+
+
+_NOTIFICATION_FOR = {
+    BookStatus.COMPLETED: NotificationType.BOOK_COMPLETED,
+    BookStatus.PARTIAL: NotificationType.BOOK_PARTIAL,
+    BookStatus.FAILED: NotificationType.BOOK_FAILED,
+}
+
+
+def _notification_text(book: Book, status: BookStatus, outcome: BookOutcome) -> tuple[str, str]:
+    if status is BookStatus.COMPLETED:
+        return f"{book.title} is ready", f"All {outcome.pages_total} pages are illustrated."
+    if status is BookStatus.PARTIAL:
+        return (
+            f"{book.title} is partly illustrated",
+            f"{outcome.pages_with_image} of {outcome.pages_total} pages are illustrated; "
+            f"{outcome.pages_flagged} were declined by the image model and "
+            f"{outcome.pages_failed} failed. You can retry the missing pages.",
+        )
+    return f"{book.title} could not be illustrated", "No page could be illustrated. Try again."
+
+
+def finalize_book(session: Session, book_id: str, run_id: str, *, cancelled: bool) -> BookOutcome:
+    """Settle the book: status by the finalize rule, and one notification per run."""
+    book = get_book(session, book_id)
+    holds_claim = book.illustration_run_id == run_id and book.status is BookStatus.ILLUSTRATING
+    if holds_claim and cancelled:
+        for page in book.pages:
+            if page.moderation_status is ModerationStatus.PENDING:
+                page.moderation_status = ModerationStatus.FAILED
+                page.moderation_reason = CANCELLED_REASON
+                page.illustrated_by_run_id = run_id
+    status = book_status_for(book.pages) if holds_claim else book.status
+    outcome = BookOutcome(
+        book_id=book.id,
+        status=status,
+        pages_total=len(book.pages),
+        pages_with_image=sum(page.has_image for page in book.pages),
+        pages_flagged=sum(p.moderation_status is ModerationStatus.FLAGGED for p in book.pages),
+        pages_failed=sum(p.moderation_status is ModerationStatus.FAILED for p in book.pages),
+        notification_type=_NOTIFICATION_FOR.get(status, NotificationType.BOOK_FAILED),
+    )
+    if not holds_claim:
+        # A repeat of this finalize (or a run whose claim was taken over): change nothing.
+        session.rollback()
+        return outcome
+    book.status = status
+    book.illustration_run_id = None
+    book.illustration_workflow_id = None
+    already_notified = session.scalar(
+        select(exists().where(Notification.book_id == book_id, Notification.run_id == run_id))
+    )
+    if not already_notified:
+        title, message = _notification_text(book, status, outcome)
+        session.add(
+            Notification(
+                user_id=book.user_id,
+                book_id=book_id,
+                run_id=run_id,
+                type=outcome.notification_type,
+                title=title,
+                message=message,
+            )
+        )
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent duplicate finalize won the race; it did the same
+        session.rollback()
+    return outcome

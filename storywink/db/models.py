@@ -1,0 +1,111 @@
+"""SQLAlchemy 2.0 models: books, pages, notifications (SPEC.md "Data")."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from storywink.shared import BookStatus, ModerationStatus, NotificationType
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+def _enum(enum_type: type[BookStatus | ModerationStatus | NotificationType]) -> Enum:
+    # Stored as plain strings with a CHECK constraint: readable and portable.
+    return Enum(enum_type, native_enum=False, length=32, validate_strings=True)
+
+
+class Book(Timestamps, Base):
+    __tablename__ = "books"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    child_name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[BookStatus] = mapped_column(_enum(BookStatus), default=BookStatus.DRAFT)
+    art_style: Mapped[str] = mapped_column(String(64))
+    page_length: Mapped[int] = mapped_column(Integer)
+    cover_page_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Which workflow run holds the book while it is ILLUSTRATING (our claim on it).
+    illustration_workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    illustration_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    image_count: Mapped[int] = mapped_column(Integer, default=0)
+    cost_micro_usd: Mapped[int] = mapped_column(Integer, default=0)
+
+    pages: Mapped[list[Page]] = relationship(
+        back_populates="book", order_by="Page.page_number", cascade="all, delete-orphan"
+    )
+
+
+class Page(Timestamps, Base):
+    __tablename__ = "pages"
+    __table_args__ = (UniqueConstraint("book_id", "page_number", name="uq_pages_book_number"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    book_id: Mapped[str] = mapped_column(ForeignKey("books.id", ondelete="CASCADE"), index=True)
+    page_number: Mapped[int] = mapped_column(Integer)
+    is_title_page: Mapped[bool] = mapped_column(Boolean, default=False)
+    original_image_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    illustration_notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    generated_image_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    moderation_status: Mapped[ModerationStatus] = mapped_column(
+        _enum(ModerationStatus), default=ModerationStatus.PENDING
+    )
+    moderation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The run whose outcome is recorded here; lets a retried record be a no-op.
+    illustrated_by_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_calls: Mapped[int] = mapped_column(Integer, default=0)
+
+    book: Mapped[Book] = relationship(back_populates="pages")
+
+    @property
+    def has_image(self) -> bool:
+        return self.moderation_status is ModerationStatus.OK and bool(self.generated_image_url)
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    # At most one notification per book per illustration run.
+    __table_args__ = (UniqueConstraint("book_id", "run_id", name="uq_notifications_book_run"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    book_id: Mapped[str] = mapped_column(ForeignKey("books.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[NotificationType] = mapped_column(_enum(NotificationType))
+    title: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    read: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,42 @@
+"""Typed refusals a caller can act on (the web backend maps them to 404 / 409)."""
+
+from __future__ import annotations
+
+from storywink import pipeline
+from storywink.shared import BookStatus
+
+
+class BookError(Exception):
+    error_type: str = "BookError"
+
+
+class BookNotFound(BookError):
+    error_type = pipeline.BOOK_NOT_FOUND
+
+    def __init__(self, book_id: str) -> None:
+        super().__init__(f"book {book_id} not found")
+        self.book_id = book_id
+
+
+class BookNotReady(BookError):
+    """The book's status does not allow an illustration run (HTTP 409)."""
+
+    error_type = pipeline.BOOK_NOT_READY
+
+    def __init__(self, book_id: str, status: BookStatus) -> None:
+        super().__init__(
+            f"book {book_id} is {status.value}; illustration needs STORY_READY, PARTIAL or FAILED"
+        )
+        self.book_id = book_id
+        self.status = status
+
+
+class BookBusy(BookError):
+    """Another workflow run holds the book (HTTP 409)."""
+
+    error_type = pipeline.BOOK_BUSY
+
+    def __init__(self, book_id: str, workflow_id: str) -> None:
+        super().__init__(f"book {book_id} is being illustrated by workflow {workflow_id}")
+        self.book_id = book_id
+        self.workflow_id = workflow_id

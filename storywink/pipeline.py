@@ -1,0 +1,45 @@
+"""The contract of the illustration pipeline: names, ids, timeouts and retry policies.
+
+Operators' scripts and the web backend rely on these names; change them with care.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final
+
+from temporalio.common import RetryPolicy
+
+BOOK_ILLUSTRATION_WORKFLOW: Final = "BookIllustration"
+PROGRESS_QUERY: Final = "progress"
+WORKFLOW_ID_PREFIX: Final = "book-illustration-"
+
+# Error types (ApplicationError.type) a caller can match on.
+BOOK_NOT_FOUND: Final = "BookNotFound"
+BOOK_NOT_READY: Final = "BookNotReady"
+BOOK_BUSY: Final = "BookBusy"
+UNKNOWN_STYLE: Final = "UnknownStyle"
+PAGE_STAGE_ERROR: Final = "PageStageError"
+NON_RETRYABLE_BOOK_ERRORS: Final = (BOOK_NOT_FOUND, BOOK_NOT_READY, BOOK_BUSY, UNKNOWN_STYLE)
+
+# Book-level activities only touch the database: quick, retried patiently through outages.
+BOOK_ACTIVITY_TIMEOUT: Final = timedelta(seconds=30)
+BOOK_ACTIVITY_RETRY: Final = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,  # unlimited: a database outage must delay a book, never lose it
+    non_retryable_error_types=list(NON_RETRYABLE_BOOK_ERRORS),
+)
+# ...but a book whose database stays down for a day is given up on.
+BOOK_ACTIVITY_SCHEDULE_TO_CLOSE: Final = timedelta(hours=24)
+
+
+def workflow_id_for(book_id: str) -> str:
+    """One workflow id per book, so starting twice can only ever find the running one."""
+    return f"{WORKFLOW_ID_PREFIX}{book_id}"
+
+
+def page_public_id(book_id: str, page_number: int) -> str:
+    """Deterministic CDN id: a retried upload overwrites instead of duplicating."""
+    return f"storywink/{book_id}/generated/page_{page_number}"

@@ -1,0 +1,180 @@
+"""The offline illustrator: redraws the photo in the book's style with Pillow.
+
+No model, no network: a square crop of the photo is simplified, posterised into the
+style's palette, outlined in the style's ink, faded into a white border, and the page
+text (or the book title, large) is set in the border. Same input, same PNG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Final
+
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
+
+from storywink.providers.base import GeneratedImage, IllustrationJob, PermanentError
+from storywink.styles import STYLES, Style
+
+DEFAULT_SIZE: Final = 768
+MIN_SIZE: Final = 128
+_PAPER: Final = (255, 255, 255)
+
+RGB = tuple[int, int, int]
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+class LocalIllustrator:
+    """Draws pages on the CPU, off the event loop; `size` is the square side in pixels."""
+
+    name = "local"
+
+    def __init__(self, size: int = DEFAULT_SIZE) -> None:
+        if size < MIN_SIZE:
+            raise ValueError(f"size must be at least {MIN_SIZE} pixels, not {size}")
+        self.size = size
+
+    async def illustrate(self, job: IllustrationJob) -> GeneratedImage:
+        style = STYLES.get(job.style_key)
+        if style is None:
+            raise PermanentError(f"unknown art style {job.style_key!r}")
+        data = await asyncio.to_thread(render_page, job, style, self.size)
+        return GeneratedImage(data=data, mime_type="image/png")
+
+
+def render_page(job: IllustrationJob, style: Style, size: int) -> bytes:
+    """The whole drawing, synchronous: PNG bytes of a `size` x `size` page."""
+    photo = _open_photo(job.photo.data, size)
+    picture = _stylise(photo, style)
+    page = _vignette(picture, text_band=_band_height(size, job.is_title_page))
+    caption = job.title if job.is_title_page else (job.text or "")
+    _draw_caption(page, caption.strip(), _hex(style.ink), job.is_title_page)
+    out = io.BytesIO()
+    page.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def _open_photo(data: bytes, size: int) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise PermanentError(f"photo is not a decodable image ({type(exc).__name__})") from None
+    return ImageOps.fit(upright, (size, size), Image.Resampling.LANCZOS)
+
+
+def _stylise(photo: Image.Image, style: Style) -> Image.Image:
+    """Flat palette colours, a hint of the photo's own colours, and ink outlines."""
+    smooth = photo.filter(ImageFilter.GaussianBlur(photo.width / 300))
+    flat = _posterise(smooth, style.palette).filter(ImageFilter.ModeFilter(5))
+    painted = Image.blend(flat, smooth, 0.25)
+    painted = _add_grain(painted, seed=style.key)
+    ink = Image.new("RGB", photo.size, _hex(style.ink))
+    return Image.composite(ink, painted, _line_art(smooth))
+
+
+def _posterise(image: Image.Image, palette: Sequence[str]) -> Image.Image:
+    """Map every pixel to the nearest colour of the palette or of a mix of two of them."""
+    base = [_hex(colour) for colour in palette]
+    mixes = [_mix(a, b) for a, b in combinations(base, 2)]
+    colours = (base + mixes)[:256]
+    palette_image = Image.new("P", (1, 1))
+    palette_image.putpalette([channel for colour in colours for channel in colour])
+    small = image.reduce(2)
+    flat = small.quantize(palette=palette_image, dither=Image.Dither.NONE).convert("RGB")
+    return flat.resize(image.size, Image.Resampling.NEAREST)
+
+
+def _line_art(image: Image.Image) -> Image.Image:
+    """A mask of the strong edges, thickened and softened like a brush line."""
+    grey = image.convert("L").filter(ImageFilter.GaussianBlur(image.width / 400))
+    edges = grey.filter(ImageFilter.FIND_EDGES)
+    lines = edges.point(lambda value: 255 if value > 28 else 0)
+    thick = lines.filter(ImageFilter.MaxFilter(3))
+    return thick.filter(ImageFilter.GaussianBlur(0.8)).point(lambda value: value * 9 // 10)
+
+
+def _add_grain(image: Image.Image, seed: str) -> Image.Image:
+    """Paper grain from a seeded generator, so the page is the same on every run."""
+    noise_bytes = random.Random(seed).randbytes(image.width * image.height)
+    noise = Image.frombytes("L", image.size, noise_bytes).filter(ImageFilter.GaussianBlur(0.6))
+    grain = Image.merge("RGB", [noise, noise, noise])
+    return ImageChops.blend(image, ImageChops.multiply(image, grain), 0.06)
+
+
+def _vignette(picture: Image.Image, text_band: int) -> Image.Image:
+    """Fade the picture into white paper, leaving the bottom band white for the text."""
+    size = picture.width
+    margin = size // 16
+    mask = Image.new("L", picture.size, 0)
+    ImageDraw.Draw(mask).rounded_rectangle(
+        (margin, margin, size - margin, size - text_band), radius=size // 6, fill=255
+    )
+    mask = mask.filter(ImageFilter.GaussianBlur(size / 28))
+    paper = Image.new("RGB", picture.size, _PAPER)
+    return Image.composite(picture, paper, mask)
+
+
+def _band_height(size: int, is_title_page: bool) -> int:
+    return size * 24 // 100 if is_title_page else size * 20 // 100
+
+
+def _draw_caption(page: Image.Image, caption: str, ink: RGB, is_title_page: bool) -> None:
+    """Set `caption` centred in the bottom band, shrinking the font until it fits."""
+    if not caption:
+        return
+    size = page.width
+    band = _band_height(size, is_title_page)
+    box_width, box_height = size - size // 8, band - size // 32
+    draw = ImageDraw.Draw(page)
+    start = size // 11 if is_title_page else size // 24
+    for font_size in range(start, 7, -1):
+        font = ImageFont.load_default(size=font_size)
+        lines = _wrap(draw, caption, font, box_width)
+        line_height = font_size * 5 // 4
+        if line_height * len(lines) <= box_height:
+            break
+    top = size - band + (band - line_height * len(lines)) // 2
+    for index, line in enumerate(lines):
+        draw.text(
+            (size // 2, top + index * line_height + line_height // 2),
+            line,
+            fill=ink,
+            font=font,
+            anchor="mm",
+        )
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Font, width: int) -> list[str]:
+    """Greedy word wrap by measured width; a word longer than a line is cut."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}".strip()
+        if draw.textlength(candidate, font=font) <= width:
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        current = word
+        while draw.textlength(current, font=font) > width and len(current) > 1:
+            cut = len(current) - 1
+            while cut > 1 and draw.textlength(current[:cut], font=font) > width:
+                cut -= 1
+            lines.append(current[:cut])
+            current = current[cut:]
+    if current:
+        lines.append(current)
+    return lines
+
+
+def _hex(colour: str) -> RGB:
+    value = colour.lstrip("#")
+    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+
+
+def _mix(a: RGB, b: RGB) -> RGB:
+    return ((a[0] + b[0]) // 2, (a[1] + b[1]) // 2, (a[2] + b[2]) // 2)

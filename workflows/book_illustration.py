@@ -1,0 +1,156 @@
+"""The `BookIllustration` workflow: prepare, draw every page in parallel, finalize.
+
+Only orchestration lives here: no I/O, clocks or randomness. Every side effect is an
+idempotent activity; Temporal owns dispatch, locking, retries and replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pydantic
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from activities.finalize import FinalizeActivities
+    from activities.illustrate_page import IllustratePageActivities
+    from activities.prepare import PrepareActivities
+    from storywink import pipeline
+    from storywink.shared import (
+        BookOutcome,
+        FinalizeInput,
+        IllustrationPlan,
+        IllustrationRequest,
+        ModerationStatus,
+        PageActivityOptions,
+        PageFailure,
+        PageResult,
+        PageTask,
+        PrepareInput,
+        Progress,
+    )
+
+
+def _page_retry_policy(options: PageActivityOptions) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=options.initial_interval_seconds),
+        backoff_coefficient=options.backoff_coefficient,
+        maximum_interval=timedelta(seconds=options.maximum_interval_seconds),
+        maximum_attempts=options.maximum_attempts,
+    )
+
+
+def _failure_reason(error: ActivityError) -> str:
+    """The page activity's own message is already prefixed with the stage that failed."""
+    cause = error.cause
+    if isinstance(cause, Exception) and str(cause):
+        if type(cause).__name__ == "TimeoutError":
+            return f"timeout: {cause}"
+        return str(cause)
+    return str(error)
+
+
+# A malformed input (e.g. `{"book_id": 5}` from the CLI) fails the run at once instead of
+# leaving its first workflow task retrying forever.
+@workflow.defn(
+    name=pipeline.BOOK_ILLUSTRATION_WORKFLOW, failure_exception_types=[pydantic.ValidationError]
+)
+class BookIllustration:
+    def __init__(self) -> None:
+        self._progress = Progress(book_id="", phase="starting")
+
+    @workflow.run
+    async def run(self, request: IllustrationRequest) -> BookOutcome:
+        self._set_progress(book_id=request.book_id, phase="preparing")
+        info = workflow.info()
+        cancelled = False
+        try:
+            plan = await workflow.execute_activity_method(
+                PrepareActivities.prepare_illustration,
+                PrepareInput(
+                    book_id=request.book_id, workflow_id=info.workflow_id, run_id=info.run_id
+                ),
+                start_to_close_timeout=pipeline.BOOK_ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=pipeline.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
+                retry_policy=pipeline.BOOK_ACTIVITY_RETRY,
+            )
+        except asyncio.CancelledError:
+            cancelled = True
+        else:
+            cancelled = await self._illustrate_pages(plan)
+        self._set_progress(phase="finalizing")
+        outcome = await workflow.execute_activity_method(
+            FinalizeActivities.finalize_book,
+            FinalizeInput(book_id=request.book_id, run_id=info.run_id, cancelled=cancelled),
+            start_to_close_timeout=pipeline.BOOK_ACTIVITY_TIMEOUT,
+            schedule_to_close_timeout=pipeline.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
+            retry_policy=pipeline.BOOK_ACTIVITY_RETRY,
+        )
+        self._set_progress(phase="cancelled" if cancelled else "done", status=outcome.status)
+        if cancelled:
+            raise asyncio.CancelledError("illustration run cancelled; book settled")
+        return outcome
+
+    @workflow.query(name=pipeline.PROGRESS_QUERY)
+    def progress(self) -> Progress:
+        return self._progress
+
+    async def _illustrate_pages(self, plan: IllustrationPlan) -> bool:
+        """Draw every planned page in parallel; return whether the run was cancelled."""
+        self._set_progress(phase="illustrating", total=plan.total_pages, to_draw=len(plan.pages))
+        try:
+            await asyncio.gather(
+                *(self._illustrate(page, plan.page_options) for page in plan.pages)
+            )
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    async def _illustrate(self, page: PageTask, options: PageActivityOptions) -> None:
+        try:
+            result = await workflow.execute_activity_method(
+                IllustratePageActivities.illustrate_page,
+                page,
+                task_queue=options.task_queue,
+                start_to_close_timeout=timedelta(seconds=options.start_to_close_seconds),
+                heartbeat_timeout=timedelta(seconds=options.heartbeat_timeout_seconds),
+                retry_policy=_page_retry_policy(options),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"page {page.page_number}",
+            )
+        except ActivityError as error:
+            if is_cancelled_exception(error):
+                raise asyncio.CancelledError() from None
+            result = await workflow.execute_activity_method(
+                FinalizeActivities.record_page_failure,
+                PageFailure(
+                    book_id=page.book_id,
+                    page_id=page.page_id,
+                    run_id=page.run_id,
+                    reason=_failure_reason(error),
+                ),
+                start_to_close_timeout=pipeline.BOOK_ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=pipeline.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
+                retry_policy=pipeline.BOOK_ACTIVITY_RETRY,
+            )
+        self._count(result)
+
+    def _count(self, result: PageResult) -> None:
+        p = self._progress
+        if result.moderation_status is ModerationStatus.FLAGGED:
+            self._set_progress(done=p.done + 1, flagged=p.flagged + 1)
+        elif result.moderation_status is ModerationStatus.FAILED:
+            self._set_progress(done=p.done + 1, failed=p.failed + 1)
+        else:
+            self._set_progress(done=p.done + 1)
+
+    def _set_progress(self, **changes: object) -> None:
+        self._progress = self._progress.model_copy(update=changes)
+        p = self._progress
+        workflow.set_current_details(
+            f"**{p.phase}** — {p.done}/{p.to_draw} pages drawn "
+            f"({p.flagged} flagged, {p.failed} failed) of {p.total} in the book"
+        )
