@@ -240,3 +240,49 @@ def finalize_book(session: Session, book_id: str, run_id: str, *, cancelled: boo
     except IntegrityError:  # a concurrent duplicate finalize won the race; it did the same
         session.rollback()
     return outcome
+
+
+@dataclass(frozen=True)
+class NewPage:
+    original_image_url: str | None
+    text: str | None = None
+    illustration_notes: str | None = None
+
+
+def create_book(
+    session: Session,
+    *,
+    user_id: str,
+    title: str,
+    child_name: str,
+    art_style: str,
+    pages: Sequence[NewPage],
+    status: BookStatus,
+    book_id: str | None = None,
+) -> Book:
+    """A book with its pages; the first page is the title page."""
+    book = Book(
+        user_id=user_id,
+        title=title,
+        child_name=child_name,
+        art_style=art_style,
+        page_length=len(pages),
+        status=status,
+    )
+    if book_id is not None:
+        book.id = book_id
+    book.pages = [
+        Page(
+            page_number=number,
+            is_title_page=number == 1,
+            original_image_url=page.original_image_url,
+            text=page.text,
+            illustration_notes=page.illustration_notes,
+        )
+        for number, page in enumerate(pages, start=1)
+    ]
+    session.add(book)
+    session.flush()
+    book.cover_page_id = book.pages[0].id if book.pages else None
+    session.commit()
+    return book

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     illustration_rate_limit: float | None = Field(
         default=None, gt=0, description="Images per minute across all workers."
     )
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     worker_identity: str | None = None
 

@@ -22,6 +22,7 @@ from storywink.styles import STYLES, Style
 DEFAULT_SIZE: Final = 768
 MIN_SIZE: Final = 128
 _PAPER: Final = (255, 255, 255)
+_SMALLEST_FONT: Final = 9
 
 RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -123,29 +124,45 @@ def _band_height(size: int, is_title_page: bool) -> int:
 
 
 def _draw_caption(page: Image.Image, caption: str, ink: RGB, is_title_page: bool) -> None:
-    """Set `caption` centred in the bottom band, shrinking the font until it fits."""
+    """Set `caption` centred in the bottom band, in the largest font size that fits."""
     if not caption:
         return
     size = page.width
     band = _band_height(size, is_title_page)
-    box_width, box_height = size - size // 8, band - size // 32
     draw = ImageDraw.Draw(page)
-    start = size // 11 if is_title_page else size // 24
-    for font_size in range(start, 7, -1):
-        font = ImageFont.load_default(size=font_size)
-        lines = _wrap(draw, caption, font, box_width)
-        line_height = font_size * 5 // 4
-        if line_height * len(lines) <= box_height:
-            break
+    font, lines, line_height = _fit_caption(
+        draw,
+        caption,
+        width=size - size // 8,
+        height=band - size // 32,
+        largest=max(size // 11 if is_title_page else size // 24, _SMALLEST_FONT),
+    )
     top = size - band + (band - line_height * len(lines)) // 2
     for index, line in enumerate(lines):
-        draw.text(
-            (size // 2, top + index * line_height + line_height // 2),
-            line,
-            fill=ink,
-            font=font,
-            anchor="mm",
-        )
+        y = top + index * line_height + line_height // 2
+        draw.text((size // 2, y), line, fill=ink, font=font, anchor="mm")
+
+
+def _fit_caption(
+    draw: ImageDraw.ImageDraw, caption: str, *, width: int, height: int, largest: int
+) -> tuple[Font, list[str], int]:
+    """Font, wrapped lines and line height; at the smallest size, extra lines are cut."""
+    for font_size in range(largest, _SMALLEST_FONT - 1, -1):
+        font = ImageFont.load_default(size=font_size)
+        lines = _wrap(draw, caption, font, width)
+        line_height = font_size * 5 // 4
+        if line_height * len(lines) <= height:
+            return font, lines, line_height
+    fitting = max(height // line_height, 1)
+    if len(lines) > fitting:
+        lines = [*lines[: fitting - 1], _ellipsize(draw, lines[fitting - 1], font, width)]
+    return font, lines, line_height
+
+
+def _ellipsize(draw: ImageDraw.ImageDraw, line: str, font: Font, width: int) -> str:
+    while line and draw.textlength(line + "…", font=font) > width:
+        line = line[:-1]
+    return line + "…"
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Font, width: int) -> list[str]:

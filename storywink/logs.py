@@ -1,0 +1,42 @@
+"""Logging set-up for the worker and CLI: secrets redacted, JSON on request."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from storywink.config import Settings
+from storywink.connections import redactor_for
+from storywink.redact import RedactingFilter
+
+# Attributes the Temporal SDK attaches to activity/workflow log records.
+_CONTEXT_KEYS = ("temporal_activity", "temporal_workflow")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in _CONTEXT_KEYS:
+            if isinstance(value := getattr(record, key, None), dict):
+                entry.update(value)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter(redactor_for(settings)))
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())

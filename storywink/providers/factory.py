@@ -1,0 +1,61 @@
+"""Build the providers the settings ask for, once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storywink.config import IllustratorKind, Settings, StorageKind
+from storywink.providers.base import Illustrator, ImageStore
+from storywink.providers.fetch import ImageFetcher
+
+
+@dataclass(frozen=True)
+class Providers:
+    illustrator: Illustrator
+    store: ImageStore
+    fetcher: ImageFetcher
+
+    async def aclose(self) -> None:
+        await self.fetcher.aclose()
+
+
+def build_illustrator(settings: Settings) -> Illustrator:
+    if settings.illustrator_kind is IllustratorKind.LOCAL:
+        from storywink.providers.local_illustrator import LocalIllustrator
+
+        return LocalIllustrator()
+    from storywink.providers.gemini import GeminiIllustrator, build_gemini_client
+
+    assert settings.gemini_api_key is not None  # checked by Settings
+    client = build_gemini_client(
+        settings.gemini_api_key.get_secret_value(),
+        settings.gemini_base_url,
+        settings.model_timeout_seconds,
+    )
+    return GeminiIllustrator(
+        client, model=settings.gemini_image_model, image_size=settings.gemini_image_size
+    )
+
+
+def build_store(settings: Settings) -> ImageStore:
+    if settings.storage_kind is StorageKind.LOCAL:
+        from storywink.providers.local_storage import LocalImageStore
+
+        return LocalImageStore(settings.storage_dir)
+    from storywink.providers.cloudinary_store import CloudinaryStore
+
+    return CloudinaryStore(settings.cloudinary, timeout_seconds=settings.fetch_timeout_seconds)
+
+
+def build_providers(settings: Settings) -> Providers:
+    return Providers(
+        illustrator=build_illustrator(settings),
+        store=build_store(settings),
+        fetcher=ImageFetcher(
+            timeout_seconds=settings.fetch_timeout_seconds,
+            max_bytes=settings.max_fetch_bytes,
+            allow_private=settings.allow_private_fetch,
+            # Local storage keeps the parents' photos on disk as file:// URLs.
+            allow_file=settings.storage_kind is StorageKind.LOCAL,
+        ),
+    )

@@ -1,0 +1,156 @@
+"""Run a Storywink worker: `python worker.py`.
+
+Start-up checks settings, the style library, the database and Temporal before polling,
+so a worker that cannot do the work never takes any. SIGTERM/SIGINT stop polling and give
+in-flight pages `SHUTDOWN_GRACE_SECONDS` to finish; what doesn't finish is handed back to
+Temporal and retried on another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.finalize import FinalizeActivities
+from activities.illustrate_page import IllustratePageActivities
+from activities.prepare import PrepareActivities
+from storywink.config import ConfigurationError, Settings, load_settings
+from storywink.connections import (
+    Database,
+    TemporalUnavailable,
+    connect_temporal,
+    open_database,
+    redactor_for,
+)
+from storywink.db.engine import DatabaseNotReady
+from storywink.logs import configure_logging
+from storywink.providers.factory import Providers, build_providers
+from storywink.styles import StyleLibraryError, validate_library
+from workflows.book_illustration import BookIllustration
+
+log = logging.getLogger("storywink.worker")
+
+
+def worker_identity(settings: Settings) -> str:
+    return settings.worker_identity or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_workers(
+    client: Client, settings: Settings, database: Database, providers: Providers
+) -> list[Worker]:
+    """The two pollers: workflows + book activities, and the page activities."""
+    identity = worker_identity(settings)
+    redactor = redactor_for(settings)
+    per_second = (
+        settings.illustration_rate_limit / 60 if settings.illustration_rate_limit else None
+    )
+    grace = timedelta(seconds=settings.shutdown_grace_seconds)
+    book_worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[BookIllustration],
+        activities=[
+            PrepareActivities(database.sessions, client, settings).prepare_illustration,
+            FinalizeActivities(database.sessions).finalize_book,
+            FinalizeActivities(database.sessions).record_page_failure,
+        ],
+        max_concurrent_activities=settings.finalize_concurrency,
+        identity=identity,
+        graceful_shutdown_timeout=grace,
+    )
+    page_worker = Worker(
+        client,
+        task_queue=settings.temporal_illustration_task_queue,
+        activities=[
+            IllustratePageActivities(
+                database.sessions,
+                providers.illustrator,
+                providers.store,
+                providers.fetcher,
+                redactor,
+            ).illustrate_page
+        ],
+        max_concurrent_activities=settings.illustration_concurrency,
+        # One quota for the image model, enforced by the server across every worker.
+        max_task_queue_activities_per_second=per_second,
+        identity=identity,
+        graceful_shutdown_timeout=grace,
+    )
+    return [book_worker, page_worker]
+
+
+@asynccontextmanager
+async def started_runtime(
+    settings: Settings,
+) -> AsyncIterator[tuple[Client, Database, Providers]]:
+    """Everything a worker needs, checked in order; each failure names what is wrong."""
+    library_hash = validate_library(settings.style_assets_url)
+    log.info("style library ok (hash %s)", library_hash)
+    database = open_database(settings)
+    log.info("database ok (%s)", database.engine.url.render_as_string(hide_password=True))
+    client = await connect_temporal(settings)
+    log.info("temporal ok (%s, namespace %s)", settings.temporal_address, settings.temporal_namespace)
+    providers = build_providers(settings)
+    log.info("illustrator %s, storage %s", providers.illustrator.name, providers.store.name)
+    try:
+        yield client, database, providers
+    finally:
+        await providers.aclose()
+        database.engine.dispose()
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    async with started_runtime(settings) as (client, database, providers):
+        workers = build_workers(client, settings, database, providers)
+        log.info(
+            "worker %s polling %s and %s",
+            worker_identity(settings),
+            settings.temporal_task_queue,
+            settings.temporal_illustration_task_queue,
+        )
+        runs = [asyncio.create_task(worker.run()) for worker in workers]
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([*runs, stopping], return_when=asyncio.FIRST_COMPLETED)
+        log.info("stopping: no new work; in-flight work gets %.0fs", settings.shutdown_grace_seconds)
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
+        stopping.cancel()
+        for run in runs:
+            if run.done() and run.exception():
+                raise run.exception()  # type: ignore[misc]
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"storywink worker: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    stop = asyncio.Event()
+
+    async def amain() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    try:
+        asyncio.run(amain())
+    except (StyleLibraryError, DatabaseNotReady, TemporalUnavailable, ConfigurationError) as exc:
+        log.error("worker not started: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
