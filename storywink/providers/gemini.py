@@ -1,0 +1,269 @@
+"""Gemini image models (through `google-genai`) as an `Illustrator`.
+
+The SDK's own retries are switched off: Temporal owns retries, so every failure is turned
+into one of the provider errors of `base.py` at once, with a short, secret-free reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import httpx
+from google import genai
+from google.genai import errors, types
+
+from storywink.images import NotAnImage, image_mime_type
+from storywink.providers.base import (
+    ContentRefused,
+    GeneratedImage,
+    IllustrationJob,
+    PermanentError,
+    ProviderError,
+    SourceImage,
+    TransientError,
+)
+
+SAFETY_REASONS: Final = frozenset(
+    {
+        "SAFETY",
+        "IMAGE_SAFETY",
+        "PROHIBITED_CONTENT",
+        "IMAGE_PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+    }
+)
+COPYRIGHT_REASONS: Final = frozenset({"RECITATION", "IMAGE_RECITATION"})
+TRANSIENT_HTTP: Final = frozenset({408, 429, 500, 502, 503, 504})
+
+_MESSAGE_LIMIT = 200
+_SNIPPET_LIMIT = 120
+_RETRY_INFO = "google.rpc.RetryInfo"
+_MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)\b(key|api[_-]?key|access_token|token)=[^&\s'\"<>]+"), r"\1=[redacted]"),
+    (re.compile(r"(?i)(x-goog-api-key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1[redacted]"),
+    (re.compile(r"AIza[0-9A-Za-z_\-]{20,}"), "[redacted]"),
+)
+
+
+def _transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(timeouts, connection errors) of whichever HTTP stacks the SDK may use."""
+    timeouts: list[type[BaseException]] = [TimeoutError, httpx.TimeoutException]
+    connection: list[type[BaseException]] = [OSError, httpx.TransportError]
+    try:
+        import httpx2  # the SDK's default transport from google-genai 2.x on
+    except ImportError:
+        pass
+    else:
+        timeouts.append(httpx2.TimeoutException)
+        connection.append(httpx2.TransportError)
+    try:
+        import aiohttp  # used by the SDK whenever it is installed
+    except ImportError:
+        pass
+    else:
+        connection += [aiohttp.ClientConnectionError, aiohttp.ClientPayloadError]
+    return tuple(timeouts), tuple(connection)
+
+
+# asyncio.TimeoutError is the builtin TimeoutError (3.11+); aiohttp's timeouts derive from it.
+TIMEOUT_ERRORS, CONNECTION_ERRORS = _transport_errors()
+
+
+def build_gemini_client(api_key: str, base_url: str | None, timeout_seconds: float) -> genai.Client:
+    """A client that gives up after `timeout_seconds` and never retries on its own."""
+    options = types.HttpOptions(
+        base_url=base_url or None,
+        timeout=max(1, round(timeout_seconds * 1000)),  # milliseconds
+        retry_options=types.HttpRetryOptions(attempts=1),
+    )
+    return genai.Client(api_key=api_key, http_options=options)
+
+
+class GeminiIllustrator:
+    """Redraws a page's photo in the style of a reference image with a Gemini image model."""
+
+    name = "gemini"
+
+    def __init__(self, client: genai.Client, model: str, image_size: str) -> None:
+        self._client = client
+        self._model = model
+        self._image_size = image_size
+        self._secrets = _client_secrets(client)
+
+    async def illustrate(self, job: IllustrationJob) -> GeneratedImage:
+        try:
+            response = await self._client.aio.models.generate_content(
+                model=self._model, contents=build_contents(job), config=self._config()
+            )
+        except errors.APIError as exc:
+            raise http_error(exc, self._secrets) from None
+        except (errors.UnknownApiResponseError, json.JSONDecodeError):
+            raise TransientError("unreadable response from the model") from None
+        except TIMEOUT_ERRORS:
+            raise TransientError("timeout") from None
+        except CONNECTION_ERRORS as exc:
+            raise TransientError(f"connection error: {_describe(exc, self._secrets)}") from None
+        return read_image(response)
+
+    def _config(self) -> types.GenerateContentConfig:
+        return types.GenerateContentConfig(
+            response_modalities=["IMAGE", "TEXT"],
+            image_config=types.ImageConfig(aspect_ratio="1:1", image_size=self._image_size or None),
+        )
+
+
+def build_contents(job: IllustrationJob) -> list[types.Content]:
+    """Prompt, then image 1 (the photo), then image 2 (the style reference) when there is one."""
+    images: list[SourceImage] = [job.photo]
+    if job.style_reference is not None:
+        images.append(job.style_reference)
+    parts = [types.Part.from_text(text=job.prompt)]
+    parts += [types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in images]
+    return [types.Content(role="user", parts=parts)]
+
+
+# ----- reading the answer -----
+
+
+def read_image(response: types.GenerateContentResponse) -> GeneratedImage:
+    """The first (non-thought) inline image, or the error that says why there is none."""
+    candidate = response.candidates[0] if response.candidates else None
+    parts = _parts(candidate)
+    for part in parts:
+        blob = part.inline_data
+        if part.thought or blob is None or not blob.data:
+            continue
+        if (blob.mime_type or "image/").lower().startswith("image/"):
+            return _checked_image(blob.data, blob.mime_type)
+    raise _missing_image(response, candidate, parts)
+
+
+def _parts(candidate: types.Candidate | None) -> list[types.Part]:
+    if candidate is None or candidate.content is None:
+        return []
+    return list(candidate.content.parts or [])
+
+
+def _checked_image(data: bytes, declared: str | None) -> GeneratedImage:
+    try:
+        actual = image_mime_type(data)
+    except NotAnImage as exc:
+        raise TransientError(f"model sent {declared or 'data'} that is not an image: {exc}") from None
+    claimed = _MIME_ALIASES.get((declared or "").lower(), (declared or "").lower())
+    if claimed and claimed != actual:
+        raise TransientError(f"model declared {claimed} but sent {actual}")
+    return GeneratedImage(data=data, mime_type=actual)
+
+
+def _missing_image(
+    response: types.GenerateContentResponse,
+    candidate: types.Candidate | None,
+    parts: Sequence[types.Part],
+) -> ProviderError:
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        return ContentRefused(f"blocked: {_enum_name(feedback.block_reason)}")
+    reason = _enum_name(candidate.finish_reason) if candidate is not None else ""
+    if reason in SAFETY_REASONS:
+        return ContentRefused(f"safety: {reason}")
+    if reason in COPYRIGHT_REASONS:
+        return ContentRefused(f"copyright: {reason}")
+    text = " ".join(part.text for part in parts if part.text and not part.thought)
+    if not reason and not text:
+        # Nothing to go on: most likely a glitch, so let it be retried.
+        return TransientError("empty response from the model")
+    refusal = f"no image: {reason or 'FINISH_REASON_UNSPECIFIED'}"
+    return ContentRefused(f"{refusal}: {_shorten(text, _SNIPPET_LIMIT)}" if text else refusal)
+
+
+def _enum_name(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    return str(value)
+
+
+# ----- errors -----
+
+
+def http_error(exc: errors.APIError, secrets: Sequence[str] = ()) -> ProviderError:
+    """Map an HTTP error answer to a provider error with a short reason."""
+    code = int(exc.code or 0)
+    status = f" {exc.status}" if exc.status else ""
+    message = _shorten(_scrub(str(exc.message or ""), secrets), _MESSAGE_LIMIT)
+    reason = f"HTTP {code}{status}: {message}" if message else f"HTTP {code}{status}"
+    if 400 <= code < 500 and code not in TRANSIENT_HTTP:
+        return PermanentError(reason)
+    return TransientError(reason, retry_after=retry_delay(exc))
+
+
+def retry_delay(exc: errors.APIError) -> float | None:
+    """Seconds from the error's `google.rpc.RetryInfo`, else from a `Retry-After` header."""
+    for detail in _error_details(exc.details):
+        if str(detail.get("@type", "")).endswith(_RETRY_INFO):
+            delay = parse_duration(detail.get("retryDelay"))
+            if delay is not None:
+                return delay
+    return _retry_after_header(exc.response)
+
+
+def _error_details(body: object) -> list[Mapping[str, Any]]:
+    error = body.get("error", body) if isinstance(body, Mapping) else None
+    details = error.get("details") if isinstance(error, Mapping) else None
+    if not isinstance(details, list):
+        return []
+    return [detail for detail in details if isinstance(detail, Mapping)]
+
+
+def parse_duration(value: object) -> float | None:
+    """A protobuf Duration as JSON ("17s", "1.5s") or as {"seconds": .., "nanos": ..}."""
+    try:
+        if isinstance(value, str) and value.endswith("s"):
+            seconds = float(value[:-1])
+        elif isinstance(value, Mapping):
+            seconds = float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+        else:
+            return None
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _retry_after_header(response: object) -> float | None:
+    headers = getattr(response, "headers", None)
+    value = headers.get("Retry-After") if isinstance(headers, Mapping) else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare, and RetryInfo is the documented way
+
+
+def _describe(exc: BaseException, secrets: Sequence[str]) -> str:
+    text = _scrub(str(exc), secrets)
+    return _shorten(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 120)
+
+
+def _client_secrets(client: genai.Client) -> tuple[str, ...]:
+    # The key lives in the SDK's private client; reading it lets us scrub it verbatim.
+    api_key = getattr(getattr(client, "_api_client", None), "api_key", None)
+    return (api_key,) if isinstance(api_key, str) and len(api_key) >= 4 else ()
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -1,0 +1,576 @@
+"""A local fake of the Gemini API (`generateContent`) for tests, plus a tiny static file host.
+
+It speaks the wire format the real `google-genai` SDK sends and reads:
+`POST /{api_version}/models/{model}:generateContent` (google-genai 3.x defaults to `v1`,
+older releases to `v1beta`; any version is accepted). By default it answers with a real
+PNG drawn from the first inline image of the request (posterised), `finishReason: STOP`.
+
+Faults are injected per call or per page::
+
+    with FakeGeminiServer(api_key="test-key") as gemini:
+        gemini.fail_next(2, Fault.rate_limited(retry_delay="2s"))  # next two calls: 429
+        gemini.fail_when("Chapter 3", Fault.finish("IMAGE_SAFETY"))  # that page: refused
+        gemini.set_quota(5, window_seconds=1.0)  # >5 calls per second: 429
+        url = gemini.add_image("/photos/1.png", png_bytes)  # GET-able photo for the page
+
+The server runs its own event loop in a daemon thread, so it works from sync and async
+tests alike; `BackgroundServer` is reused by the fake Cloudinary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from aiohttp import web
+from PIL import Image, ImageOps
+
+GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class BackgroundServer:
+    """An aiohttp app served on 127.0.0.1 (free port) by an event loop in a daemon thread."""
+
+    thread_name = "fake-server"
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        self._port = 0
+        self._lock = threading.Lock()
+
+    def build_app(self) -> web.Application:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        if not self._port:
+            raise RuntimeError("server not started")
+        return f"http://127.0.0.1:{self._port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + "/" + path.lstrip("/")
+
+    def start(self) -> Self:
+        if self._thread is not None:
+            return self
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(loop,), name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if self._stopping is not None:
+            loop.call_soon_threadsafe(self._stopping.set)
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        self._loop = self._thread = self._runner = None
+        self._port = 0
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stopping = asyncio.Event()
+        runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep `seconds`, waking early when the server stops. True if it slept fully."""
+        if self._stopping is None:
+            await asyncio.sleep(seconds)
+            return True
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    @staticmethod
+    async def reset_connection(request: web.Request) -> web.StreamResponse:
+        """Drop the TCP connection without sending a single byte of response."""
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        # The response can never be written; aiohttp discards it for a closed transport.
+        return web.Response(status=499)
+
+
+FaultKind = Literal["ok", "http", "blocked", "finish", "bad_image", "delay", "reset"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the fake does with one `generateContent` call. Build with the classmethods."""
+
+    kind: FaultKind
+    code: int = 200
+    status: str = ""
+    message: str = ""
+    retry_delay: str | None = None
+    raw_body: str | None = None
+    content_type: str = "application/json"
+    reason: str = ""
+    text: str | None = None
+    mime_type: str = "image/png"
+    data: bytes | None = None
+    seconds: float = 0.0
+    thought_image: bool = False
+
+    @classmethod
+    def ok(cls, text: str | None = None, *, thought_image: bool = False) -> Fault:
+        """A normal image answer, optionally after a text part and a 'thought' image."""
+        return cls("ok", text=text, thought_image=thought_image)
+
+    @classmethod
+    def http(
+        cls,
+        code: int,
+        message: str | None = None,
+        *,
+        status: str | None = None,
+        retry_delay: str | None = None,
+        raw_body: str | None = None,
+        content_type: str = "application/json",
+    ) -> Fault:
+        """An HTTP error with a Google-style JSON body (or `raw_body` verbatim)."""
+        return cls(
+            "http",
+            code=code,
+            status=status if status is not None else GOOGLE_STATUS.get(code, "UNKNOWN"),
+            message=message if message is not None else f"fake error {code}",
+            retry_delay=retry_delay,
+            raw_body=raw_body,
+            content_type=content_type,
+        )
+
+    @classmethod
+    def rate_limited(cls, retry_delay: str | None = "2s", message: str | None = None) -> Fault:
+        text = message or "You exceeded your current quota, please retry later."
+        return cls.http(429, text, retry_delay=retry_delay)
+
+    @classmethod
+    def blocked(cls, reason: str = "SAFETY") -> Fault:
+        """`promptFeedback.blockReason` and no candidates."""
+        return cls("blocked", reason=reason)
+
+    @classmethod
+    def finish(cls, reason: str, text: str | None = None) -> Fault:
+        """A candidate without an image, ending with `finishReason`, optionally with text."""
+        return cls("finish", reason=reason, text=text)
+
+    @classmethod
+    def text_only(cls, text: str = "I cannot draw this picture.") -> Fault:
+        return cls.finish("STOP", text)
+
+    @classmethod
+    def not_an_image(cls, mime_type: str = "image/png", data: bytes = b"not an image") -> Fault:
+        """An inline part that claims an image mime type but holds other bytes."""
+        return cls("bad_image", mime_type=mime_type, data=data)
+
+    @classmethod
+    def mislabelled_image(cls, mime_type: str = "image/jpeg") -> Fault:
+        """A real PNG declared as another image type."""
+        return cls("bad_image", mime_type=mime_type)
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Answer normally after `seconds` (latency)."""
+        return cls("delay", seconds=seconds)
+
+    @classmethod
+    def hang(cls, seconds: float = 30.0) -> Fault:
+        """Sit on the request for a long time (past any sane client timeout)."""
+        return cls("delay", seconds=seconds)
+
+    @classmethod
+    def reset(cls) -> Fault:
+        """Close the connection without answering."""
+        return cls("reset")
+
+
+@dataclass
+class RecordedRequest:
+    """One call as the fake received it. Headers are kept but left out of repr()."""
+
+    method: str
+    path: str
+    api_version: str
+    model: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(repr=False)
+    at: float
+    outcome: str = ""
+
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        contents = self.body.get("contents") or []
+        return [part for content in contents for part in (content.get("parts") or [])]
+
+    @property
+    def prompt(self) -> str:
+        return "\n".join(str(part["text"]) for part in self.parts if "text" in part)
+
+    @property
+    def inline_images(self) -> list[tuple[str, bytes]]:
+        """(mime type, bytes) of every inline part, in request order."""
+        images = []
+        for part in self.parts:
+            blob = part.get("inlineData") or part.get("inline_data")
+            if blob:
+                mime = blob.get("mimeType") or blob.get("mime_type") or ""
+                images.append((str(mime), base64.b64decode(blob.get("data") or "")))
+        return images
+
+    @property
+    def generation_config(self) -> dict[str, Any]:
+        config = self.body.get("generationConfig") or self.body.get("generation_config") or {}
+        return dict(config)
+
+    @property
+    def api_key(self) -> str | None:
+        return self.headers.get("x-goog-api-key") or self.headers.get("X-Goog-Api-Key")
+
+
+@dataclass
+class _Rule:
+    substring: str
+    fault: Fault
+    remaining: int | None
+
+
+@dataclass(frozen=True)
+class _StaticRoute:
+    status: int
+    data: bytes
+    content_type: str
+
+
+class FakeGeminiServer(BackgroundServer):
+    """Fake Gemini `generateContent` endpoint with fault injection. See the module doc."""
+
+    thread_name = "fake-gemini"
+
+    def __init__(self, api_key: str | None = None) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self._requests: list[RecordedRequest] = []
+        self._queue: deque[Fault] = deque()
+        self._rules: list[_Rule] = []
+        self._latency = 0.0
+        self._quota: int | None = None
+        self._quota_window = 60.0
+        self._quota_hits: deque[float] = deque()
+        self.quota_rejections = 0
+        self._static: dict[str, _StaticRoute] = {}
+        self._static_hits: dict[str, int] = {}
+
+    # ----- configuration (any thread) -----
+
+    def fail_next(self, n: int, fault: Fault) -> None:
+        """The next `n` calls (that no page rule catches) get `fault`."""
+        with self._lock:
+            self._queue.extend([fault] * n)
+
+    def queue(self, *faults: Fault) -> None:
+        """The next calls get these faults, in order."""
+        with self._lock:
+            self._queue.extend(faults)
+
+    def fail_when(self, prompt_contains: str, fault: Fault, times: int | None = None) -> None:
+        """Calls whose prompt contains `prompt_contains` get `fault` (`times` times, or always)."""
+        with self._lock:
+            self._rules.append(_Rule(prompt_contains, fault, times))
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every answer by `seconds`."""
+        with self._lock:
+            self._latency = seconds
+
+    def set_quota(self, per_window: int | None, window_seconds: float = 60.0) -> None:
+        """Answer 429 (with RetryInfo) to calls beyond `per_window` in a sliding window."""
+        with self._lock:
+            self._quota = per_window
+            self._quota_window = window_seconds
+            self._quota_hits.clear()
+
+    def reset_faults(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            self._rules.clear()
+            self._latency = 0.0
+            self._quota = None
+            self._quota_hits.clear()
+
+    def add_image(self, path: str, data: bytes, content_type: str = "image/png") -> str:
+        """Serve `data` at GET `path`; returns its URL."""
+        return self._add_static(path, _StaticRoute(200, data, content_type))
+
+    def add_error(self, path: str, status: int = 404) -> str:
+        """GET `path` answers `status`; returns its URL."""
+        return self._add_static(path, _StaticRoute(status, b"fake error", "text/plain"))
+
+    # ----- inspection (any thread) -----
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def call_count(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+    def calls_with(self, prompt_contains: str) -> int:
+        return sum(1 for request in self.requests if prompt_contains in request.prompt)
+
+    def static_hits(self, path: str) -> int:
+        with self._lock:
+            return self._static_hits.get("/" + path.lstrip("/"), 0)
+
+    # ----- the app -----
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/{version}/models/{call}", self._generate)
+        app.router.add_get("/{path:.*}", self._serve_static)
+        return app
+
+    def _add_static(self, path: str, route: _StaticRoute) -> str:
+        path = "/" + path.lstrip("/")
+        with self._lock:
+            self._static[path] = route
+        return self.url(path)
+
+    async def _serve_static(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            route = self._static.get(request.path)
+            self._static_hits[request.path] = self._static_hits.get(request.path, 0) + 1
+        if route is None:
+            return web.Response(status=404, text="not found")
+        return web.Response(status=route.status, body=route.data, content_type=route.content_type)
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        model, _, method = request.match_info["call"].partition(":")
+        if method != "generateContent":
+            return _google_error(404, f"Method {method!r} is not faked.")
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return _google_error(400, "Invalid JSON payload received.")
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            api_version=request.match_info["version"],
+            model=model,
+            body=body if isinstance(body, dict) else {},
+            headers=dict(request.headers),
+            at=time.monotonic(),
+        )
+        fault, latency = self._choose(record)
+        record.outcome = fault.kind if fault.kind != "http" else f"http {fault.code}"
+        with self._lock:
+            self._requests.append(record)
+        if latency and not await self.pause(latency):
+            return _google_error(503, "The fake server is shutting down.")
+        return await self._answer(request, record, fault)
+
+    def _choose(self, record: RecordedRequest) -> tuple[Fault, float]:
+        with self._lock:
+            latency = self._latency
+            if self.api_key is not None and record.api_key != self.api_key:
+                return _invalid_key(), latency
+            quota_fault = self._quota_fault()
+            if quota_fault is not None:
+                return quota_fault, latency
+            rule_fault = self._rule_fault(record.prompt)
+            if rule_fault is not None:
+                return rule_fault, latency
+            if self._queue:
+                return self._queue.popleft(), latency
+        return Fault.ok(), latency
+
+    def _quota_fault(self) -> Fault | None:
+        if self._quota is None:
+            return None
+        now = time.monotonic()
+        while self._quota_hits and now - self._quota_hits[0] >= self._quota_window:
+            self._quota_hits.popleft()
+        if len(self._quota_hits) < self._quota:
+            self._quota_hits.append(now)
+            return None
+        self.quota_rejections += 1
+        wait = self._quota_window - (now - self._quota_hits[0])
+        return Fault.rate_limited(
+            retry_delay=f"{max(wait, 0.001):.3f}s",
+            message="Quota exceeded for metric: generate_content requests per minute.",
+        )
+
+    def _rule_fault(self, prompt: str) -> Fault | None:
+        for rule in self._rules:
+            if rule.substring in prompt and (rule.remaining is None or rule.remaining > 0):
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                return rule.fault
+        return None
+
+    async def _answer(
+        self, request: web.Request, record: RecordedRequest, fault: Fault
+    ) -> web.StreamResponse:
+        if fault.kind == "reset":
+            return await self.reset_connection(request)
+        if fault.kind == "http":
+            return _http_fault(fault)
+        if fault.kind == "delay" and not await self.pause(fault.seconds):
+            return _google_error(503, "The fake server is shutting down.")
+        return web.json_response(_response_body(record, fault))
+
+
+def _google_error(
+    code: int, message: str, status: str | None = None, details: list[dict[str, Any]] | None = None
+) -> web.Response:
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "status": status or GOOGLE_STATUS.get(code, "UNKNOWN"),
+    }
+    if details:
+        error["details"] = details
+    return web.json_response({"error": error}, status=code)
+
+
+def _http_fault(fault: Fault) -> web.Response:
+    if fault.raw_body is not None:
+        return web.Response(
+            status=fault.code, text=fault.raw_body, content_type=fault.content_type
+        )
+    details = None
+    if fault.retry_delay is not None:
+        details = [{"@type": RETRY_INFO_TYPE, "retryDelay": fault.retry_delay}]
+    return _google_error(fault.code, fault.message, fault.status, details)
+
+
+def _invalid_key() -> Fault:
+    return Fault.http(400, "API key not valid. Please pass a valid API key.")
+
+
+def _response_body(record: RecordedRequest, fault: Fault) -> dict[str, Any]:
+    if fault.kind == "blocked":
+        return {"promptFeedback": {"blockReason": fault.reason}, "usageMetadata": _usage()}
+    parts: list[dict[str, Any]] = []
+    if fault.text is not None:
+        parts.append({"text": fault.text})
+    finish_reason = "STOP"
+    if fault.kind == "finish":
+        finish_reason = fault.reason
+    elif fault.kind == "bad_image":
+        data = fault.data if fault.data is not None else drawn_png(record)
+        parts.append(_inline(fault.mime_type, data))
+    else:
+        if fault.thought_image:
+            parts.append({**_inline("image/png", flat_png()), "thought": True})
+        parts.append(_inline("image/png", drawn_png(record)))
+    candidate: dict[str, Any] = {"finishReason": finish_reason, "index": 0}
+    if parts:
+        candidate["content"] = {"role": "model", "parts": parts}
+    return {
+        "candidates": [candidate],
+        "usageMetadata": _usage(),
+        "modelVersion": record.model,
+        "responseId": f"fake-{int(record.at * 1000)}",
+    }
+
+
+def _inline(mime_type: str, data: bytes) -> dict[str, Any]:
+    return {"inlineData": {"mimeType": mime_type, "data": base64.b64encode(data).decode()}}
+
+
+def _usage() -> dict[str, int]:
+    return {"promptTokenCount": 600, "candidatesTokenCount": 1290, "totalTokenCount": 1890}
+
+
+def drawn_png(record: RecordedRequest, size: int = 256) -> bytes:
+    """A real picture: the request's first inline image, posterised; a flat tile otherwise."""
+    source = _first_image(record)
+    if source is None:
+        return flat_png()
+    source.thumbnail((size, size))
+    picture = ImageOps.posterize(source.convert("RGB"), 2)
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return out.getvalue()
+
+
+def flat_png(size: int = 64, color: tuple[int, int, int] = (200, 120, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _first_image(record: RecordedRequest) -> Image.Image | None:
+    for _, data in record.inline_images:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return image.copy()
+        except (OSError, SyntaxError, binascii.Error):
+            continue
+    return None
+
+
+__all__ = ["BackgroundServer", "FakeGeminiServer", "Fault", "RecordedRequest", "drawn_png", "flat_png"]

@@ -1,0 +1,91 @@
+"""Building blocks for the integration tests: real workers, sample books."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowHandle
+
+from storywink import books, pipeline
+from storywink.config import Settings
+from storywink.connections import Database
+from storywink.db.models import Book, Notification, Page
+from storywink.providers.factory import Providers, build_providers
+from storywink.sample_book import write_sample_photos
+from storywink.shared import BookOutcome, BookStatus, IllustrationRequest
+from worker import build_workers
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client, settings: Settings, database: Database, providers: Providers | None = None
+) -> AsyncIterator[Providers]:
+    """A real worker (both pollers) in this process, as `python worker.py` builds it."""
+    providers = providers or build_providers(settings)
+    async with AsyncExitStack() as stack:
+        for worker in build_workers(client, settings, database, providers):
+            await stack.enter_async_context(worker)
+        yield providers
+    await providers.aclose()
+
+
+def photo_urls(directory: Path, count: int) -> list[str]:
+    return [path.resolve().as_uri() for path in write_sample_photos(directory, count)]
+
+
+def create_book(
+    database: Database,
+    photo_urls: Sequence[str | None],
+    *,
+    status: BookStatus = BookStatus.STORY_READY,
+    art_style: str = "vignette",
+    title: str = "Mia's Big Day",
+) -> str:
+    with database.sessions() as session:
+        book = books.create_book(
+            session,
+            user_id="user-1",
+            title=title,
+            child_name="Mia",
+            art_style=art_style,
+            pages=[
+                books.NewPage(url, text=f"Page {n} of the story." if n > 1 else title)
+                for n, url in enumerate(photo_urls, start=1)
+            ],
+            status=status,
+        )
+        return book.id
+
+
+async def start(
+    client: Client, settings: Settings, book_id: str
+) -> WorkflowHandle[object, BookOutcome]:
+    return await client.start_workflow(
+        pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+        IllustrationRequest(book_id=book_id),
+        id=pipeline.workflow_id_for(book_id),
+        task_queue=settings.temporal_task_queue,
+        result_type=BookOutcome,
+    )
+
+
+def load_book(database: Database, book_id: str) -> tuple[Book, list[Page], list[Notification]]:
+    with database.sessions() as session:
+        book = books.get_book(session, book_id)
+        pages = list(book.pages)
+        notes = list(session.scalars(select(Notification).where(Notification.book_id == book_id)))
+        session.expunge_all()
+        return book, pages, notes
+
+
+async def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.1) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)

@@ -1,0 +1,498 @@
+"""Static checks of docker-compose.temporal.yml (no Docker needed).
+
+Compose interpolation is emulated: `$$` is a literal `$`, and `${VAR:-default}` /
+`${VAR-default}` resolve to their defaults (the environment is deliberately ignored so the
+checks are deterministic).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO_ROOT / "docker-compose.temporal.yml"
+DOCS_FILE = REPO_ROOT / "docs" / "temporal-server.md"
+
+FRONTEND_PORT = 7233
+UI_PORT = 8080
+VALID_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+LONG_RUNNING_RESTARTS = {"always", "unless-stopped"}
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}, ${NAME?err}, ${NAME:+alt} ...
+_BRACED = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}")
+_UNBRACED = re.compile(r"\$(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
+_ESCAPED_DOLLAR = "\x00"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _interpolate(text: str) -> str:
+    def braced(match: re.Match[str]) -> str:
+        op = match.group("op")
+        if op in {":-", "-"}:
+            return match.group("arg")
+        raise AssertionError(f"{match.group(0)!r} has no default value")
+
+    out = text.replace("$$", _ESCAPED_DOLLAR)
+    out = _BRACED.sub(braced, out)
+    assert not _UNBRACED.search(out), f"unbraced interpolation (missing `$$`?) in {text!r}"
+    return out.replace(_ESCAPED_DOLLAR, "$")
+
+
+def _resolve(node: Any) -> Any:
+    if isinstance(node, str):
+        return _interpolate(node)
+    if isinstance(node, list):
+        return [_resolve(item) for item in node]
+    if isinstance(node, dict):
+        return {key: _resolve(value) for key, value in node.items()}
+    return node
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, list):
+        return [s for item in node for s in _strings(item)]
+    if isinstance(node, dict):
+        return [s for key, value in node.items() for s in (*_strings(key), *_strings(value))]
+    return []
+
+
+def _image_repo_and_tag(image: str) -> tuple[str, str | None]:
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = name.rsplit(":", 1)
+        return repo, tag
+    return name, None
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = (item.split("=", 1) for item in env)
+        return {pair[0]: (pair[1] if len(pair) > 1 else "") for pair in pairs}
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def _depends_on(service: dict[str, Any]) -> dict[str, str]:
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return dict.fromkeys(deps, "service_started")
+    return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
+
+
+def _published_container_ports(service: dict[str, Any]) -> set[int]:
+    ports: set[int] = set()
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            if entry.get("published") is not None:
+                ports.add(int(entry["target"]))
+            continue
+        spec = str(entry).split("/", 1)[0]
+        parts = spec.rsplit(":", 2)
+        if len(parts) >= 2 and parts[-2]:  # "HOST:CONTAINER" or "IP:HOST:CONTAINER"
+            ports.add(int(parts[-1]))
+    return ports
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    mounts: list[tuple[str, str]] = []
+    for entry in service.get("volumes") or []:
+        if isinstance(entry, dict):
+            if entry.get("type") == "bind":
+                mounts.append((str(entry["source"]), str(entry["target"])))
+            continue
+        parts = str(entry).split(":")
+        if len(parts) >= 2 and parts[0].startswith((".", "/", "~")):
+            mounts.append((parts[0], parts[1]))
+    return mounts
+
+
+def _named_volumes(service: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for entry in service.get("volumes") or []:
+        if isinstance(entry, dict):
+            if entry.get("type") == "volume" and entry.get("source"):
+                names.append(str(entry["source"]))
+            continue
+        parts = str(entry).split(":")
+        if len(parts) >= 2 and not parts[0].startswith((".", "/", "~")):
+            names.append(parts[0])
+    return names
+
+
+def _script(service: dict[str, Any]) -> str:
+    return "\n".join(_strings(service.get("entrypoint")) + _strings(service.get("command")))
+
+
+def _services_with_image(services: dict[str, Any], repo: str) -> list[str]:
+    return [
+        name
+        for name, svc in services.items()
+        if _image_repo_and_tag(str(svc.get("image", "")))[0] == repo
+    ]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def raw_text() -> str:
+    assert COMPOSE_FILE.is_file(), f"{COMPOSE_FILE} is missing"
+    return COMPOSE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def raw(raw_text: str) -> dict[str, Any]:
+    data = yaml.safe_load(raw_text)
+    assert isinstance(data, dict), "compose file must be a YAML mapping"
+    return data
+
+
+@pytest.fixture(scope="module")
+def compose(raw: dict[str, Any]) -> dict[str, Any]:
+    resolved = _resolve(raw)
+    assert isinstance(resolved, dict)
+    return resolved
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    svcs = compose.get("services")
+    assert isinstance(svcs, dict) and svcs, "no services defined"
+    for name, svc in svcs.items():
+        assert isinstance(svc, dict), f"service {name!r} is not a mapping"
+        assert svc.get("image"), f"service {name!r} has no image"
+    return svcs
+
+
+@pytest.fixture(scope="module")
+def server_name(services: dict[str, dict[str, Any]]) -> str:
+    names = _services_with_image(services, "temporalio/server")
+    assert len(names) == 1, f"expected exactly one temporalio/server service, got {names}"
+    return names[0]
+
+
+@pytest.fixture(scope="module")
+def postgres_name(services: dict[str, dict[str, Any]]) -> str:
+    names = _services_with_image(services, "postgres")
+    assert len(names) == 1, f"expected exactly one postgres service, got {names}"
+    return names[0]
+
+
+@pytest.fixture(scope="module")
+def setup_name(services: dict[str, dict[str, Any]]) -> str:
+    names = [
+        name
+        for name in _services_with_image(services, "temporalio/admin-tools")
+        if "temporal-sql-tool" in _script(services[name])
+    ]
+    assert len(names) == 1, f"expected one admin-tools schema set-up service, got {names}"
+    return names[0]
+
+
+@pytest.fixture(scope="module")
+def namespace_name(services: dict[str, dict[str, Any]]) -> str:
+    names = [
+        name
+        for name in _services_with_image(services, "temporalio/admin-tools")
+        if "operator namespace create" in _script(services[name])
+    ]
+    assert len(names) == 1, f"expected one namespace-creation service, got {names}"
+    return names[0]
+
+
+@pytest.fixture(scope="module")
+def ui_name(services: dict[str, dict[str, Any]]) -> str:
+    names = _services_with_image(services, "temporalio/ui")
+    assert len(names) == 1, f"expected exactly one temporalio/ui service, got {names}"
+    return names[0]
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_parses_as_yaml_with_services(raw: dict[str, Any]) -> None:
+    assert isinstance(raw.get("services"), dict) and raw["services"]
+    assert "version" not in raw, "the top-level `version` key is obsolete in Compose v2"
+
+
+def test_depends_on_names_existing_services_with_valid_conditions(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, svc in services.items():
+        for dep, condition in _depends_on(svc).items():
+            assert dep in services, f"{name} depends on unknown service {dep!r}"
+            assert dep != name, f"{name} depends on itself"
+            assert condition in VALID_CONDITIONS, f"{name} -> {dep}: bad condition {condition!r}"
+            target = services[dep]
+            if condition == "service_healthy":
+                assert target.get("healthcheck"), f"{name} waits for {dep} healthy: no healthcheck"
+            if condition == "service_completed_successfully":
+                assert target.get("restart", "no") not in LONG_RUNNING_RESTARTS, (
+                    f"{name} waits for {dep} to exit, but {dep} is restarted forever"
+                )
+
+
+def test_depends_on_graph_has_no_cycles(services: dict[str, dict[str, Any]]) -> None:
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"dependency cycle: {' -> '.join((*path, name))}"
+        if name in done:
+            return
+        for dep in _depends_on(services[name]):
+            visit(dep, (*path, name))
+        done.add(name)
+
+    for name in services:
+        visit(name, ())
+
+
+def test_server_waits_for_schema_setup_and_healthy_postgres(
+    services: dict[str, dict[str, Any]], server_name: str, setup_name: str, postgres_name: str
+) -> None:
+    deps = _depends_on(services[server_name])
+    assert deps.get(setup_name) == "service_completed_successfully"
+    assert deps.get(postgres_name) == "service_healthy"
+    assert _depends_on(services[setup_name]).get(postgres_name) == "service_healthy"
+
+
+def test_namespace_job_and_ui_wait_for_healthy_server(
+    services: dict[str, dict[str, Any]], server_name: str, namespace_name: str, ui_name: str
+) -> None:
+    assert _depends_on(services[namespace_name]).get(server_name) == "service_healthy"
+    assert _depends_on(services[ui_name]).get(server_name) == "service_healthy"
+
+
+def test_long_running_services_have_healthchecks(
+    services: dict[str, dict[str, Any]], server_name: str, postgres_name: str
+) -> None:
+    for name in (server_name, postgres_name):
+        test = (services[name].get("healthcheck") or {}).get("test")
+        assert test and test != ["NONE"], f"{name} needs a healthcheck"
+    assert str(FRONTEND_PORT) in _strings(services[server_name]["healthcheck"]["test"])
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_deprecated_images_are_not_used(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        repo, _ = _image_repo_and_tag(svc["image"])
+        assert repo != "temporalio/auto-setup", f"{name} uses deprecated temporalio/auto-setup"
+        assert repo != "temporalio/web", f"{name} uses the retired temporalio/web UI"
+
+
+def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        image = svc["image"]
+        _, tag = _image_repo_and_tag(image)
+        if "@sha256:" in image:
+            continue
+        assert tag, f"{name}: image {image!r} has no tag"
+        assert tag.lower() != "latest", f"{name}: image {image!r} uses :latest"
+        assert re.match(r"^\d+(\.\d+)*([.-][0-9A-Za-z.-]+)?$", tag), (
+            f"{name}: tag {tag!r} is not an explicit version"
+        )
+
+
+def test_temporal_image_versions(services: dict[str, dict[str, Any]]) -> None:
+    def tags(repo: str) -> set[str]:
+        return {
+            _image_repo_and_tag(svc["image"])[1] or ""
+            for svc in services.values()
+            if _image_repo_and_tag(svc["image"])[0] == repo
+        }
+
+    server = tags("temporalio/server")
+    admin = tags("temporalio/admin-tools")
+    assert len(server) == 1 and server == admin, (
+        f"admin-tools {admin} must match server {server}: it carries the server's schema"
+    )
+    major, minor = (int(p) for p in next(iter(server)).split(".")[:2])
+    assert (major, minor) >= (1, 28), f"server {server} is older than 1.28"
+    (ui,) = tags("temporalio/ui")
+    ui_major, ui_minor = (int(p) for p in ui.split(".")[:2])
+    assert (ui_major, ui_minor) >= (2, 30), f"UI {ui} is older than 2.30"
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def test_server_persistence_settings(
+    services: dict[str, dict[str, Any]], server_name: str, postgres_name: str
+) -> None:
+    env = _env(services[server_name])
+    assert env.get("DB") in {"postgres12", "postgres12_pgx"}
+    assert env.get("POSTGRES_SEEDS") == postgres_name, "POSTGRES_SEEDS must name the DB service"
+    assert env.get("POSTGRES_USER") and env.get("POSTGRES_PWD")
+    assert env.get("BIND_ON_IP") == "0.0.0.0", "other containers could not reach the frontend"
+
+
+def test_credentials_are_consistent_and_not_hard_coded(
+    raw: dict[str, Any], server_name: str, setup_name: str, postgres_name: str
+) -> None:
+    svcs = raw["services"]
+    password = _env(svcs[postgres_name]).get("POSTGRES_PASSWORD", "")
+    user = _env(svcs[postgres_name]).get("POSTGRES_USER", "")
+    assert _BRACED.fullmatch(password), "PostgreSQL password must come from ${VAR:-default}"
+    assert _env(svcs[server_name]).get("POSTGRES_PWD") == password
+    assert _env(svcs[setup_name]).get("SQL_PASSWORD") == password
+    assert _env(svcs[server_name]).get("POSTGRES_USER") == user
+    assert _env(svcs[setup_name]).get("POSTGRES_USER") == user
+
+
+def test_schema_setup_creates_and_updates_both_databases(
+    services: dict[str, dict[str, Any]], server_name: str, setup_name: str, postgres_name: str
+) -> None:
+    svc = services[setup_name]
+    env = _env(svc)
+    server_env = _env(services[server_name])
+    assert env.get("POSTGRES_SEEDS") == postgres_name
+    assert env.get("DBNAME") == server_env.get("DBNAME", "temporal") == "temporal"
+    assert (
+        env.get("VISIBILITY_DBNAME")
+        == server_env.get("VISIBILITY_DBNAME", "temporal_visibility")
+        == "temporal_visibility"
+    )
+    script = _script(svc)
+    assert "--plugin postgres12" in script
+    for step in ("create", "setup-schema -v 0.0", "update-schema -d"):
+        assert script.count(f" {step}") >= 2, f"{step!r} must run for both databases"
+    assert "/etc/temporal/schema/postgresql/v12" in script
+    assert "/temporal/versioned" in script
+    assert "/visibility/versioned" in script
+    assert script.index("set -eu") < script.index("temporal-sql-tool"), "errors must fail"
+
+
+def test_inline_scripts_are_single_shell_arguments(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        entrypoint = svc.get("entrypoint")
+        if isinstance(entrypoint, list) and entrypoint[-1:] == ["-c"]:
+            command = svc.get("command")
+            assert isinstance(command, list) and len(command) == 1, (
+                f"{name}: a string command would be split into words; use a 1-item list"
+            )
+
+
+def test_namespace_creation_is_idempotent(
+    services: dict[str, dict[str, Any]], server_name: str, namespace_name: str
+) -> None:
+    svc = services[namespace_name]
+    script = _script(svc)
+    assert "operator namespace describe" in script, "must check for an existing namespace"
+    assert script.index("namespace describe") < script.index("namespace create")
+    assert _env(svc).get("TEMPORAL_ADDRESS") == f"{server_name}:{FRONTEND_PORT}"
+    assert _env(svc).get("NAMESPACE") == "default"
+    assert svc.get("restart", "no") not in LONG_RUNNING_RESTARTS
+
+
+def test_ui_points_at_server(
+    services: dict[str, dict[str, Any]], server_name: str, ui_name: str
+) -> None:
+    assert _env(services[ui_name]).get("TEMPORAL_ADDRESS") == f"{server_name}:{FRONTEND_PORT}"
+
+
+def test_frontend_and_ui_ports_are_published(
+    services: dict[str, dict[str, Any]], server_name: str, ui_name: str
+) -> None:
+    assert FRONTEND_PORT in _published_container_ports(services[server_name])
+    assert UI_PORT in _published_container_ports(services[ui_name])
+
+
+def test_postgres_data_is_on_a_declared_named_volume(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], postgres_name: str
+) -> None:
+    declared = set((compose.get("volumes") or {}).keys())
+    data_mounts = [
+        entry
+        for entry in services[postgres_name].get("volumes") or []
+        if str(entry).split(":")[1:2] == ["/var/lib/postgresql/data"]
+    ]
+    assert data_mounts, "PostgreSQL data directory is not on a volume"
+    assert str(data_mounts[0]).split(":")[0] in declared
+    for name, svc in services.items():
+        for volume in _named_volumes(svc):
+            assert volume in declared, f"{name} uses undeclared volume {volume!r}"
+
+
+def test_networks_are_declared(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    declared = set((compose.get("networks") or {}).keys())
+    for name, svc in services.items():
+        nets = svc.get("networks") or []
+        for net in nets if isinstance(nets, list) else nets.keys():
+            assert net in declared, f"{name} uses undeclared network {net!r}"
+
+
+def test_mounted_repo_files_exist(services: dict[str, dict[str, Any]]) -> None:
+    found = 0
+    for name, svc in services.items():
+        for source, _target in _bind_mounts(svc):
+            assert not source.startswith(("/", "~")), f"{name}: host-specific mount {source!r}"
+            path = (COMPOSE_FILE.parent / source).resolve()
+            assert path.exists(), f"{name} mounts {source!r}, which does not exist"
+            assert path.is_relative_to(REPO_ROOT), f"{name} mounts {source!r} outside the repo"
+            found += 1
+    assert found, "expected at least the dynamic config mount"
+
+
+def test_dynamic_config_file_is_mounted_and_valid(
+    services: dict[str, dict[str, Any]], server_name: str
+) -> None:
+    svc = services[server_name]
+    config_path = _env(svc).get("DYNAMIC_CONFIG_FILE_PATH")
+    assert config_path, "server has no DYNAMIC_CONFIG_FILE_PATH"
+    in_container = PurePosixPath("/etc/temporal") / config_path  # relative to the workdir
+    for source, target in _bind_mounts(svc):
+        target_path = PurePosixPath(target)
+        if in_container.is_relative_to(target_path):
+            host_file = COMPOSE_FILE.parent / source / in_container.relative_to(target_path)
+            break
+    else:
+        pytest.fail(f"{in_container} is not inside any mount of {server_name}")
+    assert host_file.is_file(), f"{host_file} does not exist"
+    data = yaml.safe_load(host_file.read_text(encoding="utf-8"))
+    assert isinstance(data, dict) and data, "dynamic config must be a non-empty mapping"
+    for key, values in data.items():
+        assert isinstance(values, list) and values, f"{key}: must be a list of values"
+        for value in values:
+            assert isinstance(value, dict) and "value" in value, f"{key}: entry needs `value`"
+            assert set(value) <= {"value", "constraints"}, f"{key}: unknown fields {value}"
+
+
+# --------------------------------------------------------------------------- variables
+
+
+def test_every_variable_has_a_default_and_is_documented(raw_text: str) -> None:
+    body = "\n".join(
+        line for line in raw_text.splitlines() if not line.lstrip().startswith("#")
+    ).replace("$$", "")
+    names: set[str] = set()
+    for match in _BRACED.finditer(body):
+        assert match.group("op") in {":-", "-"}, f"{match.group(0)} has no default"
+        names.add(match.group("name"))
+    leftovers = _UNBRACED.findall(_BRACED.sub("", body))
+    assert not leftovers, f"unbraced interpolation (escape shell vars as $$): {leftovers}"
+    assert "TEMPORAL_POSTGRES_PASSWORD" in names
+    docs = DOCS_FILE.read_text(encoding="utf-8")
+    undocumented = sorted(name for name in names if f"`{name}`" not in docs)
+    assert not undocumented, f"not documented in {DOCS_FILE.name}: {undocumented}"
+
+
+def test_interpolation_helper_rejects_broken_values() -> None:
+    assert _interpolate("${A:-x}:${B-y}:$$HOME") == "x:y:$HOME"
+    with pytest.raises(AssertionError):
+        _interpolate("${PASSWORD}")
+    with pytest.raises(AssertionError):
+        _interpolate("echo $HOME")

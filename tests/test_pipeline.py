@@ -1,0 +1,139 @@
+"""The pipeline end to end on the real dev server, a real database and the offline providers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from storywink import pipeline
+from storywink.client import IllustrationClient
+from storywink.config import Settings
+from storywink.connections import Database
+from storywink.errors import BookNotFound, BookNotReady
+from storywink.images import image_mime_type
+from storywink.shared import BookStatus, ModerationStatus, NotificationType, Progress
+from tests.conftest import tool_path
+from tests.helpers import create_book, load_book, photo_urls, running_worker, start
+
+
+async def test_nine_page_book_is_completed_with_one_notification(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 9))
+    async with running_worker(temporal_client, settings, database):
+        handle = await start(temporal_client, settings, book_id)
+        outcome = await handle.result()
+        progress = await handle.query(pipeline.PROGRESS_QUERY, result_type=Progress)
+
+    assert outcome.status is BookStatus.COMPLETED
+    assert (outcome.pages_total, outcome.pages_with_image) == (9, 9)
+    assert (progress.done, progress.total, progress.status) == (9, 9, BookStatus.COMPLETED)
+    book, pages, notes = load_book(database, book_id)
+    assert book.status is BookStatus.COMPLETED
+    assert [n.type for n in notes] == [NotificationType.BOOK_COMPLETED]
+    assert all(p.moderation_status is ModerationStatus.OK for p in pages)
+    stored = sorted((settings.storage_dir / "storywink" / book_id / "generated").glob("*.png"))
+    assert [p.name for p in stored] == sorted(f"page_{n}.png" for n in range(1, 10))
+    assert all(image_mime_type(p.read_bytes()) == "image/png" for p in stored)
+    assert {p.generated_image_url for p in pages} == {p.resolve().as_uri() for p in stored}
+
+
+async def test_starting_twice_gives_one_run(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 3))
+    client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
+    async with running_worker(temporal_client, settings, database):
+        runs = await asyncio.gather(*(client.start_illustration(book_id) for _ in range(5)))
+        again = await client.start_illustration(book_id)
+        outcome = await client.wait(book_id)
+
+    assert len({run.run_id for run in [*runs, again]}) == 1
+    assert outcome.status is BookStatus.COMPLETED
+    _, _, notes = load_book(database, book_id)
+    assert len(notes) == 1
+
+
+async def test_book_in_wrong_status_is_refused(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "p", 2), status=BookStatus.DRAFT)
+    client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
+    with pytest.raises(BookNotReady, match="DRAFT"):
+        await client.start_illustration(book_id)
+    with pytest.raises(BookNotFound):
+        await client.start_illustration("no-such-book")
+
+    async with running_worker(temporal_client, settings, database):
+        handle = await start(temporal_client, settings, book_id)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    activity_error = failure.value.cause
+    assert isinstance(activity_error, ActivityError)
+    assert isinstance(activity_error.cause, ApplicationError)
+    assert activity_error.cause.type == pipeline.BOOK_NOT_READY
+    book, _, notes = load_book(database, book_id)
+    assert (book.status, notes) == (BookStatus.DRAFT, [])
+
+
+def _cli_start(settings: Settings, workflow_id: str, payload: str) -> None:
+    subprocess.run(
+        [
+            tool_path("temporal"),
+            "workflow",
+            "start",
+            "--address",
+            settings.temporal_address,
+            "--type",
+            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            "--task-queue",
+            settings.temporal_task_queue,
+            "--workflow-id",
+            workflow_id,
+            "--input",
+            payload,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+async def test_temporal_cli_plain_json_input_illustrates_the_book(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    async with running_worker(temporal_client, settings, database):
+        _cli_start(settings, pipeline.workflow_id_for(book_id), json.dumps({"book_id": book_id}))
+        result = await temporal_client.get_workflow_handle(
+            pipeline.workflow_id_for(book_id)
+        ).result()
+    assert result["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ('{"book_id": 5}', "book_id"),
+        ("{}", "book_id"),
+        ('{"book": "x"}', "book_id"),
+        ('{"book_id": "unknown-book"}', "not found"),
+    ],
+)
+async def test_bad_cli_input_fails_the_run_quickly(
+    temporal_client: Client, settings: Settings, database: Database, payload: str, expected: str
+) -> None:
+    workflow_id = f"bad-input-{settings.temporal_task_queue}"
+    async with running_worker(temporal_client, settings, database):
+        _cli_start(settings, workflow_id, payload)
+        handle = temporal_client.get_workflow_handle(workflow_id)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), timeout=15)
+    assert (await handle.describe()).status is WorkflowExecutionStatus.FAILED
+    assert expected in str(failure.value.cause) + str(failure.value.cause.__cause__)

@@ -1,0 +1,228 @@
+"""The workflow's orchestration on the time-skipping server, where long timeouts matter.
+
+Activities are replaced by fakes registered under the real activities' names, so the
+production defaults (10 s backoff, 5 attempts, 5-minute start-to-close) run in moments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from storywink.shared import (
+    BookOutcome,
+    BookStatus,
+    FinalizeInput,
+    IllustrationPlan,
+    IllustrationRequest,
+    ModerationStatus,
+    NotificationType,
+    PageActivityOptions,
+    PageFailure,
+    PageResult,
+    PageTask,
+    PrepareInput,
+    StyleSnapshot,
+)
+from storywink.styles import resolve_style
+from tests.conftest import tool_path
+from workflows.book_illustration import BookIllustration
+
+PRODUCTION_PAGE_OPTIONS = PageActivityOptions(
+    task_queue="",  # filled per test
+    start_to_close_seconds=300,
+    heartbeat_timeout_seconds=15,
+    maximum_attempts=5,
+    initial_interval_seconds=10,
+    maximum_interval_seconds=300,
+)
+
+
+@pytest.fixture(scope="module")
+async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=tool_path("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+class FakeBook:
+    """In-memory stand-ins for the database activities, recording every call."""
+
+    def __init__(self, pages: int, queue: str) -> None:
+        style: StyleSnapshot = resolve_style("vignette", "https://cdn.example/styles/")
+        self.plan = IllustrationPlan(
+            book_id="b1",
+            book_title="T",
+            style=style,
+            total_pages=pages,
+            pages=tuple(
+                PageTask(
+                    book_id="b1",
+                    book_title="T",
+                    page_id=f"p{n}",
+                    page_number=n,
+                    is_title_page=n == 1,
+                    original_image_url=f"https://cdn.example/p{n}.jpg",
+                    text="text",
+                    illustration_notes=None,
+                    style=style,
+                    run_id="r",
+                )
+                for n in range(1, pages + 1)
+            ),
+            page_options=PRODUCTION_PAGE_OPTIONS.model_copy(update={"task_queue": queue}),
+        )
+        self.failures: list[PageFailure] = []
+        self.finalized: list[FinalizeInput] = []
+        self.attempts: Counter[int] = Counter()
+
+    @activity.defn(name="prepare_illustration")
+    async def prepare(self, request: PrepareInput) -> IllustrationPlan:
+        return self.plan
+
+    @activity.defn(name="record_page_failure")
+    async def record_page_failure(self, failure: PageFailure) -> PageResult:
+        self.failures.append(failure)
+        return PageResult(
+            page_id=failure.page_id,
+            page_number=int(failure.page_id[1:]),
+            moderation_status=ModerationStatus.FAILED,
+            moderation_reason=failure.reason,
+        )
+
+    @activity.defn(name="finalize_book")
+    async def finalize(self, request: FinalizeInput) -> BookOutcome:
+        self.finalized.append(request)
+        return BookOutcome(
+            book_id=request.book_id,
+            status=BookStatus.PARTIAL,
+            pages_total=self.plan.total_pages,
+            pages_with_image=0,
+            pages_flagged=0,
+            pages_failed=len(self.failures),
+            notification_type=NotificationType.BOOK_PARTIAL,
+        )
+
+
+def ok(task: PageTask) -> PageResult:
+    return PageResult(
+        page_id=task.page_id,
+        page_number=task.page_number,
+        moderation_status=ModerationStatus.OK,
+        generated_image_url=f"https://cdn.example/gen/{task.page_number}.png",
+    )
+
+
+async def run_book(
+    env: WorkflowEnvironment, fake: FakeBook, queue: str, page_activity: object
+) -> BookOutcome:
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[BookIllustration],
+        activities=[fake.prepare, fake.record_page_failure, fake.finalize, page_activity],
+    ):
+        return await env.client.execute_workflow(
+            BookIllustration.run,
+            IllustrationRequest(book_id="b1"),
+            id=f"wf-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+
+
+async def test_page_failing_every_attempt_is_recorded_failed_and_the_book_still_settles(
+    skipping_env: WorkflowEnvironment,
+) -> None:
+    queue = f"ts-{uuid.uuid4()}"
+    fake = FakeBook(pages=3, queue=queue)
+
+    @activity.defn(name="illustrate_page")
+    async def illustrate_page(task: PageTask) -> PageResult:
+        fake.attempts[task.page_number] += 1
+        if task.page_number == 2:
+            raise ApplicationError("upload: HTTP 503 Service Unavailable")
+        return ok(task)
+
+    started = await skipping_env.get_current_time()
+    outcome = await run_book(skipping_env, fake, queue, illustrate_page)
+    elapsed = await skipping_env.get_current_time() - started
+
+    assert fake.attempts == Counter({1: 1, 2: 5, 3: 1})
+    assert [(f.page_id, f.reason) for f in fake.failures] == [
+        ("p2", "upload: HTTP 503 Service Unavailable")
+    ]
+    assert len(fake.finalized) == 1 and not fake.finalized[0].cancelled
+    assert outcome.status is BookStatus.PARTIAL
+    # Exponential backoff from 10 s: 10 + 20 + 40 + 80 seconds of (skipped) waiting.
+    assert elapsed.total_seconds() >= 150
+
+
+async def test_page_hanging_past_its_timeout_is_retried(skipping_env: WorkflowEnvironment) -> None:
+    queue = f"ts-{uuid.uuid4()}"
+    fake = FakeBook(pages=2, queue=queue)
+
+    @activity.defn(name="illustrate_page")
+    async def illustrate_page(task: PageTask) -> PageResult:
+        fake.attempts[task.page_number] += 1
+        if task.page_number == 1 and fake.attempts[1] == 1:
+            await asyncio.sleep(3600)  # never heartbeats: the server times it out
+        return ok(task)
+
+    await run_book(skipping_env, fake, queue, illustrate_page)
+    assert fake.attempts == Counter({1: 2, 2: 1})
+    assert fake.failures == []
+    assert len(fake.finalized) == 1
+
+
+async def test_cancelling_a_run_stops_pages_and_settles_the_book(
+    skipping_env: WorkflowEnvironment,
+) -> None:
+    queue = f"ts-{uuid.uuid4()}"
+    fake = FakeBook(pages=3, queue=queue)
+    in_flight = asyncio.Event()
+    stopped: list[int] = []
+
+    @activity.defn(name="illustrate_page")
+    async def illustrate_page(task: PageTask) -> PageResult:
+        try:
+            while True:
+                activity.heartbeat()
+                in_flight.set()
+                await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            stopped.append(task.page_number)
+            raise
+
+    async with Worker(
+        skipping_env.client,
+        task_queue=queue,
+        workflows=[BookIllustration],
+        activities=[fake.prepare, fake.record_page_failure, fake.finalize, illustrate_page],
+    ):
+        handle = await skipping_env.client.start_workflow(
+            BookIllustration.run,
+            IllustrationRequest(book_id="b1"),
+            id=f"wf-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        await asyncio.wait_for(in_flight.wait(), 10)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+
+    assert isinstance(failure.value.cause, CancelledError)
+    assert sorted(stopped) == [1, 2, 3]
+    assert [f.cancelled for f in fake.finalized] == [True]
