@@ -51,9 +51,7 @@ def build_workers(
     """The two pollers: workflows + book activities, and the page activities."""
     identity = worker_identity(settings)
     redactor = redactor_for(settings)
-    per_second = (
-        settings.illustration_rate_limit / 60 if settings.illustration_rate_limit else None
-    )
+    per_second = settings.illustration_rate_limit / 60 if settings.illustration_rate_limit else None
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
     book_worker = Worker(
         client,
@@ -99,7 +97,9 @@ async def started_runtime(
     database = open_database(settings)
     log.info("database ok (%s)", database.engine.url.render_as_string(hide_password=True))
     client = await connect_temporal(settings)
-    log.info("temporal ok (%s, namespace %s)", settings.temporal_address, settings.temporal_namespace)
+    log.info(
+        "temporal ok (%s, namespace %s)", settings.temporal_address, settings.temporal_namespace
+    )
     providers = build_providers(settings)
     log.info("illustrator %s, storage %s", providers.illustrator.name, providers.store.name)
     try:
@@ -121,7 +121,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         runs = [asyncio.create_task(worker.run()) for worker in workers]
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([*runs, stopping], return_when=asyncio.FIRST_COMPLETED)
-        log.info("stopping: no new work; in-flight work gets %.0fs", settings.shutdown_grace_seconds)
+        log.info(
+            "stopping: no new work; in-flight work gets %.0fs", settings.shutdown_grace_seconds
+        )
         await asyncio.gather(*(worker.shutdown() for worker in workers))
         stopping.cancel()
         for run in runs:

@@ -111,9 +111,7 @@ async def _create_book(
 ) -> str:
     book_id = new_id()
     urls = await _store_photos(build_store(settings), book_id, photos)
-    new_pages = [
-        books.NewPage(url, text=texts[i] if texts else None) for i, url in enumerate(urls)
-    ]
+    new_pages = [books.NewPage(url, text=texts[i] if texts else None) for i, url in enumerate(urls)]
     book = await in_session(
         database.sessions,
         books.create_book,
@@ -315,4 +313,3 @@ def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
     err.print(f"Status:          storywink status {book_id}")
     if started:
         err.print("Stop the dev server with: storywink devserver stop")
-

@@ -82,7 +82,9 @@ class IllustrationClient:
         if book.status is BookStatus.ILLUSTRATING and book.illustration_workflow_id:
             handle = self._temporal.get_workflow_handle(book.illustration_workflow_id)
             try:
-                return await handle.query(pipeline.PROGRESS_QUERY, result_type=Progress)
+                progress = await handle.query(pipeline.PROGRESS_QUERY, result_type=Progress)
+                assert isinstance(progress, Progress)
+                return progress
             except RPCError as exc:
                 if exc.status is not RPCStatusCode.NOT_FOUND:
                     raise

@@ -73,5 +73,5 @@ def redactor_for(settings: Settings) -> Redactor:
     if settings.database_url:
         from sqlalchemy.engine import make_url
 
-        secrets.append(make_url(settings.database_url).password)  # type: ignore[arg-type]
+        secrets.append(make_url(settings.database_url).password)
     return Redactor(secrets)

@@ -104,7 +104,9 @@ async def illustrator(gemini: FakeGeminiServer, transport: str) -> AsyncIterator
     await client.aio.aclose()
 
 
-async def _failure(illustrator: GeminiIllustrator, job: IllustrationJob | None = None) -> ProviderError:
+async def _failure(
+    illustrator: GeminiIllustrator, job: IllustrationJob | None = None
+) -> ProviderError:
     with pytest.raises(ProviderError) as caught:
         await illustrator.illustrate(job or _job())
     return caught.value
@@ -286,7 +288,12 @@ async def test_html_error_page_is_transient_and_short(
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [(400, "INVALID_ARGUMENT"), (401, "UNAUTHENTICATED"), (403, "PERMISSION_DENIED"), (404, "NOT_FOUND")],
+    [
+        (400, "INVALID_ARGUMENT"),
+        (401, "UNAUTHENTICATED"),
+        (403, "PERMISSION_DENIED"),
+        (404, "NOT_FOUND"),
+    ],
 )
 async def test_client_errors_are_permanent(
     illustrator: GeminiIllustrator, gemini: FakeGeminiServer, code: int, status: str
@@ -308,7 +315,9 @@ async def test_wrong_api_key_is_permanent(gemini: FakeGeminiServer, transport: s
     await client.aio.aclose()
 
     assert isinstance(error, PermanentError)
-    assert error.reason == "HTTP 400 INVALID_ARGUMENT: API key not valid. Please pass a valid API key."
+    assert (
+        error.reason == "HTTP 400 INVALID_ARGUMENT: API key not valid. Please pass a valid API key."
+    )
 
 
 # ----- the network -----
@@ -367,9 +376,7 @@ async def test_connection_refused_is_transient(transport: str) -> None:
 
 
 @pytest.mark.parametrize("key", [API_KEY, PLAIN_KEY])
-async def test_api_key_never_appears_in_reasons(
-    transport: str, key: str
-) -> None:
+async def test_api_key_never_appears_in_reasons(transport: str, key: str) -> None:
     faults = [
         Fault.http(403, f"Key {key} is blocked; see https://x.test/v1/models?key={key}&alt=json"),
         Fault.rate_limited(message=f"quota for x-goog-api-key: {key} exceeded"),
@@ -394,7 +401,9 @@ async def test_api_key_never_appears_in_reasons(
 # ----- fake server features other tests rely on -----
 
 
-async def test_page_rule_and_quota(illustrator: GeminiIllustrator, gemini: FakeGeminiServer) -> None:
+async def test_page_rule_and_quota(
+    illustrator: GeminiIllustrator, gemini: FakeGeminiServer
+) -> None:
     gemini.fail_when("Page 2", Fault.finish("IMAGE_SAFETY"), times=1)
     gemini.set_quota(2, window_seconds=60.0)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from temporalio import activity
@@ -127,7 +128,7 @@ def ok(task: PageTask) -> PageResult:
 
 
 async def run_book(
-    env: WorkflowEnvironment, fake: FakeBook, queue: str, page_activity: object
+    env: WorkflowEnvironment, fake: FakeBook, queue: str, page_activity: Callable[..., Any]
 ) -> BookOutcome:
     async with Worker(
         env.client,

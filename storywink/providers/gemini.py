@@ -44,6 +44,7 @@ _MESSAGE_LIMIT = 200
 _SNIPPET_LIMIT = 120
 _RETRY_INFO = "google.rpc.RetryInfo"
 _MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+_SSL_REPR = re.compile(r"\s*ssl:<[^>]*>")  # aiohttp puts a context repr in connect errors
 _SECRET_PATTERNS = (
     (re.compile(r"(?i)\b(key|api[_-]?key|access_token|token)=[^&\s'\"<>]+"), r"\1=[redacted]"),
     (re.compile(r"(?i)(x-goog-api-key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1[redacted]"),
@@ -109,7 +110,7 @@ class GeminiIllustrator:
             raise TransientError("timeout") from None
         except CONNECTION_ERRORS as exc:
             raise TransientError(f"connection error: {_describe(exc, self._secrets)}") from None
-        return read_image(response)
+        return read_image(response, self._secrets)
 
     def _config(self) -> types.GenerateContentConfig:
         return types.GenerateContentConfig(
@@ -131,7 +132,9 @@ def build_contents(job: IllustrationJob) -> list[types.Content]:
 # ----- reading the answer -----
 
 
-def read_image(response: types.GenerateContentResponse) -> GeneratedImage:
+def read_image(
+    response: types.GenerateContentResponse, secrets: Sequence[str] = ()
+) -> GeneratedImage:
     """The first (non-thought) inline image, or the error that says why there is none."""
     candidate = response.candidates[0] if response.candidates else None
     parts = _parts(candidate)
@@ -141,7 +144,7 @@ def read_image(response: types.GenerateContentResponse) -> GeneratedImage:
             continue
         if (blob.mime_type or "image/").lower().startswith("image/"):
             return _checked_image(blob.data, blob.mime_type)
-    raise _missing_image(response, candidate, parts)
+    raise _missing_image(response, candidate, parts, secrets)
 
 
 def _parts(candidate: types.Candidate | None) -> list[types.Part]:
@@ -154,7 +157,9 @@ def _checked_image(data: bytes, declared: str | None) -> GeneratedImage:
     try:
         actual = image_mime_type(data)
     except NotAnImage as exc:
-        raise TransientError(f"model sent {declared or 'data'} that is not an image: {exc}") from None
+        raise TransientError(
+            f"model sent {declared or 'data'} that is not an image: {exc}"
+        ) from None
     claimed = _MIME_ALIASES.get((declared or "").lower(), (declared or "").lower())
     if claimed and claimed != actual:
         raise TransientError(f"model declared {claimed} but sent {actual}")
@@ -165,6 +170,7 @@ def _missing_image(
     response: types.GenerateContentResponse,
     candidate: types.Candidate | None,
     parts: Sequence[types.Part],
+    secrets: Sequence[str],
 ) -> ProviderError:
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
@@ -179,7 +185,8 @@ def _missing_image(
         # Nothing to go on: most likely a glitch, so let it be retried.
         return TransientError("empty response from the model")
     refusal = f"no image: {reason or 'FINISH_REASON_UNSPECIFIED'}"
-    return ContentRefused(f"{refusal}: {_shorten(text, _SNIPPET_LIMIT)}" if text else refusal)
+    snippet = _shorten(_scrub(text, secrets), _SNIPPET_LIMIT)
+    return ContentRefused(f"{refusal}: {snippet}" if snippet else refusal)
 
 
 def _enum_name(value: object) -> str:
@@ -246,7 +253,7 @@ def _retry_after_header(response: object) -> float | None:
 
 
 def _describe(exc: BaseException, secrets: Sequence[str]) -> str:
-    text = _scrub(str(exc), secrets)
+    text = _SSL_REPR.sub("", _scrub(str(exc), secrets))
     return _shorten(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 120)
 
 

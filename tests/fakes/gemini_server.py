@@ -273,7 +273,7 @@ class RecordedRequest:
             blob = part.get("inlineData") or part.get("inline_data")
             if blob:
                 mime = blob.get("mimeType") or blob.get("mime_type") or ""
-                images.append((str(mime), base64.b64decode(blob.get("data") or "")))
+                images.append((str(mime), decode_base64(str(blob.get("data") or ""))))
         return images
 
     @property
@@ -481,6 +481,12 @@ class FakeGeminiServer(BackgroundServer):
         return web.json_response(_response_body(record, fault))
 
 
+def decode_base64(text: str) -> bytes:
+    """Protobuf JSON bytes: standard or URL-safe alphabet (the SDK sends URL-safe), any padding."""
+    normalized = text.replace("-", "+").replace("_", "/").rstrip("=")
+    return base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)
+
+
 def _google_error(
     code: int, message: str, status: str | None = None, details: list[dict[str, Any]] | None = None
 ) -> web.Response:
@@ -496,9 +502,7 @@ def _google_error(
 
 def _http_fault(fault: Fault) -> web.Response:
     if fault.raw_body is not None:
-        return web.Response(
-            status=fault.code, text=fault.raw_body, content_type=fault.content_type
-        )
+        return web.Response(status=fault.code, text=fault.raw_body, content_type=fault.content_type)
     details = None
     if fault.retry_delay is not None:
         details = [{"@type": RETRY_INFO_TYPE, "retryDelay": fault.retry_delay}]
@@ -573,4 +577,11 @@ def _first_image(record: RecordedRequest) -> Image.Image | None:
     return None
 
 
-__all__ = ["BackgroundServer", "FakeGeminiServer", "Fault", "RecordedRequest", "drawn_png", "flat_png"]
+__all__ = [
+    "BackgroundServer",
+    "FakeGeminiServer",
+    "Fault",
+    "RecordedRequest",
+    "drawn_png",
+    "flat_png",
+]

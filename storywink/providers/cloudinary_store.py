@@ -1,0 +1,191 @@
+"""Cloudinary as an `ImageStore`.
+
+Credentials go with every call, never into the SDK's global `cloudinary.config()`, so two
+stores (or tests) never share state. The SDK blocks, so calls run in a worker thread.
+Its errors are mostly stringly typed (transport failures all become `cloudinary.exceptions
+.Error`/`GeneralError`, some statuses a bare `Exception`), hence the message parsing below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+import cloudinary.api
+import cloudinary.exceptions as cloudinary_errors
+import cloudinary.uploader
+
+from storywink.config import CloudinaryCredentials
+from storywink.providers.base import (
+    GeneratedImage,
+    PermanentError,
+    ProviderError,
+    StoredImage,
+    TransientError,
+)
+
+T = TypeVar("T")
+
+RETRYABLE_4XX: Final = frozenset({408, 409, 420, 429})
+_REASON_LIMIT = 200
+_STATUS_PATTERNS = (
+    re.compile(r"server response \((\d{3})\)"),  # non-JSON body: "Error parsing server response (502)"
+    re.compile(r"^Error (\d{3}) - "),  # Admin API: "Error 404 - Resource not found"
+)
+_TIMEOUT_PATTERN = re.compile(r"(?i)timed out|timeout")
+_CONNECTION_PATTERN = re.compile(
+    r"(?i)^(unexpected error|socket error)|max retries|connection|remotedisconnected|protocolerror"
+)
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)string to sign - '[^']*'"), "string to sign - [redacted]"),
+    (re.compile(r"\b[0-9a-fA-F]{40}(?:[0-9a-fA-F]{24})?\b"), "[redacted]"),  # sha1/sha256 hex
+    (re.compile(r"(?i)\b(api_secret|signature)=[^&\s'\"]+"), r"\1=[redacted]"),
+    (re.compile(r"(?i)(cloudinary|https?)://[^:/\s@]+:[^@\s]+@"), r"\1://[redacted]@"),
+)
+
+
+class _Missing(Exception):
+    """The Admin API said 404."""
+
+
+class CloudinaryStore:
+    """Keeps pictures on Cloudinary under caller-chosen public ids, with tags and context."""
+
+    name = "cloudinary"
+
+    def __init__(self, credentials: CloudinaryCredentials, timeout_seconds: float = 60.0) -> None:
+        self._credentials = credentials
+        self._timeout = timeout_seconds
+
+    async def store(
+        self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
+    ) -> StoredImage:
+        result = await self._call(self._upload, image.data, public_id, list(tags), dict(context))
+        url = result.get("secure_url")
+        if not isinstance(url, str) or not url:
+            raise TransientError("upload answer has no secure_url")
+        return StoredImage(url=url, public_id=str(result.get("public_id") or public_id), context=context)
+
+    async def find(self, public_id: str) -> StoredImage | None:
+        try:
+            result = await self._call(self._resource, public_id)
+        except _Missing:
+            return None
+        url = result.get("secure_url")
+        if not isinstance(url, str) or not url:
+            raise TransientError("resource answer has no secure_url")
+        return StoredImage(url=url, public_id=public_id, context=custom_context(result))
+
+    # ----- blocking SDK calls, run in a thread -----
+
+    def _upload(
+        self, data: bytes, public_id: str, tags: list[str], context: dict[str, str]
+    ) -> Mapping[str, Any]:
+        result: Mapping[str, Any] = cloudinary.uploader.upload(
+            data,
+            public_id=public_id,
+            overwrite=True,
+            invalidate=True,
+            resource_type="image",
+            tags=tags,
+            context=context,
+            upload_preset=None,  # never pick up a preset from a global config
+            **self._options(),
+        )
+        return result
+
+    def _resource(self, public_id: str) -> Mapping[str, Any]:
+        try:
+            result: Mapping[str, Any] = cloudinary.api.resource(
+                public_id, resource_type="image", type="upload", **self._options()
+            )
+        except cloudinary_errors.NotFound:
+            raise _Missing from None
+        return result
+
+    def _options(self) -> dict[str, Any]:
+        credentials = self._credentials
+        return {
+            "cloud_name": credentials.cloud_name,
+            "api_key": credentials.api_key,
+            "api_secret": credentials.api_secret.get_secret_value(),
+            "upload_prefix": credentials.upload_prefix,  # None -> the SDK's default host
+            "oauth_token": None,
+            "signature_algorithm": "sha1",
+            "signature_version": 2,
+            "timeout": self._timeout,
+        }
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(function, *args)
+        except _Missing:
+            raise
+        except (cloudinary_errors.Error, ValueError) as exc:
+            raise self._error(exc) from None
+        except Exception as exc:
+            # The Admin API raises a bare Exception for statuses it has no class for.
+            if type(exc) is not Exception:
+                raise
+            raise self._error(exc) from None
+
+    def _error(self, exc: Exception) -> ProviderError:
+        return classify_error(exc, self._credentials.api_secret.get_secret_value())
+
+
+def classify_error(exc: Exception, secret: str = "") -> ProviderError:
+    """Map a Cloudinary SDK exception to a provider error with a short, secret-free reason."""
+    message = _shorten(scrub(str(exc), secret))
+    if isinstance(exc, cloudinary_errors.AuthorizationRequired | cloudinary_errors.NotAllowed):
+        return PermanentError(f"unauthorized: {message}")
+    if isinstance(exc, cloudinary_errors.BadRequest):
+        return PermanentError(f"bad request: {message}")
+    if isinstance(exc, cloudinary_errors.RateLimited):
+        return TransientError(f"rate limited: {message}")
+    if isinstance(exc, ValueError):
+        return PermanentError(f"bad configuration: {message}")
+    status = _status(message)
+    if status is not None:
+        if 400 <= status < 500 and status not in RETRYABLE_4XX:
+            return PermanentError(f"HTTP {status}: {message}")
+        return TransientError(f"HTTP {status}: {message}")
+    if _TIMEOUT_PATTERN.search(message):
+        return TransientError("timeout")
+    if _CONNECTION_PATTERN.search(message):
+        return TransientError(f"connection error: {message}")
+    if isinstance(exc, cloudinary_errors.NotFound):
+        return PermanentError(f"not found: {message}")
+    # GeneralError (500/503) and anything unrecognised: worth another try.
+    return TransientError(f"server error: {message}")
+
+
+def custom_context(resource: Mapping[str, Any]) -> dict[str, str]:
+    """The `context.custom` key/values of an Admin API resource."""
+    context = resource.get("context")
+    custom = context.get("custom") if isinstance(context, Mapping) else None
+    if not isinstance(custom, Mapping):
+        return {}
+    return {str(key): str(value) for key, value in custom.items()}
+
+
+def scrub(text: str, secret: str = "") -> str:
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _status(message: str) -> int | None:
+    for pattern in _STATUS_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _shorten(text: str, limit: int = _REASON_LIMIT) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
