@@ -37,7 +37,7 @@ devserver_app = typer.Typer(help="The local Temporal dev server used by the demo
 app.add_typer(book_app, name="book")
 app.add_typer(db_app, name="db")
 app.add_typer(devserver_app, name="devserver")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -181,7 +181,10 @@ async def _watch(client: IllustrationClient, book_id: str) -> BookOutcome:
                 detail=f"{progress.flagged} flagged, {progress.failed} failed",
             )
             await asyncio.wait([result], timeout=0.5)
-        return result.result()
+        outcome = result.result()
+        final = await client.progress(book_id)
+        bar.update(task, total=final.total, completed=final.done, description=outcome.status)
+        return outcome
 
 
 @app.command()
@@ -251,7 +254,7 @@ def devserver_stop() -> None:
     err.print("stopped" if stop_dev_server() else "no dev server started by storywink is running")
 
 
-async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, Path]:
+async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str, Path]:
     from worker import build_workers  # the same wiring `python worker.py` runs
 
     database = open_database(settings)
@@ -291,7 +294,7 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, Pat
                 for p in book.pages
             ],
         )
-    return book_id, gallery
+    return book_id, outcome.status.value, gallery
 
 
 @app.command()
@@ -301,9 +304,10 @@ def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
     started = _run(asyncio.to_thread(ensure_dev_server, settings.temporal_address))
     if started:
         err.print(f"started a Temporal dev server at {settings.temporal_address}")
-    book_id, gallery = _run(_demo(settings, pages, DEFAULT_DATA_DIR / "demo"))
+    book_id, outcome_status, gallery = _run(_demo(settings, pages, DEFAULT_DATA_DIR / "demo"))
     workflow_id = pipeline.workflow_id_for(book_id)
-    err.print(f"\nThe book:        {gallery.resolve().as_uri()}")
+    err.print(f"\nThe book is {outcome_status}.")
+    err.print(f"The book:        {gallery.resolve().as_uri()}")
     err.print(f"Pictures:        {settings.storage_dir.resolve() / 'storywink' / book_id}")
     if started or settings.temporal_address.startswith(("localhost", "127.0.0.1")):
         err.print(

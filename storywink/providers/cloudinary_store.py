@@ -31,7 +31,7 @@ T = TypeVar("T")
 RETRYABLE_4XX: Final = frozenset({408, 409, 420, 429})
 _REASON_LIMIT = 200
 _STATUS_PATTERNS = (
-    re.compile(r"server response \((\d{3})\)"),  # non-JSON body: "Error parsing server response (502)"
+    re.compile(r"server response \((\d{3})\)"),  # non-JSON body: "...server response (502)"
     re.compile(r"^Error (\d{3}) - "),  # Admin API: "Error 404 - Resource not found"
 )
 _TIMEOUT_PATTERN = re.compile(r"(?i)timed out|timeout")
@@ -66,7 +66,8 @@ class CloudinaryStore:
         url = result.get("secure_url")
         if not isinstance(url, str) or not url:
             raise TransientError("upload answer has no secure_url")
-        return StoredImage(url=url, public_id=str(result.get("public_id") or public_id), context=context)
+        stored_id = str(result.get("public_id") or public_id)
+        return StoredImage(url=url, public_id=stored_id, context=context)
 
     async def find(self, public_id: str) -> StoredImage | None:
         try:
