@@ -187,6 +187,12 @@ async def test_unsupported_schemes_are_permanent(fetcher: ImageFetcher, url: str
         await fetcher.fetch(url, "photo")
 
 
+@pytest.mark.parametrize("url", ["http://[::1/x.png", "http://a:99999/"])
+async def test_malformed_urls_are_permanent(fetcher: ImageFetcher, url: str) -> None:
+    with pytest.raises(PermanentError, match="malformed URL"):
+        await fetcher.fetch(url, "photo")
+
+
 @pytest.mark.parametrize(
     "host",
     [

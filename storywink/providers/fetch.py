@@ -101,21 +101,28 @@ class ImageFetcher:
 
     async def fetch(self, url: str, role: str) -> SourceImage:
         where = f"{role} {redact_url(url)}"
-        scheme = urlsplit(url).scheme.lower()
         try:
             async with asyncio.timeout(self._timeout_seconds):
-                if scheme == "file" and self._allow_file:
-                    data = await asyncio.to_thread(self._read_file, url, where)
-                elif scheme in ("http", "https"):
-                    data = await self._fetch_http(url, where)
-                else:
-                    raise PermanentError(f"{where}: unsupported URL scheme {scheme or 'none'!r}")
+                data = await self._fetch_bytes(url, where)
                 mime_type = await asyncio.to_thread(image_mime_type, data)
         except TimeoutError:
             raise TransientError(f"{where}: timed out after {self._timeout_seconds:g}s") from None
         except NotAnImage as exc:
             raise PermanentError(f"{where}: {exc}") from None
         return SourceImage(data=data, mime_type=mime_type)
+
+    async def _fetch_bytes(self, url: str, where: str) -> bytes:
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # raises ValueError for a port out of range
+        except ValueError:
+            raise PermanentError(f"{where}: malformed URL") from None
+        scheme = parts.scheme.lower()
+        if scheme == "file" and self._allow_file:
+            return await asyncio.to_thread(self._read_file, url, where)
+        if scheme in ("http", "https"):
+            return await self._fetch_http(url, where)
+        raise PermanentError(f"{where}: unsupported URL scheme {scheme or 'none'!r}")
 
     # -- file:// -----------------------------------------------------------------------
 

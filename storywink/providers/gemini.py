@@ -90,6 +90,7 @@ class GeminiIllustrator:
     """Redraws a page's photo in the style of a reference image with a Gemini image model."""
 
     name = "gemini"
+    uses_style_reference = True
 
     def __init__(self, client: genai.Client, model: str, image_size: str) -> None:
         self._client = client

@@ -64,6 +64,7 @@ def render_page(job: IllustrationJob, style: Style, size: int) -> bytes:
 def _open_photo(data: bytes, size: int) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (size, size))  # JPEG: decode big photos at a reduced scale
             upright = ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise PermanentError(f"photo is not a decodable image ({type(exc).__name__})") from None

@@ -1,0 +1,95 @@
+"""Fake Gemini and Cloudinary servers wired into settings, for pipeline tests."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from storywink.config import Settings
+from storywink.sample_book import sample_photo
+from tests.conftest import test_settings
+from tests.fakes.cloudinary_server import FakeCloudinaryServer
+from tests.fakes.gemini_server import FakeGeminiServer
+
+GEMINI_KEY = "AIzaFAKE-test-key-0123456789-secret"
+CLOUD = ("storywink-test", "123456789012345", "cdn-secret-abcdefghijklmnop")
+
+
+@dataclass
+class Fakes:
+    gemini: FakeGeminiServer
+    cloudinary: FakeCloudinaryServer
+
+    @property
+    def cloudinary_url(self) -> str:
+        return self.cloudinary.cloudinary_url()
+
+    def env(self, settings: Settings) -> dict[str, str]:
+        """The environment a `python worker.py` process needs to use these fakes."""
+        return {
+            "GEMINI_API_KEY": GEMINI_KEY,
+            "GEMINI_BASE_URL": self.gemini.base_url,
+            "CLOUDINARY_URL": self.cloudinary_url,
+            "ILLUSTRATOR": "gemini",
+            "STORAGE": "cloudinary",
+            "STYLE_ASSETS_URL": settings.style_assets_url,
+            "ALLOW_PRIVATE_FETCH": "true",
+        }
+
+    def photo_urls(self, book: str, count: int) -> list[str]:
+        urls = []
+        for n in range(1, count + 1):
+            buffer = io.BytesIO()
+            sample_photo(n).save(buffer, format="JPEG")
+            urls.append(self.gemini.add_image(f"/photos/{book}/{n}.jpg", buffer.getvalue(), "image/jpeg"))
+        return urls
+
+
+def _png(index: int) -> bytes:
+    buffer = io.BytesIO()
+    sample_photo(index).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def fakes() -> Iterator[Fakes]:
+    cloud, key, secret = CLOUD
+    with (
+        FakeGeminiServer(api_key=GEMINI_KEY) as gemini,
+        FakeCloudinaryServer(cloud_name=cloud, api_key=key, api_secret=secret) as cloudinary,
+    ):
+        for n, path in enumerate(
+            [
+                "/styles/vignette/reference-1.png",
+                "/styles/vignette/title.png",
+                "/styles/crayon/reference-1.png",
+                "/styles/storybook/reference-1.png",
+                "/styles/storybook/reference-2.png",
+            ]
+        ):
+            gemini.add_image(path, _png(n + 20))
+        yield Fakes(gemini, cloudinary)
+
+
+def provider_settings(
+    temporal_env: WorkflowEnvironment,
+    database_url: str,
+    tmp_path: Path,
+    fakes: Fakes,
+    **overrides: object,
+) -> Settings:
+    values: dict[str, object] = {
+        "illustrator": "gemini",
+        "storage": "cloudinary",
+        "gemini_api_key": GEMINI_KEY,
+        "gemini_base_url": fakes.gemini.base_url,
+        "cloudinary_url": fakes.cloudinary_url,
+        "style_assets_url": fakes.gemini.url("/styles/"),
+    }
+    values.update(overrides)
+    return test_settings(temporal_env, database_url, tmp_path, **values)

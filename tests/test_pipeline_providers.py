@@ -1,0 +1,108 @@
+"""The pipeline through the real google-genai and cloudinary SDKs, against local fakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from storywink.connections import Database
+from storywink.pipeline import page_public_id
+from storywink.shared import BookStatus, ModerationStatus, NotificationType
+from tests.fakes.gemini_server import Fault
+from tests.helpers import create_book, load_book, running_worker, start
+from tests.provider_fakes import Fakes, fakes, provider_settings
+
+__all__ = ["fakes"]
+
+
+async def test_nine_pages_drawn_by_gemini_and_stored_on_cloudinary(
+    temporal_env: WorkflowEnvironment,
+    temporal_client: Client,
+    database: Database,
+    database_url: str,
+    tmp_path: Path,
+    fakes: Fakes,
+) -> None:
+    settings = provider_settings(temporal_env, database_url, tmp_path, fakes)
+    book_id = create_book(database, fakes.photo_urls("b9", 9))
+    async with running_worker(temporal_client, settings, database):
+        handle = await start(temporal_client, settings, book_id)
+        outcome = await handle.result()
+        outcome_run_id = handle.result_run_id
+
+    assert outcome.status is BookStatus.COMPLETED
+    _, pages, notes = load_book(database, book_id)
+    assert [n.type for n in notes] == [NotificationType.BOOK_COMPLETED]
+    assert fakes.gemini.call_count == 9
+    for page in pages:
+        public_id = page_public_id(book_id, page.page_number)
+        assert fakes.cloudinary.uploads_of(public_id) == 1
+        assert page.moderation_status is ModerationStatus.OK
+        asset = fakes.cloudinary.asset(public_id)
+        assert asset is not None and asset.context["run_id"] == outcome_run_id
+        assert page.generated_image_url == fakes.cloudinary.delivery_url(asset)
+        assert page.model_calls == 1
+    # Each call carried the photo and the style reference inline, and asked for a 1:1 image.
+    request = fakes.gemini.requests[0]
+    assert len(request.inline_images) == 2
+    assert request.generation_config["imageConfig"]["aspectRatio"] == "1:1"
+
+
+async def test_safety_block_is_flagged_once_and_a_hanging_call_is_retried(
+    temporal_env: WorkflowEnvironment,
+    temporal_client: Client,
+    database: Database,
+    database_url: str,
+    tmp_path: Path,
+    fakes: Fakes,
+) -> None:
+    settings = provider_settings(
+        temporal_env, database_url, tmp_path, fakes, model_timeout_seconds=1.5
+    )
+    fakes.gemini.fail_when("Page 3 of the story", Fault.blocked("SAFETY"))
+    fakes.gemini.fail_when("Page 4 of the story", Fault.hang(30), times=1)
+    book_id = create_book(database, fakes.photo_urls("b5", 5))
+    async with running_worker(temporal_client, settings, database):
+        outcome = await (await start(temporal_client, settings, book_id)).result()
+
+    _, pages, notes = load_book(database, book_id)
+    by_number = {page.page_number: page for page in pages}
+    assert by_number[3].moderation_status is ModerationStatus.FLAGGED
+    assert "SAFETY" in (by_number[3].moderation_reason or "")
+    assert by_number[3].moderation_reason.startswith("generate:")  # type: ignore[union-attr]
+    assert fakes.gemini.calls_with("Page 3 of the story") == 1  # not retried
+    assert by_number[4].moderation_status is ModerationStatus.OK
+    assert fakes.gemini.calls_with("Page 4 of the story") == 2  # timed out, then retried
+    assert outcome.status is BookStatus.PARTIAL
+    assert (outcome.pages_with_image, outcome.pages_flagged) == (4, 1)
+    assert [n.type for n in notes] == [NotificationType.BOOK_PARTIAL]
+
+
+async def test_smart_retry_redraws_only_what_is_missing(
+    temporal_env: WorkflowEnvironment,
+    temporal_client: Client,
+    database: Database,
+    database_url: str,
+    tmp_path: Path,
+    fakes: Fakes,
+) -> None:
+    settings = provider_settings(
+        temporal_env, database_url, tmp_path, fakes, page_retry_attempts=2
+    )
+    fakes.gemini.fail_when("Page 2 of the story", Fault.blocked("SAFETY"))
+    fakes.gemini.fail_when("Page 3 of the story", Fault.http(503), times=2)
+    book_id = create_book(database, fakes.photo_urls("bs", 4))
+    async with running_worker(temporal_client, settings, database):
+        first = await (await start(temporal_client, settings, book_id)).result()
+        calls_after_first = fakes.gemini.call_count
+        second = await (await start(temporal_client, settings, book_id)).result()
+
+    assert first.status is BookStatus.PARTIAL and first.pages_failed == 1
+    # Only page 3 (failed) is drawn again: not the OK pages, not the flagged page 2.
+    assert fakes.gemini.call_count - calls_after_first == 1
+    assert second.status is BookStatus.PARTIAL
+    assert (second.pages_with_image, second.pages_flagged, second.pages_failed) == (3, 1, 0)
+    _, _, notes = load_book(database, book_id)
+    assert len(notes) == 2  # one per run
