@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -80,12 +79,3 @@ def load_book(database: Database, book_id: str) -> tuple[Book, list[Page], list[
         notes = list(session.scalars(select(Notification).where(Notification.book_id == book_id)))
         session.expunge_all()
         return book, pages, notes
-
-
-async def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.1) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)

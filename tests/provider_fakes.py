@@ -46,7 +46,9 @@ class Fakes:
         for n in range(1, count + 1):
             buffer = io.BytesIO()
             sample_photo(n).save(buffer, format="JPEG")
-            urls.append(self.gemini.add_image(f"/photos/{book}/{n}.jpg", buffer.getvalue(), "image/jpeg"))
+            urls.append(
+                self.gemini.add_image(f"/photos/{book}/{n}.jpg", buffer.getvalue(), "image/jpeg")
+            )
         return urls
 
 

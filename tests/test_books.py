@@ -334,9 +334,7 @@ def test_claim_of_a_story_ready_book_redraws_every_page(
     assert page_outcomes(stored(database, book_id)) == [(PENDING, None, None)] * 3
 
 
-@pytest.mark.parametrize(
-    "status", [BookStatus.DRAFT, BookStatus.GENERATING, BookStatus.COMPLETED]
-)
+@pytest.mark.parametrize("status", [BookStatus.DRAFT, BookStatus.GENERATING, BookStatus.COMPLETED])
 def test_claim_is_refused_for_a_book_not_ready(
     database: Database, session: Session, status: BookStatus
 ) -> None:

@@ -88,9 +88,7 @@ async def test_smart_retry_redraws_only_what_is_missing(
     tmp_path: Path,
     fakes: Fakes,
 ) -> None:
-    settings = provider_settings(
-        temporal_env, database_url, tmp_path, fakes, page_retry_attempts=2
-    )
+    settings = provider_settings(temporal_env, database_url, tmp_path, fakes, page_retry_attempts=2)
     fakes.gemini.fail_when("Page 2 of the story", Fault.blocked("SAFETY"))
     fakes.gemini.fail_when("Page 3 of the story", Fault.http(503), times=2)
     book_id = create_book(database, fakes.photo_urls("bs", 4))

@@ -81,14 +81,14 @@ def worker_processes(
                 process.kill()
 
 
-async def wait_for_pollers(client: Client, queue: str, count: int, timeout: float = 60) -> None:
+async def wait_for_pollers(client: Client, queue: str, count: int) -> None:
     """Wait until `count` distinct workers poll the queue (they poll only once ready)."""
     request = DescribeTaskQueueRequest(
         namespace=client.namespace,
         task_queue=TaskQueue(name=queue),
         task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
     )
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(60):
         while True:
             described = await client.workflow_service.describe_task_queue(request)
             if len({poller.identity for poller in described.pollers}) >= count:

@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 RETRYABLE_4XX: Final = frozenset({408, 409, 420, 429})
 _REASON_LIMIT = 200
+_MIN_SECRET_LENGTH = 6
 _STATUS_PATTERNS = (
     re.compile(r"server response \((\d{3})\)"),  # non-JSON body: "...server response (502)"
     re.compile(r"^Error (\d{3}) - "),  # Admin API: "Error 404 - Resource not found"
@@ -37,6 +38,11 @@ _STATUS_PATTERNS = (
 _TIMEOUT_PATTERN = re.compile(r"(?i)timed out|timeout")
 _CONNECTION_PATTERN = re.compile(
     r"(?i)^(unexpected error|socket error)|max retries|connection|remotedisconnected|protocolerror"
+)
+_CONNECTION_DETAILS = (
+    re.compile(r"(\[Errno -?\d+\][^'\")]*)"),
+    re.compile(r"RemoteDisconnected\('([^']*)'"),
+    re.compile(r"ProtocolError\('([^']*)'"),
 )
 _SECRET_PATTERNS = (
     (re.compile(r"(?i)string to sign - '[^']*'"), "string to sign - [redacted]"),
@@ -138,7 +144,8 @@ class CloudinaryStore:
 
 def classify_error(exc: Exception, secret: str = "") -> ProviderError:
     """Map a Cloudinary SDK exception to a provider error with a short, secret-free reason."""
-    message = _shorten(scrub(str(exc), secret))
+    full = scrub(str(exc), secret)
+    message = _shorten(full)
     if isinstance(exc, cloudinary_errors.AuthorizationRequired | cloudinary_errors.NotAllowed):
         return PermanentError(f"unauthorized: {message}")
     if isinstance(exc, cloudinary_errors.BadRequest):
@@ -147,15 +154,15 @@ def classify_error(exc: Exception, secret: str = "") -> ProviderError:
         return TransientError(f"rate limited: {message}")
     if isinstance(exc, ValueError):
         return PermanentError(f"bad configuration: {message}")
-    status = _status(message)
+    status = _status(full)
     if status is not None:
         if 400 <= status < 500 and status not in RETRYABLE_4XX:
             return PermanentError(f"HTTP {status}: {message}")
         return TransientError(f"HTTP {status}: {message}")
-    if _TIMEOUT_PATTERN.search(message):
+    if _TIMEOUT_PATTERN.search(full):
         return TransientError("timeout")
-    if _CONNECTION_PATTERN.search(message):
-        return TransientError(f"connection error: {message}")
+    if _CONNECTION_PATTERN.search(full):
+        return TransientError(f"connection error: {_connection_detail(full)}")
     if isinstance(exc, cloudinary_errors.NotFound):
         return PermanentError(f"not found: {message}")
     # GeneralError (500/503) and anything unrecognised: worth another try.
@@ -172,11 +179,20 @@ def custom_context(resource: Mapping[str, Any]) -> dict[str, str]:
 
 
 def scrub(text: str, secret: str = "") -> str:
-    if secret:
+    if len(secret) >= _MIN_SECRET_LENGTH:  # a toy secret like "s" would shred the text
         text = text.replace(secret, "[redacted]")
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _connection_detail(message: str) -> str:
+    """The useful bit of urllib3's long repr: "[Errno 111] Connection refused" and the like."""
+    for pattern in _CONNECTION_DETAILS:
+        match = pattern.search(message)
+        if match:
+            return match.group(1)
+    return _shorten(message, 120)
 
 
 def _status(message: str) -> int | None:

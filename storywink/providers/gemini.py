@@ -261,7 +261,7 @@ def _describe(exc: BaseException, secrets: Sequence[str]) -> str:
 def _client_secrets(client: genai.Client) -> tuple[str, ...]:
     # The key lives in the SDK's private client; reading it lets us scrub it verbatim.
     api_key = getattr(getattr(client, "_api_client", None), "api_key", None)
-    return (api_key,) if isinstance(api_key, str) and len(api_key) >= 4 else ()
+    return (api_key,) if isinstance(api_key, str) and len(api_key) >= 6 else ()
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:

@@ -233,7 +233,9 @@ class FakeCloudinaryServer(BackgroundServer):
                 return 200, {**self._resource_json(existing), "existing": True}
             asset = self._store(public_id, data, tags, context)
         body = self._resource_json(asset)
-        body.update(overwritten=existing is not None, original_filename="file", api_key=self.api_key)
+        body.update(
+            overwritten=existing is not None, original_filename="file", api_key=self.api_key
+        )
         return 200, body
 
     def _signature_problem(self, cloud: str, fields: dict[str, str]) -> str | None:
@@ -278,7 +280,7 @@ class FakeCloudinaryServer(BackgroundServer):
             auth = BasicAuth.decode(request.headers.get("Authorization", ""))
         except ValueError:
             return False
-        return auth.login == self.api_key and auth.password == self.api_secret
+        return bool(auth.login == self.api_key and auth.password == self.api_secret)
 
     async def _deliver(self, request: web.Request) -> web.StreamResponse:
         public_id = _delivery_public_id(request.match_info["path"])
@@ -298,7 +300,9 @@ class FakeCloudinaryServer(BackgroundServer):
 
     # ----- state (call with self._lock held) -----
 
-    def _store(self, public_id: str, data: bytes, tags: list[str], context: dict[str, str]) -> Asset:
+    def _store(
+        self, public_id: str, data: bytes, tags: list[str], context: dict[str, str]
+    ) -> Asset:
         image_format, width, height = _image_format(data) or ("bin", 0, 0)
         self._version = max(self._version + 1, int(time.time()))
         asset = Asset(
@@ -375,8 +379,7 @@ def _split_unescaped(text: str, separator: str) -> list[str]:
         else:
             current += char
         escaped = char == "\\" and not escaped
-    if current:
-        items.append(current)
+    items.append(current)
     return items
 
 
