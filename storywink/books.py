@@ -148,13 +148,17 @@ def record_page(
     image_url: str | None = None,
     reason: str | None = None,
 ) -> PageResult:
-    """Record a page's outcome for this run; a repeat is a no-op returning the first."""
+    """Record a page's outcome for this run; a repeat, or a run without the claim, changes
+    nothing and gets the page as it stands."""
     page = session.get(Page, page_id)
     if page is None:
         raise LookupError(f"page {page_id} not found")
-    if page.illustrated_by_run_id == run_id and page.moderation_status is not (
-        ModerationStatus.PENDING
-    ):
+    already_recorded = page.illustrated_by_run_id == run_id and (
+        page.moderation_status is not ModerationStatus.PENDING
+    )
+    # A late activity of a run that no longer holds the book must not overwrite its pages.
+    if already_recorded or page.book.illustration_run_id != run_id:
+        session.rollback()
         return page_result(page)
     page.moderation_status = status
     page.generated_image_url = image_url

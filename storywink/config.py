@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     temporal_illustration_task_queue: str = Field(default="storywink-illustration", min_length=1)
 
     # Database
-    database_url: str = ""
+    database_url: SecretStr = SecretStr("")
 
     # Providers
     illustrator: IllustratorKind | None = None
@@ -142,8 +142,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        if url := self.database_url.get_secret_value():
+            return url
         return f"sqlite:///{(DEFAULT_DATA_DIR / 'storywink.db').resolve()}"
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -70,8 +71,5 @@ def redactor_for(settings: Settings) -> Redactor:
     if settings.cloudinary_url:
         secrets.append(settings.cloudinary_url.get_secret_value())
         secrets.append(settings.cloudinary.api_secret.get_secret_value())
-    if settings.database_url:
-        from sqlalchemy.engine import make_url
-
-        secrets.append(make_url(settings.database_url).password)
+    secrets.append(make_url(settings.resolved_database_url).password)
     return Redactor(secrets)

@@ -102,7 +102,8 @@ def _asset_url(assets_url: str, path: str) -> str:
 
 def _check_url(url: str, what: str) -> None:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.path):
+    has_location = parts.path if parts.scheme == "file" else parts.netloc
+    if parts.scheme not in ("http", "https", "file") or not has_location:
         raise StyleLibraryError(f"{what}: {url!r} is not a well-formed http(s) URL")
 
 

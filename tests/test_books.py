@@ -441,11 +441,6 @@ def test_record_page_repeated_by_the_same_run_returns_the_first_outcome(
     assert stored(database, book_id) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="books.record_page does not check the book's claim: a run that was taken over "
-    "(stale_run_id) can still overwrite a page the current run already recorded",
-)
 def test_a_run_that_lost_the_claim_cannot_overwrite_a_page(
     database: Database, session: Session
 ) -> None:

@@ -186,11 +186,6 @@ def test_settings_repr_and_str_hide_provider_secrets(env: pytest.MonkeyPatch) ->
         assert CLOUD_SECRET not in shown
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Settings.database_url is a plain str, so repr/str of Settings shows the "
-    "DATABASE_URL password (redactor_for treats it as a secret)",
-)
 def test_settings_repr_hides_the_database_password(env: pytest.MonkeyPatch) -> None:
     env.setenv("DATABASE_URL", f"postgresql+psycopg://storywink:{DB_PASSWORD}@db:5432/storywink")
 
@@ -290,11 +285,6 @@ def test_malformed_style_assets_url_is_rejected(assets_url: str) -> None:
         validate_library(assets_url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="styles._check_url accepts an http(s) URL without a host when it has a path "
-    "(a one-slash typo such as https:/cdn...), so workers start and every fetch fails later",
-)
 @pytest.mark.parametrize(
     "assets_url", ["https:/res.cloudinary.com/storywink/styles/", "https:///styles/"]
 )
