@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -12,7 +15,7 @@ from storywink.pipeline import page_public_id
 from storywink.shared import BookStatus, ModerationStatus, NotificationType
 from tests.fakes.gemini_server import Fault
 from tests.helpers import create_book, load_book, running_worker, start
-from tests.provider_fakes import Fakes, fakes, provider_settings
+from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes, fakes, provider_settings
 
 __all__ = ["fakes"]
 
@@ -104,3 +107,34 @@ async def test_smart_retry_redraws_only_what_is_missing(
     assert (second.pages_with_image, second.pages_flagged, second.pages_failed) == (3, 1, 0)
     _, _, notes = load_book(database, book_id)
     assert len(notes) == 2  # one per run
+
+
+async def test_no_secret_reaches_history_failures_or_logs(
+    temporal_env: WorkflowEnvironment,
+    temporal_client: Client,
+    database: Database,
+    database_url: str,
+    tmp_path: Path,
+    fakes: Fakes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = provider_settings(temporal_env, database_url, tmp_path, fakes, page_retry_attempts=2)
+    # Providers that echo credentials back must not carry them into our records.
+    fakes.gemini.fail_when("Page 2 of the story", Fault.http(403, f"key {GEMINI_KEY} invalid"))
+    fakes.gemini.fail_when("Page 3 of the story", Fault.http(503, f"busy {GEMINI_KEY}"))
+    book_id = create_book(database, fakes.photo_urls("bsec", 3))
+    caplog.set_level(logging.DEBUG)
+    async with running_worker(temporal_client, settings, database):
+        handle = await start(temporal_client, settings, book_id)
+        outcome = await handle.result()
+        history = (await handle.fetch_history()).to_json()
+
+    assert outcome.pages_failed == 2
+    _, pages, _ = load_book(database, book_id)
+    reasons = " ".join(page.moderation_reason or "" for page in pages)
+    assert "generate: HTTP 403" in reasons and "generate:" in reasons
+    assert "busy [redacted]" in history  # the provider's message got there, cleaned
+    secrets = [GEMINI_KEY, CLOUD[2]]
+    for where, text in [("history", history), ("reasons", reasons), ("logs", caplog.text)]:
+        for secret in secrets:
+            assert secret not in text, f"a secret leaked into the {where}"
