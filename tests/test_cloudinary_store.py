@@ -307,9 +307,9 @@ async def test_secret_and_signatures_never_appear_in_reasons(cdn: FakeCloudinary
 @pytest.mark.parametrize(
     ("exc", "kind", "reason"),
     [
-        (Exception("Error 502 - Bad Gateway"), TransientError, "HTTP 502: Error 502 - Bad Gateway"),
-        (Exception("Error 404 - Gone"), PermanentError, "HTTP 404: Error 404 - Gone"),
-        (Exception("Error 409 - Conflict"), TransientError, "HTTP 409: Error 409 - Conflict"),
+        (Exception("Error 502 - Bad Gateway"), TransientError, "HTTP 502: Bad Gateway"),
+        (Exception("Error 404 - Gone"), PermanentError, "HTTP 404: Gone"),
+        (Exception("Error 409 - Conflict"), TransientError, "HTTP 409: Conflict"),
         (cloudinary.exceptions.NotFound("nope"), PermanentError, "not found: nope"),
         (
             ValueError("Must supply api_key"),

@@ -259,6 +259,21 @@ async def test_429_with_fractional_delay(
     assert error.retry_after == 1.5
 
 
+async def test_retry_after_header_is_the_fallback(
+    illustrator: GeminiIllustrator, gemini: FakeGeminiServer
+) -> None:
+    gemini.fail_next(1, Fault.http(503, "overloaded", retry_after_header="7"))
+    gemini.fail_next(1, Fault.rate_limited(retry_delay=None))
+
+    overloaded = await _failure(illustrator)
+    limited = await _failure(illustrator)
+
+    assert isinstance(overloaded, TransientError)
+    assert overloaded.retry_after == 7.0
+    assert isinstance(limited, TransientError)
+    assert limited.retry_after is None
+
+
 @pytest.mark.parametrize("code", [408, 500, 502, 503, 504])
 async def test_server_errors_are_transient(
     illustrator: GeminiIllustrator, gemini: FakeGeminiServer, code: int

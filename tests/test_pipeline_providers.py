@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 

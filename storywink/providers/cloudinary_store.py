@@ -31,9 +31,10 @@ T = TypeVar("T")
 RETRYABLE_4XX: Final = frozenset({408, 409, 420, 429})
 _REASON_LIMIT = 200
 _MIN_SECRET_LENGTH = 6
+_ADMIN_STATUS_PREFIX = re.compile(r"^Error (\d{3}) - ")  # Admin API: "Error 404 - Not found"
 _STATUS_PATTERNS = (
     re.compile(r"server response \((\d{3})\)"),  # non-JSON body: "...server response (502)"
-    re.compile(r"^Error (\d{3}) - "),  # Admin API: "Error 404 - Resource not found"
+    _ADMIN_STATUS_PREFIX,
 )
 _TIMEOUT_PATTERN = re.compile(r"(?i)timed out|timeout")
 _CONNECTION_PATTERN = re.compile(
@@ -156,9 +157,10 @@ def classify_error(exc: Exception, secret: str = "") -> ProviderError:
         return PermanentError(f"bad configuration: {message}")
     status = _status(full)
     if status is not None:
+        detail = _shorten(_ADMIN_STATUS_PREFIX.sub("", full))
         if 400 <= status < 500 and status not in RETRYABLE_4XX:
-            return PermanentError(f"HTTP {status}: {message}")
-        return TransientError(f"HTTP {status}: {message}")
+            return PermanentError(f"HTTP {status}: {detail}")
+        return TransientError(f"HTTP {status}: {detail}")
     if _TIMEOUT_PATTERN.search(full):
         return TransientError("timeout")
     if _CONNECTION_PATTERN.search(full):
@@ -191,7 +193,7 @@ def _connection_detail(message: str) -> str:
     for pattern in _CONNECTION_DETAILS:
         match = pattern.search(message)
         if match:
-            return match.group(1)
+            return _shorten(match.group(1), 120)
     return _shorten(message, 120)
 
 

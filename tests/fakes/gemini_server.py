@@ -164,6 +164,7 @@ class Fault:
     retry_delay: str | None = None
     raw_body: str | None = None
     content_type: str = "application/json"
+    retry_after_header: str | None = None
     reason: str = ""
     text: str | None = None
     mime_type: str = "image/png"
@@ -186,6 +187,7 @@ class Fault:
         retry_delay: str | None = None,
         raw_body: str | None = None,
         content_type: str = "application/json",
+        retry_after_header: str | None = None,
     ) -> Fault:
         """An HTTP error with a Google-style JSON body (or `raw_body` verbatim)."""
         return cls(
@@ -196,6 +198,7 @@ class Fault:
             retry_delay=retry_delay,
             raw_body=raw_body,
             content_type=content_type,
+            retry_after_header=retry_after_header,
         )
 
     @classmethod
@@ -502,11 +505,17 @@ def _google_error(
 
 def _http_fault(fault: Fault) -> web.Response:
     if fault.raw_body is not None:
-        return web.Response(status=fault.code, text=fault.raw_body, content_type=fault.content_type)
-    details = None
-    if fault.retry_delay is not None:
-        details = [{"@type": RETRY_INFO_TYPE, "retryDelay": fault.retry_delay}]
-    return _google_error(fault.code, fault.message, fault.status, details)
+        response = web.Response(
+            status=fault.code, text=fault.raw_body, content_type=fault.content_type
+        )
+    else:
+        details = None
+        if fault.retry_delay is not None:
+            details = [{"@type": RETRY_INFO_TYPE, "retryDelay": fault.retry_delay}]
+        response = _google_error(fault.code, fault.message, fault.status, details)
+    if fault.retry_after_header is not None:
+        response.headers["Retry-After"] = fault.retry_after_header
+    return response
 
 
 def _invalid_key() -> Fault:
