@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,20 +78,25 @@ def fakes() -> Iterator[Fakes]:
         yield Fakes(gemini, cloudinary)
 
 
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
 def provider_settings(
-    temporal_env: WorkflowEnvironment,
-    database_url: str,
-    tmp_path: Path,
-    fakes: Fakes,
-    **overrides: object,
-) -> Settings:
-    values: dict[str, object] = {
-        "illustrator": "gemini",
-        "storage": "cloudinary",
-        "gemini_api_key": GEMINI_KEY,
-        "gemini_base_url": fakes.gemini.base_url,
-        "cloudinary_url": fakes.cloudinary_url,
-        "style_assets_url": fakes.gemini.url("/styles/"),
-    }
-    values.update(overrides)
-    return test_settings(temporal_env, database_url, tmp_path, **values)
+    temporal_env: WorkflowEnvironment, database_url: str, tmp_path: Path, fakes: Fakes
+) -> SettingsFactory:
+    """Test settings that use the fake Gemini and Cloudinary through the real SDKs."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "illustrator": "gemini",
+            "storage": "cloudinary",
+            "gemini_api_key": GEMINI_KEY,
+            "gemini_base_url": fakes.gemini.base_url,
+            "cloudinary_url": fakes.cloudinary_url,
+            "style_assets_url": fakes.gemini.url("/styles/"),
+        }
+        values.update(overrides)
+        return test_settings(temporal_env, database_url, tmp_path, **values)
+
+    return make

@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
 from storywink.connections import Database
 from storywink.pipeline import page_public_id
 from storywink.shared import BookStatus, ModerationStatus, NotificationType
 from tests.fakes.gemini_server import Fault
 from tests.helpers import create_book, load_book, running_worker, start
-from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes, fakes, provider_settings
+from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes, SettingsFactory, fakes, provider_settings
 
-__all__ = ["fakes"]
+__all__ = ["fakes", "provider_settings"]
 
 
 async def test_nine_pages_drawn_by_gemini_and_stored_on_cloudinary(
-    temporal_env: WorkflowEnvironment,
     temporal_client: Client,
     database: Database,
-    database_url: str,
-    tmp_path: Path,
     fakes: Fakes,
+    provider_settings: SettingsFactory,
 ) -> None:
-    settings = provider_settings(temporal_env, database_url, tmp_path, fakes)
+    settings = provider_settings()
     book_id = create_book(database, fakes.photo_urls("b9", 9))
     async with running_worker(temporal_client, settings, database):
         handle = await start(temporal_client, settings, book_id)
@@ -53,16 +49,12 @@ async def test_nine_pages_drawn_by_gemini_and_stored_on_cloudinary(
 
 
 async def test_safety_block_is_flagged_once_and_a_hanging_call_is_retried(
-    temporal_env: WorkflowEnvironment,
     temporal_client: Client,
     database: Database,
-    database_url: str,
-    tmp_path: Path,
     fakes: Fakes,
+    provider_settings: SettingsFactory,
 ) -> None:
-    settings = provider_settings(
-        temporal_env, database_url, tmp_path, fakes, model_timeout_seconds=1.5
-    )
+    settings = provider_settings(model_timeout_seconds=1.5)
     fakes.gemini.fail_when("Page 3 of the story", Fault.blocked("SAFETY"))
     fakes.gemini.fail_when("Page 4 of the story", Fault.hang(30), times=1)
     book_id = create_book(database, fakes.photo_urls("b5", 5))
@@ -83,14 +75,12 @@ async def test_safety_block_is_flagged_once_and_a_hanging_call_is_retried(
 
 
 async def test_smart_retry_redraws_only_what_is_missing(
-    temporal_env: WorkflowEnvironment,
     temporal_client: Client,
     database: Database,
-    database_url: str,
-    tmp_path: Path,
     fakes: Fakes,
+    provider_settings: SettingsFactory,
 ) -> None:
-    settings = provider_settings(temporal_env, database_url, tmp_path, fakes, page_retry_attempts=2)
+    settings = provider_settings(page_retry_attempts=2)
     fakes.gemini.fail_when("Page 2 of the story", Fault.blocked("SAFETY"))
     fakes.gemini.fail_when("Page 3 of the story", Fault.http(503), times=2)
     book_id = create_book(database, fakes.photo_urls("bs", 4))
@@ -109,15 +99,13 @@ async def test_smart_retry_redraws_only_what_is_missing(
 
 
 async def test_no_secret_reaches_history_failures_or_logs(
-    temporal_env: WorkflowEnvironment,
     temporal_client: Client,
     database: Database,
-    database_url: str,
-    tmp_path: Path,
     fakes: Fakes,
+    provider_settings: SettingsFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = provider_settings(temporal_env, database_url, tmp_path, fakes, page_retry_attempts=2)
+    settings = provider_settings(page_retry_attempts=2)
     # Providers that echo credentials back must not carry them into our records.
     fakes.gemini.fail_when("Page 2 of the story", Fault.http(403, f"key {GEMINI_KEY} invalid"))
     fakes.gemini.fail_when("Page 3 of the story", Fault.http(503, f"busy {GEMINI_KEY}"))

@@ -17,16 +17,15 @@ from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
 from storywink.connections import Database
 from storywink.pipeline import page_public_id
 from storywink.shared import BookStatus
 from tests.helpers import create_book, load_book, start
-from tests.provider_fakes import Fakes, fakes, provider_settings
+from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
 
-__all__ = ["fakes"]
+__all__ = ["fakes", "provider_settings"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -112,14 +111,13 @@ async def page_identities(handle: WorkflowHandle[object, object]) -> Counter[str
 
 
 async def test_three_replicas_draw_every_page_exactly_once(
-    temporal_env: WorkflowEnvironment,
     temporal_client: Client,
     database: Database,
-    database_url: str,
-    tmp_path: Path,
     fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
 ) -> None:
-    settings = provider_settings(temporal_env, database_url, tmp_path, fakes)
+    settings = provider_settings()
     fakes.gemini.set_latency(1.0)  # slow enough that one replica cannot take every page
     book_id = create_book(database, fakes.photo_urls("r9", 9))
     with worker_processes(settings, fakes, 3, tmp_path):
