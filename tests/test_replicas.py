@@ -75,7 +75,7 @@ def worker_processes(
                 process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
 
@@ -120,12 +120,14 @@ async def test_three_replicas_draw_every_page_exactly_once(
     settings = provider_settings()
     fakes.gemini.set_latency(1.0)  # slow enough that one replica cannot take every page
     book_id = create_book(database, fakes.photo_urls("r9", 9))
-    with worker_processes(settings, fakes, 3, tmp_path):
+    with worker_processes(settings, fakes, 3, tmp_path) as processes:
         await wait_for_pollers(temporal_client, settings.temporal_illustration_task_queue, 3)
         handle = await start(temporal_client, settings, book_id)
         outcome = await asyncio.wait_for(handle.result(), timeout=90)
         identities = await page_identities(handle)
 
+    # SIGTERM: each replica stopped polling and exited cleanly within its grace period.
+    assert [process.returncode for process in processes] == [0, 0, 0]
     assert outcome.status is BookStatus.COMPLETED
     assert sum(identities.values()) == 9  # nine page activities, none started twice
     assert len(identities) > 1, f"pages were not spread over replicas: {identities}"

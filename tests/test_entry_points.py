@@ -1,0 +1,83 @@
+"""`python worker.py` refuses to start on bad set-up; `storywink demo` runs end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GEMINI", "GOOGLE", "CLOUDINARY", "DATABASE", "TEMPORAL"))
+    }
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        STORAGE_DIR=str(tmp_path / "storage"),
+        **values,
+    )
+    return env
+
+
+def run_worker(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "worker.py")],
+        cwd=tmp_path,
+        env=clean_env(tmp_path, **values),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("PAGE_RETRY_ATTEMPTS", "0", "PAGE_RETRY_ATTEMPTS"),
+        ("ILLUSTRATOR", "gemini", "GEMINI_API_KEY"),
+    ],
+)
+def test_worker_with_invalid_settings_names_them_and_exits(
+    tmp_path: Path, setting: str, value: str, named: str
+) -> None:
+    result = run_worker(tmp_path, **{setting: value})
+    assert result.returncode == 2
+    assert named in result.stderr
+
+
+def test_worker_without_temporal_does_not_start(tmp_path: Path) -> None:
+    result = run_worker(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1")
+    assert result.returncode == 1
+    assert "cannot reach Temporal at 127.0.0.1:1 (TEMPORAL_ADDRESS)" in result.stderr
+    assert "polling" not in result.stderr
+
+
+def test_demo_illustrates_the_sample_book(
+    tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> None:
+    address = temporal_env.client.service_client.config.target_host
+    result = subprocess.run(
+        [str(BIN / "storywink"), "demo", "--pages", "3"],
+        cwd=tmp_path,
+        env=clean_env(tmp_path, TEMPORAL_ADDRESS=address, TEMPORAL_TASK_QUEUE="demo-test"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "The book is COMPLETED." in result.stderr
+    galleries = list((tmp_path / ".data" / "demo").glob("book-*.html"))
+    assert len(galleries) == 1
+    book_id = galleries[0].stem.removeprefix("book-")
+    pictures = sorted((tmp_path / "storage" / "storywink" / book_id / "generated").glob("*.png"))
+    assert [p.name for p in pictures] == ["page_1.png", "page_2.png", "page_3.png"]
+    assert "page_2.png" in galleries[0].read_text()
