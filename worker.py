@@ -53,14 +53,15 @@ def build_workers(
     redactor = redactor_for(settings)
     per_second = settings.illustration_rate_limit / 60 if settings.illustration_rate_limit else None
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
+    finalize = FinalizeActivities(database.sessions)
     book_worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=[BookIllustration],
         activities=[
             PrepareActivities(database.sessions, client, settings).prepare_illustration,
-            FinalizeActivities(database.sessions).finalize_book,
-            FinalizeActivities(database.sessions).record_page_failure,
+            finalize.finalize_book,
+            finalize.record_page_failure,
         ],
         max_concurrent_activities=settings.finalize_concurrency,
         identity=identity,
@@ -127,8 +128,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.gather(*(worker.shutdown() for worker in workers))
         stopping.cancel()
         for run in runs:
-            if run.done() and run.exception():
-                raise run.exception()  # type: ignore[misc]
+            if run.done() and (error := run.exception()) is not None:
+                raise error
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -54,9 +54,9 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _run(work: Awaitable[T]) -> T:
+def _run(work: Coroutine[Any, Any, T]) -> T:
     try:
-        return asyncio.run(work)  # type: ignore[arg-type]
+        return asyncio.run(work)
     except (BookError, DatabaseNotReady, TemporalUnavailable, DevServerError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None

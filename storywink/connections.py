@@ -9,7 +9,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from storywink.config import Settings
 from storywink.db.engine import (
@@ -26,19 +25,13 @@ class TemporalUnavailable(RuntimeError):
     pass
 
 
-async def connect_temporal(settings: Settings, *, prometheus_bind: str | None = None) -> Client:
+async def connect_temporal(settings: Settings) -> Client:
     """Connect with the pydantic converter, and check the server answers."""
-    runtime = None
-    if prometheus_bind:
-        runtime = Runtime(
-            telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=prometheus_bind))
-        )
     try:
         client = await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
-            runtime=runtime,
         )
         await client.service_client.check_health()
     except Exception as exc:

@@ -227,3 +227,24 @@ async def test_cancelling_a_run_stops_pages_and_settles_the_book(
     assert isinstance(failure.value.cause, CancelledError)
     assert sorted(stopped) == [1, 2, 3]
     assert [f.cancelled for f in fake.finalized] == [True]
+
+
+async def test_page_timing_out_on_every_attempt_is_failed_with_a_timeout_reason(
+    skipping_env: WorkflowEnvironment,
+) -> None:
+    queue = f"ts-{uuid.uuid4()}"
+    fake = FakeBook(pages=1, queue=queue)
+    # A running activity's heartbeat timeout passes in real time, even here: keep it short.
+    options = fake.plan.page_options.model_copy(update={"heartbeat_timeout_seconds": 1})
+    fake.plan = fake.plan.model_copy(update={"page_options": options})
+
+    @activity.defn(name="illustrate_page")
+    async def illustrate_page(task: PageTask) -> PageResult:
+        fake.attempts[task.page_number] += 1
+        await asyncio.sleep(3600)  # a dead worker: no heartbeat, no answer
+        return ok(task)
+
+    await run_book(skipping_env, fake, queue, illustrate_page)
+    assert fake.attempts == Counter({1: 5})
+    assert [f.reason.split(":")[0] for f in fake.failures] == ["timeout"]
+    assert fake.failures[0].reason == "timeout: no answer within the page's heartbeat timeout"

@@ -13,6 +13,7 @@ import pydantic
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.finalize import FinalizeActivities
@@ -46,11 +47,10 @@ def _page_retry_policy(options: PageActivityOptions) -> RetryPolicy:
 def _failure_reason(error: ActivityError) -> str:
     """The page activity's own message is already prefixed with the stage that failed."""
     cause = error.cause
-    if isinstance(cause, Exception) and str(cause):
-        if type(cause).__name__ == "TimeoutError":
-            return f"timeout: {cause}"
-        return str(cause)
-    return str(error)
+    if isinstance(cause, ActivityTimeout):
+        which = cause.type.name.replace("_", "-").lower() if cause.type else "activity"
+        return f"timeout: no answer within the page's {which} timeout"
+    return str(cause) if cause is not None and str(cause) else str(error)
 
 
 # A malformed input (e.g. `{"book_id": 5}` from the CLI) fails the run at once instead of

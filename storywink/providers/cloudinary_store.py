@@ -25,12 +25,12 @@ from storywink.providers.base import (
     StoredImage,
     TransientError,
 )
+from storywink.redact import redact, shorten
 
 T = TypeVar("T")
 
 RETRYABLE_4XX: Final = frozenset({408, 409, 420, 429})
 _REASON_LIMIT = 200
-_MIN_SECRET_LENGTH = 6
 _ADMIN_STATUS_PREFIX = re.compile(r"^Error (\d{3}) - ")  # Admin API: "Error 404 - Not found"
 _STATUS_PATTERNS = (
     re.compile(r"server response \((\d{3})\)"),  # non-JSON body: "...server response (502)"
@@ -44,12 +44,6 @@ _CONNECTION_DETAILS = (
     re.compile(r"(\[Errno -?\d+\][^'\")]*)"),
     re.compile(r"RemoteDisconnected\('([^']*)'"),
     re.compile(r"ProtocolError\('([^']*)'"),
-)
-_SECRET_PATTERNS = (
-    (re.compile(r"(?i)string to sign - '[^']*'"), "string to sign - [redacted]"),
-    (re.compile(r"\b[0-9a-fA-F]{40}(?:[0-9a-fA-F]{24})?\b"), "[redacted]"),  # sha1/sha256 hex
-    (re.compile(r"(?i)\b(api_secret|signature)=[^&\s'\"]+"), r"\1=[redacted]"),
-    (re.compile(r"(?i)(cloudinary|https?)://[^:/\s@]+:[^@\s]+@"), r"\1://[redacted]@"),
 )
 
 
@@ -145,8 +139,8 @@ class CloudinaryStore:
 
 def classify_error(exc: Exception, secret: str = "") -> ProviderError:
     """Map a Cloudinary SDK exception to a provider error with a short, secret-free reason."""
-    full = scrub(str(exc), secret)
-    message = _shorten(full)
+    full = redact(str(exc), [secret])
+    message = shorten(full, _REASON_LIMIT)
     if isinstance(exc, cloudinary_errors.AuthorizationRequired | cloudinary_errors.NotAllowed):
         return PermanentError(f"unauthorized: {message}")
     if isinstance(exc, cloudinary_errors.BadRequest):
@@ -157,7 +151,7 @@ def classify_error(exc: Exception, secret: str = "") -> ProviderError:
         return PermanentError(f"bad configuration: {message}")
     status = _status(full)
     if status is not None:
-        detail = _shorten(_ADMIN_STATUS_PREFIX.sub("", full))
+        detail = shorten(_ADMIN_STATUS_PREFIX.sub("", full), _REASON_LIMIT)
         if 400 <= status < 500 and status not in RETRYABLE_4XX:
             return PermanentError(f"HTTP {status}: {detail}")
         return TransientError(f"HTTP {status}: {detail}")
@@ -180,21 +174,13 @@ def custom_context(resource: Mapping[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in custom.items()}
 
 
-def scrub(text: str, secret: str = "") -> str:
-    if len(secret) >= _MIN_SECRET_LENGTH:  # a toy secret like "s" would shred the text
-        text = text.replace(secret, "[redacted]")
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
 def _connection_detail(message: str) -> str:
     """The useful bit of urllib3's long repr: "[Errno 111] Connection refused" and the like."""
     for pattern in _CONNECTION_DETAILS:
         match = pattern.search(message)
         if match:
-            return _shorten(match.group(1), 120)
-    return _shorten(message, 120)
+            return shorten(match.group(1), 120)
+    return shorten(message, 120)
 
 
 def _status(message: str) -> int | None:
@@ -203,8 +189,3 @@ def _status(message: str) -> int | None:
         if match:
             return int(match.group(1))
     return None
-
-
-def _shorten(text: str, limit: int = _REASON_LIMIT) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

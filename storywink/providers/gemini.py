@@ -26,6 +26,7 @@ from storywink.providers.base import (
     SourceImage,
     TransientError,
 )
+from storywink.redact import redact, shorten
 
 SAFETY_REASONS: Final = frozenset(
     {
@@ -45,11 +46,6 @@ _SNIPPET_LIMIT = 120
 _RETRY_INFO = "google.rpc.RetryInfo"
 _MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 _SSL_REPR = re.compile(r"\s*ssl:<[^>]*>")  # aiohttp puts a context repr in connect errors
-_SECRET_PATTERNS = (
-    (re.compile(r"(?i)\b(key|api[_-]?key|access_token|token)=[^&\s'\"<>]+"), r"\1=[redacted]"),
-    (re.compile(r"(?i)(x-goog-api-key['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1[redacted]"),
-    (re.compile(r"AIza[0-9A-Za-z_\-]{20,}"), "[redacted]"),
-)
 
 
 def _transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
@@ -186,7 +182,7 @@ def _missing_image(
         # Nothing to go on: most likely a glitch, so let it be retried.
         return TransientError("empty response from the model")
     refusal = f"no image: {reason or 'FINISH_REASON_UNSPECIFIED'}"
-    snippet = _shorten(_scrub(text, secrets), _SNIPPET_LIMIT)
+    snippet = shorten(redact(text, secrets), _SNIPPET_LIMIT)
     return ContentRefused(f"{refusal}: {snippet}" if snippet else refusal)
 
 
@@ -205,7 +201,7 @@ def http_error(exc: errors.APIError, secrets: Sequence[str] = ()) -> ProviderErr
     """Map an HTTP error answer to a provider error with a short reason."""
     code = int(exc.code or 0)
     status = f" {exc.status}" if exc.status else ""
-    message = _shorten(_scrub(str(exc.message or ""), secrets), _MESSAGE_LIMIT)
+    message = shorten(redact(str(exc.message or ""), secrets), _MESSAGE_LIMIT)
     reason = f"HTTP {code}{status}: {message}" if message else f"HTTP {code}{status}"
     if 400 <= code < 500 and code not in TRANSIENT_HTTP:
         return PermanentError(reason)
@@ -254,24 +250,11 @@ def _retry_after_header(response: object) -> float | None:
 
 
 def _describe(exc: BaseException, secrets: Sequence[str]) -> str:
-    text = _SSL_REPR.sub("", _scrub(str(exc), secrets))
-    return _shorten(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 120)
+    text = _SSL_REPR.sub("", redact(str(exc), secrets))
+    return shorten(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 120)
 
 
 def _client_secrets(client: genai.Client) -> tuple[str, ...]:
     # The key lives in the SDK's private client; reading it lets us scrub it verbatim.
     api_key = getattr(getattr(client, "_api_client", None), "api_key", None)
-    return (api_key,) if isinstance(api_key, str) and len(api_key) >= 6 else ()
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def _shorten(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return (api_key,) if isinstance(api_key, str) else ()
