@@ -2,7 +2,13 @@
 
 Outcomes (SPEC.md): OK; FLAGGED when the model refuses for a content reason; FAILED on a
 permanent error. Transient errors are raised for Temporal to retry, and when retries run
-out the workflow records the page FAILED. A retry never pays for an image already stored.
+out the workflow records the page FAILED.
+
+Never paying twice: a retry looks for what an earlier attempt of this run already has, in
+the cheapest place first: the stored image's URL in the last heartbeat's details; the
+asset under the page's deterministic public id (when the worker died before that
+heartbeat got out); the generated image kept in the database as a draft (when the upload
+failed). Only when none exists is the model called.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import TypeVar
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -73,9 +80,9 @@ class IllustratePageActivities:
 
     @activity.defn
     async def illustrate_page(self, task: PageTask) -> PageResult:
-        async with _heartbeating():
+        async with _heartbeating() as heartbeat:
             try:
-                return await self._illustrate(task)
+                return await self._illustrate(task, heartbeat)
             except _PageSettled as settled:
                 activity.logger.warning(
                     "page %d of book %s %s: %s",
@@ -86,16 +93,16 @@ class IllustratePageActivities:
                 )
                 return await self._record(task, settled.status, reason=settled.reason)
 
-    async def _illustrate(self, task: PageTask) -> PageResult:
+    async def _illustrate(self, task: PageTask, heartbeat: _Heartbeat) -> PageResult:
         done = await self._in_stage(
             Stage.RECORD,
             in_session(self._sessions, books.settled_result, task.page_id, task.run_id),
         )
         if done is not None:
             return done
-        stored = await self._stored_by_this_run(task)
+        stored = await self._stored_earlier(task, heartbeat.previous)
         if stored is None:
-            image = await self._generate(task)
+            image = await self._draft_or_new_image(task)
             stored = await self._in_stage(
                 Stage.UPLOAD,
                 self._store.store(
@@ -109,19 +116,52 @@ class IllustratePageActivities:
                     },
                 ),
             )
-        else:
-            activity.logger.info("page %d: reusing the image stored earlier", task.page_number)
+            heartbeat.checkpoint(PageCheckpoint(stage=Stage.UPLOAD, image_url=stored.url))
         return await self._record(task, ModerationStatus.OK, image_url=stored.url)
 
-    async def _stored_by_this_run(self, task: PageTask) -> StoredImage | None:
-        """After a failed attempt, the image this run already stored (never pay twice)."""
+    async def _stored_earlier(
+        self, task: PageTask, previous: PageCheckpoint | None
+    ) -> StoredImage | None:
+        """The image an earlier attempt of this run already stored, if any."""
         if activity.info().attempt == 1:
             return None
         public_id = pipeline.page_public_id(task.book_id, task.page_number)
+        if previous is not None and previous.image_url:
+            _log_for(task, "reusing the image an earlier attempt stored")
+            return StoredImage(url=previous.image_url, public_id=public_id)
         stored = await self._in_stage(Stage.UPLOAD, self._store.find(public_id))
         if stored is not None and stored.context.get("run_id") == task.run_id:
+            _log_for(task, "reusing the image found under %s", public_id)
             return stored
         return None
+
+    async def _draft_or_new_image(self, task: PageTask) -> GeneratedImage:
+        """The image an earlier attempt generated but could not store, else a new one."""
+        if activity.info().attempt > 1:
+            draft = await self._in_stage(
+                Stage.UPLOAD,
+                in_session(self._sessions, books.load_draft, task.page_id, task.run_id),
+            )
+            if draft is not None:
+                _log_for(task, "reusing the image an earlier attempt generated")
+                return GeneratedImage(data=draft[0], mime_type=draft[1])
+        image = await self._generate(task)
+        try:
+            await in_session(
+                self._sessions,
+                books.save_draft,
+                task.page_id,
+                task.run_id,
+                image.data,
+                image.mime_type,
+            )
+        except Exception as exc:  # the checkpoint is an optimisation: go on and upload
+            activity.logger.warning(
+                "page %d: could not keep the generated image as a draft (%s)",
+                task.page_number,
+                type(exc).__name__,
+            )
+        return image
 
     async def _generate(self, task: PageTask) -> GeneratedImage:
         if not task.original_image_url:
@@ -204,21 +244,54 @@ class IllustratePageActivities:
             ) from None
 
 
-@contextlib.asynccontextmanager
-async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeat in the background so a dead worker is noticed within the heartbeat timeout,
-    and so cancellation reaches the page while it waits on the model."""
-    timeout = activity.info().heartbeat_timeout
-    interval = max(0.2, min(timeout.total_seconds() / 3, 10.0)) if timeout else 10.0
+def _log_for(task: PageTask, message: str, *args: object) -> None:
+    activity.logger.info(f"page %d of book %s: {message}", task.page_number, task.book_id, *args)
 
-    async def beat() -> None:
+
+class PageCheckpoint(BaseModel):
+    """Heartbeat details: how far this attempt got. No secrets, no image bytes."""
+
+    stage: Stage
+    image_url: str | None = None
+
+
+class _Heartbeat:
+    """Heartbeats in the background, carrying the latest checkpoint.
+
+    Background beats let a dead worker be noticed within the heartbeat timeout, and let
+    cancellation reach the page while it waits on the model.
+    """
+
+    def __init__(self) -> None:
+        details = activity.info().heartbeat_details
+        self.previous = _parse_checkpoint(details[0]) if details else None
+        self._details: tuple[object, ...] = ()
+
+    def checkpoint(self, checkpoint: PageCheckpoint) -> None:
+        self._details = (checkpoint.model_dump(mode="json"),)
+        activity.heartbeat(*self._details)
+
+    async def beat_forever(self, interval: float) -> None:
         while True:
-            activity.heartbeat()
+            activity.heartbeat(*self._details)
             await asyncio.sleep(interval)
 
-    beating = asyncio.create_task(beat())
+
+def _parse_checkpoint(details: object) -> PageCheckpoint | None:
     try:
-        yield
+        return PageCheckpoint.model_validate(details)
+    except ValidationError:  # details from an older worker version: ignore them
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[_Heartbeat]:
+    timeout = activity.info().heartbeat_timeout
+    interval = max(0.2, min(timeout.total_seconds() / 3, 10.0)) if timeout else 10.0
+    heartbeat = _Heartbeat()
+    beating = asyncio.create_task(heartbeat.beat_forever(interval))
+    try:
+        yield heartbeat
     finally:
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storywink.db.models import Book, Notification, Page
+from storywink.db.models import Book, Notification, Page, PageDraft
 from storywink.errors import BookNotFound, BookNotReady
 from storywink.shared import (
     ILLUSTRATABLE_STATUSES,
@@ -164,8 +164,24 @@ def record_page(
     page.generated_image_url = image_url
     page.moderation_reason = reason
     page.illustrated_by_run_id = run_id
+    session.execute(delete(PageDraft).where(PageDraft.page_id == page_id))
     session.commit()
     return page_result(page)
+
+
+def save_draft(session: Session, page_id: str, run_id: str, data: bytes, mime_type: str) -> None:
+    """Keep a generated image until it is stored, so a retry need not generate it again."""
+    session.execute(delete(PageDraft).where(PageDraft.page_id == page_id))
+    session.add(PageDraft(page_id=page_id, run_id=run_id, data=data, mime_type=mime_type))
+    session.commit()
+
+
+def load_draft(session: Session, page_id: str, run_id: str) -> tuple[bytes, str] | None:
+    """(bytes, mime type) of the image this run generated for the page and has not stored."""
+    draft = session.get(PageDraft, page_id)
+    if draft is None or draft.run_id != run_id:
+        return None
+    return draft.data, draft.mime_type
 
 
 def book_status_for(pages: Sequence[Page]) -> BookStatus:
@@ -222,6 +238,9 @@ def finalize_book(session: Session, book_id: str, run_id: str, *, cancelled: boo
         session.rollback()
         return outcome
     book.status = status
+    # Drafts left by pages that failed after generating are of no further use.
+    page_ids = select(Page.id).where(Page.book_id == book_id)
+    session.execute(delete(PageDraft).where(PageDraft.page_id.in_(page_ids)))
     book.illustration_run_id = None
     book.illustration_workflow_id = None
     already_notified = session.scalar(

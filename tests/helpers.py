@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -79,3 +81,12 @@ def load_book(database: Database, book_id: str) -> tuple[Book, list[Page], list[
         notes = list(session.scalars(select(Notification).where(Notification.book_id == book_id)))
         session.expunge_all()
         return book, pages, notes
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 30.0) -> None:
+    """Poll `condition` until it holds; fail the test after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within:g}s")
+        await asyncio.sleep(0.02)

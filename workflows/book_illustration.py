@@ -12,7 +12,7 @@ from datetime import timedelta
 import pydantic
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, FailureError, is_cancelled_exception
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
@@ -50,7 +50,9 @@ def _failure_reason(error: ActivityError) -> str:
     if isinstance(cause, ActivityTimeout):
         which = cause.type.name.replace("_", "-").lower() if cause.type else "activity"
         return f"timeout: no answer within the page's {which} timeout"
-    return str(cause) if cause is not None and str(cause) else str(error)
+    if isinstance(cause, FailureError) and cause.message:
+        return cause.message  # str() would put the error type in front of it
+    return str(cause or error)
 
 
 # A malformed input (e.g. `{"book_id": 5}` from the CLI) fails the run at once instead of
