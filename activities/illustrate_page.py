@@ -100,7 +100,7 @@ class IllustratePageActivities:
         )
         if done is not None:
             return done
-        stored = await self._stored_earlier(task, heartbeat.previous)
+        stored = await self._stored_earlier(task, heartbeat)
         if stored is None:
             image = await self._draft_or_new_image(task)
             stored = await self._in_stage(
@@ -119,21 +119,21 @@ class IllustratePageActivities:
             heartbeat.checkpoint(PageCheckpoint(stage=Stage.UPLOAD, image_url=stored.url))
         return await self._record(task, ModerationStatus.OK, image_url=stored.url)
 
-    async def _stored_earlier(
-        self, task: PageTask, previous: PageCheckpoint | None
-    ) -> StoredImage | None:
+    async def _stored_earlier(self, task: PageTask, heartbeat: _Heartbeat) -> StoredImage | None:
         """The image an earlier attempt of this run already stored, if any."""
         if activity.info().attempt == 1:
             return None
         public_id = pipeline.page_public_id(task.book_id, task.page_number)
+        previous = heartbeat.previous
         if previous is not None and previous.image_url:
             _log_for(task, "reusing the image an earlier attempt stored")
             return StoredImage(url=previous.image_url, public_id=public_id)
         stored = await self._in_stage(Stage.UPLOAD, self._store.find(public_id))
-        if stored is not None and stored.context.get("run_id") == task.run_id:
-            _log_for(task, "reusing the image found under %s", public_id)
-            return stored
-        return None
+        if stored is None or stored.context.get("run_id") != task.run_id:
+            return None
+        _log_for(task, "reusing the image found under %s", public_id)
+        heartbeat.checkpoint(PageCheckpoint(stage=Stage.UPLOAD, image_url=stored.url))
+        return stored
 
     async def _draft_or_new_image(self, task: PageTask) -> GeneratedImage:
         """The image an earlier attempt generated but could not store, else a new one."""
@@ -263,9 +263,9 @@ class _Heartbeat:
     """
 
     def __init__(self) -> None:
-        details = activity.info().heartbeat_details
-        self.previous = _parse_checkpoint(details[0]) if details else None
-        self._details: tuple[object, ...] = ()
+        # What earlier attempts reached; carried on so a later attempt still knows it.
+        self._details = tuple(activity.info().heartbeat_details)[:1]
+        self.previous = _parse_checkpoint(self._details[0]) if self._details else None
 
     def checkpoint(self, checkpoint: PageCheckpoint) -> None:
         self._details = (checkpoint.model_dump(mode="json"),)
