@@ -3,7 +3,8 @@
 Start-up checks settings, the style library, the database and Temporal before polling,
 so a worker that cannot do the work never takes any. SIGTERM/SIGINT stop polling and give
 in-flight pages `SHUTDOWN_GRACE_SECONDS` to finish; what doesn't finish is handed back to
-Temporal and retried on another worker.
+Temporal and retried on another worker. With HEALTH_PORT set, `/readyz` is 200 only while
+polling; with METRICS_PORT set, `/metrics` serves the SDK's metrics and ours.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from storywink.connections import (
     redactor_for,
 )
 from storywink.db.engine import DatabaseNotReady
+from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
 from storywink.providers.factory import Providers, build_providers
 from storywink.styles import StyleLibraryError, validate_library
+from storywink.telemetry import worker_runtime
 from workflows.book_illustration import BookIllustration
 
 log = logging.getLogger("storywink.worker")
@@ -95,9 +98,13 @@ async def started_runtime(
     """Everything a worker needs, checked in order; each failure names what is wrong."""
     library_hash = validate_library(settings.style_assets_url)
     log.info("style library ok (hash %s)", library_hash)
-    database = open_database(settings)
+    # In a thread: a slow database must not stall the event loop serving /healthz.
+    database = await asyncio.to_thread(open_database, settings)
     log.info("database ok (%s)", database.engine.url.render_as_string(hide_password=True))
-    client = await connect_temporal(settings)
+    runtime = worker_runtime(settings, worker_identity(settings))
+    if settings.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", settings.ops_host, settings.metrics_port)
+    client = await connect_temporal(settings, runtime)
     log.info(
         "temporal ok (%s, namespace %s)", settings.temporal_address, settings.temporal_namespace
     )
@@ -110,18 +117,35 @@ async def started_runtime(
         database.engine.dispose()
 
 
+async def until_polling(workers: list[Worker], runs: list[asyncio.Task[None]]) -> bool:
+    """True once every worker polls, False if one stopped first. `Worker.run` checks the
+    namespace before polling; `is_running` turns true after that."""
+    while not all(worker.is_running for worker in workers):
+        if any(run.done() for run in runs):
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    async with started_runtime(settings) as (client, database, providers):
+    readiness = Readiness()
+    async with (
+        serve_health(settings.ops_host, settings.health_port, readiness),
+        started_runtime(settings) as (client, database, providers),
+    ):
         workers = build_workers(client, settings, database, providers)
-        log.info(
-            "worker %s polling %s and %s",
-            worker_identity(settings),
-            settings.temporal_task_queue,
-            settings.temporal_illustration_task_queue,
-        )
         runs = [asyncio.create_task(worker.run()) for worker in workers]
+        if await until_polling(workers, runs):
+            readiness.state = State.READY
+            log.info(
+                "worker %s polling %s and %s",
+                worker_identity(settings),
+                settings.temporal_task_queue,
+                settings.temporal_illustration_task_queue,
+            )
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([*runs, stopping], return_when=asyncio.FIRST_COMPLETED)
+        readiness.state = State.STOPPING
         log.info(
             "stopping: no new work; in-flight work gets %.0fs", settings.shutdown_grace_seconds
         )
@@ -138,7 +162,7 @@ def main() -> int:
     except ConfigurationError as exc:
         print(f"storywink worker: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings)
+    configure_logging(settings, worker_identity(settings))
     stop = asyncio.Event()
 
     async def amain() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from storywink import books
+from storywink import books, metrics
 from storywink.db.engine import in_session
 from storywink.shared import BookOutcome, FinalizeInput, ModerationStatus, PageFailure, PageResult
 
@@ -16,7 +16,7 @@ class FinalizeActivities:
 
     @activity.defn
     async def record_page_failure(self, failure: PageFailure) -> PageResult:
-        return await in_session(
+        result = await in_session(
             self._sessions,
             books.record_page,
             failure.page_id,
@@ -24,6 +24,8 @@ class FinalizeActivities:
             ModerationStatus.FAILED,
             reason=failure.reason,
         )
+        metrics.page_settled(ModerationStatus.FAILED)  # its retries ran out
+        return result
 
     @activity.defn
     async def finalize_book(self, request: FinalizeInput) -> BookOutcome:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from enum import StrEnum
+from logging import INFO, WARNING
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -25,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from storywink import books, pipeline
+from storywink import books, metrics, pipeline
 from storywink.db.engine import in_session
 from storywink.prompt import build_prompt
 from storywink.providers.base import (
@@ -80,18 +82,17 @@ class IllustratePageActivities:
 
     @activity.defn
     async def illustrate_page(self, task: PageTask) -> PageResult:
+        started = time.monotonic()
+        if activity.info().attempt > 1:
+            metrics.page_retry()
         async with _heartbeating() as heartbeat:
             try:
-                return await self._illustrate(task, heartbeat)
+                result = await self._illustrate(task, heartbeat)
             except _PageSettled as settled:
-                activity.logger.warning(
-                    "page %d of book %s %s: %s",
-                    task.page_number,
-                    task.book_id,
-                    settled.status.value,
-                    settled.reason,
-                )
-                return await self._record(task, settled.status, reason=settled.reason)
+                _log_for(task, "%s: %s", settled.status.value, settled.reason, level=WARNING)
+                result = await self._record(task, settled.status, reason=settled.reason)
+        metrics.page_settled(result.moderation_status, time.monotonic() - started)
+        return result
 
     async def _illustrate(self, task: PageTask, heartbeat: _Heartbeat) -> PageResult:
         done = await self._in_stage(
@@ -156,11 +157,8 @@ class IllustratePageActivities:
                 image.mime_type,
             )
         except Exception as exc:  # the checkpoint is an optimisation: go on and upload
-            activity.logger.warning(
-                "page %d: could not keep the generated image as a draft (%s)",
-                task.page_number,
-                type(exc).__name__,
-            )
+            message = "could not keep the generated image as a draft (%s)"
+            _log_for(task, message, type(exc).__name__, level=WARNING)
         return image
 
     async def _generate(self, task: PageTask) -> GeneratedImage:
@@ -193,7 +191,9 @@ class IllustratePageActivities:
         await self._in_stage(
             Stage.GENERATE, in_session(self._sessions, books.count_model_call, task.page_id)
         )
-        return await self._in_stage(Stage.GENERATE, self._illustrator.illustrate(job))
+        return await self._in_stage(
+            Stage.GENERATE, metrics.timed_model_call(self._illustrator.illustrate(job))
+        )
 
     async def _record(
         self,
@@ -244,8 +244,15 @@ class IllustratePageActivities:
             ) from None
 
 
-def _log_for(task: PageTask, message: str, *args: object) -> None:
-    activity.logger.info(f"page %d of book %s: {message}", task.page_number, task.book_id, *args)
+def _log_for(task: PageTask, message: str, *args: object, level: int = INFO) -> None:
+    activity.logger.log(
+        level,
+        f"page %d of book %s: {message}",
+        task.page_number,
+        task.book_id,
+        *args,
+        extra={"book_id": task.book_id, "page_number": task.page_number},
+    )
 
 
 class PageCheckpoint(BaseModel):

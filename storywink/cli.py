@@ -12,9 +12,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from storywink import books, pipeline
+from storywink import book_report, books, pipeline
+from storywink.book_report import BooksReport
 from storywink.client import IllustrationClient
 from storywink.config import DEFAULT_DATA_DIR, ConfigurationError, Settings, load_settings
 from storywink.connections import Database, TemporalUnavailable, connect_temporal, open_database
@@ -40,6 +43,7 @@ app.add_typer(devserver_app, name="devserver")
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+STUCK_EXIT_CODE = 3
 
 
 class StoryFile(BaseModel):
@@ -238,6 +242,93 @@ def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     for page in book["pages"]:
         reason = f" — {page['moderation_reason']}" if page["moderation_reason"] else ""
         print(f"  page {page['page_number']:>2}: {page['moderation_status']}{reason}")
+
+
+_STATUS_COLOURS = {
+    BookStatus.COMPLETED: "green",
+    BookStatus.PARTIAL: "yellow",
+    BookStatus.FAILED: "red",
+}
+
+
+def _print_books_report(report: BooksReport) -> None:
+    out = Console()
+    if report.in_progress:
+        table = Table(title="In progress", title_justify="left")
+        for column in ("book", "title", "status", "pages", "run", "started", "updated", "state"):
+            table.add_column(column)
+        for book in report.in_progress:
+            pages = f"{book.pages.settled}/{book.pages.total}"
+            if book.pages.flagged or book.pages.failed:
+                pages += f" ({book.pages.flagged} flagged, {book.pages.failed} failed)"
+            run = book.run
+            state = run.summary if run else "-"
+            table.add_row(
+                book.book_id,
+                escape(book.title),
+                book.status.value,
+                pages,
+                book.run_id or "-",
+                report.ago(run.started_at if run else None),
+                report.ago(book.updated_at),
+                f"[red]STUCK: {state}[/]" if book.stuck else f"[green]{state}[/]",
+            )
+        out.print(table)
+    else:
+        out.print("No book is in progress.")
+    stuck = [(book, book.run) for book in report.in_progress if book.run and book.run.stuck]
+    if stuck:
+        out.print(f"\n[bold red]{len(stuck)} stuck[/]: no running workflow holds them.")
+        for book, run in stuck:
+            out.print(f"  {book.book_id} ({escape(book.title)}): {run.summary}")
+            out.print(f"    {escape(run.hint or '')}")
+    out.print()
+    outcomes = Table(title="Recent outcomes", title_justify="left")
+    for column in ("book", "title", "status", "ok", "flagged", "failed", "pages", "updated"):
+        outcomes.add_column(
+            column, justify="right" if column in ("ok", "flagged", "failed", "pages") else "left"
+        )
+    for outcome in report.recent:
+        colour = _STATUS_COLOURS.get(outcome.status, "default")
+        outcomes.add_row(
+            outcome.book_id,
+            escape(outcome.title),
+            f"[{colour}]{outcome.status.value}[/]",
+            str(outcome.pages.ok),
+            str(outcome.pages.flagged),
+            str(outcome.pages.failed),
+            str(outcome.pages.total),
+            report.ago(outcome.updated_at),
+        )
+    out.print(outcomes if report.recent else "No book has settled yet.")
+
+
+@app.command("books")
+def books_overview(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    recent: Annotated[
+        int, typer.Option(min=0, max=1000, help="How many recently settled books to list.")
+    ] = book_report.DEFAULT_RECENT,
+) -> None:
+    """Books in progress, recent outcomes, and books stuck without a running workflow.
+
+    Exits with 3 when a book is stuck, so monitoring can run it."""
+    settings = _settings()
+
+    async def go() -> BooksReport:
+        database = await asyncio.to_thread(open_database, settings)
+        temporal = await connect_temporal(settings)
+        return await book_report.build_report(
+            temporal, database.sessions, settings.temporal_task_queue, recent=recent
+        )
+
+    report = _run(go())
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        _print_books_report(report)
+    if report.stuck:
+        raise typer.Exit(STUCK_EXIT_CODE)
 
 
 @db_app.command("upgrade")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -56,8 +56,11 @@ class IllustrationClient:
         """
         claim = await in_session(self._sessions, books.read_claim, book_id)
         if claim.status is BookStatus.ILLUSTRATING and claim.workflow_id:
-            return IllustrationRun(book_id, claim.workflow_id, claim.run_id)
-        if claim.status not in ILLUSTRATABLE_STATUSES:
+            if await self._is_running(claim.workflow_id, claim.run_id):
+                return IllustrationRun(book_id, claim.workflow_id, claim.run_id)
+            # The run holding the book ended without settling it (terminated): a new run
+            # takes the claim over when it prepares.
+        elif claim.status not in ILLUSTRATABLE_STATUSES:
             raise BookNotReady(book_id, claim.status)
         handle: WorkflowHandle[object, BookOutcome] = await self._temporal.start_workflow(
             pipeline.BOOK_ILLUSTRATION_WORKFLOW,
@@ -70,6 +73,17 @@ class IllustrationClient:
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
         return IllustrationRun(book_id, handle.id, handle.result_run_id)
+
+    async def _is_running(self, workflow_id: str, run_id: str | None) -> bool:
+        try:
+            description = await self._temporal.get_workflow_handle(
+                workflow_id, run_id=run_id
+            ).describe()
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return False
+        return description.status is WorkflowExecutionStatus.RUNNING
 
     def handle(self, book_id: str) -> WorkflowHandle[object, BookOutcome]:
         return self._temporal.get_workflow_handle(

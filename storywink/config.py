@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     worker_identity: str | None = None
 
+    # Operations endpoints of the worker (off unless a port is set)
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Prometheus /metrics (SDK's and ours)."
+    )
+    health_port: int | None = Field(
+        default=None, ge=1, le=65535, description="HTTP /healthz and /readyz."
+    )
+    ops_host: str = Field(default="0.0.0.0", min_length=1, description="Interface of both.")
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
         if self.model_timeout_seconds >= self.page_start_to_close_seconds:
@@ -111,6 +120,8 @@ class Settings(BaseSettings):
                 "MODEL_TIMEOUT_SECONDS must be below PAGE_START_TO_CLOSE_SECONDS "
                 f"({self.model_timeout_seconds} >= {self.page_start_to_close_seconds})"
             )
+        if self.metrics_port is not None and self.metrics_port == self.health_port:
+            raise ValueError(f"METRICS_PORT and HEALTH_PORT must differ ({self.metrics_port})")
         if self.illustrator_kind is IllustratorKind.GEMINI and self.gemini_api_key is None:
             raise ValueError("ILLUSTRATOR=gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY)")
         if self.storage_kind is StorageKind.CLOUDINARY:

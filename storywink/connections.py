@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from storywink.config import Settings
 from storywink.db.engine import (
@@ -25,13 +26,15 @@ class TemporalUnavailable(RuntimeError):
     pass
 
 
-async def connect_temporal(settings: Settings) -> Client:
-    """Connect with the pydantic converter, and check the server answers."""
+async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """Connect with the pydantic converter, and check the server answers. Workers built
+    on the client use its `runtime` (metrics, core logs); the default one when None."""
     try:
         client = await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
+            runtime=runtime,
         )
         await client.service_client.check_health()
     except Exception as exc:

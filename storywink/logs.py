@@ -10,11 +10,18 @@ from storywink.config import Settings
 from storywink.connections import redactor_for
 from storywink.redact import RedactingFilter
 
-# Attributes the Temporal SDK attaches to activity/workflow log records.
+# Attributes the Temporal SDK attaches to activity/workflow log records (workflow_id,
+# attempt, activity_type, ...); their fields are flattened into the entry.
 _CONTEXT_KEYS = ("temporal_activity", "temporal_workflow")
+# Attributes our code passes with `extra=`, copied as they are.
+EXTRA_KEYS = ("book_id", "page_number")
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker_identity: str | None = None) -> None:
+        super().__init__()
+        self._identity = worker_identity
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": self.formatTime(record),
@@ -22,6 +29,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._identity:
+            entry["worker_identity"] = self._identity
+        for key in EXTRA_KEYS:
+            if (value := getattr(record, key, None)) is not None:
+                entry[key] = value
         for key in _CONTEXT_KEYS:
             if isinstance(value := getattr(record, key, None), dict):
                 entry.update(value)
@@ -30,11 +42,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: Settings, worker_identity: str | None = None) -> None:
+    """Log to stderr; JSON entries carry `worker_identity` when given."""
     handler = logging.StreamHandler()
     handler.addFilter(RedactingFilter(redactor_for(settings)))
     if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(worker_identity))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

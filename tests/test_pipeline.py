@@ -17,9 +17,18 @@ from storywink.config import Settings
 from storywink.connections import Database
 from storywink.errors import BookNotFound, BookNotReady
 from storywink.images import image_mime_type
+from storywink.providers.factory import build_providers
 from storywink.shared import BookStatus, ModerationStatus, NotificationType, Progress
 from tests.conftest import tool_path
-from tests.helpers import create_book, load_book, photo_urls, running_worker, start
+from tests.helpers import (
+    create_book,
+    load_book,
+    photo_urls,
+    running_worker,
+    start,
+    wait_until,
+)
+from worker import build_workers
 
 
 async def test_nine_page_book_is_completed_with_one_notification(
@@ -58,6 +67,28 @@ async def test_starting_twice_gives_one_run(
     assert outcome.status is BookStatus.COMPLETED
     _, _, notes = load_book(database, book_id)
     assert len(notes) == 1
+
+
+async def test_a_claim_left_by_a_terminated_run_is_taken_over_by_the_next_start(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
+    # Only the book poller runs: the run claims the book, then waits for pages nobody draws.
+    unpolled = settings.model_copy(update={"temporal_illustration_task_queue": "unpolled-pages"})
+    book_worker, _ = build_workers(temporal_client, unpolled, database, build_providers(unpolled))
+    async with book_worker:
+        first = await client.start_illustration(book_id)
+        await wait_until(lambda: load_book(database, book_id)[0].illustration_run_id is not None)
+        await client.handle(book_id).terminate("operator gave up on it")
+    assert load_book(database, book_id)[0].status is BookStatus.ILLUSTRATING  # left behind
+
+    async with running_worker(temporal_client, settings, database):
+        second = await client.start_illustration(book_id)
+        outcome = await client.wait(book_id)
+
+    assert second.run_id != first.run_id
+    assert outcome.status is BookStatus.COMPLETED
 
 
 async def test_book_in_wrong_status_is_refused(

@@ -1,0 +1,294 @@
+"""`storywink books`: in progress, recent outcomes, and stuck books, on the real dev server.
+
+Each test gets a database of its own, so the listing (and the exit code) sees only the
+books the test made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner, Result
+
+from storywink import books, pipeline
+from storywink.book_report import (
+    BookInProgress,
+    BooksReport,
+    RunState,
+    build_report,
+    format_age,
+    recent_outcomes,
+)
+from storywink.cli import STUCK_EXIT_CODE, app
+from storywink.config import Settings
+from storywink.connections import Database
+from storywink.db.engine import is_sqlite, make_engine, make_session_factory, upgrade_to_head
+from storywink.providers.base import GeneratedImage, IllustrationJob, Illustrator
+from storywink.providers.factory import build_providers
+from storywink.shared import BookOutcome, BookStatus, ModerationStatus
+from tests.conftest import _postgres_database, test_settings, tool_path
+from tests.helpers import create_book, load_book, photo_urls, running_worker, start, wait_until
+
+
+@pytest.fixture
+def own_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database on the same backend as `database_url`."""
+    if is_sqlite(database_url):
+        yield f"sqlite:///{tmp_path / 'report.db'}"
+    else:
+        yield from _postgres_database(f"storywink_report_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def own_database(own_database_url: str) -> Iterator[Database]:
+    engine = make_engine(own_database_url)
+    upgrade_to_head(engine)
+    yield Database(engine, make_session_factory(engine))
+    engine.dispose()
+
+
+@pytest.fixture
+def own_settings(
+    temporal_env: WorkflowEnvironment, own_database_url: str, tmp_path: Path
+) -> Settings:
+    return test_settings(temporal_env, own_database_url, tmp_path)
+
+
+def _invoke(settings: Settings, args: list[str]) -> Result:
+    env = {
+        "DATABASE_URL": settings.resolved_database_url,
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+        "TEMPORAL_NAMESPACE": settings.temporal_namespace,
+        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
+        "COLUMNS": "400",
+    }
+    return CliRunner().invoke(app, ["books", *args], env=env)
+
+
+async def storywink_books(settings: Settings, *args: str) -> Result:
+    # In a thread: the command runs its own event loop.
+    return await asyncio.to_thread(_invoke, settings, list(args))
+
+
+async def report_for(client: Client, database: Database, settings: Settings) -> BooksReport:
+    return await build_report(client, database.sessions, settings.temporal_task_queue)
+
+
+def in_progress(report: BooksReport, book_id: str) -> BookInProgress:
+    return next(book for book in report.in_progress if book.book_id == book_id)
+
+
+class HeldIllustrator:
+    """The offline illustrator, holding every page until released: runs stay RUNNING."""
+
+    def __init__(self, inner: Illustrator) -> None:
+        self.name = inner.name
+        self.uses_style_reference = inner.uses_style_reference
+        self._inner = inner
+        self.release = asyncio.Event()
+
+    async def illustrate(self, job: IllustrationJob) -> GeneratedImage:
+        await self.release.wait()
+        return await self._inner.illustrate(job)
+
+
+def _claim(database: Database, book_id: str, run_id: str) -> None:
+    with database.sessions() as session:
+        books.claim_book(session, book_id, pipeline.workflow_id_for(book_id), run_id)
+
+
+async def test_settled_books_are_recent_outcomes_newest_first_with_page_counts(
+    temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
+) -> None:
+    complete = create_book(own_database, photo_urls(tmp_path / "a", 3), title="All drawn")
+    missing_photo = (tmp_path / "no-such-photo.jpg").as_uri()
+    partial = create_book(
+        own_database, [*photo_urls(tmp_path / "b", 2), missing_photo], title="One missing"
+    )
+    async with running_worker(temporal_client, own_settings, own_database):
+        for book_id in (complete, partial):
+            await (await start(temporal_client, own_settings, book_id)).result()
+
+    report = await report_for(temporal_client, own_database, own_settings)
+    result = await storywink_books(own_settings)
+
+    assert report.in_progress == () and report.stuck == ()
+    assert [(o.book_id, o.status) for o in report.recent] == [
+        (partial, BookStatus.PARTIAL),
+        (complete, BookStatus.COMPLETED),
+    ]
+    counts = [o.pages.model_dump() for o in report.recent]
+    assert counts == [
+        {"total": 3, "ok": 2, "flagged": 0, "failed": 1, "pending": 0, "settled": 3},
+        {"total": 3, "ok": 3, "flagged": 0, "failed": 0, "pending": 0, "settled": 3},
+    ]
+    assert result.exit_code == 0, result.output
+    assert "No book is in progress." in result.stdout
+    lines = result.stdout.splitlines()
+    row = next(line for line in lines if partial in line)
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[1:7] == ["One missing", "PARTIAL", "2", "0", "1", "3"]
+    assert lines.index(row) < lines.index(next(line for line in lines if complete in line))
+
+
+async def test_flagged_and_failed_pages_are_counted_and_recent_is_limited(
+    own_database: Database, tmp_path: Path
+) -> None:
+    older = create_book(own_database, photo_urls(tmp_path / "a", 1), title="Older")
+    book_id = create_book(own_database, photo_urls(tmp_path / "b", 4))
+    run_id = str(uuid.uuid4())
+    _claim(own_database, older, run_id)
+    with own_database.sessions() as session:
+        books.finalize_book(session, older, run_id, cancelled=True)
+    _claim(own_database, book_id, run_id)
+    _, pages, _ = load_book(own_database, book_id)
+    with own_database.sessions() as session:
+        books.record_page(session, pages[0].id, run_id, ModerationStatus.OK, image_url="x:1")
+        books.record_page(session, pages[1].id, run_id, ModerationStatus.FLAGGED, reason="r")
+        books.record_page(session, pages[2].id, run_id, ModerationStatus.FAILED, reason="r")
+        books.finalize_book(session, book_id, run_id, cancelled=True)
+
+        newest = recent_outcomes(session, limit=1)
+        both = recent_outcomes(session)
+
+    assert [(o.book_id, o.status) for o in newest] == [(book_id, BookStatus.PARTIAL)]
+    # Page 4 was never drawn: finalize of the cancelled run failed it.
+    assert (newest[0].pages.ok, newest[0].pages.flagged, newest[0].pages.failed) == (1, 1, 2)
+    assert [o.book_id for o in both] == [book_id, older]
+
+
+async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_stuck(
+    temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(own_database, photo_urls(tmp_path / "photos", 3))
+    providers = build_providers(own_settings)
+    held = HeldIllustrator(providers.illustrator)
+    async with running_worker(
+        temporal_client, own_settings, own_database, replace(providers, illustrator=held)
+    ):
+        handle = await start(temporal_client, own_settings, book_id)
+        await wait_until(
+            lambda: load_book(own_database, book_id)[0].status is BookStatus.ILLUSTRATING
+        )
+        running = await report_for(temporal_client, own_database, own_settings)
+        running_cli = await storywink_books(own_settings, "--json")
+        await handle.terminate("operator test")
+        stuck = await report_for(temporal_client, own_database, own_settings)
+        stuck_cli = await storywink_books(own_settings)
+
+        # The hint works: the run it starts takes the stale claim over and settles the book.
+        assert stuck.in_progress[0].run is not None
+        hint = stuck.in_progress[0].run.hint or ""
+        command = shlex.split(hint[hint.index("temporal workflow start") :])
+        await asyncio.to_thread(
+            subprocess.run,
+            [tool_path("temporal"), *command[1:], "--address", own_settings.temporal_address],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        await wait_until(
+            lambda: (
+                load_book(own_database, book_id)[0].illustration_run_id
+                not in (None, handle.result_run_id)
+            )
+        )
+        held.release.set()
+        outcome = await temporal_client.get_workflow_handle(
+            pipeline.workflow_id_for(book_id), result_type=BookOutcome
+        ).result()
+    after = await report_for(temporal_client, own_database, own_settings)
+
+    book = in_progress(running, book_id)
+    assert (book.status, book.run_id, book.stuck) == (
+        BookStatus.ILLUSTRATING,
+        handle.result_run_id,
+        False,
+    )
+    assert book.run is not None and book.run.state is RunState.RUNNING
+    assert book.run.started_at is not None
+    assert (book.pages.settled, book.pages.total) == (0, 3)
+    assert running_cli.exit_code == 0, running_cli.output
+    document: dict[str, Any] = json.loads(running_cli.stdout)
+    assert document["stuck"] == []
+    [listed] = document["in_progress"]
+    assert (listed["book_id"], listed["run_id"], listed["stuck"]) == (
+        book_id,
+        handle.result_run_id,
+        False,
+    )
+    assert listed["run"]["state"] == "running"
+
+    book = in_progress(stuck, book_id)
+    assert stuck.stuck == (book_id,)
+    assert book.run is not None
+    assert (book.run.state, book.run.temporal_status) == (RunState.ENDED, "TERMINATED")
+    assert stuck_cli.exit_code == STUCK_EXIT_CODE, stuck_cli.output
+    assert "STUCK: run terminated" in stuck_cli.stdout
+    assert "1 stuck" in stuck_cli.stdout
+    assert command[:3] == ["temporal", "workflow", "start"]
+
+    assert outcome.status is BookStatus.COMPLETED
+    assert after.in_progress == () and after.stuck == ()
+    assert [(o.book_id, o.pages.ok) for o in after.recent] == [(book_id, 3)]
+
+
+async def test_claims_without_a_running_workflow_are_stuck_and_the_command_exits_3(
+    temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
+) -> None:
+    never_started = create_book(own_database, photo_urls(tmp_path / "a", 2), title="Ghost run")
+    _claim(own_database, never_started, str(uuid.uuid4()))
+    no_run = create_book(
+        own_database, photo_urls(tmp_path / "b", 1), status=BookStatus.ILLUSTRATING
+    )
+    generating = create_book(
+        own_database, photo_urls(tmp_path / "c", 1), status=BookStatus.GENERATING
+    )
+    waiting = create_book(own_database, photo_urls(tmp_path / "d", 1))
+
+    as_json = await storywink_books(own_settings, "--json")
+    human = await storywink_books(own_settings)
+
+    assert as_json.exit_code == STUCK_EXIT_CODE, as_json.output
+    document: dict[str, Any] = json.loads(as_json.stdout)
+    assert sorted(document["stuck"]) == sorted([never_started, no_run, generating])
+    by_id = {book["book_id"]: book for book in document["in_progress"]}
+    assert waiting not in by_id
+    assert by_id[never_started]["run"]["state"] == "not_found"
+    assert by_id[never_started]["workflow_id"] == pipeline.workflow_id_for(never_started)
+    assert "temporal workflow start" in by_id[never_started]["run"]["hint"]
+    assert by_id[no_run]["run"]["state"] == "no_run"
+    assert f"storywink illustrate {no_run}" in by_id[no_run]["run"]["hint"]
+    assert by_id[generating]["status"] == "GENERATING"
+    assert "DRAFT" in by_id[generating]["run"]["hint"]
+    assert human.exit_code == STUCK_EXIT_CODE
+    assert "3 stuck" in human.stdout
+    assert "STUCK: run not found in Temporal" in human.stdout
+
+
+def test_ages_read_in_their_two_largest_units() -> None:
+    now = datetime(2025, 1, 2, 12, 0, tzinfo=UTC)
+    ages = [
+        format_age(now - delta, now)
+        for delta in (
+            timedelta(seconds=45),
+            timedelta(minutes=3, seconds=7),
+            timedelta(hours=2, minutes=5),
+            timedelta(days=3, hours=4, minutes=30),
+            timedelta(seconds=-5),
+        )
+    ]
+    assert ages == ["45s", "3m 07s", "2h 05m", "3d 4h", "0s"]
+    assert format_age(datetime(2025, 1, 2, 11, 59), now) == "1m 00s"  # naive: UTC
