@@ -74,6 +74,14 @@ async def start(
     )
 
 
+async def illustrate(
+    client: Client, settings: Settings, database: Database, book_id: str
+) -> BookOutcome:
+    """Illustrate the book with a worker running for just this run; its outcome."""
+    async with running_worker(client, settings, database):
+        return await (await start(client, settings, book_id)).result()
+
+
 def load_book(database: Database, book_id: str) -> tuple[Book, list[Page], list[Notification]]:
     with database.sessions() as session:
         book = books.get_book(session, book_id)

@@ -24,7 +24,7 @@ from storywink.shared import BookOutcome, BookStatus, ModerationStatus
 from tests.conftest import PG_ADMIN_URL
 from tests.fakes.cloudinary_server import CloudFault
 from tests.fakes.gemini_server import Fault
-from tests.helpers import create_book, load_book, running_worker, start, wait_until
+from tests.helpers import create_book, illustrate, load_book, running_worker, start, wait_until
 from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes, SettingsFactory, fakes, provider_settings
 
 __all__ = ["fakes", "provider_settings"]
@@ -165,8 +165,7 @@ async def test_every_model_and_photo_failure_ends_in_its_outcome(
     assert ROWS[0].status is ModerationStatus.OK and not ROWS[0].faults
     book_id = create_book(database, urls)
 
-    async with running_worker(temporal_client, settings, database):
-        outcome = await (await start(temporal_client, settings, book_id)).result()
+    outcome = await illustrate(temporal_client, settings, database, book_id)
 
     _, pages, _ = load_book(database, book_id)
     problems = []
@@ -225,8 +224,7 @@ async def test_style_reference_unreachable_fails_pages_without_calling_the_model
 ) -> None:
     settings = provider_settings(style_assets_url=fakes.gemini.url("/nowhere/"))
     book_id = create_book(database, fakes.photo_urls("nostyle", 2))
-    async with running_worker(temporal_client, settings, database):
-        outcome = await (await start(temporal_client, settings, book_id)).result()
+    outcome = await illustrate(temporal_client, settings, database, book_id)
 
     _, pages, _ = load_book(database, book_id)
     assert outcome.pages_with_image == 0 and outcome.pages_failed == outcome.pages_total
@@ -251,8 +249,7 @@ async def test_cdn_outage_is_retried_and_the_image_is_not_generated_again(
     for fault in (CloudFault.server_error(500), CloudFault.rate_limited(), CloudFault.reset()):
         fakes.cloudinary.fail_next_uploads(1, fault)
     book_id = create_book(database, fakes.photo_urls("cdn", 1))
-    async with running_worker(temporal_client, settings, database):
-        outcome = await (await start(temporal_client, settings, book_id)).result()
+    outcome = await illustrate(temporal_client, settings, database, book_id)
 
     _, (page,), _ = load_book(database, book_id)
     assert outcome.status is BookStatus.COMPLETED
@@ -269,8 +266,7 @@ async def test_cdn_timeout_is_retried_without_a_second_model_call(
     settings = provider_settings(page_retry_attempts=4, fetch_timeout_seconds=1.0)
     fakes.cloudinary.fail_next_uploads(1, CloudFault.hang(3))
     book_id = create_book(database, fakes.photo_urls("cdnslow", 1))
-    async with running_worker(temporal_client, settings, database):
-        outcome = await (await start(temporal_client, settings, book_id)).result()
+    outcome = await illustrate(temporal_client, settings, database, book_id)
 
     _, (page,), _ = load_book(database, book_id)
     assert outcome.status is BookStatus.COMPLETED
@@ -283,8 +279,7 @@ async def test_cdn_bad_credentials_fail_the_page_at_once(
 ) -> None:
     settings = provider_settings(cloudinary_url=fakes.cloudinary.cloudinary_url("wrong-secret"))
     book_id = create_book(database, fakes.photo_urls("cdn401", 1))
-    async with running_worker(temporal_client, settings, database):
-        outcome = await (await start(temporal_client, settings, book_id)).result()
+    outcome = await illustrate(temporal_client, settings, database, book_id)
 
     _, (page,), _ = load_book(database, book_id)
     assert outcome.pages_with_image == 0 and outcome.pages_failed == outcome.pages_total

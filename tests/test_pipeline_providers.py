@@ -11,7 +11,7 @@ from storywink.connections import Database
 from storywink.pipeline import page_public_id
 from storywink.shared import BookStatus, ModerationStatus, NotificationType
 from tests.fakes.gemini_server import Fault
-from tests.helpers import create_book, load_book, running_worker, start
+from tests.helpers import create_book, illustrate, load_book, running_worker, start
 from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes, SettingsFactory, fakes, provider_settings
 
 __all__ = ["fakes", "provider_settings"]
@@ -58,8 +58,7 @@ async def test_safety_block_is_flagged_once_and_a_hanging_call_is_retried(
     fakes.gemini.fail_when("Page 3 of the story", Fault.blocked("SAFETY"))
     fakes.gemini.fail_when("Page 4 of the story", Fault.hang(30), times=1)
     book_id = create_book(database, fakes.photo_urls("b5", 5))
-    async with running_worker(temporal_client, settings, database):
-        outcome = await (await start(temporal_client, settings, book_id)).result()
+    outcome = await illustrate(temporal_client, settings, database, book_id)
 
     _, pages, notes = load_book(database, book_id)
     by_number = {page.page_number: page for page in pages}
