@@ -189,7 +189,13 @@ class IllustratePageActivities:
             is_title_page=task.is_title_page,
         )
         await self._in_stage(
-            Stage.GENERATE, in_session(self._sessions, books.count_model_call, task.page_id)
+            Stage.GENERATE,
+            in_session(
+                self._sessions,
+                books.count_model_call,
+                task.page_id,
+                f"{task.run_id}:{activity.info().attempt}",
+            ),
         )
         return await self._in_stage(
             Stage.GENERATE, metrics.timed_model_call(self._illustrator.illustrate(job))
