@@ -10,6 +10,9 @@ API secret. A bad signature or unknown key gets Cloudinary's 401 error JSON.
         cdn.fail_next_uploads(2, CloudFault.server_error(503))  # next two uploads: 503
         cdn.fail_next_uploads(1, CloudFault.rate_limited(420))
         cdn.fail_next_admin(1, CloudFault.hang(5))  # next Admin API call hangs
+        cdn.fail_next_uploads(3, CloudFault.stored_then_hang(10))  # stored, answer withheld
+        cdn.held_uploads  # public id -> client port of each upload being withheld
+        cdn.release_held_uploads()  # answer them now
         cdn.uploads_of("storywink/b1/generated/page_1")  # stored uploads of that id
 
 `secure_url` points at this server (`GET /{cloud}/image/upload/v{version}/{public_id}.{fmt}`).
@@ -17,6 +20,7 @@ API secret. A bad signature or unknown key gets Cloudinary's 401 error JSON.
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import hashlib
 import io
@@ -40,7 +44,7 @@ UNSIGNED_FIELDS = frozenset({"file", "api_key", "signature", "resource_type", "c
 _FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
 _CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 
-CloudFaultKind = Literal["http", "hang", "reset"]
+CloudFaultKind = Literal["http", "hang", "stored_hang", "reset"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,12 @@ class CloudFault:
     def hang(cls, seconds: float = 30.0) -> CloudFault:
         """Sit on the request, then carry it out anyway (as a real slow upload would)."""
         return cls("hang", seconds=seconds)
+
+    @classmethod
+    def stored_then_hang(cls, seconds: float = 30.0) -> CloudFault:
+        """Store the upload, then withhold the answer for `seconds`: the uploader cannot
+        know its image is stored (an upload whose worker dies before the answer)."""
+        return cls("stored_hang", seconds=seconds)
 
     @classmethod
     def reset(cls) -> CloudFault:
@@ -128,6 +138,8 @@ class FakeCloudinaryServer(BackgroundServer):
         self._admin_faults: deque[CloudFault] = deque()
         self._admin_calls = 0
         self._version = 0
+        self._held: dict[str, int] = {}
+        self._releases: list[asyncio.Event] = []
 
     # ----- configuration and inspection (any thread) -----
 
@@ -182,6 +194,21 @@ class FakeCloudinaryServer(BackgroundServer):
             return len(self._uploads)
 
     @property
+    def held_uploads(self) -> dict[str, int]:
+        """Uploads stored whose answer is being withheld: public id -> the client's port."""
+        with self._lock:
+            return dict(self._held)
+
+    def release_held_uploads(self) -> None:
+        """Answer every upload held by `stored_then_hang` now."""
+        with self._lock:
+            releases, self._releases = self._releases, []
+        loop = self._loop
+        if loop is not None:
+            for release in releases:
+                loop.call_soon_threadsafe(release.set)
+
+    @property
     def admin_calls(self) -> int:
         with self._lock:
             return self._admin_calls
@@ -204,14 +231,30 @@ class FakeCloudinaryServer(BackgroundServer):
         fields = _text_fields(form)
         with self._lock:
             fault = self._upload_faults.popleft() if self._upload_faults else None
-        if fault is not None and fault.kind != "hang":
+        if fault is not None and fault.kind not in ("hang", "stored_hang"):
             self._record(fields, fault.status if fault.kind == "http" else 0)
             return await self._fault(request, fault)
-        if fault is not None and not await self.pause(fault.seconds):
+        if fault is not None and fault.kind == "hang" and not await self.pause(fault.seconds):
             return _error(503, "shutting down")
         status, body = self._accept_upload(request.match_info["cloud"], fields, form.get("file"))
         self._record(fields, status)
+        if fault is not None and fault.kind == "stored_hang":
+            await self._withhold(request, fields.get("public_id", ""), fault.seconds)
         return web.json_response(body, status=status)
+
+    async def _withhold(self, request: web.Request, public_id: str, seconds: float) -> None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        release = asyncio.Event()
+        with self._lock:
+            self._held[public_id] = int(peer[1]) if peer else 0
+            self._releases.append(release)
+        try:
+            await asyncio.wait_for(release.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._held.pop(public_id, None)
 
     def _accept_upload(
         self, cloud: str, fields: dict[str, str], file: object

@@ -1,0 +1,92 @@
+"""Our own file-backed Temporal dev server (`temporal server start-dev --db-filename`), on
+free ports, for tests that crash it or need server settings the shared one has not."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from temporalio.client import Client
+
+from tests.conftest import tool_path
+from tests.worker_processes import free_port
+
+
+class DevServer:
+    """Our own file-backed `temporal server start-dev`, which the test may crash."""
+
+    def __init__(self, directory: Path, dynamic_config: Mapping[str, str] | None = None) -> None:
+        self.dynamic_config = dict(dynamic_config or {})
+        self.db = directory / "temporal.db"
+        self.log = directory / "temporal.log"
+        self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as log:
+            return subprocess.Popen(
+                [
+                    tool_path("temporal"),
+                    "server",
+                    "start-dev",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--http-port",
+                    str(self.http_port),
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--headless",
+                    "--db-filename",
+                    str(self.db),
+                    "--log-level",
+                    "error",
+                    *(
+                        arg
+                        for key, value in self.dynamic_config.items()
+                        for arg in ("--dynamic-config-value", f"{key}={value}")
+                    ),
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+
+    async def start(self) -> None:
+        """Start (or restart, on the same file and ports) and wait until it answers."""
+        self.process = self._spawn()
+        async with asyncio.timeout(30):
+            while True:
+                assert self.process.poll() is None, self.log.read_text()[-2000:]
+                try:
+                    client = await Client.connect(self.address)
+                    await client.service_client.check_health()
+                    return
+                except Exception:
+                    await asyncio.sleep(0.2)
+
+    def kill(self) -> None:
+        """Crash it: SIGKILL, no chance to flush or say goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@asynccontextmanager
+async def dev_server(
+    directory: Path, dynamic_config: Mapping[str, str] | None = None
+) -> AsyncIterator[DevServer]:
+    server = DevServer(directory, dynamic_config)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
