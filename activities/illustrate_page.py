@@ -188,18 +188,18 @@ class IllustratePageActivities:
             title=task.book_title,
             is_title_page=task.is_title_page,
         )
-        await self._in_stage(
-            Stage.GENERATE,
-            in_session(
-                self._sessions,
-                books.count_model_call,
-                task.page_id,
-                f"{task.run_id}:{activity.info().attempt}",
-            ),
-        )
+        await self._count_model_call(task)
         return await self._in_stage(
             Stage.GENERATE, metrics.timed_model_call(self._illustrator.illustrate(job))
         )
+
+    async def _count_model_call(self, task: PageTask) -> None:
+        """Count the call about to be made, best effort: an error here is logged, not
+        retried, since a retry after a commit whose answer was lost would count twice."""
+        try:
+            await in_session(self._sessions, books.count_model_call, task.page_id)
+        except Exception as exc:
+            _log_for(task, "model call not counted (%s)", type(exc).__name__, level=WARNING)
 
     async def _record(
         self,

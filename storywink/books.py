@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -129,24 +129,13 @@ def page_result(page: Page) -> PageResult:
     )
 
 
-def count_model_call(session: Session, page_id: str, attempt_key: str) -> None:
-    """Count the model call of one attempt (`attempt_key`: run id and attempt number).
-
-    Counting that attempt again (its commit went through but the answer was lost) changes
-    nothing, so the count matches the calls made.
-    """
-    counted = session.execute(
-        update(Page)
-        .where(Page.id == page_id)
-        .where(or_(Page.model_call_key.is_(None), Page.model_call_key != attempt_key))
-        .values(model_calls=Page.model_calls + 1, model_call_key=attempt_key)
+def count_model_call(session: Session, page_id: str) -> None:
+    session.execute(update(Page).where(Page.id == page_id).values(model_calls=Page.model_calls + 1))
+    session.execute(
+        update(Book)
+        .where(Book.id == select(Page.book_id).where(Page.id == page_id).scalar_subquery())
+        .values(image_count=Book.image_count + 1)
     )
-    if counted.rowcount:  # type: ignore[attr-defined]
-        session.execute(
-            update(Book)
-            .where(Book.id == select(Page.book_id).where(Page.id == page_id).scalar_subquery())
-            .values(image_count=Book.image_count + 1)
-        )
     session.commit()
 
 

@@ -470,10 +470,9 @@ def test_count_model_call_counts_on_the_page_and_its_book_only(
     other_id = new_book(session)
     pages = books.get_book(session, book_id).pages
 
-    books.count_model_call(session, pages[0].id, "run-1:1")
-    books.count_model_call(session, pages[0].id, "run-1:2")
-    books.count_model_call(session, pages[0].id, "run-1:2")  # that attempt again: no call
-    books.count_model_call(session, pages[2].id, "run-1:1")
+    books.count_model_call(session, pages[0].id)
+    books.count_model_call(session, pages[0].id)
+    books.count_model_call(session, pages[2].id)
 
     state = stored(database, book_id)
     assert [p.model_calls for p in state.pages] == [2, 0, 1]

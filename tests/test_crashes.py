@@ -55,9 +55,8 @@ def _assert_drawn_once(
 ) -> None:
     """Every page OK, stored exactly once, paid for exactly once; one notification.
 
-    `pages.model_calls` is counted before the call; when the database connection drops
-    while that count commits, the retry counts again (an ambiguous commit), so with the
-    database cut the count may exceed the calls really made (`fakes.gemini`)."""
+    `pages.model_calls` is counted just before the call, best effort: with the database
+    cut, a count may be missed (never doubled); `fakes.gemini` has the calls really made."""
     book, pages, notes = load_book(database, book_id)
     assert book.status is BookStatus.COMPLETED
     assert len(notes) == 1
@@ -72,7 +71,7 @@ def _assert_drawn_once(
         if counted_exactly:
             assert page.model_calls == 1, f"page {page.page_number} counted {page.model_calls}"
         else:
-            assert page.model_calls >= 1
+            assert page.model_calls <= 1
 
 
 # ----- a worker killed with kill -9 -----

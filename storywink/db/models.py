@@ -88,8 +88,6 @@ class Page(Timestamps, Base):
     # The run whose outcome is recorded here; lets a retried record be a no-op.
     illustrated_by_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     model_calls: Mapped[int] = mapped_column(Integer, default=0)
-    # The attempt (run id:attempt) counted last, so a repeated count of it is a no-op.
-    model_call_key: Mapped[str | None] = mapped_column(String(80), nullable=True)
 
     book: Mapped[Book] = relationship(back_populates="pages")
 

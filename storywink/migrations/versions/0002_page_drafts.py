@@ -1,4 +1,4 @@
-"""page drafts (generated images awaiting upload); the attempt whose model call was counted
+"""page drafts: generated images awaiting upload
 
 Revision ID: 0002
 Revises: 0001
@@ -28,11 +28,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("page_id"),
     )
 
-    with op.batch_alter_table("pages") as batch:
-        batch.add_column(sa.Column("model_call_key", sa.String(length=80), nullable=True))
-
 
 def downgrade() -> None:
-    with op.batch_alter_table("pages") as batch:
-        batch.drop_column("model_call_key")
     op.drop_table("page_drafts")
