@@ -73,6 +73,12 @@ def ensure_dev_server(address: str, data_dir: Path = DEFAULT_DATA_DIR) -> bool:
             str(data_dir / "temporal-dev.db"),
             "--log-level",
             "warn",
+            # One partition per task queue, so ILLUSTRATION_RATE_LIMIT is enforced exactly
+            # (see deploy/temporal/dynamicconfig/development-sql.yaml).
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
         ],
         stdout=log,
         stderr=log,
