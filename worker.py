@@ -42,6 +42,7 @@ from storywink.telemetry import worker_runtime
 from workflows.book_illustration import BookIllustration
 
 log = logging.getLogger("storywink.worker")
+STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
 
 
 def worker_identity(settings: Settings) -> str:
@@ -69,6 +70,9 @@ def build_workers(
         max_concurrent_activities=settings.finalize_concurrency,
         identity=identity,
         graceful_shutdown_timeout=grace,
+        # A run whose worker died waits this long before another worker takes its next
+        # workflow task (default 10 s). Replaying our short histories elsewhere is cheap.
+        sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
     )
     page_worker = Worker(
         client,

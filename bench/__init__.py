@@ -1,0 +1,1 @@
+"""Benchmarks of the illustration pipeline: `python -m bench [--quick] [NAME ...]`."""

