@@ -50,7 +50,7 @@ async def run(client: Client, quick: bool) -> BenchResult:
             "0.2-1.0 x heartbeat timeout + first retry interval",
             "pages done = retried + model latency + upload and record",
             "book done also waits for the run's workflow task, sticky to the killed "
-            "worker, to time out there (the SDK's sticky schedule-to-start timeout, 10 s)",
+            "worker, to time out there (worker.STICKY_QUEUE_TIMEOUT, 3 s)",
         ],
     )
     for _ in range(QUICK_RUNS if quick else RUNS):
