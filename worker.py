@@ -3,21 +3,26 @@
 Start-up checks settings, the style library, the database and Temporal before polling,
 so a worker that cannot do the work never takes any. SIGTERM/SIGINT stop polling and give
 in-flight pages `SHUTDOWN_GRACE_SECONDS` to finish; what doesn't finish is handed back to
-Temporal and retried on another worker. With HEALTH_PORT set, `/readyz` is 200 only while
-polling; with METRICS_PORT set, `/metrics` serves the SDK's metrics and ours.
+Temporal and retried on another worker. The process is gone at most `SHUTDOWN_GRACE_SECONDS`
++ 4 s after the signal, even if Temporal's pollers have not drained. With HEALTH_PORT set,
+`/readyz` is 200 only while polling; with METRICS_PORT set, `/metrics` serves the SDK's
+metrics and ours.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import NoReturn
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -43,6 +48,11 @@ from workflows.book_illustration import BookIllustration
 
 log = logging.getLogger("storywink.worker")
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
+# After the grace period the SDK cancels the pages still running; this long more for them to
+# answer the cancel and for the pollers to stop, then we stop waiting for them.
+POLLERS_STOP_SECONDS = 2.0
+# And this long more for the clean-up after that; then the process ends regardless.
+CLEANUP_SECONDS = 2.0
 
 
 def worker_identity(settings: Settings) -> str:
@@ -131,6 +141,25 @@ async def until_polling(workers: list[Worker], runs: list[asyncio.Task[None]]) -
     return True
 
 
+async def stop_workers(workers: list[Worker], within: float) -> bool:
+    """Shut the workers down (in-flight pages get the grace period, then are cancelled) but
+    wait at most `within` seconds: going without pollers that have not drained, or a page
+    that ignores its cancel, loses nothing, because Temporal hands every unfinished page to
+    another worker once its heartbeat (or start-to-close) timeout passes, and a workflow
+    task through the sticky queue timeout."""
+    shutdown = asyncio.gather(*(worker.shutdown() for worker in workers))
+    try:
+        await asyncio.wait_for(shutdown, timeout=within)
+    except TimeoutError:
+        log.warning(
+            "workers not stopped %.0fs after the stop signal; exiting without them, "
+            "Temporal retries their unfinished work elsewhere after its timeouts",
+            within,
+        )
+        return False
+    return True
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     readiness = Readiness()
     async with (
@@ -153,7 +182,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         log.info(
             "stopping: no new work; in-flight work gets %.0fs", settings.shutdown_grace_seconds
         )
-        await asyncio.gather(*(worker.shutdown() for worker in workers))
+        if await stop_workers(workers, settings.shutdown_grace_seconds + POLLERS_STOP_SECONDS):
+            log.info("stopped")
         stopping.cancel()
         for run in runs:
             if run.done() and (error := run.exception()) is not None:
@@ -169,10 +199,15 @@ def main() -> int:
     configure_logging(settings, worker_identity(settings))
     stop = asyncio.Event()
 
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            exit_after(settings.shutdown_grace_seconds + POLLERS_STOP_SECONDS + CLEANUP_SECONDS)
+
     async def amain() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await run_worker(settings, stop)
 
     try:
@@ -183,5 +218,39 @@ def main() -> int:
     return 0
 
 
+def exit_after(seconds: float) -> None:
+    """Backstop: end the process `seconds` from now if it is still running (a clean-up step
+    or the event loop's own teardown that hangs). A daemon thread, so it never delays exit."""
+
+    def exit_now() -> None:
+        log.warning("still running %.0fs after the stop signal: exiting now", seconds)
+        exit_process(0)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
+
+
+def exit_process(code: int) -> NoReturn:
+    """Flush the logs and end the process without the interpreter's finalization.
+
+    Finalization can deadlock in the Temporal SDK: its garbage collection drops the SDK
+    core's runtime, whose Tokio shutdown waits for its threads while holding the GIL, and
+    the thread forwarding core logs to Python logging (LogForwardingConfig) blocks forever
+    taking the GIL once finalization has begun (CPython/PyO3 park such threads). The worker
+    then never exits (found with gdb; see tests/test_replicas.py). Everything the worker owns
+    was shut down before this, and the SDK offers no call to close its runtime."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to do
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except Exception:
+        log.exception("worker failed")
+        code = 1
+    exit_process(code)

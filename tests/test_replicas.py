@@ -5,12 +5,14 @@ stopped with SIGTERM (a deploy, a scale-down) loses no page."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from storywink.connections import Database
 from storywink.pipeline import page_public_id
@@ -115,3 +117,51 @@ async def test_sigterm_stops_polling_and_loses_no_page(
         assert identities == {staying.identity: 9}
         assert fakes.gemini.call_count == 12
         assert sorted(page.model_calls for page in pages) == [1] * 6 + [2] * 3
+
+
+@pytest.mark.parametrize("cancelled_run", [True, False], ids=["after-cancelled-run", "idle"])
+async def test_sigterm_exits_within_the_grace_period_with_a_rate_limit(
+    temporal_client: Client,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
+    cancelled_run: bool,
+) -> None:
+    """A worker with ILLUSTRATION_RATE_LIMIT (the bench's quota runs), SIGTERM'd after its
+    run was cancelled and ended, exits 0 within SHUTDOWN_GRACE_SECONDS + 5 s.
+
+    It used to hang for good after `asyncio.run` had returned, in the interpreter's
+    finalization: the garbage collector dropped the Temporal SDK's core runtime (its Tokio
+    shutdown waits for its threads, with the GIL held) while the runtime's thread forwarding
+    core logs to Python logging was parked taking the GIL (gdb: `BlockingPool::drop` on the
+    main thread, pyo3 `HangThread` under the log forwarder). It needed core log lines at exit,
+    such as the warnings for pages of the cancelled run finishing after it ended; it did so
+    with or without the rate limit, and never for an idle worker. worker.py now ends the
+    process with `os._exit` after its own orderly shutdown."""
+    settings = provider_settings()
+    fakes.gemini.set_latency(0.5)
+    grace = 2.0
+    env = {"ILLUSTRATION_RATE_LIMIT": "120", "SHUTDOWN_GRACE_SECONDS": str(grace)}
+    with worker_processes(settings, fakes, 1, tmp_path, env) as (replica,):
+        await wait_until_ready([replica])
+        if cancelled_run:
+            book_id = create_book(database, fakes.photo_urls("cancel", 12))
+            handle = await start(temporal_client, settings, book_id)
+            await wait_until(lambda: fakes.gemini.call_count >= 3)
+            await handle.cancel()
+            with contextlib.suppress(WorkflowFailureError):
+                await asyncio.wait_for(handle.result(), timeout=30)
+        signalled = time.monotonic()
+        replica.signal(signal.SIGTERM)
+        try:
+            code = await replica.exit_code(within=grace + 5)
+        except subprocess.TimeoutExpired:
+            replica.process.kill()
+            pytest.fail(f"still running {grace + 5:g}s after SIGTERM")
+        stopped_after = time.monotonic() - signalled
+
+    log = replica.log.read_text()
+    assert code == 0, log[-3000:]
+    assert stopped_after < grace + 5, f"stopped {stopped_after:.1f}s after SIGTERM"
+    assert "exiting now" not in log  # an orderly stop, not worker.py's backstop timer
