@@ -86,6 +86,14 @@ def database_url(
         pytest.fail(f"unknown database {request.param!r} in STORYWINK_TEST_DATABASES")
 
 
+def once_across_databases(database_url: str) -> None:
+    """For a slow test in which the database plays no part: run it on the first database
+    of STORYWINK_TEST_DATABASES only."""
+    first = DATABASES[0]
+    if not database_url.startswith(first):
+        pytest.skip(f"the database plays no part in this test; it runs once, on {first}")
+
+
 @pytest.fixture(scope="session")
 def database(database_url: str) -> Iterator[Database]:
     engine = make_engine(database_url)

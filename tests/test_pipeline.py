@@ -75,7 +75,8 @@ async def test_a_claim_left_by_a_terminated_run_is_taken_over_by_the_next_start(
     book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
     client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
     # Only the book poller runs: the run claims the book, then waits for pages nobody draws.
-    unpolled = settings.model_copy(update={"temporal_illustration_task_queue": "unpolled-pages"})
+    queue = f"{settings.temporal_illustration_task_queue}-unpolled"
+    unpolled = settings.model_copy(update={"temporal_illustration_task_queue": queue})
     book_worker, _ = build_workers(temporal_client, unpolled, database, build_providers(unpolled))
     async with book_worker:
         first = await client.start_illustration(book_id)

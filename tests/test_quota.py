@@ -38,6 +38,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from storywink.connections import Database
 from storywink.shared import BookStatus
+from tests.conftest import once_across_databases
 from tests.helpers import create_book, start
 from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
 from tests.temporal_server import dev_server
@@ -61,8 +62,13 @@ def _most_in_any_window(times: list[float], window: float) -> int:
 
 
 async def test_three_replicas_stay_within_the_model_quota_and_use_most_of_it(
-    database: Database, fakes: Fakes, provider_settings: SettingsFactory, tmp_path: Path
+    database: Database,
+    database_url: str,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
 ) -> None:
+    once_across_databases(database_url)
     fakes.gemini.set_quota(QUOTA, window_seconds=WINDOW)
     fakes.gemini.set_latency(0.5)
     book_ids = [create_book(database, fakes.photo_urls(f"q{n}", PAGES)) for n in range(BOOKS)]
