@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
@@ -326,21 +325,6 @@ async def rig(client: Client) -> AsyncIterator[Rig]:
             yield Rig(client, settings, database, fakes, directory, photos)
         finally:
             database.engine.dispose()
-
-
-async def page_workers(handle: WorkflowHandle[Any, Any]) -> Counter[str]:
-    """How many page activities each worker started, read from the run's history."""
-    scheduled: dict[int, str] = {}
-    started: Counter[str] = Counter()
-    async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attributes = event.activity_task_scheduled_event_attributes
-            scheduled[event.event_id] = attributes.activity_type.name
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            started_attributes = event.activity_task_started_event_attributes
-            if scheduled.get(started_attributes.scheduled_event_id) == "illustrate_page":
-                started[started_attributes.identity] += 1
-    return started
 
 
 def _png(index: int) -> bytes:

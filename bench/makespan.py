@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from temporalio.client import Client
 
-from bench.harness import page_workers, rig
+from bench.harness import rig
 from bench.report import BenchResult, Column
 from storywink import pipeline
+from tests.worker_processes import page_identities
 
 WORKERS = 3
 CONCURRENCY = 30  # per worker: any one of them could take a whole 30-page book
@@ -49,7 +50,7 @@ async def run(client: Client, quick: bool) -> BenchResult:
                 outcome, seconds, book_id = await bench.illustrate(pages, within=60 + 3 * latency)
                 arrivals = [call.at for call in bench.fakes.gemini.requests[calls_before:]]
                 handle = bench.client.get_workflow_handle(pipeline.workflow_id_for(book_id))
-                used = len(await page_workers(handle))
+                used = len(await page_identities(handle))
                 result.rows.append(
                     {
                         "pages": pages,
