@@ -24,6 +24,7 @@ from storywink.connections import Database
 from storywink.db.engine import make_engine, make_session_factory
 from storywink.pipeline import page_public_id
 from storywink.shared import BookOutcome, BookStatus, ModerationStatus
+from tests.conftest import once_across_databases
 from tests.fakes.cloudinary_server import CloudFault
 from tests.helpers import create_book, load_book, running_worker, start, wait_until
 from tests.pg_proxy import PostgresProxy
@@ -138,12 +139,17 @@ async def test_worker_killed_after_upload_pages_finish_elsewhere_without_redrawi
 
 
 async def test_temporal_server_crash_and_restart_mid_run_every_book_settles(
-    database: Database, fakes: Fakes, provider_settings: SettingsFactory, tmp_path: Path
+    database: Database,
+    database_url: str,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
 ) -> None:
     """Seed validation test 4 (the backing store, Redis there, killed during processing):
     the Temporal server is killed while pages are drawn and restarted 3 s later on the
     same file: the worker reconnects, the runs carry on from their history, every book
     settles, and nothing is drawn or stored twice."""
+    once_across_databases(database_url)
     async with dev_server(tmp_path) as server:
         settings = provider_settings(temporal_address=server.address)
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)

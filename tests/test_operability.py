@@ -32,6 +32,7 @@ from storywink.logs import JsonFormatter
 from storywink.providers.base import ContentRefused
 from storywink.shared import BookStatus, ModerationStatus
 from storywink.telemetry import worker_runtime
+from tests.conftest import once_across_databases
 from tests.helpers import create_book, load_book, start
 from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
 from tests.test_entry_points import clean_env
@@ -238,10 +239,12 @@ def ops_env(settings: Settings, fakes: Fakes, identity: str) -> tuple[dict[str, 
 async def test_a_worker_is_ready_when_polling_exports_metrics_and_drains_unready(
     temporal_env: WorkflowEnvironment,
     database: Database,
+    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
 ) -> None:
+    once_across_databases(database_url)
     settings = provider_settings()
     identity = f"ops-{uuid.uuid4().hex[:6]}"
     env, health, metrics_url = ops_env(settings, fakes, identity)

@@ -17,6 +17,7 @@ from temporalio.client import Client, WorkflowFailureError
 from storywink.connections import Database
 from storywink.pipeline import page_public_id
 from storywink.shared import BookStatus
+from tests.conftest import once_across_databases
 from tests.helpers import create_book, load_book, start, wait_until
 from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
 from tests.worker_processes import (
@@ -74,6 +75,7 @@ async def test_three_replicas_draw_every_page_exactly_once(
 async def test_sigterm_stops_polling_and_loses_no_page(
     temporal_client: Client,
     database: Database,
+    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
@@ -83,6 +85,7 @@ async def test_sigterm_stops_polling_and_loses_no_page(
     """SIGTERM to a replica holding 3 pages while 3 more wait in the queue: it takes no new
     page, and its in-flight pages either finish within SHUTDOWN_GRACE_SECONDS or are handed
     back and drawn by the other replica. The book completes, every page stored once."""
+    once_across_databases(database_url)
     settings = provider_settings()
     latency = 2.5
     fakes.gemini.set_latency(latency)
@@ -123,6 +126,7 @@ async def test_sigterm_stops_polling_and_loses_no_page(
 async def test_sigterm_exits_within_the_grace_period_with_a_rate_limit(
     temporal_client: Client,
     database: Database,
+    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
@@ -139,6 +143,7 @@ async def test_sigterm_exits_within_the_grace_period_with_a_rate_limit(
     such as the warnings for pages of the cancelled run finishing after it ended; it did so
     with or without the rate limit, and never for an idle worker. worker.py now ends the
     process with `os._exit` after its own orderly shutdown."""
+    once_across_databases(database_url)
     settings = provider_settings()
     fakes.gemini.set_latency(0.5)
     grace = 2.0
