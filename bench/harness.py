@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 from temporalio.api.enums.v1 import TaskQueueType
@@ -33,15 +32,15 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from storywink import books, pipeline
 from storywink.config import Settings, load_settings
 from storywink.connections import Database, open_database
 from storywink.db.models import Page
 from storywink.devserver import temporal_binary
 from storywink.sample_book import sample_photo
-from storywink.shared import BookOutcome, BookStatus, IllustrationRequest, ModerationStatus
+from storywink.shared import BookOutcome, ModerationStatus
 from tests.fakes.cloudinary_server import FakeCloudinaryServer
 from tests.fakes.gemini_server import FakeGeminiServer
+from tests.helpers import create_book, start
 from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes
 
 log = logging.getLogger("bench")
@@ -215,31 +214,11 @@ class Rig:
         return identities
 
     def create_book(self, pages: int, title: str = "Bench Book") -> str:
-        with self.database.sessions() as session:
-            book = books.create_book(
-                session,
-                user_id="bench",
-                title=title,
-                child_name="Mia",
-                art_style=STYLE,
-                pages=[
-                    books.NewPage(url, text=f"Page {n} of the story." if n > 1 else title)
-                    for n, url in zip(
-                        range(1, pages + 1), itertools.cycle(self.photos), strict=False
-                    )
-                ],
-                status=BookStatus.STORY_READY,
-            )
-            return book.id
+        urls = list(itertools.islice(itertools.cycle(self.photos), pages))
+        return create_book(self.database, urls, art_style=STYLE, title=title)
 
-    async def start_book(self, book_id: str) -> WorkflowHandle[Any, BookOutcome]:
-        return await self.client.start_workflow(
-            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
-            IllustrationRequest(book_id=book_id),
-            id=pipeline.workflow_id_for(book_id),
-            task_queue=self.settings.temporal_task_queue,
-            result_type=BookOutcome,
-        )
+    async def start_book(self, book_id: str) -> WorkflowHandle[object, BookOutcome]:
+        return await start(self.client, self.settings, book_id)
 
     async def illustrate(self, pages: int, within: float) -> tuple[BookOutcome, float, str]:
         """Create a book of `pages` pages and illustrate it; (outcome, seconds, book id)."""
