@@ -8,11 +8,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Final
 
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
 
 BOOK_ILLUSTRATION_WORKFLOW: Final = "BookIllustration"
 PROGRESS_QUERY: Final = "progress"
 WORKFLOW_ID_PREFIX: Final = "book-illustration-"
+
+# Custom search attributes, so an operator finds every run of a book (or of a parent's
+# account) whatever its workflow id: `temporal workflow list --query "BookId='…'"`.
+# The server must know them: the embedded dev server and the compose stack register them;
+# elsewhere `temporal operator search-attribute create --name BookId --type Keyword` (etc.).
+BOOK_ID_ATTRIBUTE: Final = SearchAttributeKey.for_keyword("BookId")
+USER_ID_ATTRIBUTE: Final = SearchAttributeKey.for_keyword("BookUserId")
+OUTCOME_ATTRIBUTE: Final = SearchAttributeKey.for_keyword("BookOutcome")
+SEARCH_ATTRIBUTES: Final = (BOOK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE, OUTCOME_ATTRIBUTE)
 
 # Error types (ApplicationError.type) a caller can match on.
 BOOK_NOT_FOUND: Final = "BookNotFound"
