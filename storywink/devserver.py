@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from storywink import pipeline
 from storywink.config import DEFAULT_DATA_DIR
 
 UI_PORT = 8233
@@ -79,6 +80,7 @@ def ensure_dev_server(address: str, data_dir: Path = DEFAULT_DATA_DIR) -> bool:
             "matching.numTaskqueueReadPartitions=1",
             "--dynamic-config-value",
             "matching.numTaskqueueWritePartitions=1",
+            *pipeline.dev_server_search_attribute_flags(),
         ],
         stdout=log,
         stderr=log,

@@ -23,6 +23,16 @@ USER_ID_ATTRIBUTE: Final = SearchAttributeKey.for_keyword("BookUserId")
 OUTCOME_ATTRIBUTE: Final = SearchAttributeKey.for_keyword("BookOutcome")
 SEARCH_ATTRIBUTES: Final = (BOOK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE, OUTCOME_ATTRIBUTE)
 
+
+def dev_server_search_attribute_flags() -> list[str]:
+    """`temporal server start-dev` arguments that register our search attributes."""
+    return [
+        arg
+        for key in SEARCH_ATTRIBUTES
+        for arg in ("--search-attribute", f"{key.name}={key.indexed_value_type.name.title()}")
+    ]
+
+
 # Error types (ApplicationError.type) a caller can match on.
 BOOK_NOT_FOUND: Final = "BookNotFound"
 BOOK_NOT_READY: Final = "BookNotReady"

@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from storywink import pipeline
 from storywink.config import Settings, load_settings
 from storywink.connections import Database
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
@@ -47,6 +48,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
         ui=False,
+        search_attributes=pipeline.SEARCH_ATTRIBUTES,
     )
     yield env
     await env.shutdown()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from storywink import pipeline
 from tests.conftest import tool_path
 from tests.worker_processes import free_port
 
@@ -49,6 +50,7 @@ class DevServer:
                     str(self.db),
                     "--log-level",
                     "error",
+                    *pipeline.dev_server_search_attribute_flags(),
                     *(
                         arg
                         for key, value in self.dynamic_config.items()
