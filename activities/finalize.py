@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
+from activities.failures import book_step
 from storywink import books, metrics
 from storywink.db.engine import in_session
 from storywink.shared import BookOutcome, FinalizeInput, ModerationStatus, PageFailure, PageResult
@@ -15,6 +16,7 @@ class FinalizeActivities:
         self._sessions = sessions
 
     @activity.defn
+    @book_step
     async def record_page_failure(self, failure: PageFailure) -> PageResult:
         result = await in_session(
             self._sessions,
@@ -28,12 +30,14 @@ class FinalizeActivities:
         return result
 
     @activity.defn
+    @book_step
     async def finalize_book(self, request: FinalizeInput) -> BookOutcome:
         outcome = await in_session(
             self._sessions,
             books.finalize_book,
             request.book_id,
             request.run_id,
+            settling_run_id=request.settling_run_id,
             cancelled=request.cancelled,
         )
         activity.logger.info(

@@ -16,19 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import timedelta
 from enum import StrEnum
 from logging import INFO, WARNING
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.failures import database_failure
 from storywink import books, metrics, pipeline
 from storywink.db.engine import in_session
+from storywink.errors import BookError
 from storywink.prompt import build_prompt
 from storywink.providers.base import (
     ContentRefused,
@@ -85,16 +88,60 @@ class IllustratePageActivities:
         started = time.monotonic()
         if activity.info().attempt > 1:
             metrics.page_retry()
+        attempt = _Attempt()
         async with _heartbeating() as heartbeat:
-            try:
-                result = await self._illustrate(task, heartbeat)
-            except _PageSettled as settled:
-                _log_for(task, "%s: %s", settled.status.value, settled.reason, level=WARNING)
-                result = await self._record(task, settled.status, reason=settled.reason)
+            work = asyncio.create_task(self._settle(task, heartbeat, attempt))
+            result = await self._unless_stopped(task, work, attempt)
         metrics.page_settled(result.moderation_status, time.monotonic() - started)
         return result
 
-    async def _illustrate(self, task: PageTask, heartbeat: _Heartbeat) -> PageResult:
+    async def _settle(self, task: PageTask, heartbeat: _Heartbeat, attempt: _Attempt) -> PageResult:
+        try:
+            return await self._illustrate(task, heartbeat, attempt)
+        except _PageSettled as settled:
+            _log_for(task, "%s: %s", settled.status.value, settled.reason, level=WARNING)
+            return await self._record(task, settled.status, reason=settled.reason)
+
+    async def _unless_stopped(
+        self, task: PageTask, work: asyncio.Task[PageResult], attempt: _Attempt
+    ) -> PageResult:
+        """The attempt's result. A pause lets the attempt finish (its model call is paid
+        for; the pause holds the attempts after it, as Temporal documents). A cancelled
+        run stops it and records at which stage; a dead run or a shutdown just stops it."""
+        while True:
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                if work.done():  # finished as the cancel came: its outcome is recorded
+                    _uncancel()
+                    return work.result()
+                details = activity.cancellation_details()
+                if details is not None and details.paused:
+                    _uncancel()
+                    _log_for(task, "paused during %s: finishing this attempt", attempt.stage)
+                    continue
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+                if details is not None and details.cancel_requested:
+                    await self._record_cancelled(task, attempt)
+                raise
+
+    async def _record_cancelled(self, task: PageTask, attempt: _Attempt) -> None:
+        """Keep an image the attempt already stored; otherwise say where it was stopped."""
+        try:
+            if attempt.stored is not None:
+                await self._record(task, ModerationStatus.OK, image_url=attempt.stored.url)
+            else:
+                reason = books.cancelled_reason(f"during {attempt.stage}")
+                await self._record(task, ModerationStatus.FAILED, reason=reason)
+        except Exception as exc:  # finalize still settles the page
+            _log_for(task, "cancelled; not recorded (%s)", type(exc).__name__, level=WARNING)
+
+    async def _illustrate(
+        self, task: PageTask, heartbeat: _Heartbeat, attempt: _Attempt
+    ) -> PageResult:
+        attempt.stage = Stage.RECORD
         done = await self._in_stage(
             Stage.RECORD,
             in_session(self._sessions, books.settled_result, task.page_id, task.run_id),
@@ -103,7 +150,8 @@ class IllustratePageActivities:
             return done
         stored = await self._stored_earlier(task, heartbeat)
         if stored is None:
-            image = await self._draft_or_new_image(task)
+            image = await self._draft_or_new_image(task, attempt)
+            attempt.stage = Stage.UPLOAD
             stored = await self._in_stage(
                 Stage.UPLOAD,
                 self._store.store(
@@ -118,11 +166,14 @@ class IllustratePageActivities:
                 ),
             )
             heartbeat.checkpoint(PageCheckpoint(stage=Stage.UPLOAD, image_url=stored.url))
+        attempt.stored = stored
+        attempt.stage = Stage.RECORD
         return await self._record(task, ModerationStatus.OK, image_url=stored.url)
 
     async def _stored_earlier(self, task: PageTask, heartbeat: _Heartbeat) -> StoredImage | None:
-        """The image an earlier attempt of this run already stored, if any."""
-        if activity.info().attempt == 1:
+        """The image an earlier attempt of this run (or the run it took over from) already
+        stored for this page in this style, if any."""
+        if not _may_have_earlier_work(task):
             return None
         public_id = pipeline.page_public_id(task.book_id, task.page_number)
         previous = heartbeat.previous
@@ -130,23 +181,23 @@ class IllustratePageActivities:
             _log_for(task, "reusing the image an earlier attempt stored")
             return StoredImage(url=previous.image_url, public_id=public_id)
         stored = await self._in_stage(Stage.UPLOAD, self._store.find(public_id))
-        if stored is None or stored.context.get("run_id") != task.run_id:
+        if stored is None or not _drawn_for(task, stored.context):
             return None
         _log_for(task, "reusing the image found under %s", public_id)
         heartbeat.checkpoint(PageCheckpoint(stage=Stage.UPLOAD, image_url=stored.url))
         return stored
 
-    async def _draft_or_new_image(self, task: PageTask) -> GeneratedImage:
+    async def _draft_or_new_image(self, task: PageTask, attempt: _Attempt) -> GeneratedImage:
         """The image an earlier attempt generated but could not store, else a new one."""
-        if activity.info().attempt > 1:
+        if _may_have_earlier_work(task):
             draft = await self._in_stage(
                 Stage.UPLOAD,
-                in_session(self._sessions, books.load_draft, task.page_id, task.run_id),
+                in_session(self._sessions, books.load_draft, task.page_id, _run_ids(task)),
             )
             if draft is not None:
                 _log_for(task, "reusing the image an earlier attempt generated")
                 return GeneratedImage(data=draft[0], mime_type=draft[1])
-        image = await self._generate(task)
+        image = await self._generate(task, attempt)
         try:
             await in_session(
                 self._sessions,
@@ -161,7 +212,8 @@ class IllustratePageActivities:
             _log_for(task, message, type(exc).__name__, level=WARNING)
         return image
 
-    async def _generate(self, task: PageTask) -> GeneratedImage:
+    async def _generate(self, task: PageTask, attempt: _Attempt) -> GeneratedImage:
+        attempt.stage = Stage.FETCH_PHOTO
         if not task.original_image_url:
             raise _PageSettled(ModerationStatus.FAILED, f"{Stage.FETCH_PHOTO}: page has no photo")
         photo = await self._in_stage(
@@ -169,6 +221,7 @@ class IllustratePageActivities:
         )
         reference: SourceImage | None = None
         if self._illustrator.uses_style_reference:
+            attempt.stage = Stage.FETCH_STYLE
             url = task.style.reference_for(task.is_title_page)
             reference = await self._in_stage(
                 Stage.FETCH_STYLE, self._fetcher.fetch(url, "style reference")
@@ -188,6 +241,7 @@ class IllustratePageActivities:
             title=task.book_title,
             is_title_page=task.is_title_page,
         )
+        attempt.stage = Stage.GENERATE
         await self._count_model_call(task)
         return await self._in_stage(
             Stage.GENERATE, metrics.timed_model_call(self._illustrator.illustrate(job))
@@ -243,11 +297,51 @@ class IllustratePageActivities:
             ) from None
         except (_PageSettled, ApplicationError):
             raise
+        except BookError as exc:  # the page or its book vanished during the run
+            raise ApplicationError(
+                f"{stage}: {exc}", type=exc.error_type, non_retryable=True
+            ) from None
+        except SQLAlchemyError as exc:
+            failure = database_failure(exc)
+            raise ApplicationError(
+                f"{stage}: {failure.message}",
+                type=failure.type,
+                non_retryable=failure.non_retryable,
+            ) from None
         except Exception as exc:
             raise ApplicationError(
                 f"{stage}: {type(exc).__name__}: {self._redact(str(exc), limit=300)}",
                 type=pipeline.PAGE_STAGE_ERROR,
             ) from None
+
+
+class _Attempt:
+    """How far this attempt got: its stage, and the image once stored."""
+
+    def __init__(self) -> None:
+        self.stage = Stage.RECORD
+        self.stored: StoredImage | None = None
+
+
+def _may_have_earlier_work(task: PageTask) -> bool:
+    return activity.info().attempt > 1 or task.earlier_run_id is not None
+
+
+def _run_ids(task: PageTask) -> tuple[str, ...]:
+    """The runs whose unrecorded work for this page this attempt may reuse."""
+    return tuple({task.run_id, task.earlier_run_id or task.run_id})
+
+
+def _drawn_for(task: PageTask, context: Mapping[str, str]) -> bool:
+    """Whether a stored image was drawn by one of our runs, in this run's style."""
+    same_style = context.get("style_hash", task.style.content_hash) == task.style.content_hash
+    return context.get("run_id") in _run_ids(task) and same_style
+
+
+def _uncancel() -> None:
+    current = asyncio.current_task()
+    if current is not None:
+        current.uncancel()
 
 
 def _log_for(task: PageTask, message: str, *args: object, level: int = INFO) -> None:

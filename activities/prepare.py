@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
-from storywink import books, pipeline
+from activities.failures import book_step
+from storywink import books
+from storywink.claims import describe_claim
 from storywink.config import Settings
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
-from storywink.errors import BookBusy, BookError
+from storywink.errors import BookBusy
 from storywink.shared import (
     BookStatus,
     IllustrationPlan,
@@ -21,7 +21,7 @@ from storywink.shared import (
     PrepareInput,
     StyleSnapshot,
 )
-from storywink.styles import UnknownStyle, resolve_style
+from storywink.styles import resolve_style
 
 
 class PrepareActivities:
@@ -33,18 +33,12 @@ class PrepareActivities:
         self._settings = settings
 
     @activity.defn
+    @book_step
     async def prepare_illustration(self, request: PrepareInput) -> IllustrationPlan:
-        try:
-            stale_run_id = await self._stale_claim(request)
-            plan = await in_session(
-                self._sessions, _claim_and_plan, request, stale_run_id, self._settings
-            )
-        except BookError as exc:
-            raise ApplicationError(str(exc), type=exc.error_type, non_retryable=True) from None
-        except UnknownStyle as exc:
-            raise ApplicationError(
-                str(exc), type=pipeline.UNKNOWN_STYLE, non_retryable=True
-            ) from None
+        stale_run_id = await self._stale_claim(request)
+        plan = await in_session(
+            self._sessions, _claim_and_plan, request, stale_run_id, self._settings
+        )
         activity.logger.info(
             "book %s claimed: %d of %d pages to draw in style %s (%s)",
             plan.book_id,
@@ -56,25 +50,19 @@ class PrepareActivities:
         return plan
 
     async def _stale_claim(self, request: PrepareInput) -> str | None:
-        """The run id holding the book if that run has ended without settling it."""
+        """The claim holding the book if the run holding it has ended without settling it."""
         claim = await in_session(self._sessions, books.read_claim, request.book_id)
         if claim.status is not BookStatus.ILLUSTRATING or claim.run_id in (None, request.run_id):
             return None
         assert claim.workflow_id is not None and claim.run_id is not None
-        handle = self._temporal.get_workflow_handle(claim.workflow_id, run_id=claim.run_id)
-        try:
-            status = (await handle.describe()).status
-        except RPCError as exc:
-            if exc.status is not RPCStatusCode.NOT_FOUND:
-                raise
-            status = None
-        if status is WorkflowExecutionStatus.RUNNING:
+        holder = await describe_claim(self._temporal, claim.workflow_id, claim.run_id)
+        if holder.running:
             raise BookBusy(request.book_id, claim.workflow_id)
         activity.logger.warning(
             "book %s was held by run %s which ended (%s); taking it over",
             request.book_id,
             claim.run_id,
-            status.name if status else "unknown",
+            holder.status.name if holder.status else "unknown",
         )
         return claim.run_id
 
@@ -102,17 +90,22 @@ def _claim_and_plan(
     )
     return IllustrationPlan(
         book_id=book.id,
+        run_id=request.run_id,
+        user_id=book.user_id,
         book_title=book.title,
         style=style,
         total_pages=len(book.pages),
         pages=tuple(
-            _page_task(book, page, style, request.run_id) for page in books.pages_to_draw(book)
+            _page_task(book, page, style, request.run_id, earlier_run_id=stale_run_id)
+            for page in books.pages_to_draw(book)
         ),
         page_options=_page_options(settings),
     )
 
 
-def _page_task(book: Book, page: Page, style: StyleSnapshot, run_id: str) -> PageTask:
+def _page_task(
+    book: Book, page: Page, style: StyleSnapshot, run_id: str, *, earlier_run_id: str | None
+) -> PageTask:
     return PageTask(
         book_id=book.id,
         book_title=book.title,
@@ -124,4 +117,5 @@ def _page_task(book: Book, page: Page, style: StyleSnapshot, run_id: str) -> Pag
         illustration_notes=page.illustration_notes,
         style=style,
         run_id=run_id,
+        earlier_run_id=earlier_run_id,
     )

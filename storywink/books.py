@@ -12,8 +12,9 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storywink.db.models import Book, Notification, Page, PageDraft
-from storywink.errors import BookNotFound, BookNotReady
+from storywink.db.models import Book, Notification, Page, PageDraft, column_length
+from storywink.errors import BookNotFound, BookNotReady, PageNotFound
+from storywink.redact import shorten
 from storywink.shared import (
     ILLUSTRATABLE_STATUSES,
     BookOutcome,
@@ -23,7 +24,7 @@ from storywink.shared import (
     PageResult,
 )
 
-CANCELLED_REASON = "cancelled: the illustration run was cancelled before this page was drawn"
+NOT_STARTED = "before this page was started"
 _REDRAW_ALL_FROM = frozenset({BookStatus.STORY_READY})
 
 
@@ -110,13 +111,20 @@ def pages_to_draw(book: Book) -> list[Page]:
 
 
 def settled_result(session: Session, page_id: str, run_id: str) -> PageResult | None:
-    """The outcome this run already recorded for the page, if any."""
+    """The page as it stands when this run has nothing to draw for it: its outcome is
+    recorded (by this run, or kept from an earlier one), or the run no longer holds the
+    book (a late attempt after a reset, a takeover or the end of the run). None: draw it."""
     page = session.get(Page, page_id)
-    if page is None or page.illustrated_by_run_id != run_id:
-        return None
-    if page.moderation_status is ModerationStatus.PENDING:
+    if page is None:
+        raise PageNotFound(page_id)
+    holds_claim = page.book.illustration_run_id == run_id
+    if holds_claim and page.moderation_status is ModerationStatus.PENDING:
         return None
     return page_result(page)
+
+
+def cancelled_reason(stage: str) -> str:
+    return f"cancelled: the illustration run was cancelled {stage}"
 
 
 def page_result(page: Page) -> PageResult:
@@ -152,7 +160,7 @@ def record_page(
     nothing and gets the page as it stands."""
     page = session.get(Page, page_id)
     if page is None:
-        raise LookupError(f"page {page_id} not found")
+        raise PageNotFound(page_id)
     already_recorded = page.illustrated_by_run_id == run_id and (
         page.moderation_status is not ModerationStatus.PENDING
     )
@@ -176,10 +184,11 @@ def save_draft(session: Session, page_id: str, run_id: str, data: bytes, mime_ty
     session.commit()
 
 
-def load_draft(session: Session, page_id: str, run_id: str) -> tuple[bytes, str] | None:
-    """(bytes, mime type) of the image this run generated for the page and has not stored."""
+def load_draft(session: Session, page_id: str, run_ids: Sequence[str]) -> tuple[bytes, str] | None:
+    """(bytes, mime type) of the image one of these runs generated for the page and has
+    not stored."""
     draft = session.get(PageDraft, page_id)
-    if draft is None or draft.run_id != run_id:
+    if draft is None or draft.run_id not in run_ids:
         return None
     return draft.data, draft.mime_type
 
@@ -200,29 +209,51 @@ _NOTIFICATION_FOR = {
 }
 
 
-def _notification_text(book: Book, status: BookStatus, outcome: BookOutcome) -> tuple[str, str]:
-    if status is BookStatus.COMPLETED:
-        return f"{book.title} is ready", f"All {outcome.pages_total} pages are illustrated."
-    if status is BookStatus.PARTIAL:
-        return (
-            f"{book.title} is partly illustrated",
-            f"{outcome.pages_with_image} of {outcome.pages_total} pages are illustrated; "
-            f"{outcome.pages_flagged} were declined by the image model and "
-            f"{outcome.pages_failed} failed. You can retry the missing pages.",
+_TITLE_LIMIT = column_length(Notification.title)
+
+
+def _notification_text(book: Book, outcome: BookOutcome) -> tuple[str, str]:
+    """Title and message; the title fits its column whatever the book's title."""
+    total, drawn = outcome.pages_total, outcome.pages_with_image
+    if outcome.status is BookStatus.COMPLETED:
+        title, message = "{} is ready", f"All {total} pages are illustrated."
+    elif outcome.cancelled:
+        title = "Illustration of {} was stopped"
+        message = (
+            f"The illustration was stopped before it finished: {drawn} of {total} pages are "
+            "illustrated. Start it again to draw the rest."
         )
-    return f"{book.title} could not be illustrated", "No page could be illustrated. Try again."
+    elif outcome.status is BookStatus.PARTIAL:
+        title = "{} is partly illustrated"
+        message = (
+            f"{drawn} of {total} pages are illustrated; {outcome.pages_flagged} were declined "
+            f"by the image model and {outcome.pages_failed} failed. You can retry the missing "
+            "pages."
+        )
+    else:
+        title, message = "{} could not be illustrated", "No page could be illustrated. Try again."
+    room = _TITLE_LIMIT - len(title.format(""))
+    return title.format(shorten(book.title, room)), message
 
 
-def finalize_book(session: Session, book_id: str, run_id: str, *, cancelled: bool) -> BookOutcome:
-    """Settle the book: status by the finalize rule, and one notification per run."""
+def _stop_pending_pages(book: Book, run_id: str) -> None:
+    """A cancelled run's pages that no attempt recorded were never started."""
+    for page in book.pages:
+        if page.moderation_status is ModerationStatus.PENDING:
+            page.moderation_status = ModerationStatus.FAILED
+            page.moderation_reason = cancelled_reason(NOT_STARTED)
+            page.illustrated_by_run_id = run_id
+
+
+def finalize_book(
+    session: Session, book_id: str, run_id: str, *, settling_run_id: str, cancelled: bool
+) -> BookOutcome:
+    """Settle the book held by `run_id`: status by the finalize rule, and one
+    notification per settled outcome (keyed by the run that settles it)."""
     book = get_book(session, book_id)
     holds_claim = book.illustration_run_id == run_id and book.status is BookStatus.ILLUSTRATING
     if holds_claim and cancelled:
-        for page in book.pages:
-            if page.moderation_status is ModerationStatus.PENDING:
-                page.moderation_status = ModerationStatus.FAILED
-                page.moderation_reason = CANCELLED_REASON
-                page.illustrated_by_run_id = run_id
+        _stop_pending_pages(book, run_id)
     status = book_status_for(book.pages) if holds_claim else book.status
     outcome = BookOutcome(
         book_id=book.id,
@@ -232,6 +263,7 @@ def finalize_book(session: Session, book_id: str, run_id: str, *, cancelled: boo
         pages_flagged=sum(p.moderation_status is ModerationStatus.FLAGGED for p in book.pages),
         pages_failed=sum(p.moderation_status is ModerationStatus.FAILED for p in book.pages),
         notification_type=_NOTIFICATION_FOR.get(status, NotificationType.BOOK_FAILED),
+        cancelled=cancelled,
     )
     if not holds_claim:
         # A repeat of this finalize (or a run whose claim was taken over): change nothing.
@@ -244,15 +276,17 @@ def finalize_book(session: Session, book_id: str, run_id: str, *, cancelled: boo
     book.illustration_run_id = None
     book.illustration_workflow_id = None
     already_notified = session.scalar(
-        select(exists().where(Notification.book_id == book_id, Notification.run_id == run_id))
+        select(
+            exists().where(Notification.book_id == book_id, Notification.run_id == settling_run_id)
+        )
     )
     if not already_notified:
-        title, message = _notification_text(book, status, outcome)
+        title, message = _notification_text(book, outcome)
         session.add(
             Notification(
                 user_id=book.user_id,
                 book_id=book_id,
-                run_id=run_id,
+                run_id=settling_run_id,
                 type=outcome.notification_type,
                 title=title,
                 message=message,

@@ -40,3 +40,13 @@ class BookBusy(BookError):
         super().__init__(f"book {book_id} is being illustrated by workflow {workflow_id}")
         self.book_id = book_id
         self.workflow_id = workflow_id
+
+
+class PageNotFound(BookError):
+    """A page vanished during a run (its book was deleted)."""
+
+    error_type = pipeline.PAGE_NOT_FOUND
+
+    def __init__(self, page_id: str) -> None:
+        super().__init__(f"page {page_id} not found (deleted during the run?)")
+        self.page_id = page_id

@@ -33,25 +33,29 @@ def dev_server_search_attribute_flags() -> list[str]:
     ]
 
 
-# Error types (ApplicationError.type) a caller can match on.
+# Error types (ApplicationError.type) a caller can match on. Those the activities raise
+# as non-retryable are never retried: the activity decides, the retry policy needn't list them.
 BOOK_NOT_FOUND: Final = "BookNotFound"
+PAGE_NOT_FOUND: Final = "PageNotFound"
 BOOK_NOT_READY: Final = "BookNotReady"
 BOOK_BUSY: Final = "BookBusy"
 UNKNOWN_STYLE: Final = "UnknownStyle"
+BAD_INPUT: Final = "BadInput"
 PAGE_STAGE_ERROR: Final = "PageStageError"
-NON_RETRYABLE_BOOK_ERRORS: Final = (BOOK_NOT_FOUND, BOOK_NOT_READY, BOOK_BUSY, UNKNOWN_STYLE)
+DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"  # retried: connection, lock, deadlock
+DATABASE_REJECTED: Final = "DatabaseRejected"  # not retried: the data itself is wrong
 
-# Book-level activities only touch the database: quick, retried patiently through outages.
+# Book-level activities only touch the database: quick, retried through outages...
 BOOK_ACTIVITY_TIMEOUT: Final = timedelta(seconds=30)
 BOOK_ACTIVITY_RETRY: Final = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=0,  # unlimited: a database outage must delay a book, never lose it
-    non_retryable_error_types=list(NON_RETRYABLE_BOOK_ERRORS),
+    maximum_attempts=0,  # bounded by the schedule-to-close below
 )
-# ...but a book whose database stays down for a day is given up on.
-BOOK_ACTIVITY_SCHEDULE_TO_CLOSE: Final = timedelta(hours=24)
+# ...for at most an hour: then the run fails with the reason, and `storywink books` lists
+# the book as stuck until it is started again.
+BOOK_ACTIVITY_SCHEDULE_TO_CLOSE: Final = timedelta(hours=1)
 
 
 def workflow_id_for(book_id: str) -> str:

@@ -78,6 +78,10 @@ class PageTask(_Frozen):
     illustration_notes: str | None
     style: StyleSnapshot
     run_id: str
+    # An earlier run may have left this page's image stored or drafted without recording
+    # it (a reset run, or a run that took over a terminated one's claim): the first
+    # attempt looks for it too. Holds that run's claim id (may equal `run_id`).
+    earlier_run_id: str | None = None
 
 
 class PageActivityOptions(_Frozen):
@@ -99,6 +103,9 @@ class IllustrationPlan(_Frozen):
     """What `prepare_illustration` decided: the style and the pages still to draw."""
 
     book_id: str
+    # The claim: the run chain holding the book (the first run id, kept across resets).
+    run_id: str
+    user_id: str
     book_title: str
     style: StyleSnapshot
     total_pages: int
@@ -131,7 +138,9 @@ class PageFailure(_Frozen):
 
 class FinalizeInput(_Frozen):
     book_id: str
-    run_id: str
+    run_id: str  # the claim
+    # One notification per settled outcome: the run (not the chain) that settles it.
+    settling_run_id: str
     cancelled: bool = False
 
 
@@ -143,6 +152,7 @@ class BookOutcome(_Frozen):
     pages_flagged: int
     pages_failed: int
     notification_type: NotificationType
+    cancelled: bool = False
 
 
 class Progress(_Frozen):

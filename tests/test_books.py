@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from storywink import books, pipeline
 from storywink.connections import Database
 from storywink.db.models import Book, Notification
-from storywink.errors import BookNotFound, BookNotReady
+from storywink.errors import BookNotFound, BookNotReady, PageNotFound
 from storywink.shared import BookStatus, ModerationStatus, NotificationType
 
 OK = ModerationStatus.OK
@@ -43,11 +43,12 @@ def new_book(
     texts: Sequence[str | None] = ("The Title", "Page two.", "Page three."),
     *,
     status: BookStatus = BookStatus.STORY_READY,
+    title: str = "Mia's Big Day",
 ) -> str:
     book = books.create_book(
         session,
         user_id=f"user-{uuid.uuid4().hex[:8]}",
-        title="Mia's Big Day",
+        title=title,
         child_name="Mia",
         art_style="vignette",
         pages=[
@@ -192,7 +193,7 @@ def test_finalize_sets_status_by_the_rule_and_notifies_the_owner_once(
     owner = books.get_book(session, book_id).user_id
     run_id = illustrate(session, book_id, outcomes)
 
-    outcome = books.finalize_book(session, book_id, run_id, cancelled=False)
+    outcome = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
 
     assert outcome.status is expected
     assert outcome.notification_type is notification
@@ -206,7 +207,7 @@ def test_finalize_outcome_counts_pages(session: Session) -> None:
     book_id = new_book(session, ("T", "a", "b", "c"))
     run_id = illustrate(session, book_id, [image(1), FLAG, FAIL, image(4)])
 
-    outcome = books.finalize_book(session, book_id, run_id, cancelled=False)
+    outcome = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
 
     assert (outcome.pages_total, outcome.pages_with_image) == (4, 2)
     assert (outcome.pages_flagged, outcome.pages_failed) == (1, 1)
@@ -217,10 +218,10 @@ def test_finalize_twice_changes_nothing_the_second_time(
 ) -> None:
     book_id = new_book(session)
     run_id = illustrate(session, book_id, [image(1), image(2), FAIL])
-    first = books.finalize_book(session, book_id, run_id, cancelled=False)
+    first = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
     after_first = stored(database, book_id)
 
-    second = books.finalize_book(session, book_id, run_id, cancelled=False)
+    second = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
 
     assert first.status is second.status is BookStatus.PARTIAL
     assert stored(database, book_id) == after_first
@@ -235,7 +236,7 @@ def test_finalize_by_a_run_without_the_claim_changes_nothing(
     holder = illustrate(session, book_id, [image(1), None, None])
     before = stored(database, book_id)
 
-    books.finalize_book(session, book_id, new_run(), cancelled=cancelled)
+    books.finalize_book(session, book_id, new_run(), settling_run_id=new_run(), cancelled=cancelled)
 
     after = stored(database, book_id)
     assert after == before
@@ -249,20 +250,63 @@ def test_cancelled_finalize_fails_the_pages_not_drawn_and_settles_the_book(
     book_id = new_book(session, ("T", "a", "b", "c"))
     run_id = illustrate(session, book_id, [image(1), FLAG, None, None])
 
-    outcome = books.finalize_book(session, book_id, run_id, cancelled=True)
+    outcome = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=True)
 
     assert outcome.status is BookStatus.PARTIAL
+    assert outcome.cancelled
     assert outcome.pages_failed == 2
     state = stored(database, book_id)
     assert state.status is BookStatus.PARTIAL
+    not_started = "cancelled: the illustration run was cancelled before this page was started"
     assert page_outcomes(state) == [
         image(1),
         FLAG,
-        (FAILED, None, books.CANCELLED_REASON),
-        (FAILED, None, books.CANCELLED_REASON),
+        (FAILED, None, not_started),
+        (FAILED, None, not_started),
     ]
-    assert "cancelled" in books.CANCELLED_REASON
     assert [n[0] for n in state.notifications] == [NotificationType.BOOK_PARTIAL]
+
+
+def test_a_cancelled_run_is_told_as_stopped_not_as_partly_illustrated(
+    database: Database, session: Session
+) -> None:
+    book_id = new_book(session, ("T", "a", "b"))
+    run_id = illustrate(session, book_id, [None, None, None])
+
+    books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=True)
+
+    with database.sessions() as fresh:
+        note = fresh.scalars(select(Notification).where(Notification.book_id == book_id)).one()
+    assert note.title.endswith("was stopped")
+    assert "0 of 3 pages are illustrated" in note.message
+    assert "retry the missing pages" not in note.message
+
+
+def test_the_notification_title_fits_its_column_whatever_the_book_title(
+    database: Database, session: Session
+) -> None:
+    book_id = new_book(session, ("T", "a"), title="T" * 200)
+    run_id = illustrate(session, book_id, [FAIL, FAIL])
+
+    books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
+
+    with database.sessions() as fresh:
+        note = fresh.scalars(select(Notification).where(Notification.book_id == book_id)).one()
+    assert len(note.title) <= 200
+    assert note.title.endswith("… is partly illustrated")
+
+
+def test_each_settled_outcome_of_one_claim_gets_its_own_notification(
+    database: Database, session: Session
+) -> None:
+    """A reset run keeps its chain's claim; settling again is a new outcome to tell."""
+    book_id = new_book(session, ("T", "a"))
+    chain = illustrate(session, book_id, [image(1), FAIL])
+    books.finalize_book(session, book_id, chain, settling_run_id=chain, cancelled=False)
+    books.claim_book(session, book_id, pipeline.workflow_id_for(book_id), chain)
+    books.finalize_book(session, book_id, chain, settling_run_id=new_run(), cancelled=False)
+
+    assert len(stored(database, book_id).notifications) == 2
 
 
 # -- claim and smart retry ----------------------------------------------------------------
@@ -273,7 +317,7 @@ def test_retry_of_a_partial_book_redraws_only_pages_without_image_that_were_not_
 ) -> None:
     book_id = new_book(session, ("T", "a", "b", "c"))
     first_run = illustrate(session, book_id, [image(1), FLAG, FAIL, (OK, None, None)])
-    books.finalize_book(session, book_id, first_run, cancelled=False)
+    books.finalize_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
     assert stored(database, book_id).status is BookStatus.PARTIAL
 
     second_run = new_run()
@@ -288,7 +332,7 @@ def test_retry_of_a_partial_book_redraws_only_pages_without_image_that_were_not_
 def test_retry_of_a_failed_book_keeps_flagged_pages(database: Database, session: Session) -> None:
     book_id = new_book(session, (None, None))
     first_run = illustrate(session, book_id, [FLAG, FAIL])
-    books.finalize_book(session, book_id, first_run, cancelled=False)
+    books.finalize_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
     assert stored(database, book_id).status is BookStatus.FAILED
 
     book = claim(session, book_id, new_run())
@@ -302,12 +346,14 @@ def test_retry_with_nothing_left_to_draw_settles_without_changing_pages(
 ) -> None:
     book_id = new_book(session)
     first_run = illustrate(session, book_id, [image(1), image(2), FLAG])
-    books.finalize_book(session, book_id, first_run, cancelled=False)
+    books.finalize_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
     second_run = new_run()
 
     book = claim(session, book_id, second_run)
     assert books.pages_to_draw(book) == []
-    outcome = books.finalize_book(session, book_id, second_run, cancelled=False)
+    outcome = books.finalize_book(
+        session, book_id, second_run, settling_run_id=second_run, cancelled=False
+    )
 
     assert outcome.status is BookStatus.PARTIAL
     state = stored(database, book_id)
@@ -323,7 +369,7 @@ def test_claim_of_a_story_ready_book_redraws_every_page(
 ) -> None:
     book_id = new_book(session)
     first_run = illustrate(session, book_id, [image(1), FLAG, FAIL])
-    books.finalize_book(session, book_id, first_run, cancelled=False)
+    books.finalize_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
     # The story was rewritten since: the book is STORY_READY again with old pictures.
     books.get_book(session, book_id).status = BookStatus.STORY_READY
     session.commit()
@@ -459,8 +505,28 @@ def test_a_run_that_lost_the_claim_cannot_overwrite_a_page(
 
 
 def test_record_page_of_an_unknown_page_fails(session: Session) -> None:
-    with pytest.raises(LookupError):
+    with pytest.raises(PageNotFound):
         books.record_page(session, uuid.uuid4().hex, new_run(), OK, image_url="x")
+
+
+def test_a_run_without_the_claim_has_nothing_to_draw(database: Database, session: Session) -> None:
+    book_id = new_book(session, ("T", "a"))
+    holder = illustrate(session, book_id, [image(1), None])
+    page_id = books.get_book(session, book_id).pages[1].id
+
+    assert books.settled_result(session, page_id, holder) is None  # pending: draw it
+    as_it_stands = books.settled_result(session, page_id, new_run())
+    assert as_it_stands is not None and as_it_stands.moderation_status is ModerationStatus.PENDING
+
+
+def test_a_draft_is_found_for_the_runs_named_only(session: Session) -> None:
+    book_id = new_book(session, ("T",))
+    page_id = books.get_book(session, book_id).pages[0].id
+    earlier = new_run()
+    books.save_draft(session, page_id, earlier, b"png", "image/png")
+
+    assert books.load_draft(session, page_id, (new_run(),)) is None
+    assert books.load_draft(session, page_id, (new_run(), earlier)) == (b"png", "image/png")
 
 
 def test_count_model_call_counts_on_the_page_and_its_book_only(
@@ -496,6 +562,8 @@ def test_unknown_book_is_not_found(session: Session, operation: str) -> None:
         elif operation == "claim":
             claim(session, book_id, new_run())
         else:
-            books.finalize_book(session, book_id, new_run(), cancelled=False)
+            books.finalize_book(
+                session, book_id, new_run(), settling_run_id=new_run(), cancelled=False
+            )
     assert missing.value.book_id == book_id
     assert book_id in str(missing.value)

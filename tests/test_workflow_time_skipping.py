@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from storywink import pipeline
 from storywink.shared import (
     BookOutcome,
     BookStatus,
@@ -55,6 +58,16 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=tool_path("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
+    # The time-skipping server has no flag for them; the workflow upserts them.
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for key in pipeline.SEARCH_ATTRIBUTES
+            },
+        )
+    )
     yield env
     await env.shutdown()
 
@@ -66,6 +79,8 @@ class FakeBook:
         style: StyleSnapshot = resolve_style("vignette", "https://cdn.example/styles/")
         self.plan = IllustrationPlan(
             book_id="b1",
+            run_id="r",
+            user_id="u1",
             book_title="T",
             style=style,
             total_pages=pages,

@@ -12,7 +12,12 @@ from datetime import timedelta
 import pydantic
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, FailureError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
@@ -55,6 +60,18 @@ def _failure_reason(error: ActivityError) -> str:
     return str(cause or error)
 
 
+def _request_from(inputs: tuple[object, ...]) -> IllustrationRequest:
+    """The one input, `{"book_id": "..."}`; anything else fails the run at once."""
+    if len(inputs) != 1:
+        raise ApplicationError(
+            f'{pipeline.BOOK_ILLUSTRATION_WORKFLOW} takes one input, {{"book_id": "..."}}; '
+            f"it was given {len(inputs)}",
+            type=pipeline.BAD_INPUT,
+            non_retryable=True,
+        )
+    return IllustrationRequest.model_validate(inputs[0])
+
+
 # A malformed input (e.g. `{"book_id": 5}` from the CLI) fails the run at once instead of
 # leaving its first workflow task retrying forever.
 @workflow.defn(
@@ -64,17 +81,22 @@ class BookIllustration:
     def __init__(self) -> None:
         self._progress = Progress(book_id="", phase="starting")
 
+    # `*inputs` rather than one typed parameter: a start with no input or with two must
+    # fail the run with a clear message, not a TypeError that retries the task forever.
     @workflow.run
-    async def run(self, request: IllustrationRequest) -> BookOutcome:
+    async def run(self, *inputs: object) -> BookOutcome:
+        request = _request_from(inputs)
+        workflow.upsert_search_attributes([pipeline.BOOK_ID_ATTRIBUTE.value_set(request.book_id)])
         self._set_progress(book_id=request.book_id, phase="preparing")
         info = workflow.info()
+        # The claim on the book is the run's chain, which a reset keeps: a reset run goes on
+        # with the book, the pages and the outcomes its earlier run recorded.
+        claim = info.first_execution_run_id
         cancelled = False
         try:
             plan = await workflow.execute_activity_method(
                 PrepareActivities.prepare_illustration,
-                PrepareInput(
-                    book_id=request.book_id, workflow_id=info.workflow_id, run_id=info.run_id
-                ),
+                PrepareInput(book_id=request.book_id, workflow_id=info.workflow_id, run_id=claim),
                 start_to_close_timeout=pipeline.BOOK_ACTIVITY_TIMEOUT,
                 schedule_to_close_timeout=pipeline.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
                 retry_policy=pipeline.BOOK_ACTIVITY_RETRY,
@@ -82,14 +104,23 @@ class BookIllustration:
         except asyncio.CancelledError:
             cancelled = True
         else:
-            cancelled = await self._illustrate_pages(plan)
+            workflow.upsert_search_attributes([pipeline.USER_ID_ATTRIBUTE.value_set(plan.user_id)])
+            cancelled = await self._illustrate_pages(plan, resumed=info.run_id != claim)
         self._set_progress(phase="finalizing")
         outcome = await workflow.execute_activity_method(
             FinalizeActivities.finalize_book,
-            FinalizeInput(book_id=request.book_id, run_id=info.run_id, cancelled=cancelled),
+            FinalizeInput(
+                book_id=request.book_id,
+                run_id=claim,
+                settling_run_id=info.run_id,
+                cancelled=cancelled,
+            ),
             start_to_close_timeout=pipeline.BOOK_ACTIVITY_TIMEOUT,
             schedule_to_close_timeout=pipeline.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
             retry_policy=pipeline.BOOK_ACTIVITY_RETRY,
+        )
+        workflow.upsert_search_attributes(
+            [pipeline.OUTCOME_ATTRIBUTE.value_set(outcome.status.value)]
         )
         self._set_progress(phase="cancelled" if cancelled else "done", status=outcome.status)
         if cancelled:
@@ -100,13 +131,20 @@ class BookIllustration:
     def progress(self) -> Progress:
         return self._progress
 
-    async def _illustrate_pages(self, plan: IllustrationPlan) -> bool:
-        """Draw every planned page in parallel; return whether the run was cancelled."""
+    async def _illustrate_pages(self, plan: IllustrationPlan, *, resumed: bool) -> bool:
+        """Draw every planned page in parallel; return whether the run was cancelled.
+
+        A `resumed` run (reset) lets each page look first for what its earlier run stored.
+        """
         self._set_progress(phase="illustrating", total=plan.total_pages, to_draw=len(plan.pages))
+        pages = [
+            page.model_copy(update={"earlier_run_id": page.earlier_run_id or page.run_id})
+            if resumed
+            else page
+            for page in plan.pages
+        ]
         try:
-            await asyncio.gather(
-                *(self._illustrate(page, plan.page_options) for page in plan.pages)
-            )
+            await asyncio.gather(*(self._illustrate(page, plan.page_options) for page in pages))
         except asyncio.CancelledError:
             return True
         return False
@@ -126,19 +164,37 @@ class BookIllustration:
         except ActivityError as error:
             if is_cancelled_exception(error):
                 raise asyncio.CancelledError() from None
-            result = await workflow.execute_activity_method(
+            result = await self._record_failure(page, _failure_reason(error))
+        self._count(result)
+
+    async def _record_failure(self, page: PageTask, reason: str) -> PageResult:
+        """Record a page that gave up; if even that fails for good (the page was deleted),
+        count it failed and let finalize settle the book."""
+        failed = PageResult(
+            page_id=page.page_id,
+            page_number=page.page_number,
+            moderation_status=ModerationStatus.FAILED,
+            moderation_reason=reason,
+        )
+        try:
+            return await workflow.execute_activity_method(
                 FinalizeActivities.record_page_failure,
                 PageFailure(
-                    book_id=page.book_id,
-                    page_id=page.page_id,
-                    run_id=page.run_id,
-                    reason=_failure_reason(error),
+                    book_id=page.book_id, page_id=page.page_id, run_id=page.run_id, reason=reason
                 ),
                 start_to_close_timeout=pipeline.BOOK_ACTIVITY_TIMEOUT,
                 schedule_to_close_timeout=pipeline.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
                 retry_policy=pipeline.BOOK_ACTIVITY_RETRY,
             )
-        self._count(result)
+        except ActivityError as error:
+            if is_cancelled_exception(error):
+                raise asyncio.CancelledError() from None
+            workflow.logger.warning(
+                "page %d: its failure could not be recorded: %s",
+                page.page_number,
+                _failure_reason(error),
+            )
+            return failed
 
     def _count(self, result: PageResult) -> None:
         p = self._progress

@@ -16,7 +16,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    InstrumentedAttribute,
+    Mapped,
+    mapped_column,
+    relationship,
+)
 
 from storywink.shared import BookStatus, ModerationStatus, NotificationType
 
@@ -128,3 +134,10 @@ class PageDraft(Base):
     mime_type: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def column_length(column: InstrumentedAttribute[str] | InstrumentedAttribute[str | None]) -> int:
+    """The length a string column holds, so input checks cannot drift from the schema."""
+    column_type = column.property.columns[0].type
+    assert isinstance(column_type, String) and column_type.length is not None
+    return column_type.length

@@ -1,0 +1,79 @@
+"""How an activity's errors reach Temporal: short, typed, retried only when that can help.
+
+A database error is retried when the database may answer differently next time (lost
+connection, lock, serialization failure, deadlock) and not when it rejected the data
+itself (a value too long, a constraint violated). Either way the failure message is one
+short line: SQLAlchemy's own text carries the statement and its parameters, which can be
+kilobytes (the Web UI then shows only "Failure exceeds size limit") and hold user data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+from sqlalchemy import exc as sa
+from temporalio.exceptions import ApplicationError
+
+from storywink import pipeline
+from storywink.errors import BookError
+from storywink.redact import redact, shorten
+from storywink.styles import UnknownStyle
+
+P = ParamSpec("P")
+T = TypeVar("T")
+REASON_LIMIT = 240
+
+# Errors after which the same statement may succeed: the server or the connection was
+# away, a lock or a concurrent transaction was in the way (psycopg raises serialization
+# failures and deadlocks as OperationalError).
+_TRANSIENT = (sa.OperationalError, sa.InterfaceError, sa.TimeoutError, sa.DisconnectionError)
+
+
+def is_transient_database_error(error: sa.SQLAlchemyError) -> bool:
+    if isinstance(error, sa.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _TRANSIENT)
+
+
+def database_reason(error: sa.SQLAlchemyError) -> str:
+    """One line naming the driver's complaint, without the statement or its parameters."""
+    cause = error.orig if isinstance(error, sa.StatementError) and error.orig else error
+    lines = str(cause).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(cause, sa.SQLAlchemyError):  # no driver error: drop SQLAlchemy's suffixes
+        text = text.split(" [SQL:")[0].split(" (Background on")[0]
+    kind = "unavailable" if is_transient_database_error(error) else "rejected the data"
+    return shorten(redact(f"database {kind}: {type(cause).__name__}: {text}"), REASON_LIMIT)
+
+
+def database_failure(error: sa.SQLAlchemyError, stage: str | None = None) -> ApplicationError:
+    transient = is_transient_database_error(error)
+    reason = database_reason(error)
+    return ApplicationError(
+        f"{stage}: {reason}" if stage else reason,
+        type=pipeline.DATABASE_UNAVAILABLE if transient else pipeline.DATABASE_REJECTED,
+        non_retryable=not transient,
+    )
+
+
+def refusal(error: BookError | UnknownStyle) -> ApplicationError:
+    error_type = error.error_type if isinstance(error, BookError) else pipeline.UNKNOWN_STYLE
+    return ApplicationError(shorten(str(error), REASON_LIMIT), type=error_type, non_retryable=True)
+
+
+def book_step(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """For a book-level activity: refusals and rejected data end it at once, with a short
+    reason; an unavailable database is retried (bounded by the schedule-to-close)."""
+
+    @wraps(fn)
+    async def step(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (BookError, UnknownStyle) as error:
+            raise refusal(error) from None
+        except sa.SQLAlchemyError as error:
+            raise database_failure(error) from None
+
+    return step
