@@ -324,7 +324,12 @@ class _Attempt:
 
 
 def _may_have_earlier_work(task: PageTask) -> bool:
-    return activity.info().attempt > 1 or task.earlier_run_id is not None
+    """A retry; a run that took over a terminated one's claim; or a run that was reset
+    (its chain's claim, `task.run_id`, names an earlier run of the workflow)."""
+    info = activity.info()
+    return (
+        info.attempt > 1 or task.earlier_run_id is not None or info.workflow_run_id != task.run_id
+    )
 
 
 def _run_ids(task: PageTask) -> tuple[str, ...]:

@@ -78,9 +78,8 @@ class PageTask(_Frozen):
     illustration_notes: str | None
     style: StyleSnapshot
     run_id: str
-    # An earlier run may have left this page's image stored or drafted without recording
-    # it (a reset run, or a run that took over a terminated one's claim): the first
-    # attempt looks for it too. Holds that run's claim id (may equal `run_id`).
+    # The claim of a terminated run this run took the book over from: its image for this
+    # page may be stored or drafted but not recorded, so the first attempt looks for it.
     earlier_run_id: str | None = None
 
 

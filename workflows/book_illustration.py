@@ -105,7 +105,7 @@ class BookIllustration:
             cancelled = True
         else:
             workflow.upsert_search_attributes([pipeline.USER_ID_ATTRIBUTE.value_set(plan.user_id)])
-            cancelled = await self._illustrate_pages(plan, resumed=info.run_id != claim)
+            cancelled = await self._illustrate_pages(plan)
         self._set_progress(phase="finalizing")
         outcome = await workflow.execute_activity_method(
             FinalizeActivities.finalize_book,
@@ -131,22 +131,23 @@ class BookIllustration:
     def progress(self) -> Progress:
         return self._progress
 
-    async def _illustrate_pages(self, plan: IllustrationPlan, *, resumed: bool) -> bool:
-        """Draw every planned page in parallel; return whether the run was cancelled.
-
-        A `resumed` run (reset) lets each page look first for what its earlier run stored.
-        """
+    async def _illustrate_pages(self, plan: IllustrationPlan) -> bool:
+        """Draw every planned page in parallel; return whether the run was cancelled."""
         self._set_progress(phase="illustrating", total=plan.total_pages, to_draw=len(plan.pages))
-        pages = [
-            page.model_copy(update={"earlier_run_id": page.earlier_run_id or page.run_id})
-            if resumed
-            else page
-            for page in plan.pages
-        ]
+        # return_exceptions: on cancel, wait until every page has stopped (and recorded
+        # where), instead of moving on when the first, never-started page is cancelled.
         try:
-            await asyncio.gather(*(self._illustrate(page, plan.page_options) for page in pages))
+            results = await asyncio.gather(
+                *(self._illustrate(page, plan.page_options) for page in plan.pages),
+                return_exceptions=True,
+            )
         except asyncio.CancelledError:
             return True
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                return True
+            if isinstance(result, BaseException):
+                raise result
         return False
 
     async def _illustrate(self, page: PageTask, options: PageActivityOptions) -> None:
