@@ -321,8 +321,7 @@ async def test_data_the_database_refuses_fails_the_run_at_once_with_a_short_reas
         with pytest.raises(WorkflowFailureError) as failure:
             await asyncio.wait_for(handle.result(), timeout=15)
 
-    cause = failure.value.cause
-    message = str(cause.cause if cause and cause.cause else cause)
+    message = str(failure.value.cause.__cause__)
     assert "database rejected the data" in message
     assert "value too long" in message
     assert len(message) < 300 and "SELECT" not in message and "UPDATE" not in message
