@@ -7,12 +7,21 @@ checks are deterministic).
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import subprocess
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+
+from storywink import pipeline
+from tests.conftest import tool_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.temporal.yml"
@@ -496,3 +505,44 @@ def test_interpolation_helper_rejects_broken_values() -> None:
         _interpolate("${PASSWORD}")
     with pytest.raises(AssertionError):
         _interpolate("echo $HOME")
+
+
+# --------------------------------------------------------------------------- search attributes
+
+
+def test_the_namespace_job_registers_the_search_attributes_the_workflow_upserts(
+    services: dict[str, dict[str, Any]], namespace_name: str
+) -> None:
+    declared = _env(services[namespace_name])["SEARCH_ATTRIBUTES"].split()
+    assert declared == [key.name for key in pipeline.SEARCH_ATTRIBUTES]
+
+
+async def test_the_namespace_job_script_creates_namespace_and_search_attributes_idempotently(
+    services: dict[str, dict[str, Any]], namespace_name: str, temporal_client: Client
+) -> None:
+    """The job's own shell script, run here against a real server with the real CLI."""
+    service = services[namespace_name]
+    namespace = f"compose-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        **_env(service),
+        "TEMPORAL_ADDRESS": temporal_client.service_client.config.target_host,
+        "NAMESPACE": namespace,
+        "PATH": f"{Path(tool_path('temporal')).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    for _ in range(2):  # the second run finds everything in place
+        job = await asyncio.to_thread(
+            subprocess.run,
+            ["/bin/sh", "-c", _strings(service["command"])[0]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert job.returncode == 0, job.stdout + job.stderr
+    assert "Search attribute BookId already exists" in job.stdout
+    listed = await temporal_client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    assert {key.name for key in pipeline.SEARCH_ATTRIBUTES} <= set(listed.custom_attributes)
