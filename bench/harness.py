@@ -32,6 +32,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from storywink import pipeline
 from storywink.config import Settings, load_settings
 from storywink.connections import Database, open_database
 from storywink.db.models import Page
@@ -84,6 +85,7 @@ async def temporal_server() -> AsyncIterator[Client]:
             )
         ],
         ui=False,
+        search_attributes=pipeline.SEARCH_ATTRIBUTES,
     )
     try:
         yield env.client
