@@ -39,11 +39,17 @@ class NotificationType(StrEnum):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Messages between our own workflow and activities ignore fields they do not know: during
+    # a rolling deploy a newer worker may send one to an older one.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class IllustrationRequest(_Frozen):
-    """Input of the `BookIllustration` workflow: `{"book_id": "..."}` from the CLI."""
+    """Input of the `BookIllustration` workflow: `{"book_id": "..."}` from the CLI.
+
+    Strict, since people type it: an unknown field is a mistake worth naming."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     book_id: str = Field(min_length=1, max_length=64)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
@@ -263,3 +263,60 @@ async def test_page_timing_out_on_every_attempt_is_failed_with_a_timeout_reason(
     assert fake.attempts == Counter({1: 5})
     assert [f.reason.split(":")[0] for f in fake.failures] == ["timeout"]
     assert fake.failures[0].reason == "timeout: no answer within the page's heartbeat timeout"
+
+
+async def test_a_result_with_a_field_from_a_newer_worker_keeps_the_run_going(
+    skipping_env: WorkflowEnvironment,
+) -> None:
+    """Rolling deploy: a newer worker's page activity answers with a field this workflow
+    code does not know; the run goes on and settles."""
+    queue = f"ts-{uuid.uuid4()}"
+    fake = FakeBook(pages=2, queue=queue)
+
+    @activity.defn(name="illustrate_page")
+    async def illustrate_page(task: PageTask) -> dict[str, Any]:
+        return {**ok(task).model_dump(mode="json"), "cost_micro_usd": 3900}
+
+    outcome = await run_book(skipping_env, fake, queue, illustrate_page)
+
+    assert outcome.status is BookStatus.PARTIAL  # FakeBook's finalize says so
+    assert fake.failures == []
+
+
+async def test_a_result_this_code_cannot_read_never_fails_the_run(
+    skipping_env: WorkflowEnvironment,
+) -> None:
+    """A result missing a field this code needs fails the workflow task, which Temporal
+    retries (for a worker that can read it), instead of failing the run for good."""
+    queue = f"ts-{uuid.uuid4()}"
+    fake = FakeBook(pages=1, queue=queue)
+
+    @activity.defn(name="illustrate_page")
+    async def illustrate_page(task: PageTask) -> dict[str, Any]:
+        return {"page_id": task.page_id}
+
+    async with Worker(
+        skipping_env.client,
+        task_queue=queue,
+        workflows=[BookIllustration],
+        activities=[fake.prepare, fake.record_page_failure, fake.finalize, illustrate_page],
+    ):
+        handle = await skipping_env.client.start_workflow(
+            BookIllustration.run,
+            IllustrationRequest(book_id="b1"),
+            id=f"wf-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        task_failed = False
+        for _ in range(100):
+            events = [event.event_type async for event in handle.fetch_history_events()]
+            task_failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in events
+            if task_failed:
+                break
+            await asyncio.sleep(0.1)
+        description = await handle.describe()
+        await handle.terminate("test over")
+
+    assert task_failed
+    assert description.status is WorkflowExecutionStatus.RUNNING
+    assert fake.finalized == []

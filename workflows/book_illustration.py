@@ -61,22 +61,30 @@ def _failure_reason(error: ActivityError) -> str:
 
 
 def _request_from(inputs: tuple[object, ...]) -> IllustrationRequest:
-    """The one input, `{"book_id": "..."}`; anything else fails the run at once."""
+    """The one input, `{"book_id": "..."}`; anything else fails the run at once with a
+    message naming the problem, instead of retrying its first workflow task forever."""
     if len(inputs) != 1:
-        raise ApplicationError(
-            f'{pipeline.BOOK_ILLUSTRATION_WORKFLOW} takes one input, {{"book_id": "..."}}; '
-            f"it was given {len(inputs)}",
-            type=pipeline.BAD_INPUT,
-            non_retryable=True,
+        raise _bad_input(f"it was given {len(inputs)}")
+    try:
+        return IllustrationRequest.model_validate(inputs[0])
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in error.errors()
         )
-    return IllustrationRequest.model_validate(inputs[0])
+        raise _bad_input(problems) from None
 
 
-# A malformed input (e.g. `{"book_id": 5}` from the CLI) fails the run at once instead of
-# leaving its first workflow task retrying forever.
-@workflow.defn(
-    name=pipeline.BOOK_ILLUSTRATION_WORKFLOW, failure_exception_types=[pydantic.ValidationError]
-)
+def _bad_input(problem: str) -> ApplicationError:
+    return ApplicationError(
+        f'{pipeline.BOOK_ILLUSTRATION_WORKFLOW} takes one input, {{"book_id": "..."}}; {problem}',
+        type=pipeline.BAD_INPUT,
+        non_retryable=True,
+    )
+
+
+# No `failure_exception_types`: a result this code cannot decode (from a newer activity
+# during a rolling deploy) fails the workflow task, which is retried, never the run.
+@workflow.defn(name=pipeline.BOOK_ILLUSTRATION_WORKFLOW)
 class BookIllustration:
     def __init__(self) -> None:
         self._progress = Progress(book_id="", phase="starting")
