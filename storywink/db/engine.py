@@ -54,7 +54,7 @@ def make_engine(url: str) -> Engine:
     """An engine for `url` (no connection yet); `DatabaseUnavailable` if it cannot be built."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise DatabaseUnavailable("DATABASE_URL is malformed") from None
     try:
         if parsed.get_backend_name() == "sqlite":
@@ -120,6 +120,8 @@ def upgrade_to_head(engine: Engine) -> None:
             command.upgrade(_alembic_config(engine), "head")
     except DBAPIError as exc:
         raise _unavailable(engine.url, f"cannot migrate: {connection_problem(exc)}") from None
+    except OSError as exc:  # the SQLite lock file
+        raise _unavailable(engine.url, f"cannot migrate: {exc.strerror}") from None
 
 
 @contextmanager
