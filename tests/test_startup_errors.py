@@ -4,6 +4,7 @@ registers our search attributes where its namespace lacks them."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 import sys
@@ -17,10 +18,12 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from storywink import pipeline
+from storywink.config import load_settings
 from tests.conftest import PG_ADMIN_URL
 from tests.temporal_server import dev_server
 from tests.test_entry_points import ROOT, clean_env, run_worker
 from tests.worker_processes import free_port
+from worker import warn_if_photos_leave_the_host
 
 PASSWORD = "s3cret-pw"
 STARTED_WITHIN = 60
@@ -156,3 +159,25 @@ async def test_worker_refused_search_attributes_says_how_to_add_them(tmp_path: P
             f"temporal operator search-attribute create --namespace default "
             f"--name {key.name} --type Keyword"
         ) in line
+
+
+@pytest.mark.parametrize(
+    ("values", "warned"),
+    [
+        ({"gemini_api_key": "key"}, True),
+        ({"gemini_api_key": "key", "cloudinary_url": "cloudinary://k:s@cloud"}, False),
+        ({"illustrator": "local"}, False),
+    ],
+)
+def test_real_model_with_local_storage_warns_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, values: dict[str, str], warned: bool
+) -> None:
+    settings = load_settings(storage_dir=tmp_path, **values)
+    with caplog.at_level(logging.WARNING, logger="storywink.worker"):
+        warn_if_photos_leave_the_host(settings)
+    warnings = [record.getMessage() for record in caplog.records]
+    if warned:
+        assert len(warnings) == 1 and "\n" not in warnings[0]
+        assert "local storage" in warnings[0] and str(tmp_path.resolve()) in warnings[0]
+    else:
+        assert warnings == []
