@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = Field(default="storywink", min_length=1)
     temporal_illustration_task_queue: str = Field(default="storywink-illustration", min_length=1)
+    temporal_ui_url: str | None = Field(
+        default=None, description="Web UI base URL the demo prints (found by probing if unset)."
+    )
 
     # Database
     database_url: SecretStr = SecretStr("")
