@@ -1,7 +1,9 @@
 """Run a Storywink worker: `python worker.py`.
 
 Start-up checks settings, the style library, the database and Temporal before polling,
-so a worker that cannot do the work never takes any. SIGTERM/SIGINT stop polling and give
+so a worker that cannot do the work never takes any: it logs one line saying what is wrong
+and exits 2. It registers the pipeline's search attributes where the namespace lacks them
+(or refuses to start, saying how to add them). SIGTERM/SIGINT stop polling and give
 in-flight pages `SHUTDOWN_GRACE_SECONDS` to finish; what doesn't finish is handed back to
 Temporal and retried on another worker. The process is gone at most `SHUTDOWN_GRACE_SECONDS`
 + 4 s after the signal, even if Temporal's pollers have not drained. With HEALTH_PORT set,
@@ -30,11 +32,18 @@ from temporalio.worker import Worker
 from activities.finalize import FinalizeActivities
 from activities.illustrate_page import IllustratePageActivities
 from activities.prepare import PrepareActivities
-from storywink.config import ConfigurationError, Settings, load_settings
+from storywink.config import (
+    ConfigurationError,
+    IllustratorKind,
+    Settings,
+    StorageKind,
+    load_settings,
+)
 from storywink.connections import (
     Database,
     TemporalUnavailable,
     connect_temporal,
+    ensure_search_attributes,
     open_database,
     redactor_for,
 )
@@ -122,13 +131,28 @@ async def started_runtime(
     log.info(
         "temporal ok (%s, namespace %s)", settings.temporal_address, settings.temporal_namespace
     )
+    if added := await ensure_search_attributes(client, settings.temporal_namespace):
+        log.info("registered search attributes %s", ", ".join(added))
     providers = build_providers(settings)
     log.info("illustrator %s, storage %s", providers.illustrator.name, providers.store.name)
+    warn_if_photos_leave_the_host(settings)
     try:
         yield client, database, providers
     finally:
         await providers.aclose()
         database.engine.dispose()
+
+
+def warn_if_photos_leave_the_host(settings: Settings) -> None:
+    if (
+        settings.illustrator_kind is IllustratorKind.GEMINI
+        and settings.storage_kind is StorageKind.LOCAL
+    ):
+        log.warning(
+            "a real image model with local storage: photos under STORAGE_DIR (%s) are sent "
+            "to the model and pictures stay on this host; set CLOUDINARY_URL for the CDN",
+            settings.storage_dir.resolve(),
+        )
 
 
 async def until_polling(workers: list[Worker], runs: list[asyncio.Task[None]]) -> bool:
@@ -214,7 +238,7 @@ def main() -> int:
         asyncio.run(amain())
     except (StyleLibraryError, DatabaseNotReady, TemporalUnavailable, ConfigurationError) as exc:
         log.error("worker not started: %s", exc)
-        return 1
+        return 2
     return 0
 
 

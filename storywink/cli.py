@@ -23,7 +23,7 @@ from storywink.config import DEFAULT_DATA_DIR, ConfigurationError, Settings, loa
 from storywink.connections import Database, TemporalUnavailable, connect_temporal, open_database
 from storywink.db.engine import DatabaseNotReady, in_session, make_engine, upgrade_to_head
 from storywink.db.models import Book, new_id
-from storywink.devserver import UI_PORT, DevServerError, ensure_dev_server, stop_dev_server
+from storywink.devserver import DevServerError, ensure_dev_server, stop_dev_server, web_ui_url
 from storywink.errors import BookError
 from storywink.gallery import GalleryPage, write_gallery
 from storywink.images import NotAnImage, image_mime_type
@@ -400,11 +400,11 @@ def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
     err.print(f"\nThe book is {outcome_status}.")
     err.print(f"The book:        {gallery.resolve().as_uri()}")
     err.print(f"Pictures:        {settings.storage_dir.resolve() / 'storywink' / book_id}")
-    if started or settings.temporal_address.startswith(("localhost", "127.0.0.1")):
-        err.print(
-            f"Temporal Web UI: http://localhost:{UI_PORT}/namespaces/"
-            f"{settings.temporal_namespace}/workflows/{workflow_id}"
-        )
+    if ui := web_ui_url(settings, started=started):
+        namespace = settings.temporal_namespace
+        err.print(f"Temporal Web UI: {ui}/namespaces/{namespace}/workflows/{workflow_id}")
+    else:
+        err.print("Temporal Web UI: address unknown (set TEMPORAL_UI_URL)")
     err.print(f"Status:          storywink status {book_id}")
     if started:
         err.print("Stop the dev server with: storywink devserver stop")

@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATA_DIR = Path(".data")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class IllustratorKind(StrEnum):
@@ -61,6 +71,9 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = Field(default="storywink", min_length=1)
     temporal_illustration_task_queue: str = Field(default="storywink-illustration", min_length=1)
+    temporal_ui_url: str | None = Field(
+        default=None, description="Web UI base URL the demo prints (found by probing if unset)."
+    )
 
     # Database
     database_url: SecretStr = SecretStr("")
@@ -112,6 +125,28 @@ class Settings(BaseSettings):
         default=None, ge=1, le=65535, description="HTTP /healthz and /readyz."
     )
     ops_host: str = Field(default="0.0.0.0", min_length=1, description="Interface of both.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_database_url(cls, value: SecretStr) -> SecretStr:
+        # Only the form here; driver and server are checked when the database is opened.
+        if url := value.get_secret_value():
+            try:
+                make_url(url)
+            except (ArgumentError, ValueError):
+                raise ValueError(
+                    "is malformed (expected e.g. postgresql+psycopg://user:pw@host/db "
+                    "or sqlite:///path/to/file.db)"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:

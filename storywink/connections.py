@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode
 
+from storywink import pipeline
 from storywink.config import Settings
 from storywink.db.engine import (
+    DatabaseNotReady,
+    DatabaseUnavailable,
     check_schema_current,
     is_sqlite,
     make_engine,
@@ -21,14 +33,27 @@ from storywink.db.engine import (
 )
 from storywink.redact import Redactor
 
+__all__ = [
+    "Database",
+    "DatabaseNotReady",
+    "DatabaseUnavailable",
+    "TemporalUnavailable",
+    "connect_temporal",
+    "ensure_search_attributes",
+    "open_database",
+    "redactor_for",
+]
+
 
 class TemporalUnavailable(RuntimeError):
-    pass
+    """Temporal is unreachable, the namespace does not exist, or the namespace lacks our
+    search attributes; the message is one line naming the setting."""
 
 
 async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
-    """Connect with the pydantic converter, and check the server answers. Workers built
-    on the client use its `runtime` (metrics, core logs); the default one when None."""
+    """Connect with the pydantic converter, and check the server answers and has the
+    namespace. Workers built on the client use its `runtime` (metrics, core logs); the
+    default one when None."""
     try:
         client = await Client.connect(
             settings.temporal_address,
@@ -40,9 +65,97 @@ async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -
     except Exception as exc:
         raise TemporalUnavailable(
             f"cannot reach Temporal at {settings.temporal_address} "
-            f"(TEMPORAL_ADDRESS): {type(exc).__name__}: {exc}"
+            f"(TEMPORAL_ADDRESS): {type(exc).__name__}: {_first_line(exc)}"
         ) from None
+    await _check_namespace(client, settings)
     return client
+
+
+async def _check_namespace(client: Client, settings: Settings) -> None:
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=settings.temporal_namespace)
+        )
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise TemporalUnavailable(
+                f"namespace {settings.temporal_namespace!r} (TEMPORAL_NAMESPACE) does not exist "
+                f"at {settings.temporal_address}"
+            ) from None
+        raise TemporalUnavailable(
+            f"cannot describe namespace {settings.temporal_namespace!r} (TEMPORAL_NAMESPACE) "
+            f"at {settings.temporal_address}: {exc.status.name}: {_first_line(exc)}"
+        ) from None
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Make sure the namespace knows our search attributes (a run upserts them; without
+    them its workflow task would fail forever). Registers missing ones where the server
+    allows it (dev and self-hosted servers); return the names it registered."""
+    missing = await _missing_search_attributes(client, namespace)
+    if not missing:
+        return []
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={key.name: _proto_type(key) for key in missing},
+            )
+        )
+    except RPCError as exc:
+        refusal = f"{exc.status.name}: {_first_line(exc)}"
+    else:
+        refusal = "added, but not listed afterwards"
+    # Another worker may have added them meanwhile (ALREADY_EXISTS); what counts is the list.
+    still_missing = await _missing_search_attributes(client, namespace)
+    if still_missing:
+        commands = "; ".join(
+            f"temporal operator search-attribute create --namespace {namespace} "
+            f"--name {key.name} --type {key.indexed_value_type.name.title()}"
+            for key in still_missing
+        )
+        raise TemporalUnavailable(
+            f"namespace {namespace!r} (TEMPORAL_NAMESPACE) lacks the search attributes "
+            f"{', '.join(key.name for key in still_missing)} and refused to add them "
+            f"({refusal}); run: {commands}"
+        )
+    return [key.name for key in missing]
+
+
+async def _missing_search_attributes(
+    client: Client, namespace: str
+) -> list[SearchAttributeKey[Any]]:
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except RPCError as exc:
+        raise TemporalUnavailable(
+            f"cannot list the search attributes of namespace {namespace!r} "
+            f"(TEMPORAL_NAMESPACE): {exc.status.name}: {_first_line(exc)}"
+        ) from None
+    known = dict(listed.custom_attributes)
+    missing: list[SearchAttributeKey[Any]] = []
+    for key in pipeline.SEARCH_ATTRIBUTES:
+        registered = known.get(key.name)
+        if registered is None:
+            missing.append(key)
+        elif registered != _proto_type(key):
+            raise TemporalUnavailable(
+                f"search attribute {key.name} of namespace {namespace!r} (TEMPORAL_NAMESPACE) "
+                f"is {IndexedValueType.Name(registered)}, expected "
+                f"{IndexedValueType.Name(_proto_type(key))}"
+            )
+    return missing
+
+
+def _proto_type(key: SearchAttributeKey[Any]) -> IndexedValueType.ValueType:
+    return IndexedValueType.ValueType(key.indexed_value_type.value)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -67,5 +180,5 @@ def redactor_for(settings: Settings) -> Redactor:
     if settings.cloudinary_url:
         secrets.append(settings.cloudinary_url.get_secret_value())
         secrets.append(settings.cloudinary.api_secret.get_secret_value())
-    secrets.append(make_url(settings.resolved_database_url).password)
+    secrets.append(make_url(settings.resolved_database_url).password)  # parsed by Settings
     return Redactor(secrets)

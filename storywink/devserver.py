@@ -16,10 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from storywink import pipeline
-from storywink.config import DEFAULT_DATA_DIR
+from storywink.config import DEFAULT_DATA_DIR, Settings
 
 UI_PORT = 8233
+# Answered by the Temporal Web UI (its settings as JSON), not by just any web server.
+UI_SETTINGS_PATH = "/api/v1/settings"
 
 
 class DevServerError(RuntimeError):
@@ -109,3 +113,24 @@ def stop_dev_server(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def web_ui_url(settings: Settings, *, started: bool, probe_port: int = UI_PORT) -> str | None:
+    """The Web UI of the server at TEMPORAL_ADDRESS, where known: TEMPORAL_UI_URL, else the
+    dev server we started, else a Temporal UI answering on `probe_port` of its host."""
+    if settings.temporal_ui_url:
+        return settings.temporal_ui_url.rstrip("/")
+    host, _ = _host_port(settings.temporal_address)
+    if started:
+        return f"http://{host}:{UI_PORT}"
+    candidate = f"http://{host}:{probe_port}"
+    return candidate if is_temporal_ui(candidate) else None
+
+
+def is_temporal_ui(base_url: str, timeout: float = 1.0) -> bool:
+    try:
+        response = httpx.get(base_url + UI_SETTINGS_PATH, timeout=timeout, trust_env=False)
+        settings = response.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return response.status_code == 200 and isinstance(settings, dict) and "Auth" in settings

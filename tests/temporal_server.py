@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,8 +19,23 @@ from tests.worker_processes import free_port
 class DevServer:
     """Our own file-backed `temporal server start-dev`, which the test may crash."""
 
-    def __init__(self, directory: Path, dynamic_config: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        dynamic_config: Mapping[str, str] | None = None,
+        search_attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        """`search_attributes` (name -> type) replaces ours, which are registered by default."""
         self.dynamic_config = dict(dynamic_config or {})
+        self.search_attribute_flags: Sequence[str] = (
+            pipeline.dev_server_search_attribute_flags()
+            if search_attributes is None
+            else [
+                arg
+                for name, kind in search_attributes.items()
+                for arg in ("--search-attribute", f"{name}={kind}")
+            ]
+        )
         self.db = directory / "temporal.db"
         self.log = directory / "temporal.log"
         self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
@@ -50,7 +65,7 @@ class DevServer:
                     str(self.db),
                     "--log-level",
                     "error",
-                    *pipeline.dev_server_search_attribute_flags(),
+                    *self.search_attribute_flags,
                     *(
                         arg
                         for key, value in self.dynamic_config.items()
@@ -84,9 +99,11 @@ class DevServer:
 
 @asynccontextmanager
 async def dev_server(
-    directory: Path, dynamic_config: Mapping[str, str] | None = None
+    directory: Path,
+    dynamic_config: Mapping[str, str] | None = None,
+    search_attributes: Mapping[str, str] | None = None,
 ) -> AsyncIterator[DevServer]:
-    server = DevServer(directory, dynamic_config)
+    server = DevServer(directory, dynamic_config, search_attributes)
     await server.start()
     try:
         yield server

@@ -21,9 +21,11 @@ def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
         if not k.startswith(("GEMINI", "GOOGLE", "CLOUDINARY", "DATABASE", "TEMPORAL"))
     }
     env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
-        STORAGE_DIR=str(tmp_path / "storage"),
-        **values,
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+            "STORAGE_DIR": str(tmp_path / "storage"),
+            **values,
+        }
     )
     return env
 
@@ -56,7 +58,7 @@ def test_worker_with_invalid_settings_names_them_and_exits(
 
 def test_worker_without_temporal_does_not_start(tmp_path: Path) -> None:
     result = run_worker(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "cannot reach Temporal at 127.0.0.1:1 (TEMPORAL_ADDRESS)" in result.stderr
     assert "polling" not in result.stderr
 

@@ -92,9 +92,10 @@ async def server() -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture
-async def fetcher() -> AsyncIterator[ImageFetcher]:
+async def fetcher(tmp_path: Path) -> AsyncIterator[ImageFetcher]:
+    """file:// URLs are allowed under tmp_path (the storage root of these tests)."""
     async with ImageFetcher(
-        timeout_seconds=2, max_bytes=MAX_BYTES, allow_private=True, allow_file=True
+        timeout_seconds=2, max_bytes=MAX_BYTES, allow_private=True, file_root=tmp_path
     ) as fetcher:
         yield fetcher
 
@@ -304,7 +305,7 @@ async def test_reads_local_files_when_allowed(fetcher: ImageFetcher, tmp_path: P
 
 
 async def test_file_errors_are_permanent(fetcher: ImageFetcher, tmp_path: Path) -> None:
-    with pytest.raises(PermanentError, match="file not found"):
+    with pytest.raises(PermanentError, match="no such file in local storage"):
         await fetcher.fetch((tmp_path / "missing.png").as_uri(), "photo")
     big = tmp_path / "big.png"
     big.write_bytes(b"\0" * (MAX_BYTES + 1))
@@ -320,3 +321,41 @@ async def test_file_urls_refused_unless_allowed(tmp_path: Path) -> None:
     async with ImageFetcher(timeout_seconds=1, max_bytes=MAX_BYTES, allow_private=True) as f:
         with pytest.raises(PermanentError, match="unsupported URL scheme 'file'"):
             await f.fetch(photo.as_uri(), "photo")
+
+
+NO_SUCH_FILE = "no such file in local storage"
+
+
+async def test_file_outside_the_root_reads_as_missing(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    root.mkdir()
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(PNG)
+    (root / "link.png").symlink_to(outside)
+    (root / "linked-dir").symlink_to(tmp_path)
+    async with ImageFetcher(timeout_seconds=1, max_bytes=MAX_BYTES, file_root=root) as f:
+        for url in (
+            outside.as_uri(),
+            f"file://{root}/../secret.png",
+            (root / "link.png").as_uri(),
+            (root / "linked-dir" / "secret.png").as_uri(),
+            "file:///etc/passwd",
+        ):
+            with pytest.raises(PermanentError) as refused:
+                await f.fetch(url, "photo")
+            assert str(refused.value).endswith(f": {NO_SUCH_FILE}"), url
+        with pytest.raises(PermanentError) as missing:
+            await f.fetch((root / "missing.png").as_uri(), "photo")
+        assert str(missing.value).endswith(f": {NO_SUCH_FILE}")
+
+
+async def test_files_under_a_symlinked_root_are_read(tmp_path: Path) -> None:
+    real_root = tmp_path / "real"
+    (real_root / "book").mkdir(parents=True)
+    (real_root / "book" / "p.png").write_bytes(PNG)
+    root = tmp_path / "storage"
+    root.symlink_to(real_root)
+    async with ImageFetcher(timeout_seconds=1, max_bytes=MAX_BYTES, file_root=root) as f:
+        image = await f.fetch((root / "book" / "p.png").as_uri(), "photo")
+        again = await f.fetch(f"file://{root}/book/../book/p.png", "photo")
+    assert image.data == again.data == PNG

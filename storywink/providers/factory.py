@@ -55,7 +55,8 @@ def build_providers(settings: Settings) -> Providers:
             timeout_seconds=settings.fetch_timeout_seconds,
             max_bytes=settings.max_fetch_bytes,
             allow_private=settings.allow_private_fetch,
-            # Local storage keeps the parents' photos on disk as file:// URLs.
-            allow_file=settings.storage_kind is StorageKind.LOCAL,
+            # Local storage keeps the parents' photos on disk as file:// URLs; nothing
+            # outside it may be read (and, with a real model, sent away).
+            file_root=settings.storage_dir if settings.storage_kind is StorageKind.LOCAL else None,
         ),
     )

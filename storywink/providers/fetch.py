@@ -3,13 +3,16 @@
 URLs come from users and from configuration, so the fetcher refuses anything that could
 reach the worker's own network (SSRF): every address a host resolves to must be public,
 each redirect hop is checked again, and the connection is pinned to the address that was
-checked so a second DNS answer cannot swap it for a private one. Sizes are capped while
-streaming, and the bytes must decode as an image.
+checked so a second DNS answer cannot swap it for a private one. `file://` URLs (local
+storage) are read only inside one root directory, after resolving symlinks and `..`; a
+path outside it gets the same answer as a missing file, so a URL cannot probe the host's
+files. Sizes are capped while streaming, and the bytes must decode as an image.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import socket
@@ -63,7 +66,8 @@ async def resolve_host(host: str, port: int) -> list[str]:
 
 
 class ImageFetcher:
-    """Fetches images over http(s) (and file:// when `allow_file`) into `SourceImage`s.
+    """Fetches images over http(s) (and file:// inside `file_root`, when given) into
+    `SourceImage`s.
 
     A shared `client` must connect directly (no proxy): a proxy would resolve the host
     itself and bypass the address check. Errors are `PermanentError` (bad URL, refused
@@ -77,14 +81,14 @@ class ImageFetcher:
         timeout_seconds: float,
         max_bytes: int,
         allow_private: bool = False,
-        allow_file: bool = False,
+        file_root: Path | None = None,
         client: httpx.AsyncClient | None = None,
         resolver: Resolver | None = None,
     ) -> None:
         self._timeout_seconds = timeout_seconds
         self._max_bytes = max_bytes
         self._allow_private = allow_private
-        self._allow_file = allow_file
+        self._file_root = file_root
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(trust_env=False)
         self._resolve = resolver or resolve_host
@@ -118,29 +122,35 @@ class ImageFetcher:
         except ValueError:
             raise PermanentError(f"{where}: malformed URL") from None
         scheme = parts.scheme.lower()
-        if scheme == "file" and self._allow_file:
-            return await asyncio.to_thread(self._read_file, url, where)
+        if scheme == "file" and self._file_root is not None:
+            return await asyncio.to_thread(self._read_file, url, self._file_root, where)
         if scheme in ("http", "https"):
             return await self._fetch_http(url, where)
         raise PermanentError(f"{where}: unsupported URL scheme {scheme or 'none'!r}")
 
     # -- file:// -----------------------------------------------------------------------
 
-    def _read_file(self, url: str, where: str) -> bytes:
+    def _read_file(self, url: str, root: Path, where: str) -> bytes:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise PermanentError(f"{where}: file URLs must name a local path")
-        path = Path(url2pathname(parts.path))
+        not_found = PermanentError(f"{where}: no such file in local storage")
+        path = Path(os.path.realpath(url2pathname(parts.path)))
+        if not path.is_relative_to(os.path.realpath(root)):
+            raise not_found
         try:
-            with path.open("rb") as handle:
+            # O_NOFOLLOW: the checked path's last part cannot have become a symlink since.
+            with open(path, "rb", opener=_open_no_follow) as handle:
                 if os.fstat(handle.fileno()).st_size > self._max_bytes:
                     raise self._too_large(where)
                 data = handle.read(self._max_bytes + 1)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise PermanentError(f"{where}: file not found") from None
+            raise not_found from None
         except PermissionError:
             raise PermanentError(f"{where}: permission denied") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # swapped for a symlink after the check
+                raise not_found from None
             raise TransientError(f"{where}: cannot read file ({type(exc).__name__})") from None
         if len(data) > self._max_bytes:
             raise self._too_large(where)
@@ -259,6 +269,10 @@ class ImageFetcher:
 
     def _too_large(self, where: str) -> PermanentError:
         return PermanentError(f"{where}: larger than {self._max_bytes} bytes")
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 def _check_status(status: int, retry_after: str | None, where: str) -> None:
