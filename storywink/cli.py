@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.service import RPCError
 from typer.exceptions import TyperException
@@ -92,7 +93,11 @@ def _secrets() -> list[str]:
             values.append(secret.get_secret_value() if secret else "")
     found = []
     for value in values:
-        found.append(value)
+        if "://" not in value:
+            found.append(value)  # an API key
+            continue
+        if value.startswith("cloudinary:"):
+            found.append(value)
         with contextlib.suppress(ValueError):
             found.append(urlsplit(value).password or "")  # a database or Cloudinary secret
     return [value for value in found if value]
@@ -150,9 +155,20 @@ def one_line_errors() -> Iterator[None]:
         )
 
 
+def checked_settings() -> Settings:
+    """The settings, with DATABASE_URL at least well-formed (its password never shown)."""
+    settings = load_settings()
+    try:
+        make_url(settings.resolved_database_url).port  # noqa: B018 - parsing is the check
+    except (ArgumentError, ValueError) as exc:
+        problem = str(exc).split(" from string", 1)[0]
+        raise ConfigurationError(f"DATABASE_URL is not a database URL: {problem}") from None
+    return settings
+
+
 def _settings() -> Settings:
     with one_line_errors():
-        return load_settings()
+        return checked_settings()
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
@@ -225,8 +241,8 @@ async def create_book_from_photos(
         left = await _discard_originals(store, uploaded)
         if left:
             exc.add_note(
-                f"{len(left)} uploaded originals remain in the {store.name} store "
-                f"under storywink/{book_id}/originals"
+                f"up to {len(left)} originals uploaded to the {store.name} store remain "
+                f"under storywink/{book_id}/originals (it cannot delete them)"
             )
         raise
     return created.id
@@ -249,7 +265,7 @@ def book_create(
         new_book = NewBook.checked(
             title=title, child_name=child_name, art_style=style, user_id=user
         )
-        settings = load_settings()
+        settings = checked_settings()
         photo_files = photos_in(photos, settings.max_fetch_bytes)
         texts = story_pages(story, len(photo_files)) if story else None
         database = open_database(settings)
