@@ -378,7 +378,7 @@ def ending_line(end: RunEnd) -> str:
     if end.ending in (RunEnding.COMPLETED, RunEnding.ALREADY_SETTLED):
         return f"book {end.book_id}: {book.status.value} ({pages})"
     reason = f": {shorten(end.reason, 200)}" if end.reason else ""
-    if book.settled:
+    if book.status is not BookStatus.ILLUSTRATING:
         after = f"book is {book.status.value}: {pages}"
     else:
         after = (
