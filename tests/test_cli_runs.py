@@ -216,7 +216,11 @@ async def test_a_run_under_another_workflow_id_is_followed_by_illustrate_and_the
             task_queue=settings.temporal_task_queue,
         )
         await wait_until(lambda: claimed(database, book_id))
-        progress = await client.progress(book_id)
+        # The claim is written inside prepare; the run's progress moves once prepare returns.
+        async with asyncio.timeout(30):
+            progress = await client.progress(book_id)
+            while progress.phase == "preparing":
+                progress = await client.progress(book_id)
         async with storywink_illustrate(settings, tmp_path, book_id) as cli:
             started = await cli.line_containing("illustrating book")
             held.release.set()
