@@ -15,19 +15,24 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, computed_field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEventFilterType
 from temporalio.service import RPCError, RPCStatusCode
 
 from storywink import pipeline
 from storywink.connections import TemporalUnavailable
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
+from storywink.redact import shorten
 from storywink.shared import BookStatus, ModerationStatus
 
 IN_PROGRESS_STATUSES = (BookStatus.ILLUSTRATING, BookStatus.GENERATING)
 SETTLED_STATUSES = (BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED)
 DEFAULT_RECENT = 10
 MAX_CONCURRENT_DESCRIBES = 8
+REASON_LIMIT = 200
 
 
 class _Frozen(BaseModel):
@@ -61,6 +66,7 @@ class RunCheck(_Frozen):
     temporal_status: str | None = None  # of the claim's run, e.g. "TERMINATED"
     started_at: datetime | None = None
     replacement_run_id: str | None = None  # another run of the book's workflow, running
+    reason: str | None = None  # why the claim's run ended, from its close event; one line
     hint: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
@@ -266,6 +272,43 @@ async def _describe(
     return description.run_id, description.status, description.start_time
 
 
+def _innermost_message(failure: Failure) -> str:
+    """An activity's own error sits below the workflow's "Activity task failed"."""
+    message = failure.message
+    while failure.HasField("cause"):
+        failure = failure.cause
+        message = failure.message or message
+    return message
+
+
+def _close_reason(event: HistoryEvent) -> str | None:
+    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+        reason = event.workflow_execution_terminated_event_attributes.reason
+        return reason or "no reason given"
+    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        failure = event.workflow_execution_failed_event_attributes.failure
+        return _innermost_message(failure)
+    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+        return "the run outlived its run or execution timeout"
+    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
+        return "the run was cancelled before it settled the book"
+    return None
+
+
+async def run_end_reason(temporal: Client, workflow_id: str, run_id: str) -> str | None:
+    """Why a closed run ended, from the close event of its history, in one short line."""
+    handle = temporal.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        async for event in handle.fetch_history_events(
+            event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
+        ):
+            reason = _close_reason(event)
+            return shorten(reason, REASON_LIMIT) if reason else None
+    except RPCError:
+        return None  # purged meanwhile, or unreadable: the status alone still says a lot
+    return None
+
+
 async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> RunCheck:
     """Ask Temporal whether the run named by the book's claim is running."""
     if book.run_id is None:
@@ -284,6 +327,9 @@ async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> 
                 temporal_status=status.name if status else None,
                 started_at=started_at,
             )
+            if check.state is RunState.ENDED:
+                reason = await run_end_reason(temporal, workflow_id, book.run_id)
+                check = check.model_copy(update={"reason": reason})
         if check.stuck:
             latest = await _describe(temporal, pipeline.workflow_id_for(book.book_id), None)
             if latest and latest[1] is WorkflowExecutionStatus.RUNNING:

@@ -3,15 +3,39 @@
 client = await IllustrationClient.connect(load_settings())
 run = await client.start_illustration(book_id)      # BookNotFound -> 404, BookNotReady -> 409
 progress = await client.progress(book_id)
+end = await client.wait_for_end(book_id)            # how the run ended, and the book after it
+
+Every call follows the run that holds the book's claim, whatever its workflow id (a run
+started from the `temporal` CLI under another id included), and follows a reset: the
+handle is by workflow id, never pinned to a run id.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Final
 
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import (
+    CancelledError,
+    FailureError,
+    TerminatedError,
+)
+from temporalio.exceptions import TimeoutError as WorkflowTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from storywink import books, pipeline
@@ -19,15 +43,26 @@ from storywink.config import Settings
 from storywink.connections import connect_temporal, open_database
 from storywink.db.engine import in_session
 from storywink.db.models import Book
-from storywink.errors import BookNotReady
+from storywink.errors import BookNotReady, NotIllustrating, RunEnded
 from storywink.shared import (
     ILLUSTRATABLE_STATUSES,
     BookOutcome,
     BookStatus,
     IllustrationRequest,
     ModerationStatus,
+    NotificationType,
     Progress,
 )
+
+QUERY_TIMEOUT: Final = timedelta(seconds=3)
+# A poller's last access is when its current long poll (up to ~70 s) began.
+LIVE_POLLER_WINDOW: Final = timedelta(seconds=90)
+SETTLED_STATUSES: Final = frozenset({BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED})
+_NOTIFICATION_FOR: Final = {
+    BookStatus.COMPLETED: NotificationType.BOOK_COMPLETED,
+    BookStatus.PARTIAL: NotificationType.BOOK_PARTIAL,
+    BookStatus.FAILED: NotificationType.BOOK_FAILED,
+}
 
 
 @dataclass(frozen=True)
@@ -37,17 +72,75 @@ class IllustrationRun:
     run_id: str | None
 
 
+class RunEnding(StrEnum):
+    """How the run a caller waited for ended."""
+
+    COMPLETED = "completed"  # returned its outcome
+    CANCELLED = "cancelled"  # the book is still settled by the run's finalize
+    TERMINATED = "terminated"
+    TIMED_OUT = "timed out"
+    FAILED = "failed"  # the run itself failed (e.g. refused the book)
+    ALREADY_SETTLED = "already settled"  # no run worked on the book: it was settled before
+
+
+@dataclass(frozen=True)
+class BookState:
+    """The book as the database has it."""
+
+    status: BookStatus
+    pages_total: int
+    pages_with_image: int
+    pages_flagged: int
+    pages_failed: int
+
+    @property
+    def settled(self) -> bool:
+        return self.status in SETTLED_STATUSES
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    book_id: str
+    workflow_id: str | None
+    run_id: str | None
+    ending: RunEnding
+    book: BookState  # read after the run ended
+    outcome: BookOutcome | None  # the run's own result, when it completed
+    reason: str | None = None  # why it ended, for the endings other than COMPLETED
+
+
+@dataclass(frozen=True)
+class QueuePollers:
+    task_queue: str
+    kind: str  # "workflow" or "activity"
+    live: int  # pollers seen within LIVE_POLLER_WINDOW
+    listed: int  # every poller the server still lists
+    last_seen: datetime | None
+
+
 class IllustrationClient:
-    def __init__(self, temporal: Client, sessions: sessionmaker[Session], task_queue: str) -> None:
+    def __init__(
+        self,
+        temporal: Client,
+        sessions: sessionmaker[Session],
+        task_queue: str,
+        page_task_queue: str | None = None,
+    ) -> None:
         self._temporal = temporal
         self._sessions = sessions
         self._task_queue = task_queue
+        self._page_task_queue = page_task_queue
 
     @classmethod
     async def connect(cls, settings: Settings) -> IllustrationClient:
         database = open_database(settings)
         temporal = await connect_temporal(settings)
-        return cls(temporal, database.sessions, settings.temporal_task_queue)
+        return cls(
+            temporal,
+            database.sessions,
+            settings.temporal_task_queue,
+            settings.temporal_illustration_task_queue,
+        )
 
     async def start_illustration(self, book_id: str) -> IllustrationRun:
         """Start the book's run, or return the one already running for it.
@@ -74,7 +167,10 @@ class IllustrationClient:
         )
         return IllustrationRun(book_id, handle.id, handle.result_run_id)
 
-    async def _is_running(self, workflow_id: str, run_id: str | None) -> bool:
+    async def _describe(
+        self, workflow_id: str, run_id: str | None = None
+    ) -> tuple[str, WorkflowExecutionStatus | None] | None:
+        """(run id, status) of the run, the workflow's latest when `run_id` is None."""
         try:
             description = await self._temporal.get_workflow_handle(
                 workflow_id, run_id=run_id
@@ -82,34 +178,170 @@ class IllustrationClient:
         except RPCError as exc:
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 raise
-            return False
-        return description.status is WorkflowExecutionStatus.RUNNING
+            return None
+        return description.run_id, description.status
+
+    async def _is_running(self, workflow_id: str, run_id: str | None) -> bool:
+        described = await self._describe(workflow_id, run_id)
+        return described is not None and described[1] is WorkflowExecutionStatus.RUNNING
+
+    async def workflow_working_on(self, book_id: str) -> str | None:
+        """The workflow id whose latest run works on the book, or None when none does.
+
+        That is the claim's workflow while the book is ILLUSTRATING, unless its run ended
+        and the book's own workflow runs again to take the claim over; otherwise the
+        book's own workflow if a run of it has started and not claimed the book yet.
+        """
+        claim = await in_session(self._sessions, books.read_claim, book_id)
+        own = pipeline.workflow_id_for(book_id)
+        if claim.status is BookStatus.ILLUSTRATING and claim.workflow_id:
+            if (
+                claim.workflow_id != own
+                and not await self._is_running(claim.workflow_id, None)
+                and await self._is_running(own, None)
+            ):
+                return own
+            return claim.workflow_id
+        return own if await self._is_running(own, None) else None
 
     def handle(self, book_id: str) -> WorkflowHandle[object, BookOutcome]:
+        """The book's own workflow (`book-illustration-<id>`), latest run."""
         return self._temporal.get_workflow_handle(
             pipeline.workflow_id_for(book_id), result_type=BookOutcome
         )
 
     async def progress(self, book_id: str) -> Progress:
-        """Live progress from the running workflow, or the settled state from the database."""
-        book = await in_session(self._sessions, _load_book, book_id)
-        if book.status is BookStatus.ILLUSTRATING and book.illustration_workflow_id:
-            handle = self._temporal.get_workflow_handle(book.illustration_workflow_id)
+        """Live progress from the run working on the book, or the database's state."""
+        workflow_id = await self.workflow_working_on(book_id)
+        if workflow_id is not None:
+            handle = self._temporal.get_workflow_handle(workflow_id)
             try:
-                progress = await handle.query(pipeline.PROGRESS_QUERY, result_type=Progress)
+                progress = await handle.query(
+                    pipeline.PROGRESS_QUERY, result_type=Progress, rpc_timeout=QUERY_TIMEOUT
+                )
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+                pass  # no worker answered in time, or the run is gone: the database knows
+            else:
                 assert isinstance(progress, Progress)
                 return progress
-            except RPCError as exc:
-                if exc.status is not RPCStatusCode.NOT_FOUND:
-                    raise
-        return progress_from_book(book)
+        return progress_from_book(await in_session(self._sessions, _load_book, book_id))
+
+    async def wait_for_end(self, book_id: str) -> RunEnd:
+        """Wait until the run working on the book ends (following a reset's new run), and
+        say how it ended; a book no run works on that is settled returns at once.
+
+        Raises `BookNotFound`, or `NotIllustrating` for a book that is neither settled
+        nor worked on (e.g. STORY_READY and never started)."""
+        workflow_id = await self.workflow_working_on(book_id)
+        if workflow_id is None:
+            book = await in_session(self._sessions, _load_book, book_id)
+            if book.status not in SETTLED_STATUSES:
+                raise NotIllustrating(book_id, book.status)
+            return RunEnd(book_id, None, None, RunEnding.ALREADY_SETTLED, book_state(book), None)
+        return await self._follow(book_id, workflow_id)
+
+    async def _follow(self, book_id: str, workflow_id: str) -> RunEnd:
+        while True:
+            described = await self._describe(workflow_id)
+            if described is None:
+                book = await in_session(self._sessions, _load_book, book_id)
+                unknown = f"Temporal knows no run of workflow {workflow_id}"
+                return RunEnd(
+                    book_id, workflow_id, None, RunEnding.FAILED, book_state(book), None, unknown
+                )
+            run_id = described[0]
+            handle = self._temporal.get_workflow_handle(
+                workflow_id, run_id=run_id, result_type=BookOutcome
+            )
+            outcome: BookOutcome | None = None
+            reason: str | None = None
+            try:
+                outcome = await handle.result()
+                ending = RunEnding.COMPLETED
+            except WorkflowFailureError as failure:
+                ending, reason = _ending_of(failure)
+                latest = await self._describe(workflow_id)
+                if ending is RunEnding.TERMINATED and latest and latest[0] != run_id:
+                    continue  # a reset terminated this run and a new one carries on
+            book = await in_session(self._sessions, _load_book, book_id)
+            return RunEnd(book_id, workflow_id, run_id, ending, book_state(book), outcome, reason)
 
     async def wait(self, book_id: str) -> BookOutcome:
-        return await self.handle(book_id).result()
+        """The outcome of the run working on the book (or of the book, already settled).
 
-    async def cancel(self, book_id: str) -> None:
-        """Ask the run to stop; pages in flight stop promptly and the book is still settled."""
-        await self.handle(book_id).cancel()
+        Raises `RunEnded` when the run ended without an outcome (cancelled, terminated,
+        timed out, failed)."""
+        end = await self.wait_for_end(book_id)
+        if end.outcome is not None:
+            return end.outcome
+        if end.ending is RunEnding.ALREADY_SETTLED:
+            book = await in_session(self._sessions, _load_book, book_id)
+            return outcome_from_book(book)
+        raise RunEnded(book_id, end.ending.value, end.book.status, end.reason)
+
+    async def cancel(self, book_id: str) -> bool:
+        """Ask the run working on the book to stop; pages in flight stop promptly and the
+        book is still settled. False when no run works on it."""
+        workflow_id = await self.workflow_working_on(book_id)
+        if workflow_id is None:
+            return False
+        try:
+            await self._temporal.get_workflow_handle(workflow_id).cancel()
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return False  # it ended meanwhile
+        return True
+
+    async def task_queue_pollers(self) -> list[QueuePollers]:
+        """Who polls the workflow queue (and the page queue, when known)."""
+        queues = [(self._task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)]
+        if self._page_task_queue:
+            queues.append((self._page_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
+        return [await self._pollers(name, kind) for name, kind in queues]
+
+    async def _pollers(self, task_queue: str, kind: TaskQueueType.ValueType) -> QueuePollers:
+        response = await self._temporal.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self._temporal.namespace,
+                task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+                task_queue_type=kind,
+            )
+        )
+        seen = [
+            poller.last_access_time.ToDatetime(tzinfo=UTC)
+            for poller in response.pollers
+            if poller.HasField("last_access_time")
+        ]
+        now = datetime.now(UTC)
+        return QueuePollers(
+            task_queue=task_queue,
+            kind="workflow" if kind == TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW else "activity",
+            live=sum(now - moment <= LIVE_POLLER_WINDOW for moment in seen),
+            listed=len(response.pollers),
+            last_seen=max(seen, default=None),
+        )
+
+
+def _ending_of(failure: WorkflowFailureError) -> tuple[RunEnding, str | None]:
+    cause = failure.cause
+    if isinstance(cause, CancelledError):
+        return RunEnding.CANCELLED, None
+    if isinstance(cause, TerminatedError):
+        return RunEnding.TERMINATED, cause.message or None
+    if isinstance(cause, WorkflowTimeout):
+        return RunEnding.TIMED_OUT, None
+    return RunEnding.FAILED, failure_message(cause)
+
+
+def failure_message(error: BaseException | None) -> str | None:
+    """The innermost message of a Temporal failure chain (an activity's own error)."""
+    message = None
+    while error is not None:
+        if isinstance(error, FailureError) and error.message:
+            message = error.message
+        error = error.__cause__ if isinstance(error, FailureError) else None
+    return message
 
 
 def _load_book(session: Session, book_id: str) -> Book:
@@ -117,6 +349,31 @@ def _load_book(session: Session, book_id: str) -> Book:
     _ = book.pages  # load before the session closes
     session.expunge_all()
     return book
+
+
+def book_state(book: Book) -> BookState:
+    statuses = [page.moderation_status for page in book.pages]
+    return BookState(
+        status=book.status,
+        pages_total=len(statuses),
+        pages_with_image=sum(page.has_image for page in book.pages),
+        pages_flagged=statuses.count(ModerationStatus.FLAGGED),
+        pages_failed=statuses.count(ModerationStatus.FAILED),
+    )
+
+
+def outcome_from_book(book: Book) -> BookOutcome:
+    """The outcome of a settled book, as its last run's finalize returned it."""
+    state = book_state(book)
+    return BookOutcome(
+        book_id=book.id,
+        status=state.status,
+        pages_total=state.pages_total,
+        pages_with_image=state.pages_with_image,
+        pages_flagged=state.pages_flagged,
+        pages_failed=state.pages_failed,
+        notification_type=_NOTIFICATION_FOR.get(state.status, NotificationType.BOOK_FAILED),
+    )
 
 
 def progress_from_book(book: Book) -> Progress:

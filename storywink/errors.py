@@ -50,3 +50,33 @@ class PageNotFound(BookError):
     def __init__(self, page_id: str) -> None:
         super().__init__(f"page {page_id} not found (deleted during the run?)")
         self.page_id = page_id
+
+
+class NotIllustrating(BookError):
+    """No illustration run works on the book and it has never been settled: nothing to wait for."""
+
+    error_type = "NotIllustrating"
+
+    def __init__(self, book_id: str, status: BookStatus) -> None:
+        super().__init__(f"book {book_id} is {status.value} and no illustration run works on it")
+        self.book_id = book_id
+        self.status = status
+
+
+class RunEnded(BookError):
+    """The run ended without returning an outcome (cancelled, terminated, timed out, failed).
+
+    `status` is the book's status afterwards: settled (a cancelled run still settles it)
+    or still ILLUSTRATING when the run could not settle it."""
+
+    error_type = "RunEnded"
+
+    def __init__(
+        self, book_id: str, ending: str, status: BookStatus, reason: str | None = None
+    ) -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"the illustration run of book {book_id} was {ending}{detail}")
+        self.book_id = book_id
+        self.ending = ending
+        self.status = status
+        self.reason = reason

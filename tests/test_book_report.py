@@ -12,14 +12,18 @@ import shlex
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio import activity, workflow
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from typer.testing import CliRunner, Result
 
 from storywink import books, pipeline
@@ -66,20 +70,20 @@ def own_settings(
     return test_settings(temporal_env, own_database_url, tmp_path)
 
 
-def _invoke(settings: Settings, args: list[str]) -> Result:
+def _invoke(settings: Settings, args: list[str], columns: int = 400) -> Result:
     env = {
         "DATABASE_URL": settings.resolved_database_url,
         "TEMPORAL_ADDRESS": settings.temporal_address,
         "TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
-        "COLUMNS": "400",
+        "COLUMNS": str(columns),
     }
     return CliRunner().invoke(app, ["books", *args], env=env)
 
 
-async def storywink_books(settings: Settings, *args: str) -> Result:
+async def storywink_books(settings: Settings, *args: str, columns: int = 400) -> Result:
     # In a thread: the command runs its own event loop.
-    return await asyncio.to_thread(_invoke, settings, list(args))
+    return await asyncio.to_thread(_invoke, settings, list(args), columns)
 
 
 async def report_for(client: Client, database: Database, settings: Settings) -> BooksReport:
@@ -292,3 +296,72 @@ def test_ages_read_in_their_two_largest_units() -> None:
     ]
     assert ages == ["45s", "3m 07s", "2h 05m", "3d 4h", "0s"]
     assert format_age(datetime(2025, 1, 2, 11, 59), now) == "1m 00s"  # naive: UTC
+
+
+@dataclass(frozen=True)
+class ClaimInput:
+    book_id: str
+    workflow_id: str
+    run_id: str
+
+
+@workflow.defn(name="ClaimsThenFails")
+class ClaimsThenFails:
+    """A run that claims a book and then fails before it can settle it."""
+
+    @workflow.run
+    async def run(self, book_id: str) -> None:
+        info = workflow.info()
+        await workflow.execute_activity(
+            "claim_book_for_test",
+            ClaimInput(book_id=book_id, workflow_id=info.workflow_id, run_id=info.run_id),
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        raise ApplicationError(
+            "finalize gave up: database unreachable for 24 h", non_retryable=True
+        )
+
+
+async def test_a_book_whose_run_failed_is_stuck_with_the_reason_and_ids_are_never_cut(
+    temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(own_database, photo_urls(tmp_path / "photos", 2), title="Lost " * 30)
+    settled = create_book(own_database, photo_urls(tmp_path / "other", 1), title="Done " * 30)
+
+    @activity.defn(name="claim_book_for_test")
+    def claim(request: ClaimInput) -> None:
+        with own_database.sessions() as session:
+            books.claim_book(session, request.book_id, request.workflow_id, request.run_id)
+
+    queue = f"{own_settings.temporal_task_queue}-fails"
+    async with (
+        running_worker(temporal_client, own_settings, own_database),
+        Worker(
+            temporal_client,
+            task_queue=queue,
+            workflows=[ClaimsThenFails],
+            activities=[claim],
+            activity_executor=ThreadPoolExecutor(1),
+            # The sandbox would re-import this test module; the workflow is trivial.
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ),
+    ):
+        await (await start(temporal_client, own_settings, settled)).result()
+        failing = await temporal_client.start_workflow(
+            ClaimsThenFails.run, book_id, id=f"ops-{uuid.uuid4().hex[:8]}", task_queue=queue
+        )
+        with pytest.raises(WorkflowFailureError):
+            await failing.result()
+
+    result = await storywink_books(own_settings, columns=80)
+
+    assert result.exit_code == STUCK_EXIT_CODE, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    # Whole ids in both tables, the titles shortened instead.
+    assert any(line.startswith(f"│ {book_id} │") for line in lines), result.stdout
+    assert any(line.startswith(f"│ {settled} │") for line in lines), result.stdout
+    text = " ".join(result.stdout.split())
+    assert "run failed: finalize gave up: database unreachable for 24 h" in text
+    assert f"held by workflow {failing.id}, run {failing.result_run_id}" in text
+    assert f"`storywink illustrate {book_id}`" in text

@@ -135,7 +135,7 @@ def test_create_without_a_story_is_a_draft_with_photos_in_file_name_order(
     # Written in another order than their names sort in.
     for sample, name in zip(samples, ("b.jpg", "c.JPG", "a.jpg"), strict=True):
         sample.rename(photos / name)
-    (photos / "notes.txt").write_text("not a photo")
+    (photos / ".DS_Store").write_bytes(b"hidden files are not the parent's photos")
 
     result = create(tmp_path)
 
@@ -168,7 +168,7 @@ def test_create_refuses_bad_input_clearly_and_creates_no_book(
     extra: list[str] = []
     if case == "empty-photo-folder":
         photos.mkdir()
-        (photos / "readme.txt").write_text("no photos here")
+        (photos / ".thumbnails.jpg").write_text("hidden: ignored")
     else:
         write_sample_photos(photos, 3)
     if case == "story-with-wrong-page-count":

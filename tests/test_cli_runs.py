@@ -1,0 +1,263 @@
+"""`storywink illustrate` and the client on the real dev server: how a run ends, whose run
+it is, and what a silent wait means.
+
+`storywink illustrate` runs as a real subprocess; the worker runs in this process with an
+illustrator that holds every page until the test releases it, so runs stay RUNNING for as
+long as the test needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from storywink import pipeline
+from storywink.cli import ExitCode
+from storywink.client import IllustrationClient, RunEnding
+from storywink.config import Settings
+from storywink.connections import Database
+from storywink.errors import RunEnded
+from storywink.providers.factory import build_providers
+from storywink.shared import BookStatus, IllustrationRequest
+from tests.conftest import tool_path
+from tests.helpers import create_book, load_book, photo_urls, running_worker, wait_until
+from tests.test_book_report import HeldIllustrator
+from tests.test_cli import STORYWINK, cli_env
+
+
+@dataclass
+class Cli:
+    """A running `storywink illustrate BOOK_ID`."""
+
+    process: asyncio.subprocess.Process
+    stderr: list[str]
+
+    async def line_containing(self, text: str, within: float = 30.0) -> str:
+        async def read() -> str:
+            assert self.process.stderr is not None
+            while True:
+                raw = await self.process.stderr.readline()
+                if not raw:
+                    raise AssertionError(f"{text!r} never printed: {self.stderr}")
+                self.stderr.append(raw.decode().rstrip("\n"))
+                if text in self.stderr[-1]:
+                    return self.stderr[-1]
+
+        return await asyncio.wait_for(read(), within)
+
+    async def finish(self, within: float = 60.0) -> tuple[int, list[str]]:
+        assert self.process.stderr is not None
+        rest = await asyncio.wait_for(self.process.stderr.read(), within)
+        self.stderr.extend(rest.decode().splitlines())
+        return await self.process.wait(), self.stderr
+
+
+@asynccontextmanager
+async def storywink_illustrate(
+    settings: Settings, tmp_path: Path, book_id: str
+) -> AsyncIterator[Cli]:
+    env = cli_env(tmp_path)
+    env.update(
+        DATABASE_URL=settings.resolved_database_url,
+        TEMPORAL_ADDRESS=settings.temporal_address,
+        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
+        TEMPORAL_ILLUSTRATION_TASK_QUEUE=settings.temporal_illustration_task_queue,
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(STORYWINK),
+        "illustrate",
+        book_id,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield Cli(process, [])
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def assert_ends_with_one_line(lines: list[str], expected: str) -> None:
+    assert not any("Traceback" in line for line in lines), lines
+    assert lines[-1].startswith(expected), lines
+
+
+@asynccontextmanager
+async def held_worker(
+    client: Client, settings: Settings, database: Database
+) -> AsyncIterator[HeldIllustrator]:
+    providers = build_providers(settings)
+    held = HeldIllustrator(providers.illustrator)
+    async with running_worker(client, settings, database, replace(providers, illustrator=held)):
+        yield held
+
+
+def claimed(database: Database, book_id: str) -> bool:
+    return load_book(database, book_id)[0].status is BookStatus.ILLUSTRATING
+
+
+async def test_a_cancelled_run_is_one_line_with_the_settled_book_and_exit_6(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 3))
+    async with (
+        held_worker(temporal_client, settings, database),
+        storywink_illustrate(settings, tmp_path, book_id) as cli,
+    ):
+        await cli.line_containing("illustrating book")
+        await wait_until(lambda: claimed(database, book_id))
+        await temporal_client.get_workflow_handle(pipeline.workflow_id_for(book_id)).cancel()
+        code, lines = await cli.finish()
+
+    assert code == ExitCode.CANCELLED, lines
+    assert_ends_with_one_line(
+        lines, f"book {book_id}: cancelled (book is PARTIAL: 0/3 pages illustrated"
+    )
+    assert load_book(database, book_id)[0].status is BookStatus.PARTIAL
+
+
+async def test_a_terminated_run_is_one_line_naming_the_stuck_book_and_exit_7(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    async with (
+        held_worker(temporal_client, settings, database),
+        storywink_illustrate(settings, tmp_path, book_id) as cli,
+    ):
+        await cli.line_containing("illustrating book")
+        await wait_until(lambda: claimed(database, book_id))
+        handle = temporal_client.get_workflow_handle(pipeline.workflow_id_for(book_id))
+        await handle.terminate(reason="operator gave up")
+        code, lines = await cli.finish()
+
+    assert code == ExitCode.TERMINATED, lines
+    assert_ends_with_one_line(
+        lines, f"book {book_id}: terminated: operator gave up (book is still ILLUSTRATING"
+    )
+    assert f"storywink illustrate {book_id}" in lines[-1]
+
+
+async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    workflow_id = pipeline.workflow_id_for(book_id)
+    async with (
+        held_worker(temporal_client, settings, database) as held,
+        storywink_illustrate(settings, tmp_path, book_id) as cli,
+    ):
+        await cli.line_containing("illustrating book")
+        await wait_until(lambda: claimed(database, book_id))
+        first_run = (await temporal_client.get_workflow_handle(workflow_id).describe()).run_id
+        # The new run prepares again: it takes the claim over from the run the reset ended.
+        await asyncio.to_thread(
+            subprocess.run,
+            [tool_path("temporal"), "workflow", "reset", "--workflow-id", workflow_id,
+             "--type", "FirstWorkflowTask", "--reason", "redeploy",
+             "--address", settings.temporal_address],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        await wait_until(
+            lambda: load_book(database, book_id)[0].illustration_run_id not in (None, first_run)
+        )
+        held.release.set()
+        code, lines = await cli.finish()
+
+    assert code == ExitCode.OK, lines
+    assert_ends_with_one_line(lines, f"book {book_id}: COMPLETED (2/2 pages illustrated)")
+
+
+async def test_with_no_worker_illustrate_says_so_then_ends_when_the_run_does(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 1))
+    async with storywink_illustrate(settings, tmp_path, book_id) as cli:
+        warning = await cli.line_containing("no worker is polling")
+        await temporal_client.get_workflow_handle(pipeline.workflow_id_for(book_id)).terminate(
+            reason="no worker"
+        )
+        code, lines = await cli.finish()
+
+    assert warning == (
+        f"no worker is polling workflow task queue {settings.temporal_task_queue} "
+        "(0 pollers); start one with: python worker.py"
+    )
+    assert code == ExitCode.TERMINATED, lines
+    assert_ends_with_one_line(lines, f"book {book_id}: terminated: no worker (book is STORY_READY")
+
+
+async def test_a_run_under_another_workflow_id_is_followed_by_illustrate_and_the_client(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 3))
+    client = IllustrationClient(
+        temporal_client,
+        database.sessions,
+        settings.temporal_task_queue,
+        settings.temporal_illustration_task_queue,
+    )
+    ops_id = f"ops-rerun-{uuid.uuid4().hex[:8]}"
+    async with held_worker(temporal_client, settings, database) as held:
+        await temporal_client.start_workflow(
+            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            IllustrationRequest(book_id=book_id),
+            id=ops_id,
+            task_queue=settings.temporal_task_queue,
+        )
+        await wait_until(lambda: claimed(database, book_id))
+        # The claim is written inside prepare; the run's progress moves once prepare returns.
+        async with asyncio.timeout(30):
+            progress = await client.progress(book_id)
+            while progress.phase == "preparing":
+                progress = await client.progress(book_id)
+        async with storywink_illustrate(settings, tmp_path, book_id) as cli:
+            started = await cli.line_containing("illustrating book")
+            held.release.set()
+            code, lines = await cli.finish()
+        waited = await client.wait_for_end(book_id)
+
+    assert (progress.phase, progress.to_draw, progress.total) == ("illustrating", 3, 3)
+    assert started == f"illustrating book {book_id} (workflow {ops_id})"
+    assert code == ExitCode.OK, lines
+    assert_ends_with_one_line(lines, f"book {book_id}: COMPLETED (3/3 pages illustrated)")
+    # Settled: the outcome at once, from the database.
+    assert (waited.ending, waited.book.status) == (
+        RunEnding.ALREADY_SETTLED,
+        BookStatus.COMPLETED,
+    )
+
+
+async def test_the_client_cancels_and_waits_for_a_run_under_another_workflow_id(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
+    ops_id = f"ops-rerun-{uuid.uuid4().hex[:8]}"
+    async with held_worker(temporal_client, settings, database):
+        await temporal_client.start_workflow(
+            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            IllustrationRequest(book_id=book_id),
+            id=ops_id,
+            task_queue=settings.temporal_task_queue,
+        )
+        await wait_until(lambda: claimed(database, book_id))
+        waiting = asyncio.ensure_future(client.wait(book_id))
+        assert await client.cancel(book_id)
+        with pytest.raises(RunEnded) as ended:
+            await waiting
+        end = await client.wait_for_end(book_id)
+
+    assert (ended.value.ending, ended.value.status) == ("cancelled", BookStatus.PARTIAL)
+    assert end.ending is RunEnding.ALREADY_SETTLED
+    assert not await client.cancel(book_id)  # nothing runs any more
