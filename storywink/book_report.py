@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEv
 from temporalio.service import RPCError, RPCStatusCode
 
 from storywink import pipeline
+from storywink.claims import describe_claim
 from storywink.connections import TemporalUnavailable
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
@@ -315,20 +316,20 @@ async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> 
         check = RunCheck(state=RunState.NO_RUN)
     else:
         workflow_id = book.workflow_id or pipeline.workflow_id_for(book.book_id)
-        described = await _describe(temporal, workflow_id, book.run_id)
-        if described is None:
+        try:  # the claim's chain: a reset run still holds the book
+            holder = await describe_claim(temporal, workflow_id, book.run_id)
+        except RPCError as exc:
+            raise TemporalUnavailable(f"cannot describe workflow {workflow_id}: {exc}") from None
+        if holder.status is None or holder.description is None:
             check = RunCheck(state=RunState.NOT_FOUND)
         else:
-            _, status, started_at = described
             check = RunCheck(
-                state=RunState.RUNNING
-                if status is WorkflowExecutionStatus.RUNNING
-                else RunState.ENDED,
-                temporal_status=status.name if status else None,
-                started_at=started_at,
+                state=RunState.RUNNING if holder.running else RunState.ENDED,
+                temporal_status=holder.status.name,
+                started_at=holder.description.start_time,
             )
             if check.state is RunState.ENDED:
-                reason = await run_end_reason(temporal, workflow_id, book.run_id)
+                reason = await run_end_reason(temporal, workflow_id, holder.run_id or book.run_id)
                 check = check.model_copy(update={"reason": reason})
         if check.stuck:
             latest = await _describe(temporal, pipeline.workflow_id_for(book.book_id), None)

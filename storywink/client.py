@@ -39,6 +39,7 @@ from temporalio.exceptions import TimeoutError as WorkflowTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from storywink import books, pipeline
+from storywink.claims import describe_claim
 from storywink.config import Settings
 from storywink.connections import connect_temporal, open_database
 from storywink.db.engine import in_session
@@ -149,7 +150,8 @@ class IllustrationClient:
         """
         claim = await in_session(self._sessions, books.read_claim, book_id)
         if claim.status is BookStatus.ILLUSTRATING and claim.workflow_id:
-            if await self._is_running(claim.workflow_id, claim.run_id):
+            holder = await describe_claim(self._temporal, claim.workflow_id, claim.run_id or "")
+            if holder.running:
                 return IllustrationRun(book_id, claim.workflow_id, claim.run_id)
             # The run holding the book ended without settling it (terminated): a new run
             # takes the claim over when it prepares.

@@ -116,10 +116,14 @@ def _claim(database: Database, book_id: str, run_id: str) -> None:
 async def test_settled_books_are_recent_outcomes_newest_first_with_page_counts(
     temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
 ) -> None:
-    complete = create_book(own_database, photo_urls(tmp_path / "a", 3), title="All drawn")
+    complete = create_book(
+        own_database, photo_urls(tmp_path / "storage" / "a", 3), title="All drawn"
+    )
     missing_photo = (tmp_path / "no-such-photo.jpg").as_uri()
     partial = create_book(
-        own_database, [*photo_urls(tmp_path / "b", 2), missing_photo], title="One missing"
+        own_database,
+        [*photo_urls(tmp_path / "storage" / "b", 2), missing_photo],
+        title="One missing",
     )
     async with running_worker(temporal_client, own_settings, own_database):
         for book_id in (complete, partial):
@@ -150,8 +154,8 @@ async def test_settled_books_are_recent_outcomes_newest_first_with_page_counts(
 async def test_flagged_and_failed_pages_are_counted_and_recent_is_limited(
     own_database: Database, tmp_path: Path
 ) -> None:
-    older = create_book(own_database, photo_urls(tmp_path / "a", 1), title="Older")
-    book_id = create_book(own_database, photo_urls(tmp_path / "b", 4))
+    older = create_book(own_database, photo_urls(tmp_path / "storage" / "a", 1), title="Older")
+    book_id = create_book(own_database, photo_urls(tmp_path / "storage" / "b", 4))
     run_id = str(uuid.uuid4())
     _claim(own_database, older, run_id)
     with own_database.sessions() as session:
@@ -176,7 +180,7 @@ async def test_flagged_and_failed_pages_are_counted_and_recent_is_limited(
 async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_stuck(
     temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(own_database, photo_urls(tmp_path / "photos", 3))
+    book_id = create_book(own_database, photo_urls(tmp_path / "storage" / "photos", 3))
     providers = build_providers(own_settings)
     held = HeldIllustrator(providers.illustrator)
     async with running_worker(
@@ -252,15 +256,17 @@ async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_st
 async def test_claims_without_a_running_workflow_are_stuck_and_the_command_exits_3(
     temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
 ) -> None:
-    never_started = create_book(own_database, photo_urls(tmp_path / "a", 2), title="Ghost run")
+    never_started = create_book(
+        own_database, photo_urls(tmp_path / "storage" / "a", 2), title="Ghost run"
+    )
     _claim(own_database, never_started, str(uuid.uuid4()))
     no_run = create_book(
-        own_database, photo_urls(tmp_path / "b", 1), status=BookStatus.ILLUSTRATING
+        own_database, photo_urls(tmp_path / "storage" / "b", 1), status=BookStatus.ILLUSTRATING
     )
     generating = create_book(
-        own_database, photo_urls(tmp_path / "c", 1), status=BookStatus.GENERATING
+        own_database, photo_urls(tmp_path / "storage" / "c", 1), status=BookStatus.GENERATING
     )
-    waiting = create_book(own_database, photo_urls(tmp_path / "d", 1))
+    waiting = create_book(own_database, photo_urls(tmp_path / "storage" / "d", 1))
 
     as_json = await storywink_books(own_settings, "--json")
     human = await storywink_books(own_settings)
@@ -325,8 +331,12 @@ class ClaimsThenFails:
 async def test_a_book_whose_run_failed_is_stuck_with_the_reason_and_ids_are_never_cut(
     temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(own_database, photo_urls(tmp_path / "photos", 2), title="Lost " * 30)
-    settled = create_book(own_database, photo_urls(tmp_path / "other", 1), title="Done " * 30)
+    book_id = create_book(
+        own_database, photo_urls(tmp_path / "storage" / "photos", 2), title="Lost " * 30
+    )
+    settled = create_book(
+        own_database, photo_urls(tmp_path / "storage" / "other", 1), title="Done " * 30
+    )
 
     @activity.defn(name="claim_book_for_test")
     def claim(request: ClaimInput) -> None:

@@ -131,9 +131,6 @@ def test_invalid_settings_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert_one_error_line(code, lines, naming="METRICS_PORT")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Settings do not validate LOG_LEVEL yet (storywink/config.py)"
-)
 def test_an_invalid_log_level_is_one_line_and_exit_2(tmp_path: Path) -> None:
     code, lines, _ = run_with(tmp_path, {"LOG_LEVEL": "LOUDEST"}, "status", "some-book")
 
@@ -145,7 +142,7 @@ async def test_a_namespace_that_does_not_exist_is_one_line_and_exit_2(
 ) -> None:
     database = f"sqlite:///{tmp_path / 'storywink.db'}"
     opened = open_database(load_settings(database_url=database))
-    book_id = create_book(opened, photo_urls(tmp_path / "p", 1))
+    book_id = create_book(opened, photo_urls(tmp_path / "storage" / "p", 1))
     opened.engine.dispose()
     env = {
         "DATABASE_URL": database,

@@ -110,7 +110,7 @@ def claimed(database: Database, book_id: str) -> bool:
 async def test_a_cancelled_run_is_one_line_with_the_settled_book_and_exit_6(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 3))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 3))
     async with (
         held_worker(temporal_client, settings, database),
         storywink_illustrate(settings, tmp_path, book_id) as cli,
@@ -130,7 +130,7 @@ async def test_a_cancelled_run_is_one_line_with_the_settled_book_and_exit_6(
 async def test_a_terminated_run_is_one_line_naming_the_stuck_book_and_exit_7(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     async with (
         held_worker(temporal_client, settings, database),
         storywink_illustrate(settings, tmp_path, book_id) as cli,
@@ -151,7 +151,7 @@ async def test_a_terminated_run_is_one_line_naming_the_stuck_book_and_exit_7(
 async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     workflow_id = pipeline.workflow_id_for(book_id)
     async with (
         held_worker(temporal_client, settings, database) as held,
@@ -181,7 +181,7 @@ async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
 async def test_with_no_worker_illustrate_says_so_then_ends_when_the_run_does(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 1))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
     async with storywink_illustrate(settings, tmp_path, book_id) as cli:
         warning = await cli.line_containing("no worker is polling")
         await temporal_client.get_workflow_handle(pipeline.workflow_id_for(book_id)).terminate(
@@ -200,7 +200,7 @@ async def test_with_no_worker_illustrate_says_so_then_ends_when_the_run_does(
 async def test_a_run_under_another_workflow_id_is_followed_by_illustrate_and_the_client(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 3))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 3))
     client = IllustrationClient(
         temporal_client,
         database.sessions,
@@ -241,7 +241,7 @@ async def test_a_run_under_another_workflow_id_is_followed_by_illustrate_and_the
 async def test_the_client_cancels_and_waits_for_a_run_under_another_workflow_id(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
     ops_id = f"ops-rerun-{uuid.uuid4().hex[:8]}"
     async with held_worker(temporal_client, settings, database):

@@ -97,7 +97,7 @@ async def test_reset_of_a_running_run_settles_the_book_and_draws_no_stored_page_
 ) -> None:
     """Page 1 is recorded; pages 2 and 3 are stored on the CDN but not yet recorded when
     the operator resets. The new run finishes the book without calling the model again."""
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 3))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 3))
     stored = Gate(held={2, 3})
     async with gated_worker(temporal_client, settings, database, after_upload=stored):
         handle = await start(temporal_client, settings, book_id)
@@ -133,7 +133,7 @@ async def test_reset_of_a_finished_run_changes_nothing_in_the_book(
     reset_to: str,
     ends: str,
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     async with running_worker(temporal_client, settings, database):
         handle = await start(temporal_client, settings, book_id)
         await handle.result()
@@ -182,7 +182,7 @@ async def _is_paused(handle: WorkflowHandle[object, BookOutcome]) -> bool:
 async def test_pausing_a_page_during_its_model_call_costs_no_second_call_nor_an_attempt(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 1))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
     in_call = Gate(held={1})
     async with gated_worker(temporal_client, settings, database, in_model_call=in_call):
         handle = await start(temporal_client, settings, book_id)
@@ -225,7 +225,7 @@ async def test_cancel_settles_the_book_with_its_own_wording_and_each_page_says_w
 ) -> None:
     """One page slot: the first page is drawn, the second is in its model call, the
     third waits for the slot when the run is cancelled."""
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 3))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 3))
     in_call = Gate(pass_first=1)
     one_slot = settings.model_copy(update={"illustration_concurrency": 1})
     async with gated_worker(temporal_client, one_slot, database, in_model_call=in_call):
@@ -281,7 +281,7 @@ async def test_a_cli_start_without_one_input_fails_within_seconds(
 async def test_a_book_deleted_mid_run_ends_the_run_at_once_with_a_short_reason(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     in_call = Gate(held={1, 2})
     async with gated_worker(temporal_client, settings, database, in_model_call=in_call):
         handle = await start(temporal_client, settings, book_id)
@@ -309,7 +309,7 @@ async def test_data_the_database_refuses_fails_the_run_at_once_with_a_short_reas
     """A workflow id longer than the claim's column: PostgreSQL refuses the value."""
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite does not enforce column lengths; PostgreSQL does")
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 1))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
     workflow_id = f"ops-{'x' * 250}"
     async with running_worker(temporal_client, settings, database):
         handle = await temporal_client.start_workflow(
@@ -335,7 +335,7 @@ async def test_data_the_database_refuses_fails_the_run_at_once_with_a_short_reas
 async def test_every_run_of_a_book_is_found_by_its_book_id_owner_and_outcome(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 1))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
     async with running_worker(temporal_client, settings, database):
         ours = await start(temporal_client, settings, book_id)
         await ours.result()

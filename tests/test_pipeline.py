@@ -34,7 +34,7 @@ from worker import build_workers
 async def test_nine_page_book_is_completed_with_one_notification(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 9))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 9))
     async with running_worker(temporal_client, settings, database):
         handle = await start(temporal_client, settings, book_id)
         outcome = await handle.result()
@@ -56,7 +56,7 @@ async def test_nine_page_book_is_completed_with_one_notification(
 async def test_starting_twice_gives_one_run(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 3))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 3))
     client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
     async with running_worker(temporal_client, settings, database):
         runs = await asyncio.gather(*(client.start_illustration(book_id) for _ in range(5)))
@@ -72,7 +72,7 @@ async def test_starting_twice_gives_one_run(
 async def test_a_claim_left_by_a_terminated_run_is_taken_over_by_the_next_start(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
     # Only the book poller runs: the run claims the book, then waits for pages nobody draws.
     queue = f"{settings.temporal_illustration_task_queue}-unpolled"
@@ -95,7 +95,9 @@ async def test_a_claim_left_by_a_terminated_run_is_taken_over_by_the_next_start(
 async def test_book_in_wrong_status_is_refused(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "p", 2), status=BookStatus.DRAFT)
+    book_id = create_book(
+        database, photo_urls(tmp_path / "storage" / "p", 2), status=BookStatus.DRAFT
+    )
     client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
     with pytest.raises(BookNotReady, match="DRAFT"):
         await client.start_illustration(book_id)
@@ -140,7 +142,7 @@ def _cli_start(settings: Settings, workflow_id: str, payload: str) -> None:
 async def test_temporal_cli_plain_json_input_illustrates_the_book(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "photos", 2))
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     async with running_worker(temporal_client, settings, database):
         _cli_start(settings, pipeline.workflow_id_for(book_id), json.dumps({"book_id": book_id}))
         result = await temporal_client.get_workflow_handle(
