@@ -160,7 +160,7 @@ async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
         await cli.line_containing("illustrating book")
         await wait_until(lambda: claimed(database, book_id))
         first_run = (await temporal_client.get_workflow_handle(workflow_id).describe()).run_id
-        # The new run prepares again: it takes the claim over from the run the reset ended.
+        # The new run prepares again, under the claim of its chain (kept by the reset).
         await asyncio.to_thread(
             subprocess.run,
             [tool_path("temporal"), "workflow", "reset", "--workflow-id", workflow_id,
@@ -168,9 +168,9 @@ async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
              "--address", settings.temporal_address],
             check=True, capture_output=True, timeout=30,
         )  # fmt: skip
-        await wait_until(
-            lambda: load_book(database, book_id)[0].illustration_run_id not in (None, first_run)
-        )
+        described = await temporal_client.get_workflow_handle(workflow_id).describe()
+        assert described.run_id != first_run
+        assert load_book(database, book_id)[0].illustration_run_id == first_run
         held.release.set()
         code, lines = await cli.finish()
 

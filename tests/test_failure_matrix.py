@@ -18,7 +18,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from storywink.connections import Database
-from storywink.db.models import PageDraft
+from storywink.db.models import Page, PageDraft
 from storywink.pipeline import page_public_id
 from storywink.shared import BookOutcome, BookStatus, ModerationStatus
 from tests.conftest import PG_ADMIN_URL
@@ -237,9 +237,12 @@ async def test_style_reference_unreachable_fails_pages_without_calling_the_model
 # ----- the CDN -----
 
 
-def _draft_count(database: Database) -> int:
+def _draft_count(database: Database, book_id: str) -> int:
+    """Drafts of this book's pages (other tests' books may keep theirs: a terminated run)."""
     with database.sessions() as session:
-        return session.scalar(select(func.count()).select_from(PageDraft)) or 0
+        pages = select(Page.id).where(Page.book_id == book_id)
+        count = select(func.count()).select_from(PageDraft).where(PageDraft.page_id.in_(pages))
+        return session.scalar(count) or 0
 
 
 async def test_cdn_outage_is_retried_and_the_image_is_not_generated_again(
@@ -257,7 +260,7 @@ async def test_cdn_outage_is_retried_and_the_image_is_not_generated_again(
     assert (page.model_calls, fakes.gemini.call_count) == (1, 1)  # never paid twice
     asset = fakes.cloudinary.asset(page_public_id(book_id, 1))
     assert asset is not None and page.generated_image_url == fakes.cloudinary.delivery_url(asset)
-    assert _draft_count(database) == 0  # the checkpoint is gone once the page is recorded
+    assert _draft_count(database, book_id) == 0  # the checkpoint is gone once recorded
 
 
 async def test_cdn_timeout_is_retried_without_a_second_model_call(
@@ -286,7 +289,7 @@ async def test_cdn_bad_credentials_fail_the_page_at_once(
     assert (page.moderation_reason or "").startswith("upload: unauthorized: Invalid Signature")
     assert "wrong-secret" not in (page.moderation_reason or "")
     assert fakes.cloudinary.upload_attempts == 1  # not retried
-    assert _draft_count(database) == 0  # finalize cleared the unused draft
+    assert _draft_count(database, book_id) == 0  # finalize cleared the unused draft
 
 
 # ----- the database -----
