@@ -245,6 +245,20 @@ def _stop_pending_pages(book: Book, run_id: str) -> None:
             page.illustrated_by_run_id = run_id
 
 
+def outcome_of(book: Book, status: BookStatus, *, cancelled: bool = False) -> BookOutcome:
+    """The book's pages counted, with `status` and the notification it calls for."""
+    return BookOutcome(
+        book_id=book.id,
+        status=status,
+        pages_total=len(book.pages),
+        pages_with_image=sum(page.has_image for page in book.pages),
+        pages_flagged=sum(p.moderation_status is ModerationStatus.FLAGGED for p in book.pages),
+        pages_failed=sum(p.moderation_status is ModerationStatus.FAILED for p in book.pages),
+        notification_type=_NOTIFICATION_FOR.get(status, NotificationType.BOOK_FAILED),
+        cancelled=cancelled,
+    )
+
+
 def finalize_book(
     session: Session, book_id: str, run_id: str, *, settling_run_id: str, cancelled: bool
 ) -> BookOutcome:
@@ -255,16 +269,7 @@ def finalize_book(
     if holds_claim and cancelled:
         _stop_pending_pages(book, run_id)
     status = book_status_for(book.pages) if holds_claim else book.status
-    outcome = BookOutcome(
-        book_id=book.id,
-        status=status,
-        pages_total=len(book.pages),
-        pages_with_image=sum(page.has_image for page in book.pages),
-        pages_flagged=sum(p.moderation_status is ModerationStatus.FLAGGED for p in book.pages),
-        pages_failed=sum(p.moderation_status is ModerationStatus.FAILED for p in book.pages),
-        notification_type=_NOTIFICATION_FOR.get(status, NotificationType.BOOK_FAILED),
-        cancelled=cancelled,
-    )
+    outcome = outcome_of(book, status, cancelled=cancelled)
     if not holds_claim:
         # A repeat of this finalize (or a run whose claim was taken over): change nothing.
         session.rollback()

@@ -51,7 +51,6 @@ from storywink.shared import (
     BookStatus,
     IllustrationRequest,
     ModerationStatus,
-    NotificationType,
     Progress,
 )
 
@@ -59,11 +58,6 @@ QUERY_TIMEOUT: Final = timedelta(seconds=3)
 # A poller's last access is when its current long poll (up to ~70 s) began.
 LIVE_POLLER_WINDOW: Final = timedelta(seconds=90)
 SETTLED_STATUSES: Final = frozenset({BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED})
-_NOTIFICATION_FOR: Final = {
-    BookStatus.COMPLETED: NotificationType.BOOK_COMPLETED,
-    BookStatus.PARTIAL: NotificationType.BOOK_PARTIAL,
-    BookStatus.FAILED: NotificationType.BOOK_FAILED,
-}
 
 
 @dataclass(frozen=True)
@@ -366,16 +360,7 @@ def book_state(book: Book) -> BookState:
 
 def outcome_from_book(book: Book) -> BookOutcome:
     """The outcome of a settled book, as its last run's finalize returned it."""
-    state = book_state(book)
-    return BookOutcome(
-        book_id=book.id,
-        status=state.status,
-        pages_total=state.pages_total,
-        pages_with_image=state.pages_with_image,
-        pages_flagged=state.pages_flagged,
-        pages_failed=state.pages_failed,
-        notification_type=_NOTIFICATION_FOR.get(state.status, NotificationType.BOOK_FAILED),
-    )
+    return books.outcome_of(book, book.status)
 
 
 def progress_from_book(book: Book) -> Progress:

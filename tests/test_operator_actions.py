@@ -41,6 +41,15 @@ def temporal_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[
     )
 
 
+def reset_workflow(settings: Settings, workflow_id: str, reset_to: str) -> None:
+    reset = temporal_cli(
+        settings,
+        "workflow", "reset", "--workflow-id", workflow_id, "--type", reset_to,
+        "--reason", "operator test",
+    )  # fmt: skip
+    assert reset.returncode == 0, reset.stderr
+
+
 @asynccontextmanager
 async def gated_worker(
     client: Client,
@@ -103,12 +112,7 @@ async def test_reset_of_a_running_run_settles_the_book_and_draws_no_stored_page_
         handle = await start(temporal_client, settings, book_id)
         await wait_until(lambda: stored.waiting(2, 3) and recorded(database, book_id, 1))
 
-        reset = temporal_cli(
-            settings,
-            "workflow", "reset", "--workflow-id", handle.id, "--type", reset_to,
-            "--reason", "operator test",
-        )  # fmt: skip
-        assert reset.returncode == 0, reset.stderr
+        reset_workflow(settings, handle.id, reset_to)
         stored.release()
         latest = temporal_client.get_workflow_handle(handle.id, result_type=BookOutcome)
         outcome = await asyncio.wait_for(latest.result(), timeout=30)
@@ -139,12 +143,7 @@ async def test_reset_of_a_finished_run_changes_nothing_in_the_book(
         await handle.result()
         before = load_book(database, book_id)
 
-        reset = temporal_cli(
-            settings,
-            "workflow", "reset", "--workflow-id", handle.id, "--type", reset_to,
-            "--reason", "operator test",
-        )  # fmt: skip
-        assert reset.returncode == 0, reset.stderr
+        reset_workflow(settings, handle.id, reset_to)
         latest = temporal_client.get_workflow_handle(handle.id, result_type=BookOutcome)
         if ends == "completed":
             assert (await asyncio.wait_for(latest.result(), 30)).status is BookStatus.COMPLETED

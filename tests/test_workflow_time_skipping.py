@@ -142,15 +142,21 @@ def ok(task: PageTask) -> PageResult:
     )
 
 
-async def run_book(
+def book_worker(
     env: WorkflowEnvironment, fake: FakeBook, queue: str, page_activity: Callable[..., Any]
-) -> BookOutcome:
-    async with Worker(
+) -> Worker:
+    return Worker(
         env.client,
         task_queue=queue,
         workflows=[BookIllustration],
         activities=[fake.prepare, fake.record_page_failure, fake.finalize, page_activity],
-    ):
+    )
+
+
+async def run_book(
+    env: WorkflowEnvironment, fake: FakeBook, queue: str, page_activity: Callable[..., Any]
+) -> BookOutcome:
+    async with book_worker(env, fake, queue, page_activity):
         return await env.client.execute_workflow(
             BookIllustration.run,
             IllustrationRequest(book_id="b1"),
@@ -222,12 +228,7 @@ async def test_cancelling_a_run_stops_pages_and_settles_the_book(
             stopped.append(task.page_number)
             raise
 
-    async with Worker(
-        skipping_env.client,
-        task_queue=queue,
-        workflows=[BookIllustration],
-        activities=[fake.prepare, fake.record_page_failure, fake.finalize, illustrate_page],
-    ):
+    async with book_worker(skipping_env, fake, queue, illustrate_page):
         handle = await skipping_env.client.start_workflow(
             BookIllustration.run,
             IllustrationRequest(book_id="b1"),
@@ -295,12 +296,7 @@ async def test_a_result_this_code_cannot_read_never_fails_the_run(
     async def illustrate_page(task: PageTask) -> dict[str, Any]:
         return {"page_id": task.page_id}
 
-    async with Worker(
-        skipping_env.client,
-        task_queue=queue,
-        workflows=[BookIllustration],
-        activities=[fake.prepare, fake.record_page_failure, fake.finalize, illustrate_page],
-    ):
+    async with book_worker(skipping_env, fake, queue, illustrate_page):
         handle = await skipping_env.client.start_workflow(
             BookIllustration.run,
             IllustrationRequest(book_id="b1"),
