@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
@@ -75,11 +77,21 @@ async def start(
 
 
 async def illustrate(
-    client: Client, settings: Settings, database: Database, book_id: str
+    client: Client,
+    settings: Settings,
+    database: Database,
+    book_id: str,
+    *,
+    history: str | None = None,
 ) -> BookOutcome:
-    """Illustrate the book with a worker running for just this run; its outcome."""
+    """Illustrate the book with a worker running for just this run; its outcome. The
+    run's history is kept as `history` when recording (see `keep_history`)."""
     async with running_worker(client, settings, database):
-        return await (await start(client, settings, book_id)).result()
+        handle = await start(client, settings, book_id)
+        outcome = await handle.result()
+    if history:
+        await keep_history(handle, history)
+    return outcome
 
 
 def load_book(database: Database, book_id: str) -> tuple[Book, list[Page], list[Notification]]:
@@ -98,3 +110,12 @@ async def wait_until(condition: Callable[[], bool], within: float = 30.0) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within:g}s")
         await asyncio.sleep(0.02)
+
+
+async def keep_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With STORYWINK_RECORD_HISTORIES=DIR, write the run's history to DIR/<name>.json for
+    the replay tests (tests/histories/README.md says when to record)."""
+    target = os.environ.get("STORYWINK_RECORD_HISTORIES")
+    if target:
+        history = await handle.fetch_history()
+        (Path(target) / f"{name}.json").write_text(history.to_json())

@@ -165,7 +165,9 @@ async def test_every_model_and_photo_failure_ends_in_its_outcome(
     assert ROWS[0].status is ModerationStatus.OK and not ROWS[0].faults
     book_id = create_book(database, urls)
 
-    outcome = await illustrate(temporal_client, settings, database, book_id)
+    outcome = await illustrate(
+        temporal_client, settings, database, book_id, history="partial_flagged_failed_retried"
+    )
 
     _, pages, _ = load_book(database, book_id)
     problems = []

@@ -28,7 +28,15 @@ from storywink.providers.factory import build_providers
 from storywink.shared import BookOutcome, BookStatus, ModerationStatus
 from tests.conftest import tool_path
 from tests.gated_providers import Gate, GatedIllustrator, StoredThenHeldStore
-from tests.helpers import create_book, load_book, photo_urls, running_worker, start, wait_until
+from tests.helpers import (
+    create_book,
+    keep_history,
+    load_book,
+    photo_urls,
+    running_worker,
+    start,
+    wait_until,
+)
 
 
 def temporal_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -123,6 +131,7 @@ async def test_reset_of_a_running_run_settles_the_book_and_draws_no_stored_page_
     assert [n.type.value for n in notes] == ["BOOK_COMPLETED"]
     assert model_calls(database, book_id) == [1, 1, 1]
     assert (await latest.describe()).run_id != handle.result_run_id  # it was reset
+    await keep_history(latest, f"reset_running_to_{reset_to}")
 
 
 @pytest.mark.parametrize(
@@ -235,6 +244,7 @@ async def test_cancel_settles_the_book_with_its_own_wording_and_each_page_says_w
             await asyncio.wait_for(handle.result(), timeout=30)
 
     assert (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
+    await keep_history(handle, "cancelled")
     book, notes = await settled_book(database, book_id)
     assert book.status is BookStatus.PARTIAL
     drawn, in_model_call = in_call.reached

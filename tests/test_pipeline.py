@@ -22,6 +22,7 @@ from storywink.shared import BookStatus, ModerationStatus, NotificationType, Pro
 from tests.conftest import tool_path
 from tests.helpers import (
     create_book,
+    keep_history,
     load_book,
     photo_urls,
     running_worker,
@@ -39,6 +40,7 @@ async def test_nine_page_book_is_completed_with_one_notification(
         handle = await start(temporal_client, settings, book_id)
         outcome = await handle.result()
         progress = await handle.query(pipeline.PROGRESS_QUERY, result_type=Progress)
+    await keep_history(handle, "completed")
 
     assert outcome.status is BookStatus.COMPLETED
     assert (outcome.pages_total, outcome.pages_with_image) == (9, 9)
