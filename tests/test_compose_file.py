@@ -8,9 +8,13 @@ checks are deterministic).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import tomllib
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -309,7 +313,7 @@ def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
             continue
         assert tag, f"{name}: image {image!r} has no tag"
         assert tag.lower() != "latest", f"{name}: image {image!r} uses :latest"
-        assert re.match(r"^\d+(\.\d+)*([.-][0-9A-Za-z.-]+)?$", tag), (
+        assert re.match(r"^v?\d+(\.\d+)*([.-][0-9A-Za-z.-]+)?$", tag), (
             f"{name}: tag {tag!r} is not an explicit version"
         )
 
@@ -546,3 +550,299 @@ async def test_the_namespace_job_script_creates_namespace_and_search_attributes_
         ListSearchAttributesRequest(namespace=namespace)
     )
     assert {key.name for key in pipeline.SEARCH_ATTRIBUTES} <= set(listed.custom_attributes)
+
+
+# --------------------------------------------------------------------------- the Storywink stack
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
+WORKER = "storywink-worker"
+MIGRATE = "storywink-migrate"
+PROMETHEUS = "prometheus"
+
+
+def _seconds(duration: str) -> float:
+    """A Compose duration such as `45s`, `1m30s` or `1h`."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"bad duration {duration!r}"
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        reason = "promtool not installed (Debian: apt-get install prometheus; .ci/run does)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (required under CI)")
+        pytest.skip(reason)
+    return found
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_worker_is_built_from_the_dockerfile_tagged_with_the_package_version(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name in (WORKER, MIGRATE):
+        svc = services[name]
+        context = svc.get("build")
+        context = context.get("context", ".") if isinstance(context, dict) else context
+        assert context and (COMPOSE_FILE.parent / context / "Dockerfile").resolve() == DOCKERFILE
+        assert _image_repo_and_tag(svc["image"]) == ("storywink-worker", version)
+
+
+def test_worker_runs_replicas_on_the_temporal_network_after_namespace_and_migration(
+    services: dict[str, dict[str, Any]], server_name: str, namespace_name: str
+) -> None:
+    worker = services[WORKER]
+    assert worker["deploy"]["replicas"] >= 2
+    assert "container_name" not in worker, "a fixed container name allows one replica only"
+    assert not _published_container_ports(worker), "replicas cannot share a host port"
+    deps = _depends_on(worker)
+    assert deps.get(namespace_name) == "service_completed_successfully"
+    assert deps.get(MIGRATE) == "service_completed_successfully"
+    assert deps.get(server_name) == "service_healthy"
+    env = _env(worker)
+    assert env["TEMPORAL_ADDRESS"] == f"{server_name}:{FRONTEND_PORT}"
+    assert env["TEMPORAL_NAMESPACE"] == _env(services[namespace_name])["NAMESPACE"]
+    assert env["OPS_HOST"] == "0.0.0.0", "other containers could not reach its endpoints"
+    assert env["DATABASE_URL"] == _env(services[MIGRATE])["DATABASE_URL"]
+    assert env["DATABASE_URL"].startswith("postgresql+psycopg://"), "replicas share one DB"
+    assert worker.get("restart") in LONG_RUNNING_RESTARTS
+    assert [e if isinstance(e, str) else e["path"] for e in worker["env_file"]] == [".env"]
+    assert all(isinstance(e, dict) and e.get("required") is False for e in worker["env_file"])
+
+
+def test_worker_stop_grace_outlasts_its_shutdown_grace(services: dict[str, dict[str, Any]]) -> None:
+    worker = services[WORKER]
+    shutdown_grace = float(_env(worker)["SHUTDOWN_GRACE_SECONDS"])
+    stop_grace = _seconds(str(worker["stop_grace_period"]))
+    # Margin for the worker to finish its last completions and close its connections.
+    assert stop_grace >= shutdown_grace + 10, (stop_grace, shutdown_grace)
+    assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
+
+
+def test_worker_healthcheck_asks_readyz_on_its_health_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker = services[WORKER]
+    health_port = _env(worker)["HEALTH_PORT"]
+    test = worker["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "python", "no curl in python:3.11-slim"
+    assert f"http://127.0.0.1:{health_port}/readyz" in " ".join(test)
+    assert health_port != _env(worker)["METRICS_PORT"]
+
+
+def test_worker_healthcheck_command_follows_readyz(tmp_path: Path) -> None:
+    """The healthcheck's own Python command against a server answering 200, then 503."""
+    import http.server
+    import threading
+
+    status = [200]
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status[0] if self.path == "/readyz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        compose = _resolve(yaml.safe_load(COMPOSE_FILE.read_text()))
+        worker = compose["services"][WORKER]
+        port = _env(worker)["HEALTH_PORT"]
+        code = worker["healthcheck"]["test"][-1].replace(
+            f":{port}/", f":{server.server_address[1]}/"
+        )
+        assert _run(sys.executable, "-c", code).returncode == 0
+        status[0] = 503
+        assert _run(sys.executable, "-c", code).returncode != 0
+    finally:
+        server.shutdown()
+
+
+def test_migration_job_script_creates_and_migrates_the_database_idempotently(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The job's own shell script, run here against the test PostgreSQL server."""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL not reachable at {PG_ADMIN_URL}: {str(exc).strip()[:200]}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (required under CI)")
+        pytest.skip(reason)
+    name = f"storywink_compose_{uuid.uuid4().hex[:8]}"
+    url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"{url}/{name}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    script = _strings(services[MIGRATE]["command"])[0]
+    try:
+        outputs = []
+        for _ in range(2):
+            job = subprocess.run(
+                ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=120
+            )
+            assert job.returncode == 0, job.stdout + job.stderr
+            outputs.append(job.stdout)
+        assert f"Database {name} created" in outputs[0]
+        assert f"Database {name} already exists" in outputs[1]
+        with psycopg.connect(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}") as conn:
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    finally:
+        with admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_prometheus_mounts_its_config_and_rules_and_publishes_its_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    svc = services[PROMETHEUS]
+    command = _strings(svc["command"])
+    flags = dict(arg.split("=", 1) for arg in command if "=" in arg)
+    config = PurePosixPath(flags["--config.file"])
+    for source, target in _bind_mounts(svc):
+        if config.is_relative_to(target):
+            host_dir = (COMPOSE_FILE.parent / source).resolve()
+            host_config = host_dir / config.relative_to(target)
+            break
+    else:
+        pytest.fail(f"{config} is not inside any mount of {PROMETHEUS}")
+    assert host_config == PROMETHEUS_DIR / "prometheus.yml"
+    loaded = yaml.safe_load(host_config.read_text())
+    rule_files = [host_config.parent / rule for rule in loaded["rule_files"]]
+    assert rule_files and all(path.is_relative_to(host_dir) for path in rule_files)
+    assert PROMETHEUS_DIR / "alerts.yml" in rule_files
+    assert 9090 in _published_container_ports(svc)
+    assert flags["--storage.tsdb.path"] in {t for _, t in _named_mounts(svc)}
+
+
+def _named_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (parts[0], parts[1])
+        for parts in (str(entry).split(":") for entry in service.get("volumes") or [])
+        if len(parts) >= 2 and not parts[0].startswith((".", "/", "~"))
+    ]
+
+
+def test_prometheus_discovers_every_worker_replica_on_its_metrics_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == WORKER]
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == [WORKER], "Compose's DNS answers the service name"
+    assert sd["type"] == "A", "one A record per replica"
+    assert str(sd["port"]) == _env(services[WORKER])["METRICS_PORT"]
+    assert set(services[PROMETHEUS]["networks"]) & set(services[WORKER]["networks"])
+
+
+def test_worker_count_alert_expects_the_compose_replicas(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    by_name = {r["alert"]: r for group in rules["groups"] for r in group["rules"]}
+    expr = " ".join(by_name["StorywinkWorkersMissing"]["expr"].split())
+    assert expr == f'count(up{{job="{WORKER}"}} == 1) < {services[WORKER]["deploy"]["replicas"]}'
+
+
+def test_prometheus_config_passes_promtool() -> None:
+    checked = _run(_promtool(), "check", "config", str(PROMETHEUS_DIR / "prometheus.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "alerts.yml" in checked.stdout, "the rule file was not checked with the config"
+
+
+def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
+    promtool = _promtool()
+    checked = _run(promtool, "check", "rules", str(PROMETHEUS_DIR / "alerts.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = _run(promtool, "test", "rules", str(PROMETHEUS_DIR / "alerts.test.yml"))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    # Every alert is exercised by the unit tests.
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    alerts = {r["alert"] for group in rules["groups"] for r in group["rules"]}
+    tests = yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
+    fired = {
+        case["alertname"] for t in tests for case in t["alert_rule_test"] if case["exp_alerts"]
+    }
+    silent = {
+        case["alertname"] for t in tests for case in t["alert_rule_test"] if not case["exp_alerts"]
+    }
+    assert alerts == fired == silent, (alerts, fired, silent)
+
+
+def test_alert_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
+    promtool = _promtool()
+    for name in ("alerts.yml", "alerts.test.yml"):
+        shutil.copy(PROMETHEUS_DIR / name, tmp_path / name)
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(rules.read_text().replace("< 0.8", "< 0.5"))
+    tested = _run(promtool, "test", "rules", str(tmp_path / "alerts.test.yml"))
+    assert tested.returncode != 0
+    assert "StorywinkPageCompletionRateLow" in tested.stdout + tested.stderr
+
+
+def test_alert_rules_use_metrics_the_worker_exports() -> None:
+    from storywink import metrics
+
+    ours = {metrics.PAGES, metrics.PAGE_DURATION, metrics.PAGE_RETRIES}
+    text = (PROMETHEUS_DIR / "alerts.yml").read_text()
+    rules = yaml.safe_load(text)
+    exprs = " ".join(r["expr"] for group in rules["groups"] for r in group["rules"])
+    used = set(re.findall(r"\b(storywink_[a-z_]+|temporal_[a-z_]+)\b", exprs))
+    used = {re.sub(r"_bucket$", "", name) for name in used}
+    assert ours <= used
+    # Names read off a scraped worker (tests/test_prometheus.py checks them live).
+    sdk = {
+        "temporal_activity_schedule_to_start_latency",
+        "temporal_request_failure",
+        "temporal_long_request_failure",
+    }
+    assert used == ours | sdk
+
+
+def test_dockerfile_copies_existing_sources_and_runs_the_worker_as_non_root() -> None:
+    lines = [
+        line.strip()
+        for line in DOCKERFILE.read_text().replace("\\\n", " ").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    (base,) = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert base == "python:3.11-slim"
+    ignored = {
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    copies = [line.split()[1:] for line in lines if line.startswith("COPY ")]
+    assert copies
+    for *sources, _dest in copies:
+        for source in sources:
+            assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repo"
+            assert source not in ignored, f"COPY {source}: excluded by .dockerignore"
+    copied = {source for *sources, _ in copies for source in sources}
+    for needed in ("pyproject.toml", "worker.py", "storywink", "workflows", "activities"):
+        assert needed in copied, f"{needed} is not copied: `pip install .` needs it"
+    readme = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["readme"]
+    assert readme in copied, "pyproject's readme must be in the build context"
+    assert any(line.startswith("RUN ") and "pip install ." in line for line in lines)
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in {"root", "0"}
+    (cmd,) = [line for line in lines if line.startswith("CMD ")]
+    assert json.loads(cmd[4:]) == ["python", "worker.py"], "exec form: SIGTERM reaches python"
+    assert (REPO_ROOT / "worker.py").is_file()
+    assert {".env", ".git", ".venv", "tests"} <= ignored, "secrets and bulk stay out"
