@@ -224,7 +224,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 worker_identity(settings),
                 settings.temporal_task_queue,
                 settings.temporal_illustration_task_queue,
-                f" as version {settings.worker_deployment_name}.{settings.worker_build_id}"
+                f" as version {settings.worker_deployment_name}:{settings.worker_build_id}"
                 if settings.worker_deployment_name
                 else "",
             )

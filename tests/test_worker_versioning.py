@@ -104,6 +104,13 @@ async def make_current(settings: Settings, deployment: str, build_id: str) -> No
         await asyncio.sleep(0.2)
 
 
+async def running_on(settings: Settings, version: str) -> int:
+    query = f"TemporalWorkerDeploymentVersion='{version}' AND ExecutionStatus='Running'"
+    counted = await asyncio.to_thread(temporal_cli, settings, "workflow", "count", "--query", query)
+    assert counted.returncode == 0, counted.stderr
+    return int(counted.stdout.split("Total:")[1].split()[0])
+
+
 async def build_ids_of_workflow_tasks(handle: WorkflowHandle[object, BookOutcome]) -> set[str]:
     history = await handle.fetch_history()
     return {
@@ -145,6 +152,8 @@ async def test_a_new_version_takes_new_books_and_books_in_flight_finish_on_their
             # Finishes while v1 still holds page 2 of the first book: the new book's
             # pages, page 2 included, went to v2's page workers, not to v1's.
             second_outcome = await asyncio.wait_for(second.result(), timeout=15)
+            # The query docs/deploying.md gives for "may v1's workers stop yet?"
+            assert await running_on(v1, f"{deployment}:v1") == 1
 
             held.release()
             first_outcome = await asyncio.wait_for(first.result(), timeout=15)
