@@ -72,7 +72,9 @@ def worker_identity(settings: Settings) -> str:
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
     """Worker versioning, when the settings name a deployment. Runs are pinned: a book
-    finishes on the version it started on, and its pages go to that version's workers."""
+    finishes on the version it started on, and its pages go to that version's workers.
+    Pinned here, not in `@workflow.defn(versioning_behavior=...)`: the SDK fails every
+    workflow task of a workflow declaring one on a worker without versioning."""
     if settings.worker_deployment_name is None or settings.worker_build_id is None:
         return None
     return WorkerDeploymentConfig(

@@ -37,9 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.book_illustration import BookIllustration
 
 
-@workflow.defn(
-    name=pipeline.BOOK_ILLUSTRATION_WORKFLOW, versioning_behavior=VersioningBehavior.PINNED
-)
+@workflow.defn(name=pipeline.BOOK_ILLUSTRATION_WORKFLOW)
 class BookIllustrationV2(BookIllustration):
     """v2: a new first step that v1's histories lack. Unguarded, so a v1 run replayed on
     this code would fail with a nondeterminism error: pinning is what keeps it safe."""

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pydantic
 from temporalio import workflow
-from temporalio.common import RetryPolicy, VersioningBehavior
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -84,11 +84,7 @@ def _bad_input(problem: str) -> ApplicationError:
 
 # No `failure_exception_types`: a result this code cannot decode (from a newer activity
 # during a rolling deploy) fails the workflow task, which is retried, never the run.
-@workflow.defn(
-    name=pipeline.BOOK_ILLUSTRATION_WORKFLOW,
-    # A book finishes on the code it started with; see docs/deploying.md.
-    versioning_behavior=VersioningBehavior.PINNED,
-)
+@workflow.defn(name=pipeline.BOOK_ILLUSTRATION_WORKFLOW)
 class BookIllustration:
     def __init__(self) -> None:
         self._progress = Progress(book_id="", phase="starting")
