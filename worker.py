@@ -8,7 +8,8 @@ in-flight pages `SHUTDOWN_GRACE_SECONDS` to finish; what doesn't finish is hande
 Temporal and retried on another worker. The process is gone at most `SHUTDOWN_GRACE_SECONDS`
 + 4 s after the signal, even if Temporal's pollers have not drained. With HEALTH_PORT set,
 `/readyz` is 200 only while polling; with METRICS_PORT set, `/metrics` serves the SDK's
-metrics and ours.
+metrics and ours. With WORKER_DEPLOYMENT_NAME and WORKER_BUILD_ID set, both pollers join
+that Worker Deployment as that version (docs/deploying.md).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from datetime import timedelta
 from typing import NoReturn
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.finalize import FinalizeActivities
 from activities.illustrate_page import IllustratePageActivities
@@ -68,11 +70,34 @@ def worker_identity(settings: Settings) -> str:
     return settings.worker_identity or f"{socket.gethostname()}:{os.getpid()}"
 
 
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker versioning, when the settings name a deployment. Runs are pinned: a book
+    finishes on the version it started on, and its pages go to that version's workers.
+    Pinned here, not in `@workflow.defn(versioning_behavior=...)`: the SDK fails every
+    workflow task of a workflow declaring one on a worker without versioning."""
+    if settings.worker_deployment_name is None or settings.worker_build_id is None:
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(
+            deployment_name=settings.worker_deployment_name, build_id=settings.worker_build_id
+        ),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
+
+
 def build_workers(
-    client: Client, settings: Settings, database: Database, providers: Providers
+    client: Client,
+    settings: Settings,
+    database: Database,
+    providers: Providers,
+    *,
+    book_workflow: type[BookIllustration] = BookIllustration,
 ) -> list[Worker]:
-    """The two pollers: workflows + book activities, and the page activities."""
+    """The two pollers: workflows + book activities, and the page activities.
+    `book_workflow` lets a test run a changed workflow as another version."""
     identity = worker_identity(settings)
+    versioning = deployment_config(settings)
     redactor = redactor_for(settings)
     per_second = settings.illustration_rate_limit / 60 if settings.illustration_rate_limit else None
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
@@ -80,7 +105,7 @@ def build_workers(
     book_worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[BookIllustration],
+        workflows=[book_workflow],
         activities=[
             PrepareActivities(database.sessions, client, settings).prepare_illustration,
             finalize.finalize_book,
@@ -92,6 +117,7 @@ def build_workers(
         # A run whose worker died waits this long before another worker takes its next
         # workflow task (default 10 s). Replaying our short histories elsewhere is cheap.
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
+        deployment_config=versioning,
     )
     page_worker = Worker(
         client,
@@ -110,6 +136,7 @@ def build_workers(
         max_task_queue_activities_per_second=per_second,
         identity=identity,
         graceful_shutdown_timeout=grace,
+        deployment_config=versioning,
     )
     return [book_worker, page_worker]
 
@@ -195,10 +222,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         if await until_polling(workers, runs):
             readiness.state = State.READY
             log.info(
-                "worker %s polling %s and %s",
+                "worker %s polling %s and %s%s",
                 worker_identity(settings),
                 settings.temporal_task_queue,
                 settings.temporal_illustration_task_queue,
+                f" as version {settings.worker_deployment_name}:{settings.worker_build_id}"
+                if settings.worker_deployment_name
+                else "",
             )
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([*runs, stopping], return_when=asyncio.FIRST_COMPLETED)

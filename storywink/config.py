@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     worker_identity: str | None = None
+    worker_deployment_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Join this Worker Deployment (worker versioning); unset: versioning off.",
+    )
+    worker_build_id: str | None = Field(
+        default=None, min_length=1, description="This worker's version within the deployment."
+    )
 
     # Operations endpoints of the worker (off unless a port is set)
     metrics_port: int | None = Field(
@@ -157,6 +165,13 @@ class Settings(BaseSettings):
             )
         if self.metrics_port is not None and self.metrics_port == self.health_port:
             raise ValueError(f"METRICS_PORT and HEALTH_PORT must differ ({self.metrics_port})")
+        if self.worker_deployment_name is not None and self.worker_build_id is None:
+            raise ValueError(
+                "WORKER_DEPLOYMENT_NAME needs WORKER_BUILD_ID (this worker's version, "
+                "e.g. the git commit)"
+            )
+        if self.worker_build_id is not None and self.worker_deployment_name is None:
+            raise ValueError("WORKER_BUILD_ID needs WORKER_DEPLOYMENT_NAME")
         if self.illustrator_kind is IllustratorKind.GEMINI and self.gemini_api_key is None:
             raise ValueError("ILLUSTRATOR=gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY)")
         if self.storage_kind is StorageKind.CLOUDINARY:
