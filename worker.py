@@ -9,7 +9,7 @@ Temporal and retried on another worker. The process is gone at most `SHUTDOWN_GR
 + 4 s after the signal, even if Temporal's pollers have not drained. With HEALTH_PORT set,
 `/readyz` is 200 only while polling; with METRICS_PORT set, `/metrics` serves the SDK's
 metrics and ours. With WORKER_DEPLOYMENT_NAME and WORKER_BUILD_ID set, both pollers join
-that Worker Deployment as that version (docs/deploying.md).
+that Worker Deployment as that version (README "Deploying a new version").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Worker versioning on the real dev server: a new version takes new books, the books in
-flight finish on the version they started on (docs/deploying.md).
+flight finish on the version they started on (README "Deploying a new version").
 
 v1 workers hold a book's page in the model call; v2 workers, running a changed workflow
 (an extra first step), join the same Worker Deployment; the real `temporal` CLI makes v2
@@ -150,7 +150,7 @@ async def test_a_new_version_takes_new_books_and_books_in_flight_finish_on_their
             # Finishes while v1 still holds page 2 of the first book: the new book's
             # pages, page 2 included, went to v2's page workers, not to v1's.
             second_outcome = await asyncio.wait_for(second.result(), timeout=15)
-            # The query docs/deploying.md gives for "may v1's workers stop yet?"
+            # The query README "Deploying a new version" gives for "may v1's workers stop yet?"
             assert await running_on(v1, f"{deployment}:v1") == 1
 
             held.release()
