@@ -4,6 +4,7 @@ the API key reaches the server as the SDK sends it and never shows in logs or me
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from storywink.config import ConfigurationError, Settings, load_settings
 from storywink.connections import Database, TemporalUnavailable, connect_temporal
 from storywink.shared import BookStatus
-from tests.conftest import once_across_databases, test_settings
+from tests.conftest import once_across_databases, test_settings, tool_path
 from tests.helpers import create_book, photo_urls, start
 from tests.test_entry_points import ROOT, clean_env
 from tests.tls_proxy import make_test_ca, tls_proxy
@@ -33,6 +34,18 @@ def profile_toml(name: str, address: str, *, api_key: str = "", ca_cert: Path | 
     if ca_cert is not None:
         lines += [f"[profile.{name}.tls]", f'server_ca_cert_path = "{ca_cert}"']
     return "\n".join(lines) + "\n"
+
+
+def temporal_config_set(config_file: Path, profile: str, **props: str) -> None:
+    """Write a profile with the `temporal` CLI, as docs/temporal-connection.md says."""
+    command = [tool_path("temporal"), "config", "set", "--profile", profile]
+    for prop, value in props.items():
+        subprocess.run(
+            [*command, "--prop", prop, "--value", value],
+            env={**os.environ, "TEMPORAL_CONFIG_FILE": str(config_file)},
+            check=True,
+            capture_output=True,
+        )
 
 
 @contextmanager
@@ -94,7 +107,9 @@ async def test_a_profile_file_alone_connects_a_worker_and_a_book_completes(
     once_across_databases(database_url)
     settings = test_settings(temporal_env, database_url, tmp_path)
     config_file = tmp_path / "temporal.toml"
-    config_file.write_text(profile_toml("storywink", settings.temporal_address))
+    temporal_config_set(
+        config_file, "storywink", address=settings.temporal_address, namespace="default"
+    )
 
     with profile_worker(settings, tmp_path, config_file) as replica:
         await complete_a_book(temporal_env, settings, database, replica)
@@ -111,8 +126,13 @@ async def test_tls_and_api_key_from_the_profile_reach_the_server_and_never_the_l
     ca = make_test_ca(tmp_path / "ca")
     async with tls_proxy(settings.temporal_address, ca.server_context()) as proxy:
         config_file = tmp_path / "temporal.toml"
-        config_file.write_text(
-            profile_toml("storywink", proxy.address, api_key=API_KEY, ca_cert=ca.ca_cert)
+        temporal_config_set(
+            config_file,
+            "storywink",
+            address=proxy.address,
+            namespace="default",
+            api_key=API_KEY,
+            **{"tls.server_ca_cert_path": str(ca.ca_cert)},
         )
         with profile_worker(settings, tmp_path, config_file) as replica:
             await complete_a_book(temporal_env, settings, database, replica)
