@@ -4,6 +4,7 @@ the API key reaches the server as the SDK sends it and never shows in logs or me
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from storywink.connections import Database, TemporalUnavailable, connect_tempora
 from storywink.shared import BookStatus
 from tests.conftest import once_across_databases, test_settings, tool_path
 from tests.helpers import create_book, photo_urls, start
-from tests.test_entry_points import ROOT, clean_env
+from tests.test_entry_points import BIN, ROOT, clean_env
 from tests.tls_proxy import make_test_ca, tls_proxy
 from tests.worker_processes import Replica, free_port, wait_until_ready
 
@@ -48,11 +49,9 @@ def temporal_config_set(config_file: Path, profile: str, **props: str) -> None:
         )
 
 
-@contextmanager
-def profile_worker(settings: Settings, tmp_path: Path, config_file: Path) -> Iterator[Replica]:
-    """`python worker.py` whose only Temporal settings are TEMPORAL_CONFIG_FILE and
-    TEMPORAL_PROFILE (plus its test queues), on the test's database and storage."""
-    health_port = free_port()
+def profile_env(settings: Settings, tmp_path: Path, config_file: Path) -> dict[str, str]:
+    """The environment of a process whose only Temporal settings are TEMPORAL_CONFIG_FILE
+    and TEMPORAL_PROFILE (plus its test queues), on the test's database and storage."""
     env = clean_env(
         tmp_path,
         TEMPORAL_CONFIG_FILE=str(config_file),
@@ -65,12 +64,19 @@ def profile_worker(settings: Settings, tmp_path: Path, config_file: Path) -> Ite
         STORAGE="local",
         ALLOW_PRIVATE_FETCH="true",
         LOG_LEVEL="DEBUG",
-        HEALTH_PORT=str(health_port),
-        OPS_HOST="127.0.0.1",
         SHUTDOWN_GRACE_SECONDS="2",
         NO_PROXY="127.0.0.1,localhost",
     )
     assert not {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY"} & env.keys()
+    return env
+
+
+@contextmanager
+def profile_worker(settings: Settings, tmp_path: Path, config_file: Path) -> Iterator[Replica]:
+    """`python worker.py` on `profile_env`."""
+    health_port = free_port()
+    env = profile_env(settings, tmp_path, config_file)
+    env.update(HEALTH_PORT=str(health_port), OPS_HOST="127.0.0.1")
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -118,7 +124,7 @@ async def test_a_profile_file_alone_connects_a_worker_and_a_book_completes(
     assert f"temporal ok ({settings.temporal_address}, namespace default)" in log, log
 
 
-async def test_tls_and_api_key_from_the_profile_reach_the_server_and_never_the_logs(
+async def test_tls_and_api_key_from_the_profile_reach_the_server_from_worker_and_cli_never_the_logs(
     temporal_env: WorkflowEnvironment, database: Database, database_url: str, tmp_path: Path
 ) -> None:
     once_across_databases(database_url)
@@ -135,7 +141,24 @@ async def test_tls_and_api_key_from_the_profile_reach_the_server_and_never_the_l
             **{"tls.server_ca_cert_path": str(ca.ca_cert)},
         )
         with profile_worker(settings, tmp_path, config_file) as replica:
-            await complete_a_book(temporal_env, settings, database, replica)
+            await wait_until_ready([replica], within=30)
+            book_id = create_book(database, photo_urls(settings.storage_dir / "photos", 2))
+            # The CLI starts the run and follows it, through the same profile.
+            cli = await asyncio.create_subprocess_exec(
+                str(BIN / "storywink"),
+                "illustrate",
+                book_id,
+                cwd=tmp_path,
+                env=profile_env(settings, tmp_path, config_file),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            async with asyncio.timeout(30):
+                output, _ = await cli.communicate()
+    cli_output = output.decode()
+    assert cli.returncode == 0, cli_output
+    assert f"book {book_id}: COMPLETED" in cli_output, cli_output
+    assert API_KEY not in cli_output
 
     polls = [r for r in proxy.requests if r.get(":path", "").endswith("/PollWorkflowTaskQueue")]
     assert polls, f"no poll decoded from {len(proxy.requests)} requests"
