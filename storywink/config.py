@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import (
     AliasChoices,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -23,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from temporalio.envconfig import ClientConfigProfile
 
 DEFAULT_DATA_DIR = Path(".data")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -66,9 +68,18 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    # Temporal
+    # Temporal. Address and namespace set here win over the profile; the profile
+    # (temporal.toml and TEMPORAL_* variables, read as the `temporal` CLI reads them)
+    # supplies them otherwise, and always supplies API key, TLS and gRPC headers.
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
+    temporal_profile: str | None = Field(
+        default=None, description="Profile of the Temporal config file ('default' if unset)."
+    )
+    temporal_config_file: Path | None = Field(
+        default=None,
+        description="temporal.toml to read (else ~/.config/temporalio/temporal.toml).",
+    )
     temporal_task_queue: str = Field(default="storywink", min_length=1)
     temporal_illustration_task_queue: str = Field(default="storywink-illustration", min_length=1)
     temporal_ui_url: str | None = Field(
@@ -134,6 +145,11 @@ class Settings(BaseSettings):
     )
     ops_host: str = Field(default="0.0.0.0", min_length=1, description="Interface of both.")
 
+    # Where temporal_address and temporal_namespace came from, for messages.
+    _temporal_origin: dict[str, str] = PrivateAttr(
+        default_factory=lambda: {"address": "TEMPORAL_ADDRESS", "namespace": "TEMPORAL_NAMESPACE"}
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -182,6 +198,42 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"CLOUDINARY_URL {exc}") from None
         return self
+
+    @model_validator(mode="after")
+    def _temporal_from_profile(self) -> Self:
+        profile = self.temporal_client_profile()
+        for name, value in (("address", profile.address), ("namespace", profile.namespace)):
+            if f"temporal_{name}" not in self.model_fields_set and value:
+                setattr(self, f"temporal_{name}", value)
+                self._temporal_origin[name] = f"{name} of {self.temporal_profile_description}"
+        return self
+
+    def temporal_client_profile(self) -> ClientConfigProfile:
+        """The Temporal profile: TEMPORAL_CONFIG_FILE (or the CLI's default file) at
+        TEMPORAL_PROFILE, overridden by the process's TEMPORAL_* variables. It holds the API
+        key: never log or print it (its repr shows the key)."""
+        if self.temporal_config_file is not None and not self.temporal_config_file.is_file():
+            raise ValueError(f"TEMPORAL_CONFIG_FILE {self.temporal_config_file} does not exist")
+        try:
+            return ClientConfigProfile.load(
+                self.temporal_profile, config_source=self.temporal_config_file
+            )
+        except Exception as exc:
+            # Only the first line: the parser quotes the offending line, which may be a key.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"cannot read {self.temporal_profile_description} "
+                f"(TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE): {first}"
+            ) from None
+
+    @property
+    def temporal_profile_description(self) -> str:
+        where = self.temporal_config_file or "the default temporal.toml"
+        return f"Temporal profile {self.temporal_profile or 'default'!r} in {where}"
+
+    def temporal_origin(self, name: Literal["address", "namespace"]) -> str:
+        """Which setting the effective Temporal address or namespace came from."""
+        return self._temporal_origin[name]
 
     @property
     def illustrator_kind(self) -> IllustratorKind:

@@ -17,6 +17,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfigProfile
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -51,27 +52,47 @@ class TemporalUnavailable(RuntimeError):
 
 
 async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
-    """Connect with the pydantic converter, and check the server answers and has the
-    namespace. Workers built on the client use its `runtime` (metrics, core logs); the
-    default one when None."""
+    """The one place a Temporal client is built. Address and namespace from `settings`;
+    API key, TLS and gRPC headers from the Temporal profile (`temporal.toml`, TEMPORAL_*),
+    as the `temporal` CLI reads them. Sets the pydantic converter, and checks the server
+    answers and has the namespace. Workers built on the client use its `runtime` (metrics,
+    core logs); the default one when None. No message names the API key."""
     try:
+        profile = settings.temporal_client_profile()
+    except ValueError as exc:  # the file changed since the settings were read
+        raise TemporalUnavailable(str(exc)) from None
+    secrets = [profile.api_key] if profile.api_key else []
+    where = f"{settings.temporal_address} ({settings.temporal_origin('address')})"
+    try:
+        config = profile.to_client_connect_config()  # reads the TLS files
+        config["target_host"] = settings.temporal_address
+        config["namespace"] = settings.temporal_namespace
         client = await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
-            runtime=runtime,
+            **config, data_converter=pydantic_data_converter, runtime=runtime
         )
         await client.service_client.check_health()
     except Exception as exc:
         raise TemporalUnavailable(
-            f"cannot reach Temporal at {settings.temporal_address} "
-            f"(TEMPORAL_ADDRESS): {type(exc).__name__}: {_first_line(exc)}"
+            f"cannot reach Temporal at {where}{_security(profile)}: "
+            f"{type(exc).__name__}: {_first_line(exc, secrets)}"
         ) from None
-    await _check_namespace(client, settings)
+    await _check_namespace(client, settings, secrets)
     return client
 
 
-async def _check_namespace(client: Client, settings: Settings) -> None:
+def _security(profile: ClientConfigProfile) -> str:
+    """What the connection used, named but never shown."""
+    used = []
+    tls_on = profile.tls.disabled is not True if profile.tls else bool(profile.api_key)
+    if tls_on:
+        used.append("TLS")
+    if profile.api_key:
+        used.append("API key")
+    return f" with {' and '.join(used)}" if used else ""
+
+
+async def _check_namespace(client: Client, settings: Settings, secrets: list[str]) -> None:
+    namespace = f"{settings.temporal_namespace!r} ({settings.temporal_origin('namespace')})"
     try:
         await client.workflow_service.describe_namespace(
             DescribeNamespaceRequest(namespace=settings.temporal_namespace)
@@ -79,12 +100,11 @@ async def _check_namespace(client: Client, settings: Settings) -> None:
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise TemporalUnavailable(
-                f"namespace {settings.temporal_namespace!r} (TEMPORAL_NAMESPACE) does not exist "
-                f"at {settings.temporal_address}"
+                f"namespace {namespace} does not exist at {settings.temporal_address}"
             ) from None
         raise TemporalUnavailable(
-            f"cannot describe namespace {settings.temporal_namespace!r} (TEMPORAL_NAMESPACE) "
-            f"at {settings.temporal_address}: {exc.status.name}: {_first_line(exc)}"
+            f"cannot describe namespace {namespace} at {settings.temporal_address}: "
+            f"{exc.status.name}: {_first_line(exc, secrets)}"
         ) from None
 
 
@@ -153,9 +173,12 @@ def _proto_type(key: SearchAttributeKey[Any]) -> IndexedValueType.ValueType:
     return IndexedValueType.ValueType(key.indexed_value_type.value)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, secrets: list[str] | None = None) -> str:
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    line = lines[0] if lines else type(exc).__name__
+    for secret in secrets or []:
+        line = line.replace(secret, "**********")
+    return line
 
 
 @dataclass(frozen=True)
