@@ -38,7 +38,7 @@ def profile_toml(name: str, address: str, *, api_key: str = "", ca_cert: Path | 
 
 
 def temporal_config_set(config_file: Path, profile: str, **props: str) -> None:
-    """Write a profile with the `temporal` CLI, as docs/temporal-connection.md says."""
+    """Write a profile with the `temporal` CLI, as the README says."""
     command = [tool_path("temporal"), "config", "set", "--profile", profile]
     for prop, value in props.items():
         subprocess.run(
