@@ -18,9 +18,8 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from storywink.connections import Database
+from storywink.connections import Database, connect_temporal
 from storywink.db.engine import make_engine, make_session_factory
 from storywink.pipeline import page_public_id
 from storywink.shared import BookOutcome, BookStatus, ModerationStatus
@@ -152,7 +151,7 @@ async def test_temporal_server_crash_and_restart_mid_run_every_book_settles(
     once_across_databases(database_url)
     async with dev_server(tmp_path) as server:
         settings = provider_settings(temporal_address=server.address)
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await connect_temporal(settings)
         fakes.gemini.set_latency(1.5)
         book_ids = [create_book(database, fakes.photo_urls(f"tsr{n}", 4)) for n in range(2)]
         async with running_worker(client, settings, database):

@@ -33,10 +33,7 @@ import asyncio
 import math
 from pathlib import Path
 
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-
-from storywink.connections import Database
+from storywink.connections import Database, connect_temporal
 from storywink.shared import BookStatus
 from tests.conftest import once_across_databases
 from tests.helpers import create_book, start
@@ -74,8 +71,8 @@ async def test_three_replicas_stay_within_the_model_quota_and_use_most_of_it(
     book_ids = [create_book(database, fakes.photo_urls(f"q{n}", PAGES)) for n in range(BOOKS)]
     env = {"ILLUSTRATION_RATE_LIMIT": f"{LIMIT_PER_MINUTE:g}", "PAGE_RETRY_ATTEMPTS": "10"}
     async with dev_server(tmp_path, SINGLE_PARTITION) as server:
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         settings = provider_settings(temporal_address=server.address)
+        client = await connect_temporal(settings)
         with worker_processes(settings, fakes, 3, tmp_path, env) as replicas:
             await wait_until_ready(replicas)
             handles = [await start(client, settings, book_id) for book_id in book_ids]
