@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -59,14 +60,31 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
 
 
-def _postgres_database(name: str) -> Iterator[str]:
+def missing(reason: str) -> NoReturn:
+    """Skip a test whose service or tool is missing, with the reason; under CI
+    (CI=true) it is required, so fail instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (required under CI)")
+    pytest.skip(reason)
+
+
+def required_tool(name: str) -> str:
+    """A tool from Debian's packages, e.g. promtool (`.ci/run` installs them)."""
+    found = shutil.which(name)
+    if found is None:
+        missing(f"{name} not installed (Debian: apt-get install prometheus; .ci/run does)")
+    return found
+
+
+def postgres_admin() -> psycopg.Connection[tuple[object, ...]]:
     try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL not reachable at {PG_ADMIN_URL}: {str(exc).strip()[:200]}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (required under CI)")
-        pytest.skip(reason)
+        missing(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {str(exc).strip()[:200]}")
+
+
+def _postgres_database(name: str) -> Iterator[str]:
+    admin = postgres_admin()
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:

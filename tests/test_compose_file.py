@@ -25,7 +25,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from storywink import pipeline
-from tests.conftest import tool_path
+from tests.conftest import required_tool, tool_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.temporal.yml"
@@ -570,13 +570,7 @@ def _seconds(duration: str) -> float:
 
 
 def _promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        reason = "promtool not installed (Debian: apt-get install prometheus; .ci/run does)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (required under CI)")
-        pytest.skip(reason)
-    return found
+    return required_tool("promtool")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -674,15 +668,9 @@ def test_migration_job_script_creates_and_migrates_the_database_idempotently(
     """The job's own shell script, run here against the test PostgreSQL server."""
     import psycopg
 
-    from tests.conftest import PG_ADMIN_URL
+    from tests.conftest import PG_ADMIN_URL, postgres_admin
 
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL not reachable at {PG_ADMIN_URL}: {str(exc).strip()[:200]}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (required under CI)")
-        pytest.skip(reason)
+    admin = postgres_admin()
     name = f"storywink_compose_{uuid.uuid4().hex[:8]}"
     url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     env = {

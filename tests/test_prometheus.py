@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
-import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
 from storywink.connections import Database
 from storywink.shared import BookStatus
-from tests.conftest import once_across_databases
+from tests.conftest import once_across_databases, required_tool
 from tests.helpers import create_book, photo_urls, start
 from tests.worker_processes import free_port
 
@@ -26,13 +24,7 @@ PAGES = 3
 
 
 def _prometheus() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        reason = "prometheus not installed (Debian: apt-get install prometheus; .ci/run does)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (required under CI)")
-        pytest.skip(reason)
-    return found
+    return required_tool("prometheus")
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
