@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa
 from temporalio.exceptions import ApplicationError
 
 from storywink import pipeline
+from storywink.db.engine import driver_complaint
 from storywink.errors import BookError
 from storywink.redact import redact, shorten
 from storywink.styles import UnknownStyle
@@ -39,13 +40,9 @@ def is_transient_database_error(error: sa.SQLAlchemyError) -> bool:
 
 def database_reason(error: sa.SQLAlchemyError) -> str:
     """One line naming the driver's complaint, without the statement or its parameters."""
-    cause = error.orig if isinstance(error, sa.StatementError) and error.orig else error
-    lines = str(cause).strip().splitlines()
-    text = lines[0] if lines else ""
-    if isinstance(cause, sa.SQLAlchemyError):  # no driver error: drop SQLAlchemy's suffixes
-        text = text.split(" [SQL:")[0].split(" (Background on")[0]
+    name, line = driver_complaint(error)
     kind = "unavailable" if is_transient_database_error(error) else "rejected the data"
-    return shorten(redact(f"database {kind}: {type(cause).__name__}: {text}"), REASON_LIMIT)
+    return shorten(redact(f"database {kind}: {name}: {line}"), REASON_LIMIT)
 
 
 def database_failure(error: sa.SQLAlchemyError, stage: str | None = None) -> ApplicationError:
@@ -58,9 +55,12 @@ def database_failure(error: sa.SQLAlchemyError, stage: str | None = None) -> App
     )
 
 
-def refusal(error: BookError | UnknownStyle) -> ApplicationError:
+def refusal(error: BookError | UnknownStyle, stage: str | None = None) -> ApplicationError:
     error_type = error.error_type if isinstance(error, BookError) else pipeline.UNKNOWN_STYLE
-    return ApplicationError(shorten(str(error), REASON_LIMIT), type=error_type, non_retryable=True)
+    reason = shorten(str(error), REASON_LIMIT)
+    return ApplicationError(
+        f"{stage}: {reason}" if stage else reason, type=error_type, non_retryable=True
+    )
 
 
 def book_step(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:

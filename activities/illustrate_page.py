@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.failures import database_failure
+from activities.failures import database_failure, refusal
 from storywink import books, metrics, pipeline
 from storywink.db.engine import in_session
 from storywink.errors import BookError
@@ -298,16 +298,9 @@ class IllustratePageActivities:
         except (_PageSettled, ApplicationError):
             raise
         except BookError as exc:  # the page or its book vanished during the run
-            raise ApplicationError(
-                f"{stage}: {exc}", type=exc.error_type, non_retryable=True
-            ) from None
+            raise refusal(exc, stage) from None
         except SQLAlchemyError as exc:
-            failure = database_failure(exc)
-            raise ApplicationError(
-                f"{stage}: {failure.message}",
-                type=failure.type,
-                non_retryable=failure.non_retryable,
-            ) from None
+            raise database_failure(exc, stage) from None
         except Exception as exc:
             raise ApplicationError(
                 f"{stage}: {type(exc).__name__}: {self._redact(str(exc), limit=300)}",
@@ -334,7 +327,7 @@ def _may_have_earlier_work(task: PageTask) -> bool:
 
 def _run_ids(task: PageTask) -> tuple[str, ...]:
     """The runs whose unrecorded work for this page this attempt may reuse."""
-    return tuple({task.run_id, task.earlier_run_id or task.run_id})
+    return (task.run_id, task.earlier_run_id) if task.earlier_run_id else (task.run_id,)
 
 
 def _drawn_for(task: PageTask, context: Mapping[str, str]) -> bool:

@@ -90,7 +90,6 @@ def _claim_and_plan(
     )
     return IllustrationPlan(
         book_id=book.id,
-        run_id=request.run_id,
         user_id=book.user_id,
         book_title=book.title,
         style=style,

@@ -11,26 +11,18 @@ from pathlib import Path
 from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from sqlalchemy import String
 
-from storywink.db.models import Book
+from storywink.db.models import Book, column_length
 from storywink.images import NotAnImage, image_mime_type
 from storywink.styles import STYLES
 
 PHOTO_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
-def column_length(column_name: str) -> int:
-    """The declared length of a `books` text column (e.g. String(200) -> 200)."""
-    column_type = Book.__table__.c[column_name].type
-    assert isinstance(column_type, String) and column_type.length is not None
-    return column_type.length
-
-
-TITLE_MAX: Final = column_length("title")
-CHILD_NAME_MAX: Final = column_length("child_name")
-ART_STYLE_MAX: Final = column_length("art_style")
-USER_ID_MAX: Final = column_length("user_id")
+TITLE_MAX: Final = column_length(Book.title)
+CHILD_NAME_MAX: Final = column_length(Book.child_name)
+ART_STYLE_MAX: Final = column_length(Book.art_style)
+USER_ID_MAX: Final = column_length(Book.user_id)
 
 
 def _text(max_length: int) -> object:

@@ -8,9 +8,10 @@ out) or Temporal does not know it. Nothing moves such a book on by itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, computed_field
 from sqlalchemy import func, select
@@ -19,15 +20,17 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEventFilterType
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from storywink import pipeline
-from storywink.claims import describe_claim
+from storywink.claims import describe_claim, describe_run
 from storywink.connections import TemporalUnavailable
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
 from storywink.redact import shorten
 from storywink.shared import BookStatus, ModerationStatus
+
+T = TypeVar("T")
 
 IN_PROGRESS_STATUSES = (BookStatus.ILLUSTRATING, BookStatus.GENERATING)
 SETTLED_STATUSES = (BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED)
@@ -260,17 +263,11 @@ def _hint(book: BookInProgress, check: RunCheck, task_queue: str) -> str:
     )
 
 
-async def _describe(
-    temporal: Client, workflow_id: str, run_id: str | None
-) -> tuple[str, WorkflowExecutionStatus | None, datetime | None] | None:
-    """(run id, status, start time) of the run, or None when Temporal does not know it."""
+async def _unless_unreachable(describing: Awaitable[T], workflow_id: str) -> T:
     try:
-        description = await temporal.get_workflow_handle(workflow_id, run_id=run_id).describe()
+        return await describing
     except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            return None
         raise TemporalUnavailable(f"cannot describe workflow {workflow_id}: {exc}") from None
-    return description.run_id, description.status, description.start_time
 
 
 def _innermost_message(failure: Failure) -> str:
@@ -316,10 +313,9 @@ async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> 
         check = RunCheck(state=RunState.NO_RUN)
     else:
         workflow_id = book.workflow_id or pipeline.workflow_id_for(book.book_id)
-        try:  # the claim's chain: a reset run still holds the book
-            holder = await describe_claim(temporal, workflow_id, book.run_id)
-        except RPCError as exc:
-            raise TemporalUnavailable(f"cannot describe workflow {workflow_id}: {exc}") from None
+        holder = await _unless_unreachable(
+            describe_claim(temporal, workflow_id, book.run_id), workflow_id
+        )  # the claim's chain: a reset run still holds the book
         if holder.status is None or holder.description is None:
             check = RunCheck(state=RunState.NOT_FOUND)
         else:
@@ -332,9 +328,10 @@ async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> 
                 reason = await run_end_reason(temporal, workflow_id, holder.run_id or book.run_id)
                 check = check.model_copy(update={"reason": reason})
         if check.stuck:
-            latest = await _describe(temporal, pipeline.workflow_id_for(book.book_id), None)
-            if latest and latest[1] is WorkflowExecutionStatus.RUNNING:
-                check = check.model_copy(update={"replacement_run_id": latest[0]})
+            own = pipeline.workflow_id_for(book.book_id)
+            latest = await _unless_unreachable(describe_run(temporal, own), own)
+            if latest and latest.status is WorkflowExecutionStatus.RUNNING:
+                check = check.model_copy(update={"replacement_run_id": latest.run_id})
     if check.stuck:
         check = check.model_copy(update={"hint": _hint(book, check, task_queue)})
     return check

@@ -30,10 +30,10 @@ class ClaimRun:
 async def describe_claim(temporal: Client, workflow_id: str, chain_run_id: str) -> ClaimRun:
     """The state of the run holding a claim: the workflow's latest run when it belongs to
     the claim's chain, else the chain's own first run."""
-    latest = await _describe(temporal, workflow_id, None)
+    latest = await describe_run(temporal, workflow_id, None)
     if latest is not None and _chain_of(latest) == chain_run_id:
         return ClaimRun(latest.status, latest.run_id, latest)
-    first = await _describe(temporal, workflow_id, chain_run_id)
+    first = await describe_run(temporal, workflow_id, chain_run_id)
     if first is None:
         return ClaimRun(None)
     # Its chain was followed by another start under the same workflow id: it has ended.
@@ -45,12 +45,20 @@ def _chain_of(description: WorkflowExecutionDescription) -> str:
     return first or description.run_id
 
 
-async def _describe(
-    temporal: Client, workflow_id: str, run_id: str | None
+async def describe_run(
+    temporal: Client, workflow_id: str, run_id: str | None = None
 ) -> WorkflowExecutionDescription | None:
+    """The run (the workflow's latest when `run_id` is None), or None if Temporal knows
+    no such workflow."""
     try:
         return await temporal.get_workflow_handle(workflow_id, run_id=run_id).describe()
     except RPCError as exc:
         if exc.status is not RPCStatusCode.NOT_FOUND:
             raise
         return None
+
+
+async def is_running(temporal: Client, workflow_id: str) -> bool:
+    """Whether the workflow's latest run is running."""
+    latest = await describe_run(temporal, workflow_id)
+    return latest is not None and latest.status is WorkflowExecutionStatus.RUNNING

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.service import RPCError
 from typer.exceptions import TyperException
@@ -35,8 +35,19 @@ from storywink.book_input import BookInputError, NewBook, photos_in, story_pages
 from storywink.book_report import BooksReport
 from storywink.client import IllustrationClient, QueuePollers, RunEnd, RunEnding
 from storywink.config import DEFAULT_DATA_DIR, ConfigurationError, Settings, load_settings
-from storywink.connections import TemporalUnavailable, connect_temporal, open_database
-from storywink.db.engine import DatabaseNotReady, in_session, make_engine, upgrade_to_head
+from storywink.connections import (
+    TemporalUnavailable,
+    connect_temporal,
+    open_database,
+    secrets_of,
+)
+from storywink.db.engine import (
+    DatabaseNotReady,
+    driver_complaint,
+    in_session,
+    make_engine,
+    upgrade_to_head,
+)
 from storywink.db.models import Book, new_id
 from storywink.devserver import DevServerError, ensure_dev_server, stop_dev_server, web_ui_url
 from storywink.errors import BookError
@@ -85,14 +96,11 @@ _SECRET_ENVIRONMENT: Final = ("DATABASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY"
 
 def _secrets() -> list[str]:
     """Every secret this process may know, from the settings and from the environment."""
-    values = [os.environ.get(name, "") for name in _SECRET_ENVIRONMENT]
-    with contextlib.suppress(ConfigurationError):
-        settings = load_settings()
-        values.append(settings.database_url.get_secret_value())
-        for secret in (settings.gemini_api_key, settings.cloudinary_url):
-            values.append(secret.get_secret_value() if secret else "")
     found = []
-    for value in values:
+    with contextlib.suppress(ConfigurationError, ValueError, ArgumentError):
+        found.extend(secrets_of(load_settings()))
+    # The raw environment too: settings that do not load still hold secrets.
+    for value in (os.environ.get(name, "") for name in _SECRET_ENVIRONMENT):
         if "://" not in value:
             found.append(value)  # an API key
             continue
@@ -109,14 +117,6 @@ def _fail(code: ExitCode, message: str) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _database_problem(exc: SQLAlchemyError) -> str:
-    """The driver's own message, without SQLAlchemy's SQL echo and documentation link."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        first_line = str(exc.orig).strip().splitlines()[:1]
-        return f"{type(exc.orig).__name__}: {' '.join(first_line)}"
-    return str(exc).split("(Background on this error", 1)[0]
-
-
 def _with_notes(exc: BaseException) -> str:
     return "; ".join([str(exc), *getattr(exc, "__notes__", [])])
 
@@ -131,7 +131,8 @@ def one_line_errors() -> Iterator[None]:
     except (BookInputError, ConfigurationError, DatabaseNotReady, TemporalUnavailable) as exc:
         _fail(ExitCode.BAD_INPUT, _with_notes(exc))
     except SQLAlchemyError as exc:
-        _fail(ExitCode.BAD_INPUT, f"database (DATABASE_URL): {_database_problem(exc)}")
+        name, line = driver_complaint(exc)
+        _fail(ExitCode.BAD_INPUT, f"database (DATABASE_URL): {name}: {line}")
     except ImportError as exc:
         _fail(ExitCode.BAD_INPUT, f"a module is missing (the database driver?): {exc}")
     except (PermanentError, TransientError) as exc:

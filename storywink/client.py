@@ -23,7 +23,6 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
-    WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -39,7 +38,7 @@ from temporalio.exceptions import TimeoutError as WorkflowTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from storywink import books, pipeline
-from storywink.claims import describe_claim
+from storywink.claims import describe_claim, describe_run, is_running
 from storywink.config import Settings
 from storywink.connections import connect_temporal, open_database
 from storywink.db.engine import in_session
@@ -163,24 +162,6 @@ class IllustrationClient:
         )
         return IllustrationRun(book_id, handle.id, handle.result_run_id)
 
-    async def _describe(
-        self, workflow_id: str, run_id: str | None = None
-    ) -> tuple[str, WorkflowExecutionStatus | None] | None:
-        """(run id, status) of the run, the workflow's latest when `run_id` is None."""
-        try:
-            description = await self._temporal.get_workflow_handle(
-                workflow_id, run_id=run_id
-            ).describe()
-        except RPCError as exc:
-            if exc.status is not RPCStatusCode.NOT_FOUND:
-                raise
-            return None
-        return description.run_id, description.status
-
-    async def _is_running(self, workflow_id: str, run_id: str | None) -> bool:
-        described = await self._describe(workflow_id, run_id)
-        return described is not None and described[1] is WorkflowExecutionStatus.RUNNING
-
     async def workflow_working_on(self, book_id: str) -> str | None:
         """The workflow id whose latest run works on the book, or None when none does.
 
@@ -193,12 +174,12 @@ class IllustrationClient:
         if claim.status is BookStatus.ILLUSTRATING and claim.workflow_id:
             if (
                 claim.workflow_id != own
-                and not await self._is_running(claim.workflow_id, None)
-                and await self._is_running(own, None)
+                and not await is_running(self._temporal, claim.workflow_id)
+                and await is_running(self._temporal, own)
             ):
                 return own
             return claim.workflow_id
-        return own if await self._is_running(own, None) else None
+        return own if await is_running(self._temporal, own) else None
 
     def handle(self, book_id: str) -> WorkflowHandle[object, BookOutcome]:
         """The book's own workflow (`book-illustration-<id>`), latest run."""
@@ -238,14 +219,14 @@ class IllustrationClient:
 
     async def _follow(self, book_id: str, workflow_id: str) -> RunEnd:
         while True:
-            described = await self._describe(workflow_id)
+            described = await describe_run(self._temporal, workflow_id)
             if described is None:
                 book = await in_session(self._sessions, _load_book, book_id)
                 unknown = f"Temporal knows no run of workflow {workflow_id}"
                 return RunEnd(
                     book_id, workflow_id, None, RunEnding.FAILED, book_state(book), None, unknown
                 )
-            run_id = described[0]
+            run_id = described.run_id
             handle = self._temporal.get_workflow_handle(
                 workflow_id, run_id=run_id, result_type=BookOutcome
             )
@@ -256,8 +237,8 @@ class IllustrationClient:
                 ending = RunEnding.COMPLETED
             except WorkflowFailureError as failure:
                 ending, reason = _ending_of(failure)
-                latest = await self._describe(workflow_id)
-                if ending is RunEnding.TERMINATED and latest and latest[0] != run_id:
+                latest = await describe_run(self._temporal, workflow_id)
+                if ending is RunEnding.TERMINATED and latest and latest.run_id != run_id:
                     continue  # a reset terminated this run and a new one carries on
             book = await in_session(self._sessions, _load_book, book_id)
             return RunEnd(book_id, workflow_id, run_id, ending, book_state(book), outcome, reason)

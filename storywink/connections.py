@@ -196,7 +196,8 @@ def open_database(settings: Settings) -> Database:
     return Database(engine, make_session_factory(engine))
 
 
-def redactor_for(settings: Settings) -> Redactor:
+def secrets_of(settings: Settings) -> list[str]:
+    """API key, CDN URL and secret, database password: what must never be shown."""
     secrets: list[str | None] = []
     if settings.gemini_api_key:
         secrets.append(settings.gemini_api_key.get_secret_value())
@@ -204,4 +205,8 @@ def redactor_for(settings: Settings) -> Redactor:
         secrets.append(settings.cloudinary_url.get_secret_value())
         secrets.append(settings.cloudinary.api_secret.get_secret_value())
     secrets.append(make_url(settings.resolved_database_url).password)  # parsed by Settings
-    return Redactor(secrets)
+    return [secret for secret in secrets if secret]
+
+
+def redactor_for(settings: Settings) -> Redactor:
+    return Redactor(secrets_of(settings))

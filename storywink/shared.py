@@ -108,8 +108,6 @@ class IllustrationPlan(_Frozen):
     """What `prepare_illustration` decided: the style and the pages still to draw."""
 
     book_id: str
-    # The claim: the run chain holding the book (the first run id, kept across resets).
-    run_id: str
     user_id: str
     book_title: str
     style: StyleSnapshot

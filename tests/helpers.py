@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,7 +20,8 @@ from storywink.connections import Database
 from storywink.db.models import Book, Notification, Page
 from storywink.providers.factory import Providers, build_providers
 from storywink.sample_book import write_sample_photos
-from storywink.shared import BookOutcome, BookStatus, IllustrationRequest
+from storywink.shared import BookOutcome, BookStatus, IllustrationRequest, ModerationStatus
+from tests.conftest import tool_path
 from worker import build_workers
 
 
@@ -119,3 +121,32 @@ async def keep_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
     if target:
         history = await handle.fetch_history()
         (Path(target) / f"{name}.json").write_text(history.to_json())
+
+
+async def temporal_cli(
+    settings: Settings, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `temporal` CLI against the settings' server, off the event loop (an
+    in-process worker keeps running). With `check`, a failure fails the test with stderr."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [tool_path("temporal"), *args, "--address", settings.temporal_address],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert not check or done.returncode == 0, f"temporal {' '.join(args)}: {done.stderr}"
+    return done
+
+
+def model_calls(database: Database, book_id: str) -> list[int]:
+    """How many model calls each page cost, as the page activity counted them."""
+    _, pages, _ = load_book(database, book_id)
+    return [page.model_calls for page in pages]
+
+
+def recorded(database: Database, book_id: str, *numbers: int) -> bool:
+    """Whether these pages (by number) have their outcome recorded."""
+    _, pages, _ = load_book(database, book_id)
+    return all(pages[n - 1].moderation_status is not ModerationStatus.PENDING for n in numbers)

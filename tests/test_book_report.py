@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-import subprocess
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,11 +38,19 @@ from storywink.cli import STUCK_EXIT_CODE, app
 from storywink.config import Settings
 from storywink.connections import Database
 from storywink.db.engine import is_sqlite, make_engine, make_session_factory, upgrade_to_head
-from storywink.providers.base import GeneratedImage, IllustrationJob, Illustrator
 from storywink.providers.factory import build_providers
 from storywink.shared import BookOutcome, BookStatus, ModerationStatus
-from tests.conftest import _postgres_database, test_settings, tool_path
-from tests.helpers import create_book, load_book, photo_urls, running_worker, start, wait_until
+from tests.conftest import _postgres_database, test_settings
+from tests.gated_providers import Gate, GatedIllustrator
+from tests.helpers import (
+    create_book,
+    load_book,
+    photo_urls,
+    running_worker,
+    start,
+    temporal_cli,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -92,20 +99,6 @@ async def report_for(client: Client, database: Database, settings: Settings) -> 
 
 def in_progress(report: BooksReport, book_id: str) -> BookInProgress:
     return next(book for book in report.in_progress if book.book_id == book_id)
-
-
-class HeldIllustrator:
-    """The offline illustrator, holding every page until released: runs stay RUNNING."""
-
-    def __init__(self, inner: Illustrator) -> None:
-        self.name = inner.name
-        self.uses_style_reference = inner.uses_style_reference
-        self._inner = inner
-        self.release = asyncio.Event()
-
-    async def illustrate(self, job: IllustrationJob) -> GeneratedImage:
-        await self.release.wait()
-        return await self._inner.illustrate(job)
 
 
 def _claim(database: Database, book_id: str, run_id: str) -> None:
@@ -182,7 +175,7 @@ async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_st
 ) -> None:
     book_id = create_book(own_database, photo_urls(tmp_path / "storage" / "photos", 3))
     providers = build_providers(own_settings)
-    held = HeldIllustrator(providers.illustrator)
+    held = GatedIllustrator(providers.illustrator, Gate(pass_first=0))  # holds every page
     async with running_worker(
         temporal_client, own_settings, own_database, replace(providers, illustrator=held)
     ):
@@ -200,20 +193,14 @@ async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_st
         assert stuck.in_progress[0].run is not None
         hint = stuck.in_progress[0].run.hint or ""
         command = shlex.split(hint[hint.index("temporal workflow start") :])
-        await asyncio.to_thread(
-            subprocess.run,
-            [tool_path("temporal"), *command[1:], "--address", own_settings.temporal_address],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+        await temporal_cli(own_settings, *command[1:])
         await wait_until(
             lambda: (
                 load_book(own_database, book_id)[0].illustration_run_id
                 not in (None, handle.result_run_id)
             )
         )
-        held.release.set()
+        held.gate.release()
         outcome = await temporal_client.get_workflow_handle(
             pipeline.workflow_id_for(book_id), result_type=BookOutcome
         ).result()

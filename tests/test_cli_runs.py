@@ -27,9 +27,15 @@ from storywink.connections import Database
 from storywink.errors import RunEnded
 from storywink.providers.factory import build_providers
 from storywink.shared import BookStatus, IllustrationRequest
-from tests.conftest import tool_path
-from tests.helpers import create_book, load_book, photo_urls, running_worker, wait_until
-from tests.test_book_report import HeldIllustrator
+from tests.gated_providers import Gate, GatedIllustrator
+from tests.helpers import (
+    create_book,
+    load_book,
+    photo_urls,
+    running_worker,
+    temporal_cli,
+    wait_until,
+)
 from tests.test_cli import STORYWINK, cli_env
 
 
@@ -96,9 +102,9 @@ def assert_ends_with_one_line(lines: list[str], expected: str) -> None:
 @asynccontextmanager
 async def held_worker(
     client: Client, settings: Settings, database: Database
-) -> AsyncIterator[HeldIllustrator]:
+) -> AsyncIterator[GatedIllustrator]:
     providers = build_providers(settings)
-    held = HeldIllustrator(providers.illustrator)
+    held = GatedIllustrator(providers.illustrator, Gate(pass_first=0))  # holds every page
     async with running_worker(client, settings, database, replace(providers, illustrator=held)):
         yield held
 
@@ -161,17 +167,14 @@ async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
         await wait_until(lambda: claimed(database, book_id))
         first_run = (await temporal_client.get_workflow_handle(workflow_id).describe()).run_id
         # The new run prepares again, under the claim of its chain (kept by the reset).
-        await asyncio.to_thread(
-            subprocess.run,
-            [tool_path("temporal"), "workflow", "reset", "--workflow-id", workflow_id,
-             "--type", "FirstWorkflowTask", "--reason", "redeploy",
-             "--address", settings.temporal_address],
-            check=True, capture_output=True, timeout=30,
+        await temporal_cli(
+            settings, "workflow", "reset", "--workflow-id", workflow_id,
+            "--type", "FirstWorkflowTask", "--reason", "redeploy",
         )  # fmt: skip
         described = await temporal_client.get_workflow_handle(workflow_id).describe()
         assert described.run_id != first_run
         assert load_book(database, book_id)[0].illustration_run_id == first_run
-        held.release.set()
+        held.gate.release()
         code, lines = await cli.finish()
 
     assert code == ExitCode.OK, lines
@@ -223,7 +226,7 @@ async def test_a_run_under_another_workflow_id_is_followed_by_illustrate_and_the
                 progress = await client.progress(book_id)
         async with storywink_illustrate(settings, tmp_path, book_id) as cli:
             started = await cli.line_containing("illustrating book")
-            held.release.set()
+            held.gate.release()
             code, lines = await cli.finish()
         waited = await client.wait_for_end(book_id)
 

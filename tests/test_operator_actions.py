@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,36 +24,27 @@ from storywink.connections import Database
 from storywink.db.models import Book, Notification, Page
 from storywink.providers.factory import build_providers
 from storywink.shared import BookOutcome, BookStatus, ModerationStatus
-from tests.conftest import tool_path
 from tests.gated_providers import Gate, GatedIllustrator, StoredThenHeldStore
 from tests.helpers import (
     create_book,
     keep_history,
     load_book,
+    model_calls,
     photo_urls,
+    recorded,
     running_worker,
     start,
+    temporal_cli,
     wait_until,
 )
 
 
-def temporal_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [tool_path("temporal"), *args, "--address", settings.temporal_address],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
-def reset_workflow(settings: Settings, workflow_id: str, reset_to: str) -> None:
-    reset = temporal_cli(
+async def reset_workflow(settings: Settings, workflow_id: str, reset_to: str) -> None:
+    await temporal_cli(
         settings,
         "workflow", "reset", "--workflow-id", workflow_id, "--type", reset_to,
         "--reason", "operator test",
     )  # fmt: skip
-    assert reset.returncode == 0, reset.stderr
 
 
 @asynccontextmanager
@@ -85,16 +74,6 @@ def page_states(database: Database, book_id: str) -> list[tuple[ModerationStatus
     return [(page.moderation_status, page.moderation_reason) for page in pages]
 
 
-def model_calls(database: Database, book_id: str) -> list[int]:
-    _, pages, _ = load_book(database, book_id)
-    return [page.model_calls for page in pages]
-
-
-def recorded(database: Database, book_id: str, *numbers: int) -> bool:
-    _, pages, _ = load_book(database, book_id)
-    return all(pages[n - 1].moderation_status is not ModerationStatus.PENDING for n in numbers)
-
-
 async def settled_book(database: Database, book_id: str) -> tuple[Book, list[Notification]]:
     await wait_until(lambda: load_book(database, book_id)[0].status != BookStatus.ILLUSTRATING)
     book, _, notes = load_book(database, book_id)
@@ -120,7 +99,7 @@ async def test_reset_of_a_running_run_settles_the_book_and_draws_no_stored_page_
         handle = await start(temporal_client, settings, book_id)
         await wait_until(lambda: stored.waiting(2, 3) and recorded(database, book_id, 1))
 
-        reset_workflow(settings, handle.id, reset_to)
+        await reset_workflow(settings, handle.id, reset_to)
         stored.release()
         latest = temporal_client.get_workflow_handle(handle.id, result_type=BookOutcome)
         outcome = await asyncio.wait_for(latest.result(), timeout=30)
@@ -152,7 +131,7 @@ async def test_reset_of_a_finished_run_changes_nothing_in_the_book(
         await handle.result()
         before = load_book(database, book_id)
 
-        reset_workflow(settings, handle.id, reset_to)
+        await reset_workflow(settings, handle.id, reset_to)
         latest = temporal_client.get_workflow_handle(handle.id, result_type=BookOutcome)
         if ends == "completed":
             assert (await asyncio.wait_for(latest.result(), 30)).status is BookStatus.COMPLETED
@@ -197,11 +176,10 @@ async def test_pausing_a_page_during_its_model_call_costs_no_second_call_nor_an_
         await wait_until(lambda: in_call.waiting(1))
         activity_id = await _pending_page_activity(handle)
 
-        paused = temporal_cli(
+        await temporal_cli(
             settings, "activity", "pause", "--workflow-id", handle.id,
             "--activity-id", activity_id, "--reason", "operator test",
         )  # fmt: skip
-        assert paused.returncode == 0, paused.stderr
         deadline = asyncio.get_running_loop().time() + 10
         while not await _is_paused(handle):
             assert asyncio.get_running_loop().time() < deadline, "the pause never took"
@@ -271,12 +249,11 @@ async def test_a_cli_start_without_one_input_fails_within_seconds(
 ) -> None:
     workflow_id = f"bad-start-{len(inputs)}-{settings.temporal_task_queue}"
     async with running_worker(temporal_client, settings, database):
-        started = temporal_cli(
+        await temporal_cli(
             settings, "workflow", "start", "--type", pipeline.BOOK_ILLUSTRATION_WORKFLOW,
             "--task-queue", settings.temporal_task_queue, "--workflow-id", workflow_id,
             *(arg for payload in inputs for arg in ("--input", payload)),
         )  # fmt: skip
-        assert started.returncode == 0, started.stderr
         handle = temporal_client.get_workflow_handle(workflow_id)
         with pytest.raises(WorkflowFailureError) as failure:
             await asyncio.wait_for(handle.result(), timeout=15)
@@ -353,7 +330,7 @@ async def test_every_run_of_a_book_is_found_by_its_book_id_owner_and_outcome(
             session.commit()
         theirs = await temporal_client.start_workflow(
             pipeline.BOOK_ILLUSTRATION_WORKFLOW,
-            json.loads(json.dumps({"book_id": book_id})),
+            {"book_id": book_id},
             id=f"ops-rerun-{book_id}",
             task_queue=settings.temporal_task_queue,
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from storywink.errors import BookNotFound, BookNotReady
 from storywink.images import image_mime_type
 from storywink.providers.factory import build_providers
 from storywink.shared import BookStatus, ModerationStatus, NotificationType, Progress
-from tests.conftest import tool_path
 from tests.helpers import (
     create_book,
     keep_history,
@@ -27,6 +25,7 @@ from tests.helpers import (
     photo_urls,
     running_worker,
     start,
+    temporal_cli,
     wait_until,
 )
 from worker import build_workers
@@ -118,27 +117,12 @@ async def test_book_in_wrong_status_is_refused(
     assert (book.status, notes) == (BookStatus.DRAFT, [])
 
 
-def _cli_start(settings: Settings, workflow_id: str, payload: str) -> None:
-    subprocess.run(
-        [
-            tool_path("temporal"),
-            "workflow",
-            "start",
-            "--address",
-            settings.temporal_address,
-            "--type",
-            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
-            "--task-queue",
-            settings.temporal_task_queue,
-            "--workflow-id",
-            workflow_id,
-            "--input",
-            payload,
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+async def _cli_start(settings: Settings, workflow_id: str, payload: str) -> None:
+    await temporal_cli(
+        settings, "workflow", "start", "--type", pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+        "--task-queue", settings.temporal_task_queue, "--workflow-id", workflow_id,
+        "--input", payload,
+    )  # fmt: skip
 
 
 async def test_temporal_cli_plain_json_input_illustrates_the_book(
@@ -146,7 +130,9 @@ async def test_temporal_cli_plain_json_input_illustrates_the_book(
 ) -> None:
     book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     async with running_worker(temporal_client, settings, database):
-        _cli_start(settings, pipeline.workflow_id_for(book_id), json.dumps({"book_id": book_id}))
+        await _cli_start(
+            settings, pipeline.workflow_id_for(book_id), json.dumps({"book_id": book_id})
+        )
         result = await temporal_client.get_workflow_handle(
             pipeline.workflow_id_for(book_id)
         ).result()
@@ -167,7 +153,7 @@ async def test_bad_cli_input_fails_the_run_quickly(
 ) -> None:
     workflow_id = f"bad-input-{settings.temporal_task_queue}"
     async with running_worker(temporal_client, settings, database):
-        _cli_start(settings, workflow_id, payload)
+        await _cli_start(settings, workflow_id, payload)
         handle = temporal_client.get_workflow_handle(workflow_id)
         with pytest.raises(WorkflowFailureError) as failure:
             await asyncio.wait_for(handle.result(), timeout=15)

@@ -31,8 +31,16 @@ with workflow.unsafe.imports_passed_through():
     from storywink.shared import BookOutcome, BookStatus
     from tests.conftest import once_across_databases
     from tests.gated_providers import Gate, GatedIllustrator
-    from tests.helpers import create_book, load_book, photo_urls, start, wait_until
-    from tests.test_operator_actions import model_calls, recorded, temporal_cli
+    from tests.helpers import (
+        create_book,
+        load_book,
+        model_calls,
+        photo_urls,
+        recorded,
+        start,
+        temporal_cli,
+        wait_until,
+    )
     from worker import build_workers
     from workflows.book_illustration import BookIllustration
 
@@ -89,11 +97,11 @@ async def make_current(settings: Settings, deployment: str, build_id: str) -> No
     has seen that version's workers poll every task queue of the deployment; retry until."""
     deadline = time.monotonic() + 15
     while True:
-        done = await asyncio.to_thread(
-            temporal_cli,
+        done = await temporal_cli(
             settings,
             "worker", "deployment", "set-current-version",
             "--deployment-name", deployment, "--build-id", build_id, "--yes",
+            check=False,
         )  # fmt: skip
         if done.returncode == 0:
             return
@@ -104,8 +112,7 @@ async def make_current(settings: Settings, deployment: str, build_id: str) -> No
 
 async def running_on(settings: Settings, version: str) -> int:
     query = f"TemporalWorkerDeploymentVersion='{version}' AND ExecutionStatus='Running'"
-    counted = await asyncio.to_thread(temporal_cli, settings, "workflow", "count", "--query", query)
-    assert counted.returncode == 0, counted.stderr
+    counted = await temporal_cli(settings, "workflow", "count", "--query", query)
     return int(counted.stdout.split("Total:")[1].split()[0])
 
 

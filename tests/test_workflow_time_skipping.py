@@ -58,7 +58,8 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=tool_path("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
-    # The time-skipping server has no flag for them; the workflow upserts them.
+    # The time-skipping server has no flag for them and no ListSearchAttributes (so the
+    # worker's `ensure_search_attributes` cannot run here); the workflow upserts them.
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
@@ -79,7 +80,6 @@ class FakeBook:
         style: StyleSnapshot = resolve_style("vignette", "https://cdn.example/styles/")
         self.plan = IllustrationPlan(
             book_id="b1",
-            run_id="r",
             user_id="u1",
             book_title="T",
             style=style,

@@ -179,12 +179,6 @@ class BookIllustration:
     async def _record_failure(self, page: PageTask, reason: str) -> PageResult:
         """Record a page that gave up; if even that fails for good (the page was deleted),
         count it failed and let finalize settle the book."""
-        failed = PageResult(
-            page_id=page.page_id,
-            page_number=page.page_number,
-            moderation_status=ModerationStatus.FAILED,
-            moderation_reason=reason,
-        )
         try:
             return await workflow.execute_activity_method(
                 FinalizeActivities.record_page_failure,
@@ -203,7 +197,12 @@ class BookIllustration:
                 page.page_number,
                 _failure_reason(error),
             )
-            return failed
+            return PageResult(
+                page_id=page.page_id,
+                page_number=page.page_number,
+                moderation_status=ModerationStatus.FAILED,
+                moderation_reason=reason,
+            )
 
     def _count(self, result: PageResult) -> None:
         p = self._progress

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 P = ParamSpec("P")
@@ -91,13 +91,28 @@ def _unavailable(url: URL, problem: str) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"database {shown} (DATABASE_URL): {problem}")
 
 
+def driver_complaint(exc: SQLAlchemyError) -> tuple[str, str]:
+    """(error type, first line) of the driver's error under a SQLAlchemy one: without the
+    SQL statement, its parameters (kilobytes of user data, maybe) or SQLAlchemy's links."""
+    cause: BaseException = exc
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        cause = exc.orig
+    lines = str(cause).strip().splitlines()
+    line = lines[0] if lines else ""
+    if cause is exc:
+        line = line.split(" [SQL:")[0].split(" (Background on")[0]
+    return type(cause).__name__, line
+
+
 def connection_problem(exc: Exception) -> str:
     """The driver's reason a connection failed, on one line: `database "x" does not exist`,
     `Connection refused`, `unable to open database file`..."""
     if not isinstance(exc, DBAPIError):
         return type(exc).__name__
-    lines = str(exc.orig).strip().splitlines() or [type(exc.orig).__name__]
-    reason = lines[0].rpartition(" failed: ")[2]  # libpq: "connection to server at … failed: "
+    name, line = driver_complaint(exc)
+    reason = (line or name).rpartition(" failed: ")[
+        2
+    ]  # libpq: "connection to server at … failed: "
     return reason.removeprefix("FATAL:").strip()
 
 
