@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Sources only (see .dockerignore); `pip install .` installs the package, the `storywink`
-# console script and the top-level worker.py module.
+# console scripts (`storywink`, `storywink-worker`) and the top-level worker.py module.
 COPY pyproject.toml README.md ./
 COPY storywink ./storywink
 COPY workflows ./workflows

@@ -16,7 +16,7 @@ from typing import ParamSpec, TypeVar
 from sqlalchemy import exc as sa
 from temporalio.exceptions import ApplicationError
 
-from storywink import pipeline
+from storywink import contract
 from storywink.db.engine import driver_complaint
 from storywink.errors import BookError
 from storywink.redact import redact, shorten
@@ -50,13 +50,13 @@ def database_failure(error: sa.SQLAlchemyError, stage: str | None = None) -> App
     reason = database_reason(error)
     return ApplicationError(
         f"{stage}: {reason}" if stage else reason,
-        type=pipeline.DATABASE_UNAVAILABLE if transient else pipeline.DATABASE_REJECTED,
+        type=contract.DATABASE_UNAVAILABLE if transient else contract.DATABASE_REJECTED,
         non_retryable=not transient,
     )
 
 
 def refusal(error: BookError | UnknownStyle, stage: str | None = None) -> ApplicationError:
-    error_type = error.error_type if isinstance(error, BookError) else pipeline.UNKNOWN_STYLE
+    error_type = error.error_type if isinstance(error, BookError) else contract.UNKNOWN_STYLE
     reason = shorten(str(error), REASON_LIMIT)
     return ApplicationError(
         f"{stage}: {reason}" if stage else reason, type=error_type, non_retryable=True

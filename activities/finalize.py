@@ -7,8 +7,8 @@ from temporalio import activity
 
 from activities.failures import book_step
 from storywink import books, metrics
+from storywink.contract import BookOutcome, FinalizeInput, ModerationStatus, PageFailure, PageResult
 from storywink.db.engine import in_session
-from storywink.shared import BookOutcome, FinalizeInput, ModerationStatus, PageFailure, PageResult
 
 
 class FinalizeActivities:

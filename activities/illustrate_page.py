@@ -29,7 +29,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.failures import database_failure, refusal
-from storywink import books, metrics, pipeline
+from storywink import books, contract, metrics
+from storywink.contract import ModerationStatus, PageResult, PageTask
 from storywink.db.engine import in_session
 from storywink.errors import BookError
 from storywink.prompt import build_prompt
@@ -46,7 +47,6 @@ from storywink.providers.base import (
 )
 from storywink.providers.fetch import ImageFetcher
 from storywink.redact import Redactor
-from storywink.shared import ModerationStatus, PageResult, PageTask
 
 T = TypeVar("T")
 
@@ -156,7 +156,7 @@ class IllustratePageActivities:
                 Stage.UPLOAD,
                 self._store.store(
                     image,
-                    pipeline.page_public_id(task.book_id, task.page_number),
+                    contract.page_public_id(task.book_id, task.page_number),
                     tags=[f"book_{task.book_id}", f"page_{task.page_number}", task.style.key],
                     context={
                         "run_id": task.run_id,
@@ -175,7 +175,7 @@ class IllustratePageActivities:
         stored for this page in this style, if any."""
         if not _may_have_earlier_work(task):
             return None
-        public_id = pipeline.page_public_id(task.book_id, task.page_number)
+        public_id = contract.page_public_id(task.book_id, task.page_number)
         previous = heartbeat.previous
         if previous is not None and previous.image_url:
             _log_for(task, "reusing the image an earlier attempt stored")
@@ -292,7 +292,7 @@ class IllustratePageActivities:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             raise ApplicationError(
                 f"{stage}: {self._redact(exc.reason)}",
-                type=pipeline.PAGE_STAGE_ERROR,
+                type=contract.PAGE_STAGE_ERROR,
                 next_retry_delay=delay,
             ) from None
         except (_PageSettled, ApplicationError):
@@ -304,7 +304,7 @@ class IllustratePageActivities:
         except Exception as exc:
             raise ApplicationError(
                 f"{stage}: {type(exc).__name__}: {self._redact(str(exc), limit=300)}",
-                type=pipeline.PAGE_STAGE_ERROR,
+                type=contract.PAGE_STAGE_ERROR,
             ) from None
 
 

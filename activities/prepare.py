@@ -10,10 +10,7 @@ from activities.failures import book_step
 from storywink import books
 from storywink.claims import describe_claim
 from storywink.config import Settings
-from storywink.db.engine import in_session
-from storywink.db.models import Book, Page
-from storywink.errors import BookBusy
-from storywink.shared import (
+from storywink.contract import (
     BookStatus,
     IllustrationPlan,
     PageActivityOptions,
@@ -21,6 +18,9 @@ from storywink.shared import (
     PrepareInput,
     StyleSnapshot,
 )
+from storywink.db.engine import in_session
+from storywink.db.models import Book, Page
+from storywink.errors import BookBusy
 from storywink.styles import resolve_style
 
 

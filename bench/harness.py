@@ -29,16 +29,15 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from storywink import pipeline
+from storywink import contract
 from storywink.config import Settings, load_settings
 from storywink.connections import Database, open_database
+from storywink.contract import BookOutcome, ModerationStatus
 from storywink.db.models import Page
-from storywink.devserver import temporal_binary
-from storywink.sample_book import sample_photo
-from storywink.shared import BookOutcome, ModerationStatus
+from storywink.demo.devserver import temporal_binary
+from storywink.demo.sample_book import sample_photo
 from tests.fakes.cloudinary_server import FakeCloudinaryServer
 from tests.fakes.gemini_server import FakeGeminiServer
 from tests.helpers import create_book, start
@@ -74,7 +73,7 @@ async def temporal_server() -> AsyncIterator[Client]:
     """A dev server on a free port, in-memory, without the UI; yields its client."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
+        data_converter=contract.DATA_CONVERTER,
         dev_server_log_level="error",
         dev_server_extra_args=[
             arg
@@ -85,7 +84,7 @@ async def temporal_server() -> AsyncIterator[Client]:
             )
         ],
         ui=False,
-        search_attributes=pipeline.SEARCH_ATTRIBUTES,
+        search_attributes=contract.SEARCH_ATTRIBUTES,
     )
     try:
         yield env.client

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import computed_field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.api.enums.v1 import EventType
@@ -22,13 +22,13 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEventFilterType
 from temporalio.service import RPCError
 
-from storywink import pipeline
+from storywink import contract
 from storywink.claims import describe_claim, describe_run
 from storywink.connections import TemporalUnavailable
+from storywink.contract import BookStatus, Frozen, ModerationStatus
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
 from storywink.redact import shorten
-from storywink.shared import BookStatus, ModerationStatus
 
 T = TypeVar("T")
 
@@ -39,11 +39,7 @@ MAX_CONCURRENT_DESCRIBES = 8
 REASON_LIMIT = 200
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PageCounts(_Frozen):
+class PageCounts(Frozen):
     total: int = 0
     ok: int = 0
     flagged: int = 0
@@ -63,7 +59,7 @@ class RunState(StrEnum):
     NO_RUN = "no_run"  # the row names no run at all
 
 
-class RunCheck(_Frozen):
+class RunCheck(Frozen):
     """What Temporal says about the run holding an in-progress book."""
 
     state: RunState
@@ -89,7 +85,7 @@ class RunCheck(_Frozen):
         }[self.state]
 
 
-class BookInProgress(_Frozen):
+class BookInProgress(Frozen):
     book_id: str
     title: str
     status: BookStatus
@@ -105,7 +101,7 @@ class BookInProgress(_Frozen):
         return self.run is not None and self.run.stuck
 
 
-class RecentOutcome(_Frozen):
+class RecentOutcome(Frozen):
     book_id: str
     title: str
     status: BookStatus
@@ -113,7 +109,7 @@ class RecentOutcome(_Frozen):
     updated_at: datetime
 
 
-class BooksReport(_Frozen):
+class BooksReport(Frozen):
     generated_at: datetime
     in_progress: tuple[BookInProgress, ...]
     recent: tuple[RecentOutcome, ...]
@@ -234,8 +230,8 @@ def current_claims(
 
 def _start_command(book_id: str, task_queue: str) -> str:
     return (
-        f"temporal workflow start --type {pipeline.BOOK_ILLUSTRATION_WORKFLOW} "
-        f"--task-queue {task_queue} --workflow-id {pipeline.workflow_id_for(book_id)} "
+        f"temporal workflow start --type {contract.BOOK_ILLUSTRATION_WORKFLOW} "
+        f"--task-queue {task_queue} --workflow-id {contract.workflow_id_for(book_id)} "
         f'--input \'{{"book_id": "{book_id}"}}\''
     )
 
@@ -312,7 +308,7 @@ async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> 
     if book.run_id is None:
         check = RunCheck(state=RunState.NO_RUN)
     else:
-        workflow_id = book.workflow_id or pipeline.workflow_id_for(book.book_id)
+        workflow_id = book.workflow_id or contract.workflow_id_for(book.book_id)
         holder = await _unless_unreachable(
             describe_claim(temporal, workflow_id, book.run_id), workflow_id
         )  # the claim's chain: a reset run still holds the book
@@ -328,7 +324,7 @@ async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> 
                 reason = await run_end_reason(temporal, workflow_id, holder.run_id or book.run_id)
                 check = check.model_copy(update={"reason": reason})
         if check.stuck:
-            own = pipeline.workflow_id_for(book.book_id)
+            own = contract.workflow_id_for(book.book_id)
             latest = await _unless_unreachable(describe_run(temporal, own), own)
             if latest and latest.status is WorkflowExecutionStatus.RUNNING:
                 check = check.model_copy(update={"replacement_run_id": latest.run_id})

@@ -12,10 +12,7 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storywink.db.models import Book, Notification, Page, PageDraft, column_length
-from storywink.errors import BookNotFound, BookNotReady, PageNotFound
-from storywink.redact import shorten
-from storywink.shared import (
+from storywink.contract import (
     ILLUSTRATABLE_STATUSES,
     BookOutcome,
     BookStatus,
@@ -23,6 +20,9 @@ from storywink.shared import (
     NotificationType,
     PageResult,
 )
+from storywink.db.models import Book, Notification, Page, PageDraft, column_length
+from storywink.errors import BookNotFound, BookNotReady, PageNotFound
+from storywink.redact import shorten
 
 NOT_STARTED = "before this page was started"
 _REDRAW_ALL_FROM = frozenset({BookStatus.STORY_READY})

@@ -37,14 +37,11 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as WorkflowTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
-from storywink import books, pipeline
+from storywink import books, contract
 from storywink.claims import describe_claim, describe_run, is_running
 from storywink.config import Settings
 from storywink.connections import connect_temporal, open_database
-from storywink.db.engine import in_session
-from storywink.db.models import Book
-from storywink.errors import BookNotReady, NotIllustrating, RunEnded
-from storywink.shared import (
+from storywink.contract import (
     ILLUSTRATABLE_STATUSES,
     BookOutcome,
     BookStatus,
@@ -52,6 +49,9 @@ from storywink.shared import (
     ModerationStatus,
     Progress,
 )
+from storywink.db.engine import in_session
+from storywink.db.models import Book
+from storywink.errors import BookNotReady, NotIllustrating, RunEnded
 
 QUERY_TIMEOUT: Final = timedelta(seconds=3)
 # A poller's last access is when its current long poll (up to ~70 s) began.
@@ -151,9 +151,9 @@ class IllustrationClient:
         elif claim.status not in ILLUSTRATABLE_STATUSES:
             raise BookNotReady(book_id, claim.status)
         handle: WorkflowHandle[object, BookOutcome] = await self._temporal.start_workflow(
-            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            contract.BOOK_ILLUSTRATION_WORKFLOW,
             IllustrationRequest(book_id=book_id),
-            id=pipeline.workflow_id_for(book_id),
+            id=contract.workflow_id_for(book_id),
             task_queue=self._task_queue,
             result_type=BookOutcome,
             # Double clicks, two web replicas, the CLI: all land on the same run.
@@ -170,7 +170,7 @@ class IllustrationClient:
         book's own workflow if a run of it has started and not claimed the book yet.
         """
         claim = await in_session(self._sessions, books.read_claim, book_id)
-        own = pipeline.workflow_id_for(book_id)
+        own = contract.workflow_id_for(book_id)
         if claim.status is BookStatus.ILLUSTRATING and claim.workflow_id:
             if (
                 claim.workflow_id != own
@@ -184,7 +184,7 @@ class IllustrationClient:
     def handle(self, book_id: str) -> WorkflowHandle[object, BookOutcome]:
         """The book's own workflow (`book-illustration-<id>`), latest run."""
         return self._temporal.get_workflow_handle(
-            pipeline.workflow_id_for(book_id), result_type=BookOutcome
+            contract.workflow_id_for(book_id), result_type=BookOutcome
         )
 
     async def progress(self, book_id: str) -> Progress:
@@ -194,7 +194,7 @@ class IllustrationClient:
             handle = self._temporal.get_workflow_handle(workflow_id)
             try:
                 progress = await handle.query(
-                    pipeline.PROGRESS_QUERY, result_type=Progress, rpc_timeout=QUERY_TIMEOUT
+                    contract.PROGRESS_QUERY, result_type=Progress, rpc_timeout=QUERY_TIMEOUT
                 )
             except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
                 pass  # no worker answered in time, or the run is gone: the database knows

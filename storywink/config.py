@@ -259,6 +259,17 @@ class Settings(BaseSettings):
             return url
         return f"sqlite:///{(DEFAULT_DATA_DIR / 'storywink.db').resolve()}"
 
+    def secrets(self) -> list[str]:
+        """API key, CDN URL and secret, database password: what must never be shown."""
+        found: list[str | None] = []
+        if self.gemini_api_key:
+            found.append(self.gemini_api_key.get_secret_value())
+        if self.cloudinary_url:
+            found.append(self.cloudinary_url.get_secret_value())
+            found.append(self.cloudinary.api_secret.get_secret_value())
+        found.append(make_url(self.resolved_database_url).password)  # parsed by the validator
+        return [secret for secret in found if secret]
+
     @property
     def page_start_to_close(self) -> timedelta:
         return timedelta(seconds=self.page_start_to_close_seconds)

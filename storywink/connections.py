@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -16,12 +15,11 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
-from storywink import pipeline
+from storywink import contract
 from storywink.config import Settings
 from storywink.db.engine import (
     DatabaseNotReady,
@@ -32,7 +30,6 @@ from storywink.db.engine import (
     make_session_factory,
     upgrade_to_head,
 )
-from storywink.redact import Redactor
 
 __all__ = [
     "Database",
@@ -42,7 +39,6 @@ __all__ = [
     "connect_temporal",
     "ensure_search_attributes",
     "open_database",
-    "redactor_for",
 ]
 
 
@@ -68,7 +64,7 @@ async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -
         config["target_host"] = settings.temporal_address
         config["namespace"] = settings.temporal_namespace
         client = await Client.connect(
-            **config, data_converter=pydantic_data_converter, runtime=runtime
+            **config, data_converter=contract.DATA_CONVERTER, runtime=runtime
         )
         await client.service_client.check_health()
     except Exception as exc:
@@ -156,7 +152,7 @@ async def _missing_search_attributes(
         ) from None
     known = dict(listed.custom_attributes)
     missing: list[SearchAttributeKey[Any]] = []
-    for key in pipeline.SEARCH_ATTRIBUTES:
+    for key in contract.SEARCH_ATTRIBUTES:
         registered = known.get(key.name)
         if registered is None:
             missing.append(key)
@@ -194,19 +190,3 @@ def open_database(settings: Settings) -> Database:
         upgrade_to_head(engine)
     check_schema_current(engine)
     return Database(engine, make_session_factory(engine))
-
-
-def secrets_of(settings: Settings) -> list[str]:
-    """API key, CDN URL and secret, database password: what must never be shown."""
-    secrets: list[str | None] = []
-    if settings.gemini_api_key:
-        secrets.append(settings.gemini_api_key.get_secret_value())
-    if settings.cloudinary_url:
-        secrets.append(settings.cloudinary_url.get_secret_value())
-        secrets.append(settings.cloudinary.api_secret.get_secret_value())
-    secrets.append(make_url(settings.resolved_database_url).password)  # parsed by Settings
-    return [secret for secret in secrets if secret]
-
-
-def redactor_for(settings: Settings) -> Redactor:
-    return Redactor(secrets_of(settings))

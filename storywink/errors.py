@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from storywink import pipeline
-from storywink.shared import BookStatus
+from storywink import contract
+from storywink.contract import BookStatus
 
 
 class BookError(Exception):
@@ -11,7 +11,7 @@ class BookError(Exception):
 
 
 class BookNotFound(BookError):
-    error_type = pipeline.BOOK_NOT_FOUND
+    error_type = contract.BOOK_NOT_FOUND
 
     def __init__(self, book_id: str) -> None:
         super().__init__(f"book {book_id} not found")
@@ -21,7 +21,7 @@ class BookNotFound(BookError):
 class BookNotReady(BookError):
     """The book's status does not allow an illustration run (HTTP 409)."""
 
-    error_type = pipeline.BOOK_NOT_READY
+    error_type = contract.BOOK_NOT_READY
 
     def __init__(self, book_id: str, status: BookStatus) -> None:
         super().__init__(
@@ -34,7 +34,7 @@ class BookNotReady(BookError):
 class BookBusy(BookError):
     """Another workflow run holds the book (HTTP 409)."""
 
-    error_type = pipeline.BOOK_BUSY
+    error_type = contract.BOOK_BUSY
 
     def __init__(self, book_id: str, workflow_id: str) -> None:
         super().__init__(f"book {book_id} is being illustrated by workflow {workflow_id}")
@@ -45,7 +45,7 @@ class BookBusy(BookError):
 class PageNotFound(BookError):
     """A page vanished during a run (its book was deleted)."""
 
-    error_type = pipeline.PAGE_NOT_FOUND
+    error_type = contract.PAGE_NOT_FOUND
 
     def __init__(self, page_id: str) -> None:
         super().__init__(f"page {page_id} not found (deleted during the run?)")

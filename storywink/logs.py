@@ -7,8 +7,7 @@ import logging
 from typing import Any
 
 from storywink.config import Settings
-from storywink.connections import redactor_for
-from storywink.redact import RedactingFilter
+from storywink.redact import RedactingFilter, Redactor
 
 # Attributes the Temporal SDK attaches to activity/workflow log records (workflow_id,
 # attempt, activity_type, ...); their fields are flattened into the entry.
@@ -45,7 +44,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(settings: Settings, worker_identity: str | None = None) -> None:
     """Log to stderr; JSON entries carry `worker_identity` when given."""
     handler = logging.StreamHandler()
-    handler.addFilter(RedactingFilter(redactor_for(settings)))
+    handler.addFilter(RedactingFilter(Redactor(settings.secrets())))
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter(worker_identity))
     else:

@@ -14,8 +14,8 @@ from typing import TypeVar
 
 from temporalio import activity
 
+from storywink.contract import ModerationStatus
 from storywink.providers.base import ContentRefused, PermanentError, TransientError
-from storywink.shared import ModerationStatus
 
 PAGES = "storywink_pages_total"
 PAGE_DURATION = "storywink_page_duration_seconds"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from storywink.shared import StyleSnapshot
+from storywink.contract import StyleSnapshot
 
 MAX_PROMPT_CHARS: Final = 4000
 # Caps on parts that sit inside required sections, so the required sections alone always

@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from storywink.shared import StyleSnapshot
+from storywink.contract import StyleSnapshot
 
 STYLE_LIBRARY_VERSION: Final = 1
 

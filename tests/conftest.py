@@ -19,10 +19,9 @@ import psycopg
 import pytest
 from sqlalchemy.orm import Session
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from storywink import pipeline
+from storywink import contract
 from storywink.config import Settings, load_settings
 from storywink.connections import Database
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
@@ -46,10 +45,10 @@ def tool_path(name: str) -> str:
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=tool_path("temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=contract.DATA_CONVERTER,
         dev_server_log_level="error",
         ui=False,
-        search_attributes=pipeline.SEARCH_ATTRIBUTES,
+        search_attributes=contract.SEARCH_ATTRIBUTES,
     )
     yield env
     await env.shutdown()

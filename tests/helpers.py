@@ -14,15 +14,15 @@ from typing import Any
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
 
-from storywink import books, pipeline
+from storywink import books, contract
 from storywink.config import Settings
 from storywink.connections import Database
+from storywink.contract import BookOutcome, BookStatus, IllustrationRequest, ModerationStatus
 from storywink.db.models import Book, Notification, Page
+from storywink.demo.sample_book import write_sample_photos
 from storywink.providers.factory import Providers, build_providers
-from storywink.sample_book import write_sample_photos
-from storywink.shared import BookOutcome, BookStatus, IllustrationRequest, ModerationStatus
+from storywink.worker.assembly import build_workers
 from tests.conftest import tool_path
-from worker import build_workers
 
 
 @asynccontextmanager
@@ -70,9 +70,9 @@ async def start(
     client: Client, settings: Settings, book_id: str
 ) -> WorkflowHandle[object, BookOutcome]:
     return await client.start_workflow(
-        pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+        contract.BOOK_ILLUSTRATION_WORKFLOW,
         IllustrationRequest(book_id=book_id),
-        id=pipeline.workflow_id_for(book_id),
+        id=contract.workflow_id_for(book_id),
         task_queue=settings.temporal_task_queue,
         result_type=BookOutcome,
     )

@@ -11,7 +11,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
-from storywink.sample_book import sample_photo
+from storywink.demo.sample_book import sample_photo
 from tests.conftest import test_settings
 from tests.fakes.cloudinary_server import FakeCloudinaryServer
 from tests.fakes.gemini_server import FakeGeminiServer

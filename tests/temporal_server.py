@@ -11,7 +11,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from storywink import pipeline
+from storywink import contract
 from tests.conftest import tool_path
 from tests.worker_processes import free_port
 
@@ -28,7 +28,7 @@ class DevServer:
         """`search_attributes` (name -> type) replaces ours, which are registered by default."""
         self.dynamic_config = dict(dynamic_config or {})
         self.search_attribute_flags: Sequence[str] = (
-            pipeline.dev_server_search_attribute_flags()
+            contract.dev_server_search_attribute_flags()
             if search_attributes is None
             else [
                 arg

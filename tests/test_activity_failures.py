@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import exc as sa
 
 from activities.failures import database_failure
-from storywink import pipeline
+from storywink import contract
 
 STATEMENT = "UPDATE books SET illustration_workflow_id=%(wf)s WHERE books.id = %(id)s"
 PARAMS = {"wf": "x" * 5000, "id": "b1"}
@@ -30,7 +30,7 @@ def wrapped(error_type: type[sa.DBAPIError], driver_error: Exception) -> sa.DBAP
 def test_an_unavailable_database_is_retried(error: sa.SQLAlchemyError) -> None:
     failure = database_failure(error)
     assert not failure.non_retryable
-    assert failure.type == pipeline.DATABASE_UNAVAILABLE
+    assert failure.type == contract.DATABASE_UNAVAILABLE
     assert failure.message.startswith("database unavailable: ")
 
 
@@ -62,7 +62,7 @@ def test_an_unavailable_database_is_retried(error: sa.SQLAlchemyError) -> None:
 def test_data_the_database_rejects_is_not_retried(error: sa.SQLAlchemyError, says: str) -> None:
     failure = database_failure(error, "record")
     assert failure.non_retryable
-    assert failure.type == pipeline.DATABASE_REJECTED
+    assert failure.type == contract.DATABASE_REJECTED
     assert failure.message.startswith("record: database rejected the data: ")
     assert says in failure.message
 

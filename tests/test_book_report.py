@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from typer.testing import CliRunner, Result
 
-from storywink import books, pipeline
+from storywink import books, contract
 from storywink.book_report import (
     BookInProgress,
     BooksReport,
@@ -34,12 +34,12 @@ from storywink.book_report import (
     format_age,
     recent_outcomes,
 )
-from storywink.cli import STUCK_EXIT_CODE, app
+from storywink.cli import ExitCode, app
 from storywink.config import Settings
 from storywink.connections import Database
+from storywink.contract import BookOutcome, BookStatus, ModerationStatus
 from storywink.db.engine import is_sqlite, make_engine, make_session_factory, upgrade_to_head
 from storywink.providers.factory import build_providers
-from storywink.shared import BookOutcome, BookStatus, ModerationStatus
 from tests.conftest import _postgres_database, test_settings
 from tests.gated_providers import Gate, GatedIllustrator
 from tests.helpers import (
@@ -103,7 +103,7 @@ def in_progress(report: BooksReport, book_id: str) -> BookInProgress:
 
 def _claim(database: Database, book_id: str, run_id: str) -> None:
     with database.sessions() as session:
-        books.claim_book(session, book_id, pipeline.workflow_id_for(book_id), run_id)
+        books.claim_book(session, book_id, contract.workflow_id_for(book_id), run_id)
 
 
 async def test_settled_books_are_recent_outcomes_newest_first_with_page_counts(
@@ -202,7 +202,7 @@ async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_st
         )
         held.gate.release()
         outcome = await temporal_client.get_workflow_handle(
-            pipeline.workflow_id_for(book_id), result_type=BookOutcome
+            contract.workflow_id_for(book_id), result_type=BookOutcome
         ).result()
     after = await report_for(temporal_client, own_database, own_settings)
 
@@ -230,7 +230,7 @@ async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_st
     assert stuck.stuck == (book_id,)
     assert book.run is not None
     assert (book.run.state, book.run.temporal_status) == (RunState.ENDED, "TERMINATED")
-    assert stuck_cli.exit_code == STUCK_EXIT_CODE, stuck_cli.output
+    assert stuck_cli.exit_code == ExitCode.STUCK, stuck_cli.output
     assert "STUCK: run terminated" in stuck_cli.stdout
     assert "1 stuck" in stuck_cli.stdout
     assert command[:3] == ["temporal", "workflow", "start"]
@@ -258,19 +258,19 @@ async def test_claims_without_a_running_workflow_are_stuck_and_the_command_exits
     as_json = await storywink_books(own_settings, "--json")
     human = await storywink_books(own_settings)
 
-    assert as_json.exit_code == STUCK_EXIT_CODE, as_json.output
+    assert as_json.exit_code == ExitCode.STUCK, as_json.output
     document: dict[str, Any] = json.loads(as_json.stdout)
     assert sorted(document["stuck"]) == sorted([never_started, no_run, generating])
     by_id = {book["book_id"]: book for book in document["in_progress"]}
     assert waiting not in by_id
     assert by_id[never_started]["run"]["state"] == "not_found"
-    assert by_id[never_started]["workflow_id"] == pipeline.workflow_id_for(never_started)
+    assert by_id[never_started]["workflow_id"] == contract.workflow_id_for(never_started)
     assert "temporal workflow start" in by_id[never_started]["run"]["hint"]
     assert by_id[no_run]["run"]["state"] == "no_run"
     assert f"storywink illustrate {no_run}" in by_id[no_run]["run"]["hint"]
     assert by_id[generating]["status"] == "GENERATING"
     assert "DRAFT" in by_id[generating]["run"]["hint"]
-    assert human.exit_code == STUCK_EXIT_CODE
+    assert human.exit_code == ExitCode.STUCK
     assert "3 stuck" in human.stdout
     assert "STUCK: run not found in Temporal" in human.stdout
 
@@ -352,7 +352,7 @@ async def test_a_book_whose_run_failed_is_stuck_with_the_reason_and_ids_are_neve
 
     result = await storywink_books(own_settings, columns=80)
 
-    assert result.exit_code == STUCK_EXIT_CODE, result.output
+    assert result.exit_code == ExitCode.STUCK, result.output
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, result.stdout
     # Whole ids in both tables, the titles shortened instead.

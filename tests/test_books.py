@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storywink import books, pipeline
+from storywink import books, contract
 from storywink.connections import Database
+from storywink.contract import BookStatus, ModerationStatus, NotificationType
 from storywink.db.models import Book, Notification
 from storywink.errors import BookNotFound, BookNotReady, PageNotFound
-from storywink.shared import BookStatus, ModerationStatus, NotificationType
 
 OK = ModerationStatus.OK
 FLAGGED = ModerationStatus.FLAGGED
@@ -62,7 +62,7 @@ def new_book(
 
 def claim(session: Session, book_id: str, run_id: str, stale_run_id: str | None = None) -> Book:
     return books.claim_book(
-        session, book_id, pipeline.workflow_id_for(book_id), run_id, stale_run_id=stale_run_id
+        session, book_id, contract.workflow_id_for(book_id), run_id, stale_run_id=stale_run_id
     )
 
 
@@ -303,7 +303,7 @@ def test_each_settled_outcome_of_one_claim_gets_its_own_notification(
     book_id = new_book(session, ("T", "a"))
     chain = illustrate(session, book_id, [image(1), FAIL])
     books.finalize_book(session, book_id, chain, settling_run_id=chain, cancelled=False)
-    books.claim_book(session, book_id, pipeline.workflow_id_for(book_id), chain)
+    books.claim_book(session, book_id, contract.workflow_id_for(book_id), chain)
     books.finalize_book(session, book_id, chain, settling_run_id=new_run(), cancelled=False)
 
     assert len(stored(database, book_id).notifications) == 2
@@ -449,7 +449,7 @@ def test_takeover_from_the_stale_run_keeps_pages_it_finished(
     assert [p.page_number for p in books.pages_to_draw(book)] == [2, 3]
     state = stored(database, book_id)
     assert (state.status, state.run_id) == (BookStatus.ILLUSTRATING, successor)
-    assert state.workflow_id == pipeline.workflow_id_for(book_id)
+    assert state.workflow_id == contract.workflow_id_for(book_id)
     assert page_outcomes(state) == [image(1), (PENDING, None, None), (PENDING, None, None)]
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from storywink.db.engine import make_engine, make_session_factory
 from storywink.db.models import Book, Page
-from storywink.sample_book import write_sample_photos
+from storywink.demo.sample_book import write_sample_photos
 
 STORYWINK = Path(sys.executable).parent / "storywink"
 SECRET_NAMES = {"GEMINI_API_KEY", "GOOGLE_API_KEY", "CLOUDINARY_URL", "ILLUSTRATOR", "STORAGE"}

@@ -17,14 +17,15 @@ from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
 from storywink.book_input import CHILD_NAME_MAX, TITLE_MAX, USER_ID_MAX, NewBook
-from storywink.cli import ExitCode, create_book_from_photos
+from storywink.book_upload import create_book_from_photos
+from storywink.cli import ExitCode
 from storywink.config import load_settings
 from storywink.connections import Database, open_database
 from storywink.db.engine import make_engine
 from storywink.db.models import Book
+from storywink.demo.sample_book import write_sample_photos
 from storywink.providers.base import GeneratedImage, StoredImage, TransientError
 from storywink.providers.local_storage import LocalImageStore
-from storywink.sample_book import write_sample_photos
 from tests.conftest import PG_ADMIN_URL
 from tests.fakes.cloudinary_server import CloudFault, FakeCloudinaryServer
 from tests.helpers import create_book, load_book, photo_urls

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from storywink import pipeline
+from storywink import contract
 from storywink.cli import ExitCode
 from storywink.client import IllustrationClient, RunEnding
 from storywink.config import Settings
 from storywink.connections import Database
+from storywink.contract import BookStatus, IllustrationRequest
 from storywink.errors import RunEnded
 from storywink.providers.factory import build_providers
-from storywink.shared import BookStatus, IllustrationRequest
 from tests.gated_providers import Gate, GatedIllustrator
 from tests.helpers import (
     create_book,
@@ -123,7 +123,7 @@ async def test_a_cancelled_run_is_one_line_with_the_settled_book_and_exit_6(
     ):
         await cli.line_containing("illustrating book")
         await wait_until(lambda: claimed(database, book_id))
-        await temporal_client.get_workflow_handle(pipeline.workflow_id_for(book_id)).cancel()
+        await temporal_client.get_workflow_handle(contract.workflow_id_for(book_id)).cancel()
         code, lines = await cli.finish()
 
     assert code == ExitCode.CANCELLED, lines
@@ -143,7 +143,7 @@ async def test_a_terminated_run_is_one_line_naming_the_stuck_book_and_exit_7(
     ):
         await cli.line_containing("illustrating book")
         await wait_until(lambda: claimed(database, book_id))
-        handle = temporal_client.get_workflow_handle(pipeline.workflow_id_for(book_id))
+        handle = temporal_client.get_workflow_handle(contract.workflow_id_for(book_id))
         await handle.terminate(reason="operator gave up")
         code, lines = await cli.finish()
 
@@ -158,7 +158,7 @@ async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
     book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
-    workflow_id = pipeline.workflow_id_for(book_id)
+    workflow_id = contract.workflow_id_for(book_id)
     async with (
         held_worker(temporal_client, settings, database) as held,
         storywink_illustrate(settings, tmp_path, book_id) as cli,
@@ -187,7 +187,7 @@ async def test_with_no_worker_illustrate_says_so_then_ends_when_the_run_does(
     book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
     async with storywink_illustrate(settings, tmp_path, book_id) as cli:
         warning = await cli.line_containing("no worker is polling")
-        await temporal_client.get_workflow_handle(pipeline.workflow_id_for(book_id)).terminate(
+        await temporal_client.get_workflow_handle(contract.workflow_id_for(book_id)).terminate(
             reason="no worker"
         )
         code, lines = await cli.finish()
@@ -213,7 +213,7 @@ async def test_a_run_under_another_workflow_id_is_followed_by_illustrate_and_the
     ops_id = f"ops-rerun-{uuid.uuid4().hex[:8]}"
     async with held_worker(temporal_client, settings, database) as held:
         await temporal_client.start_workflow(
-            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            contract.BOOK_ILLUSTRATION_WORKFLOW,
             IllustrationRequest(book_id=book_id),
             id=ops_id,
             task_queue=settings.temporal_task_queue,
@@ -249,7 +249,7 @@ async def test_the_client_cancels_and_waits_for_a_run_under_another_workflow_id(
     ops_id = f"ops-rerun-{uuid.uuid4().hex[:8]}"
     async with held_worker(temporal_client, settings, database):
         await temporal_client.start_workflow(
-            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            contract.BOOK_ILLUSTRATION_WORKFLOW,
             IllustrationRequest(book_id=book_id),
             id=ops_id,
             task_queue=settings.temporal_task_queue,

@@ -24,7 +24,7 @@ import yaml
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from storywink import pipeline
+from storywink import contract
 from tests.conftest import required_tool, tool_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -518,7 +518,7 @@ def test_the_namespace_job_registers_the_search_attributes_the_workflow_upserts(
     services: dict[str, dict[str, Any]], namespace_name: str
 ) -> None:
     declared = _env(services[namespace_name])["SEARCH_ATTRIBUTES"].split()
-    assert declared == [key.name for key in pipeline.SEARCH_ATTRIBUTES]
+    assert declared == [key.name for key in contract.SEARCH_ATTRIBUTES]
 
 
 async def test_the_namespace_job_script_creates_namespace_and_search_attributes_idempotently(
@@ -549,7 +549,7 @@ async def test_the_namespace_job_script_creates_namespace_and_search_attributes_
     listed = await temporal_client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)
     )
-    assert {key.name for key in pipeline.SEARCH_ATTRIBUTES} <= set(listed.custom_attributes)
+    assert {key.name for key in contract.SEARCH_ATTRIBUTES} <= set(listed.custom_attributes)
 
 
 # --------------------------------------------------------------------------- the Storywink stack

@@ -20,9 +20,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from storywink.connections import Database, connect_temporal
+from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
 from storywink.db.engine import make_engine, make_session_factory
-from storywink.pipeline import page_public_id
-from storywink.shared import BookOutcome, BookStatus, ModerationStatus
 from tests.conftest import once_across_databases
 from tests.fakes.cloudinary_server import CloudFault
 from tests.helpers import create_book, load_book, running_worker, start, wait_until

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from storywink.config import load_settings
-from storywink.devserver import UI_PORT, UI_SETTINGS_PATH, web_ui_url
+from storywink.demo.devserver import UI_PORT, UI_SETTINGS_PATH, web_ui_url
 from tests.worker_processes import free_port
 
 # The start of what the Temporal UI (2.x) answers at /api/v1/settings.

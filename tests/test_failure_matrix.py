@@ -18,9 +18,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from storywink.connections import Database
+from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
 from storywink.db.models import Page, PageDraft
-from storywink.pipeline import page_public_id
-from storywink.shared import BookOutcome, BookStatus, ModerationStatus
 from tests.conftest import PG_ADMIN_URL
 from tests.fakes.cloudinary_server import CloudFault
 from tests.fakes.gemini_server import Fault

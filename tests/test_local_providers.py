@@ -11,10 +11,10 @@ from urllib.request import url2pathname
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
+from storywink.demo.sample_book import sample_photo
 from storywink.providers.base import GeneratedImage, IllustrationJob, PermanentError, SourceImage
 from storywink.providers.local_illustrator import LocalIllustrator
 from storywink.providers.local_storage import LocalImageStore
-from storywink.sample_book import sample_photo
 
 SIZE = 256
 

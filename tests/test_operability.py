@@ -27,10 +27,10 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from storywink import metrics
 from storywink.config import ConfigurationError, Settings, load_settings
 from storywink.connections import Database, connect_temporal
+from storywink.contract import BookStatus, ModerationStatus
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import JsonFormatter
 from storywink.providers.base import ContentRefused
-from storywink.shared import BookStatus, ModerationStatus
 from storywink.telemetry import worker_runtime
 from tests.conftest import once_across_databases
 from tests.helpers import create_book, load_book, start

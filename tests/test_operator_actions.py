@@ -18,12 +18,12 @@ from sqlalchemy import delete, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
-from storywink import pipeline
+from storywink import contract
 from storywink.config import Settings
 from storywink.connections import Database
+from storywink.contract import BookOutcome, BookStatus, ModerationStatus
 from storywink.db.models import Book, Notification, Page
 from storywink.providers.factory import build_providers
-from storywink.shared import BookOutcome, BookStatus, ModerationStatus
 from tests.gated_providers import Gate, GatedIllustrator, StoredThenHeldStore
 from tests.helpers import (
     create_book,
@@ -250,7 +250,7 @@ async def test_a_cli_start_without_one_input_fails_within_seconds(
     workflow_id = f"bad-start-{len(inputs)}-{settings.temporal_task_queue}"
     async with running_worker(temporal_client, settings, database):
         await temporal_cli(
-            settings, "workflow", "start", "--type", pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            settings, "workflow", "start", "--type", contract.BOOK_ILLUSTRATION_WORKFLOW,
             "--task-queue", settings.temporal_task_queue, "--workflow-id", workflow_id,
             *(arg for payload in inputs for arg in ("--input", payload)),
         )  # fmt: skip
@@ -299,7 +299,7 @@ async def test_data_the_database_refuses_fails_the_run_at_once_with_a_short_reas
     workflow_id = f"ops-{'x' * 250}"
     async with running_worker(temporal_client, settings, database):
         handle = await temporal_client.start_workflow(
-            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            contract.BOOK_ILLUSTRATION_WORKFLOW,
             {"book_id": book_id},
             id=workflow_id,
             task_queue=settings.temporal_task_queue,
@@ -329,7 +329,7 @@ async def test_every_run_of_a_book_is_found_by_its_book_id_owner_and_outcome(
             session.get_one(Book, book_id).status = BookStatus.PARTIAL
             session.commit()
         theirs = await temporal_client.start_workflow(
-            pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+            contract.BOOK_ILLUSTRATION_WORKFLOW,
             {"book_id": book_id},
             id=f"ops-rerun-{book_id}",
             task_queue=settings.temporal_task_queue,

@@ -10,14 +10,15 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from storywink import pipeline
+from storywink import contract
 from storywink.client import IllustrationClient
 from storywink.config import Settings
 from storywink.connections import Database
+from storywink.contract import BookStatus, ModerationStatus, NotificationType, Progress
 from storywink.errors import BookNotFound, BookNotReady
 from storywink.images import image_mime_type
 from storywink.providers.factory import build_providers
-from storywink.shared import BookStatus, ModerationStatus, NotificationType, Progress
+from storywink.worker.assembly import build_workers
 from tests.helpers import (
     create_book,
     keep_history,
@@ -28,7 +29,6 @@ from tests.helpers import (
     temporal_cli,
     wait_until,
 )
-from worker import build_workers
 
 
 async def test_nine_page_book_is_completed_with_one_notification(
@@ -38,7 +38,7 @@ async def test_nine_page_book_is_completed_with_one_notification(
     async with running_worker(temporal_client, settings, database):
         handle = await start(temporal_client, settings, book_id)
         outcome = await handle.result()
-        progress = await handle.query(pipeline.PROGRESS_QUERY, result_type=Progress)
+        progress = await handle.query(contract.PROGRESS_QUERY, result_type=Progress)
     await keep_history(handle, "completed")
 
     assert outcome.status is BookStatus.COMPLETED
@@ -112,14 +112,14 @@ async def test_book_in_wrong_status_is_refused(
     activity_error = failure.value.cause
     assert isinstance(activity_error, ActivityError)
     assert isinstance(activity_error.cause, ApplicationError)
-    assert activity_error.cause.type == pipeline.BOOK_NOT_READY
+    assert activity_error.cause.type == contract.BOOK_NOT_READY
     book, _, notes = load_book(database, book_id)
     assert (book.status, notes) == (BookStatus.DRAFT, [])
 
 
 async def _cli_start(settings: Settings, workflow_id: str, payload: str) -> None:
     await temporal_cli(
-        settings, "workflow", "start", "--type", pipeline.BOOK_ILLUSTRATION_WORKFLOW,
+        settings, "workflow", "start", "--type", contract.BOOK_ILLUSTRATION_WORKFLOW,
         "--task-queue", settings.temporal_task_queue, "--workflow-id", workflow_id,
         "--input", payload,
     )  # fmt: skip
@@ -131,10 +131,10 @@ async def test_temporal_cli_plain_json_input_illustrates_the_book(
     book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     async with running_worker(temporal_client, settings, database):
         await _cli_start(
-            settings, pipeline.workflow_id_for(book_id), json.dumps({"book_id": book_id})
+            settings, contract.workflow_id_for(book_id), json.dumps({"book_id": book_id})
         )
         result = await temporal_client.get_workflow_handle(
-            pipeline.workflow_id_for(book_id)
+            contract.workflow_id_for(book_id)
         ).result()
     assert result["status"] == "COMPLETED"
 

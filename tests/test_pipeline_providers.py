@@ -8,8 +8,7 @@ import pytest
 from temporalio.client import Client
 
 from storywink.connections import Database
-from storywink.pipeline import page_public_id
-from storywink.shared import BookStatus, ModerationStatus, NotificationType
+from storywink.contract import BookStatus, ModerationStatus, NotificationType, page_public_id
 from tests.fakes.gemini_server import Fault
 from tests.helpers import create_book, illustrate, load_book, running_worker, start
 from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes, SettingsFactory, fakes, provider_settings

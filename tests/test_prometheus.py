@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
 from storywink.connections import Database
-from storywink.shared import BookStatus
+from storywink.contract import BookStatus
 from tests.conftest import once_across_databases, required_tool
 from tests.helpers import create_book, photo_urls, start
 from tests.worker_processes import free_port

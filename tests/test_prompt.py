@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from storywink.contract import StyleSnapshot
 from storywink.prompt import MAX_PROMPT_CHARS, build_prompt
-from storywink.shared import StyleSnapshot
 from storywink.styles import resolve_style
 
 ASSETS = "https://cdn.example/styles/"

@@ -34,7 +34,7 @@ import math
 from pathlib import Path
 
 from storywink.connections import Database, connect_temporal
-from storywink.shared import BookStatus
+from storywink.contract import BookStatus
 from tests.conftest import once_across_databases
 from tests.helpers import create_book, start
 from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings

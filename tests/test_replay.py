@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from storywink import pipeline
-from storywink.shared import BookOutcome
+from storywink import contract
+from storywink.contract import BookOutcome
 from workflows.book_illustration import BookIllustration
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -27,7 +26,7 @@ def history(path: Path) -> WorkflowHistory:
 
 
 def replayer(*workflows: type) -> Replayer:
-    return Replayer(workflows=list(workflows), data_converter=pydantic_data_converter)
+    return Replayer(workflows=list(workflows), data_converter=contract.DATA_CONVERTER)
 
 
 def test_the_histories_cover_the_runs_a_deploy_meets() -> None:
@@ -46,7 +45,7 @@ async def test_a_recorded_history_replays_on_the_current_code(path: Path) -> Non
 # New runs take the new path and record a marker; old runs replay the old path.
 
 
-@workflow.defn(name=pipeline.BOOK_ILLUSTRATION_WORKFLOW)
+@workflow.defn(name=contract.BOOK_ILLUSTRATION_WORKFLOW)
 class WithANewFirstStep(BookIllustration):
     """A new first step, unguarded: old runs' histories do not have it."""
 
@@ -56,7 +55,7 @@ class WithANewFirstStep(BookIllustration):
         return await super().run(*inputs)
 
 
-@workflow.defn(name=pipeline.BOOK_ILLUSTRATION_WORKFLOW)
+@workflow.defn(name=contract.BOOK_ILLUSTRATION_WORKFLOW)
 class WithANewFirstStepPatched(BookIllustration):
     """The same step behind `workflow.patched`, as a real change would ship it."""
 

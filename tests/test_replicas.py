@@ -15,8 +15,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from storywink.connections import Database
-from storywink.pipeline import page_public_id
-from storywink.shared import BookStatus
+from storywink.contract import BookStatus, page_public_id
 from tests.conftest import once_across_databases
 from tests.helpers import create_book, load_book, start, wait_until
 from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings

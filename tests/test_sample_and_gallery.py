@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from storywink.gallery import GalleryPage, write_gallery
-from storywink.images import image_mime_type
-from storywink.sample_book import (
+from storywink.demo.gallery import GalleryPage, write_gallery
+from storywink.demo.sample_book import (
     SAMPLE_CHILD_NAME,
     SAMPLE_TITLE,
     sample_story,
     write_sample_photos,
 )
+from storywink.images import image_mime_type
 
 # -- sample book --------------------------------------------------------------------------
 

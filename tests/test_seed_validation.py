@@ -32,8 +32,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from storywink.connections import Database
-from storywink.pipeline import page_public_id
-from storywink.shared import BookStatus, ModerationStatus, NotificationType
+from storywink.contract import BookStatus, ModerationStatus, NotificationType, page_public_id
 from tests.conftest import once_across_databases
 from tests.fakes.gemini_server import Fault
 from tests.helpers import create_book, load_book, running_worker, start

@@ -17,13 +17,13 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from storywink import pipeline
+from storywink import contract
 from storywink.config import load_settings
+from storywink.worker.process import warn_if_photos_leave_the_host
 from tests.conftest import PG_ADMIN_URL
 from tests.temporal_server import dev_server
 from tests.test_entry_points import ROOT, clean_env, run_worker
 from tests.worker_processes import free_port
-from worker import warn_if_photos_leave_the_host
 
 PASSWORD = "s3cret-pw"
 STARTED_WITHIN = 60
@@ -131,7 +131,7 @@ async def wait_ready(process: subprocess.Popen[str], health_port: int) -> None:
 async def test_worker_registers_missing_search_attributes_and_starts(tmp_path: Path) -> None:
     async with dev_server(tmp_path, search_attributes={}) as server:
         assert not set(await custom_search_attributes(server.address)) & {
-            key.name for key in pipeline.SEARCH_ATTRIBUTES
+            key.name for key in contract.SEARCH_ATTRIBUTES
         }
         health_port = free_port()
         process = start_worker(tmp_path, server.address, health_port)
@@ -142,7 +142,7 @@ async def test_worker_registers_missing_search_attributes_and_starts(tmp_path: P
             _, stderr = await asyncio.to_thread(process.communicate, None, 30)
         assert "registered search attributes BookId, BookUserId, BookOutcome" in stderr
         registered = await custom_search_attributes(server.address)
-        for key in pipeline.SEARCH_ATTRIBUTES:
+        for key in contract.SEARCH_ATTRIBUTES:
             assert registered.get(key.name) == key.indexed_value_type.value
 
 
@@ -154,7 +154,7 @@ async def test_worker_refused_search_attributes_says_how_to_add_them(tmp_path: P
             run_worker, tmp_path, TEMPORAL_ADDRESS=server.address, LOG_LEVEL="WARNING"
         )
     line = assert_refused_in_one_line(result, "TEMPORAL_NAMESPACE")
-    for key in pipeline.SEARCH_ATTRIBUTES:
+    for key in contract.SEARCH_ATTRIBUTES:
         assert (
             f"temporal operator search-attribute create --namespace default "
             f"--name {key.name} --type Keyword"

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import ConfigurationError, Settings, load_settings
 from storywink.connections import Database, TemporalUnavailable, connect_temporal
-from storywink.shared import BookStatus
+from storywink.contract import BookStatus
 from tests.conftest import once_across_databases, test_settings, tool_path
 from tests.helpers import create_book, photo_urls, start
 from tests.test_entry_points import BIN, ROOT, clean_env

@@ -24,11 +24,12 @@ from temporalio.common import VersioningBehavior
 
 # The sandbox re-imports this module for BookIllustrationV2; none of these run in it.
 with workflow.unsafe.imports_passed_through():
-    from storywink import pipeline
+    from storywink import contract
     from storywink.config import ConfigurationError, Settings, load_settings
     from storywink.connections import Database
+    from storywink.contract import BookOutcome, BookStatus
     from storywink.providers.factory import build_providers
-    from storywink.shared import BookOutcome, BookStatus
+    from storywink.worker.assembly import build_workers
     from tests.conftest import once_across_databases
     from tests.gated_providers import Gate, GatedIllustrator
     from tests.helpers import (
@@ -41,11 +42,10 @@ with workflow.unsafe.imports_passed_through():
         temporal_cli,
         wait_until,
     )
-    from worker import build_workers
     from workflows.book_illustration import BookIllustration
 
 
-@workflow.defn(name=pipeline.BOOK_ILLUSTRATION_WORKFLOW)
+@workflow.defn(name=contract.BOOK_ILLUSTRATION_WORKFLOW)
 class BookIllustrationV2(BookIllustration):
     """v2: a new first step that v1's histories lack. Unguarded, so a v1 run replayed on
     this code would fail with a nondeterminism error: pinning is what keeps it safe."""

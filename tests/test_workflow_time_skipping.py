@@ -17,13 +17,12 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from storywink import pipeline
-from storywink.shared import (
+from storywink import contract
+from storywink.contract import (
     BookOutcome,
     BookStatus,
     FinalizeInput,
@@ -56,7 +55,7 @@ PRODUCTION_PAGE_OPTIONS = PageActivityOptions(
 async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=tool_path("temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        data_converter=contract.DATA_CONVERTER,
     )
     # The time-skipping server has no flag for them and no ListSearchAttributes (so the
     # worker's `ensure_search_attributes` cannot run here); the workflow upserts them.
@@ -65,7 +64,7 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
             namespace=env.client.namespace,
             search_attributes={
                 key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                for key in pipeline.SEARCH_ATTRIBUTES
+                for key in contract.SEARCH_ATTRIBUTES
             },
         )
     )

@@ -24,8 +24,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.finalize import FinalizeActivities
     from activities.illustrate_page import IllustratePageActivities
     from activities.prepare import PrepareActivities
-    from storywink import pipeline
-    from storywink.shared import (
+    from storywink import contract
+    from storywink.contract import (
         BookOutcome,
         FinalizeInput,
         IllustrationPlan,
@@ -76,15 +76,15 @@ def _request_from(inputs: tuple[object, ...]) -> IllustrationRequest:
 
 def _bad_input(problem: str) -> ApplicationError:
     return ApplicationError(
-        f'{pipeline.BOOK_ILLUSTRATION_WORKFLOW} takes one input, {{"book_id": "..."}}; {problem}',
-        type=pipeline.BAD_INPUT,
+        f'{contract.BOOK_ILLUSTRATION_WORKFLOW} takes one input, {{"book_id": "..."}}; {problem}',
+        type=contract.BAD_INPUT,
         non_retryable=True,
     )
 
 
 # No `failure_exception_types`: a result this code cannot decode (from a newer activity
 # during a rolling deploy) fails the workflow task, which is retried, never the run.
-@workflow.defn(name=pipeline.BOOK_ILLUSTRATION_WORKFLOW)
+@workflow.defn(name=contract.BOOK_ILLUSTRATION_WORKFLOW)
 class BookIllustration:
     def __init__(self) -> None:
         self._progress = Progress(book_id="", phase="starting")
@@ -94,7 +94,7 @@ class BookIllustration:
     @workflow.run
     async def run(self, *inputs: object) -> BookOutcome:
         request = _request_from(inputs)
-        workflow.upsert_search_attributes([pipeline.BOOK_ID_ATTRIBUTE.value_set(request.book_id)])
+        workflow.upsert_search_attributes([contract.BOOK_ID_ATTRIBUTE.value_set(request.book_id)])
         self._set_progress(book_id=request.book_id, phase="preparing")
         info = workflow.info()
         # The claim on the book is the run's chain, which a reset keeps: a reset run goes on
@@ -105,14 +105,14 @@ class BookIllustration:
             plan = await workflow.execute_activity_method(
                 PrepareActivities.prepare_illustration,
                 PrepareInput(book_id=request.book_id, workflow_id=info.workflow_id, run_id=claim),
-                start_to_close_timeout=pipeline.BOOK_ACTIVITY_TIMEOUT,
-                schedule_to_close_timeout=pipeline.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
-                retry_policy=pipeline.BOOK_ACTIVITY_RETRY,
+                start_to_close_timeout=contract.BOOK_ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=contract.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
+                retry_policy=contract.BOOK_ACTIVITY_RETRY,
             )
         except asyncio.CancelledError:
             cancelled = True
         else:
-            workflow.upsert_search_attributes([pipeline.USER_ID_ATTRIBUTE.value_set(plan.user_id)])
+            workflow.upsert_search_attributes([contract.USER_ID_ATTRIBUTE.value_set(plan.user_id)])
             cancelled = await self._illustrate_pages(plan)
         self._set_progress(phase="finalizing")
         outcome = await workflow.execute_activity_method(
@@ -123,19 +123,19 @@ class BookIllustration:
                 settling_run_id=info.run_id,
                 cancelled=cancelled,
             ),
-            start_to_close_timeout=pipeline.BOOK_ACTIVITY_TIMEOUT,
-            schedule_to_close_timeout=pipeline.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
-            retry_policy=pipeline.BOOK_ACTIVITY_RETRY,
+            start_to_close_timeout=contract.BOOK_ACTIVITY_TIMEOUT,
+            schedule_to_close_timeout=contract.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
+            retry_policy=contract.BOOK_ACTIVITY_RETRY,
         )
         workflow.upsert_search_attributes(
-            [pipeline.OUTCOME_ATTRIBUTE.value_set(outcome.status.value)]
+            [contract.OUTCOME_ATTRIBUTE.value_set(outcome.status.value)]
         )
         self._set_progress(phase="cancelled" if cancelled else "done", status=outcome.status)
         if cancelled:
             raise asyncio.CancelledError("illustration run cancelled; book settled")
         return outcome
 
-    @workflow.query(name=pipeline.PROGRESS_QUERY)
+    @workflow.query(name=contract.PROGRESS_QUERY)
     def progress(self) -> Progress:
         return self._progress
 
@@ -185,9 +185,9 @@ class BookIllustration:
                 PageFailure(
                     book_id=page.book_id, page_id=page.page_id, run_id=page.run_id, reason=reason
                 ),
-                start_to_close_timeout=pipeline.BOOK_ACTIVITY_TIMEOUT,
-                schedule_to_close_timeout=pipeline.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
-                retry_policy=pipeline.BOOK_ACTIVITY_RETRY,
+                start_to_close_timeout=contract.BOOK_ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=contract.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
+                retry_policy=contract.BOOK_ACTIVITY_RETRY,
             )
         except ActivityError as error:
             if is_cancelled_exception(error):

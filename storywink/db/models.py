@@ -24,7 +24,7 @@ from sqlalchemy.orm import (
     relationship,
 )
 
-from storywink.shared import BookStatus, ModerationStatus, NotificationType
+from storywink.contract import BookStatus, ModerationStatus, NotificationType
 
 
 def new_id() -> str:

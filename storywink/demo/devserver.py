@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from storywink import pipeline
+from storywink import contract
 from storywink.config import DEFAULT_DATA_DIR, Settings
 
 UI_PORT = 8233
@@ -84,7 +84,7 @@ def ensure_dev_server(address: str, data_dir: Path = DEFAULT_DATA_DIR) -> bool:
             "matching.numTaskqueueReadPartitions=1",
             "--dynamic-config-value",
             "matching.numTaskqueueWritePartitions=1",
-            *pipeline.dev_server_search_attribute_flags(),
+            *contract.dev_server_search_attribute_flags(),
         ],
         stdout=log,
         stderr=log,

@@ -1,0 +1,93 @@
+"""Create a book from a parent's photos: upload the originals, then write the book.
+
+A failure anywhere leaves nothing behind: the originals already uploaded are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from storywink import books
+from storywink.book_input import BookInputError, NewBook
+from storywink.contract import BookStatus
+from storywink.db.engine import in_session
+from storywink.db.models import new_id
+from storywink.images import NotAnImage, image_mime_type
+from storywink.providers.base import GeneratedImage, ImageStore
+from storywink.providers.local_storage import LocalImageStore
+
+
+@runtime_checkable
+class _DeletingStore(Protocol):
+    async def delete(self, public_id: str) -> None: ...
+
+
+async def _discard_originals(store: ImageStore, public_ids: list[str]) -> list[str]:
+    """Delete what a failed `book create` uploaded; the ids it could not delete."""
+    if isinstance(store, LocalImageStore):
+        for public_id in public_ids:
+            path = store.path_for(public_id)
+            for leftover in (path, path.with_name(path.name + ".json")):
+                leftover.unlink(missing_ok=True)
+        return []
+    if isinstance(store, _DeletingStore):
+        for public_id in public_ids:
+            await store.delete(public_id)
+        return []
+    return public_ids
+
+
+async def create_book_from_photos(
+    store: ImageStore,
+    sessions: sessionmaker[Session],
+    book: NewBook,
+    photos: list[Path],
+    texts: list[str] | None,
+) -> str:
+    """Upload the originals, then write the book; on any failure the uploads are deleted."""
+    book_id = new_id()
+    uploaded: list[str] = []
+    try:
+        urls = []
+        for number, photo in enumerate(photos, start=1):
+            data = await asyncio.to_thread(photo.read_bytes)
+            try:
+                mime = image_mime_type(data)
+            except NotAnImage as exc:
+                raise BookInputError(f"{photo}: {exc}") from None
+            public_id = f"storywink/{book_id}/originals/page_{number}"
+            uploaded.append(public_id)  # before the call: a timed-out upload may have landed
+            stored = await store.store(
+                GeneratedImage(data, mime),
+                public_id,
+                tags=[f"book_{book_id}", "original"],
+                context={},
+            )
+            urls.append(stored.url)
+        new_pages = [
+            books.NewPage(url, text=texts[i] if texts else None) for i, url in enumerate(urls)
+        ]
+        created = await in_session(
+            sessions,
+            books.create_book,
+            book_id=book_id,
+            user_id=book.user_id,
+            title=book.title,
+            child_name=book.child_name,
+            art_style=book.art_style,
+            pages=new_pages,
+            status=BookStatus.STORY_READY if texts else BookStatus.DRAFT,
+        )
+    except BaseException as exc:
+        left = await _discard_originals(store, uploaded)
+        if left:
+            exc.add_note(
+                f"up to {len(left)} originals uploaded to the {store.name} store remain "
+                f"under storywink/{book_id}/originals (it cannot delete them)"
+            )
+        raise
+    return created.id

@@ -1,0 +1,188 @@
+"""The `storywink` command: its subcommands and their arguments.
+
+How a command fails (one line, an exit code): `exits`; what it prints: `views` and `watch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from storywink import book_report, books, contract
+from storywink.book_input import NewBook, photos_in, story_pages
+from storywink.book_report import BooksReport
+from storywink.book_upload import create_book_from_photos
+from storywink.cli.exits import (
+    ExitCode,
+    checked_settings,
+    err,
+    one_line_errors,
+    run_or_exit,
+    settings_or_exit,
+)
+from storywink.cli.views import book_json, print_books_report
+from storywink.cli.watch import ending_line, exit_code_for, watch_illustration
+from storywink.client import IllustrationClient, RunEnd
+from storywink.config import DEFAULT_DATA_DIR, Settings
+from storywink.connections import connect_temporal, open_database
+from storywink.db.engine import make_engine, upgrade_to_head
+from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_url
+from storywink.demo.run import create_sample_book, workers_in_process, write_book_gallery
+from storywink.providers.factory import build_store
+from storywink.styles import DEFAULT_STYLE, STYLES
+
+app = typer.Typer(help="Storywink: illustrate children's books on Temporal.", no_args_is_help=True)
+book_app = typer.Typer(help="Create books.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+devserver_app = typer.Typer(help="The local Temporal dev server used by the demo.")
+app.add_typer(book_app, name="book")
+app.add_typer(db_app, name="db")
+app.add_typer(devserver_app, name="devserver")
+
+
+@book_app.command("create")
+def book_create(
+    photos: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Folder of photos")],
+    title: Annotated[str, typer.Option(help="Book title")],
+    child_name: Annotated[str, typer.Option(help="The child's name")],
+    style: Annotated[str, typer.Option(help=f"Art style: {', '.join(STYLES)}")] = DEFAULT_STYLE,
+    story: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help='JSON {"pages": [...]}')
+    ] = None,
+    user: Annotated[str, typer.Option(help="The owner's user id")] = "cli",
+) -> None:
+    """Create a book from a folder of photos (file-name order; the first is the title page).
+    Prints only the new book id."""
+    with one_line_errors():
+        new_book = NewBook.checked(
+            title=title, child_name=child_name, art_style=style, user_id=user
+        )
+        settings = checked_settings()
+        photo_files = photos_in(photos, settings.max_fetch_bytes)
+        texts = story_pages(story, len(photo_files)) if story else None
+        database = open_database(settings)
+        book_id = asyncio.run(
+            create_book_from_photos(
+                build_store(settings), database.sessions, new_book, photo_files, texts
+            )
+        )
+    print(book_id)
+
+
+@app.command()
+def illustrate(book_id: str) -> None:
+    """Start (or join) a book's illustration and show progress until it settles.
+
+    Exit codes: 0 COMPLETED, 4 PARTIAL, 5 FAILED, 6 cancelled, 7 terminated or timed out,
+    1 refused (not found, not ready, busy) or the run failed, 2 bad configuration."""
+    settings = settings_or_exit()
+
+    async def go() -> RunEnd:
+        client = await IllustrationClient.connect(settings)
+        return await watch_illustration(client, book_id)
+
+    end = run_or_exit(go())
+    err.print(escape(ending_line(end)), highlight=False)
+    raise typer.Exit(exit_code_for(end))
+
+
+@app.command()
+def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a book and its pages."""
+    settings = settings_or_exit()
+    with one_line_errors():
+        database = open_database(settings)
+        with database.sessions() as session:
+            book = book_json(books.get_book(session, book_id))
+    if as_json:
+        print(json.dumps(book, indent=2))
+        return
+    print(f"{book['title']} ({book['id']}): {book['status']}, style {book['art_style']}")
+    for page in book["pages"]:
+        reason = f" — {page['moderation_reason']}" if page["moderation_reason"] else ""
+        print(f"  page {page['page_number']:>2}: {page['moderation_status']}{reason}")
+
+
+@app.command("books")
+def books_overview(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    recent: Annotated[
+        int, typer.Option(min=0, max=1000, help="How many recently settled books to list.")
+    ] = book_report.DEFAULT_RECENT,
+) -> None:
+    """Books in progress, recent outcomes, and books stuck without a running workflow.
+
+    Exits with 3 when a book is stuck, so monitoring can run it."""
+    settings = settings_or_exit()
+
+    async def go() -> BooksReport:
+        database = await asyncio.to_thread(open_database, settings)
+        temporal = await connect_temporal(settings)
+        return await book_report.build_report(
+            temporal, database.sessions, settings.temporal_task_queue, recent=recent
+        )
+
+    report = run_or_exit(go())
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print_books_report(report)
+    if report.stuck:
+        raise typer.Exit(ExitCode.STUCK)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database (DATABASE_URL) to the latest migration."""
+    settings = settings_or_exit()
+    with one_line_errors():
+        upgrade_to_head(make_engine(settings.resolved_database_url))
+    err.print("database is at the latest migration")
+
+
+@devserver_app.command("stop")
+def devserver_stop() -> None:
+    """Stop the dev server `storywink demo` started."""
+    err.print("stopped" if stop_dev_server() else "no dev server started by storywink is running")
+
+
+async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str, Path]:
+    database = open_database(settings)
+    book_id = await create_sample_book(settings, database, pages, out_dir / "photos")
+    async with workers_in_process(settings, database) as client:
+        end = await watch_illustration(client, book_id)
+    status = end.book.status.value
+    return (
+        book_id,
+        status,
+        write_book_gallery(database, book_id, status, out_dir / f"book-{book_id}.html"),
+    )
+
+
+@app.command()
+def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
+    """Illustrate a sample book on the embedded defaults and show where to look."""
+    settings = settings_or_exit()
+    started = run_or_exit(asyncio.to_thread(ensure_dev_server, settings.temporal_address))
+    if started:
+        err.print(f"started a Temporal dev server at {settings.temporal_address}")
+    book_id, outcome_status, gallery = run_or_exit(
+        _demo(settings, pages, DEFAULT_DATA_DIR / "demo")
+    )
+    workflow_id = contract.workflow_id_for(book_id)
+    err.print(f"\nThe book is {outcome_status}.")
+    err.print(f"The book:        {gallery.resolve().as_uri()}")
+    err.print(f"Pictures:        {settings.storage_dir.resolve() / 'storywink' / book_id}")
+    if ui := web_ui_url(settings, started=started):
+        namespace = settings.temporal_namespace
+        err.print(f"Temporal Web UI: {ui}/namespaces/{namespace}/workflows/{workflow_id}")
+    else:
+        err.print("Temporal Web UI: address unknown (set TEMPORAL_UI_URL)")
+    err.print(f"Status:          storywink status {book_id}")
+    if started:
+        err.print("Stop the dev server with: storywink devserver stop")

@@ -1,0 +1,240 @@
+"""The contract of the illustration pipeline: what the workflow, the activities and the
+clients (CLI, web backend, operators' `temporal` commands) agree on.
+
+Names, workflow ids, search attributes, error types, timeouts and retry policies, and the
+pydantic models that cross a workflow boundary. Everything here is in recorded histories or in
+somebody's script: change it with care (see tests/histories/README.md).
+
+The models read as plain JSON in the Temporal Web UI, and the CLI can send the same JSON.
+Never put image bytes in them: pages carry URLs and ids only.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+# The one data converter of every client, worker, test environment and replayer.
+DATA_CONVERTER: Final = pydantic_data_converter
+
+BOOK_ILLUSTRATION_WORKFLOW: Final = "BookIllustration"
+PROGRESS_QUERY: Final = "progress"
+WORKFLOW_ID_PREFIX: Final = "book-illustration-"
+
+# Custom search attributes, so an operator finds every run of a book (or of a parent's
+# account) whatever its workflow id: `temporal workflow list --query "BookId='…'"`.
+# The server must know them: the embedded dev server and the compose stack register them;
+# elsewhere `temporal operator search-attribute create --name BookId --type Keyword` (etc.).
+BOOK_ID_ATTRIBUTE: Final = SearchAttributeKey.for_keyword("BookId")
+USER_ID_ATTRIBUTE: Final = SearchAttributeKey.for_keyword("BookUserId")
+OUTCOME_ATTRIBUTE: Final = SearchAttributeKey.for_keyword("BookOutcome")
+SEARCH_ATTRIBUTES: Final = (BOOK_ID_ATTRIBUTE, USER_ID_ATTRIBUTE, OUTCOME_ATTRIBUTE)
+
+
+def dev_server_search_attribute_flags() -> list[str]:
+    """`temporal server start-dev` arguments that register our search attributes."""
+    return [
+        arg
+        for key in SEARCH_ATTRIBUTES
+        for arg in ("--search-attribute", f"{key.name}={key.indexed_value_type.name.title()}")
+    ]
+
+
+# Error types (ApplicationError.type) a caller can match on. Those the activities raise
+# as non-retryable are never retried: the activity decides, the retry policy needn't list them.
+BOOK_NOT_FOUND: Final = "BookNotFound"
+PAGE_NOT_FOUND: Final = "PageNotFound"
+BOOK_NOT_READY: Final = "BookNotReady"
+BOOK_BUSY: Final = "BookBusy"
+UNKNOWN_STYLE: Final = "UnknownStyle"
+BAD_INPUT: Final = "BadInput"
+PAGE_STAGE_ERROR: Final = "PageStageError"
+DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"  # retried: connection, lock, deadlock
+DATABASE_REJECTED: Final = "DatabaseRejected"  # not retried: the data itself is wrong
+
+# Book-level activities only touch the database: quick, retried through outages...
+BOOK_ACTIVITY_TIMEOUT: Final = timedelta(seconds=30)
+BOOK_ACTIVITY_RETRY: Final = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,  # bounded by the schedule-to-close below
+)
+# ...for at most an hour: then the run fails with the reason, and `storywink books` lists
+# the book as stuck until it is started again.
+BOOK_ACTIVITY_SCHEDULE_TO_CLOSE: Final = timedelta(hours=1)
+
+
+def workflow_id_for(book_id: str) -> str:
+    """One workflow id per book, so starting twice can only ever find the running one."""
+    return f"{WORKFLOW_ID_PREFIX}{book_id}"
+
+
+def page_public_id(book_id: str, page_number: int) -> str:
+    """Deterministic CDN id: a retried upload overwrites instead of duplicating."""
+    return f"storywink/{book_id}/generated/page_{page_number}"
+
+
+class BookStatus(StrEnum):
+    DRAFT = "DRAFT"
+    GENERATING = "GENERATING"
+    STORY_READY = "STORY_READY"
+    ILLUSTRATING = "ILLUSTRATING"
+    COMPLETED = "COMPLETED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+ILLUSTRATABLE_STATUSES = frozenset({BookStatus.STORY_READY, BookStatus.PARTIAL, BookStatus.FAILED})
+
+
+class ModerationStatus(StrEnum):
+    PENDING = "PENDING"
+    OK = "OK"
+    FLAGGED = "FLAGGED"
+    FAILED = "FAILED"
+
+
+class NotificationType(StrEnum):
+    BOOK_COMPLETED = "BOOK_COMPLETED"
+    BOOK_PARTIAL = "BOOK_PARTIAL"
+    BOOK_FAILED = "BOOK_FAILED"
+
+
+class Frozen(BaseModel):
+    """Immutable, and tolerant of fields it does not know: during a rolling deploy a newer
+    worker may send one to an older one."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class IllustrationRequest(Frozen):
+    """Input of the `BookIllustration` workflow: `{"book_id": "..."}` from the CLI.
+
+    Strict, since people type it: an unknown field is a mistake worth naming."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    book_id: str = Field(min_length=1, max_length=64)
+
+
+class StyleSnapshot(Frozen):
+    """One style, resolved once per run and handed unchanged to every page."""
+
+    key: str
+    label: str
+    version: int
+    content_hash: str
+    description: str
+    reference_image_urls: tuple[str, ...]
+    title_reference_image_url: str | None = None
+
+    def reference_for(self, is_title_page: bool) -> str:
+        if is_title_page and self.title_reference_image_url:
+            return self.title_reference_image_url
+        return self.reference_image_urls[0]
+
+
+class PageTask(Frozen):
+    """Everything one page activity needs, so pages never re-read the book."""
+
+    book_id: str
+    book_title: str
+    page_id: str
+    page_number: int
+    is_title_page: bool
+    original_image_url: str | None
+    text: str | None
+    illustration_notes: str | None
+    style: StyleSnapshot
+    run_id: str
+    # The claim of a terminated run this run took the book over from: its image for this
+    # page may be stored or drafted but not recorded, so the first attempt looks for it.
+    earlier_run_id: str | None = None
+
+
+class PageActivityOptions(Frozen):
+    """Timeouts and retries of the page activity, from the worker's settings.
+
+    Carried in the plan (and so in history) because a workflow may not read settings.
+    """
+
+    task_queue: str
+    start_to_close_seconds: float
+    heartbeat_timeout_seconds: float
+    maximum_attempts: int
+    initial_interval_seconds: float
+    maximum_interval_seconds: float
+    backoff_coefficient: float = 2.0
+
+
+class IllustrationPlan(Frozen):
+    """What `prepare_illustration` decided: the style and the pages still to draw."""
+
+    book_id: str
+    user_id: str
+    book_title: str
+    style: StyleSnapshot
+    total_pages: int
+    pages: tuple[PageTask, ...]
+    page_options: PageActivityOptions
+
+
+class PrepareInput(Frozen):
+    book_id: str
+    workflow_id: str
+    run_id: str
+
+
+class PageResult(Frozen):
+    page_id: str
+    page_number: int
+    moderation_status: ModerationStatus
+    generated_image_url: str | None = None
+    moderation_reason: str | None = None
+
+
+class PageFailure(Frozen):
+    """Recorded by the workflow when a page's activity gave up for good."""
+
+    book_id: str
+    page_id: str
+    run_id: str
+    reason: str
+
+
+class FinalizeInput(Frozen):
+    book_id: str
+    run_id: str  # the claim
+    # One notification per settled outcome: the run (not the chain) that settles it.
+    settling_run_id: str
+    cancelled: bool = False
+
+
+class BookOutcome(Frozen):
+    book_id: str
+    status: BookStatus
+    pages_total: int
+    pages_with_image: int
+    pages_flagged: int
+    pages_failed: int
+    notification_type: NotificationType
+    cancelled: bool = False
+
+
+class Progress(Frozen):
+    """Answer of the workflow's `progress` query."""
+
+    book_id: str
+    phase: str
+    total: int = 0
+    to_draw: int = 0
+    done: int = 0
+    flagged: int = 0
+    failed: int = 0
+    status: BookStatus | None = None

@@ -1,0 +1,1 @@
+"""The demo (`storywink demo`): a sample book, an embedded dev server, a gallery page."""

@@ -1,0 +1,80 @@
+"""The demo's steps: a sample book, workers in this process, a gallery of the result."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from storywink import books
+from storywink.book_input import NewBook
+from storywink.book_upload import create_book_from_photos
+from storywink.client import IllustrationClient
+from storywink.config import Settings
+from storywink.connections import Database, connect_temporal
+from storywink.demo.gallery import GalleryPage, write_gallery
+from storywink.demo.sample_book import (
+    SAMPLE_CHILD_NAME,
+    SAMPLE_TITLE,
+    sample_story,
+    write_sample_photos,
+)
+from storywink.providers.factory import build_providers, build_store
+from storywink.styles import DEFAULT_STYLE
+from storywink.worker.assembly import build_workers
+
+
+async def create_sample_book(
+    settings: Settings, database: Database, pages: int, photos_dir: Path
+) -> str:
+    """A book of `pages` generated photos with a written story, ready to illustrate."""
+    return await create_book_from_photos(
+        build_store(settings),
+        database.sessions,
+        NewBook(title=SAMPLE_TITLE, child_name=SAMPLE_CHILD_NAME, art_style=DEFAULT_STYLE),
+        write_sample_photos(photos_dir, pages),
+        sample_story(pages),
+    )
+
+
+@asynccontextmanager
+async def workers_in_process(
+    settings: Settings, database: Database
+) -> AsyncIterator[IllustrationClient]:
+    """The same workers `python worker.py` runs, in this process, and a client for them."""
+    temporal = await connect_temporal(settings)
+    providers = build_providers(settings)
+    try:
+        async with AsyncExitStack() as stack:
+            for worker in build_workers(temporal, settings, database, providers):
+                await stack.enter_async_context(worker)
+            yield IllustrationClient(
+                temporal,
+                database.sessions,
+                settings.temporal_task_queue,
+                settings.temporal_illustration_task_queue,
+            )
+    finally:
+        await providers.aclose()
+
+
+def write_book_gallery(database: Database, book_id: str, status: str, path: Path) -> Path:
+    """An HTML page with every page's photo, text and picture."""
+    with database.sessions() as session:
+        book = books.get_book(session, book_id)
+        return write_gallery(
+            path,
+            title=book.title,
+            status=status,
+            pages=[
+                GalleryPage(
+                    page_number=p.page_number,
+                    text=p.text,
+                    original_image_url=p.original_image_url,
+                    generated_image_url=p.generated_image_url,
+                    moderation_status=p.moderation_status.value,
+                    moderation_reason=p.moderation_reason,
+                )
+                for p in book.pages
+            ],
+        )

@@ -1,0 +1,101 @@
+"""How a worker serves the pipeline: its two pollers, what each runs, and its version."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
+
+from activities.finalize import FinalizeActivities
+from activities.illustrate_page import IllustratePageActivities
+from activities.prepare import PrepareActivities
+from storywink.config import (
+    Settings,
+)
+from storywink.connections import (
+    Database,
+)
+from storywink.providers.factory import Providers
+from storywink.redact import Redactor
+from workflows.book_illustration import BookIllustration
+
+STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
+
+
+def worker_identity(settings: Settings) -> str:
+    return settings.worker_identity or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker versioning, when the settings name a deployment. Runs are pinned: a book
+    finishes on the version it started on, and its pages go to that version's workers.
+    Pinned here, not in `@workflow.defn(versioning_behavior=...)`: the SDK fails every
+    workflow task of a workflow declaring one on a worker without versioning."""
+    if settings.worker_deployment_name is None or settings.worker_build_id is None:
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(
+            deployment_name=settings.worker_deployment_name, build_id=settings.worker_build_id
+        ),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
+
+
+def build_workers(
+    client: Client,
+    settings: Settings,
+    database: Database,
+    providers: Providers,
+    *,
+    book_workflow: type[BookIllustration] = BookIllustration,
+) -> list[Worker]:
+    """The two pollers: workflows + book activities, and the page activities.
+    `book_workflow` lets a test run a changed workflow as another version."""
+    identity = worker_identity(settings)
+    versioning = deployment_config(settings)
+    redactor = Redactor(settings.secrets())
+    per_second = settings.illustration_rate_limit / 60 if settings.illustration_rate_limit else None
+    grace = timedelta(seconds=settings.shutdown_grace_seconds)
+    finalize = FinalizeActivities(database.sessions)
+    book_worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[book_workflow],
+        activities=[
+            PrepareActivities(database.sessions, client, settings).prepare_illustration,
+            finalize.finalize_book,
+            finalize.record_page_failure,
+        ],
+        max_concurrent_activities=settings.finalize_concurrency,
+        identity=identity,
+        graceful_shutdown_timeout=grace,
+        # A run whose worker died waits this long before another worker takes its next
+        # workflow task (default 10 s). Replaying our short histories elsewhere is cheap.
+        sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
+        deployment_config=versioning,
+    )
+    page_worker = Worker(
+        client,
+        task_queue=settings.temporal_illustration_task_queue,
+        activities=[
+            IllustratePageActivities(
+                database.sessions,
+                providers.illustrator,
+                providers.store,
+                providers.fetcher,
+                redactor,
+            ).illustrate_page
+        ],
+        max_concurrent_activities=settings.illustration_concurrency,
+        # One quota for the image model, enforced by the server across every worker.
+        max_task_queue_activities_per_second=per_second,
+        identity=identity,
+        graceful_shutdown_timeout=grace,
+        deployment_config=versioning,
+    )
+    return [book_worker, page_worker]

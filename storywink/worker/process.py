@@ -1,0 +1,228 @@
+"""A worker process: `python worker.py` or `storywink-worker`.
+
+Start-up checks settings, the style library, the database and Temporal before polling,
+so a worker that cannot do the work never takes any: it logs one line saying what is wrong
+and exits 2. It registers the pipeline's search attributes where the namespace lacks them
+(or refuses to start, saying how to add them). SIGTERM/SIGINT stop polling and give
+in-flight pages `SHUTDOWN_GRACE_SECONDS` to finish; what doesn't finish is handed back to
+Temporal and retried on another worker. The process is gone at most `SHUTDOWN_GRACE_SECONDS`
++ 4 s after the signal, even if Temporal's pollers have not drained. With HEALTH_PORT set,
+`/readyz` is 200 only while polling; with METRICS_PORT set, `/metrics` serves the SDK's
+metrics and ours. With WORKER_DEPLOYMENT_NAME and WORKER_BUILD_ID set, both pollers join
+that Worker Deployment as that version (README "Deploying a new version").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import NoReturn
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from storywink.config import (
+    ConfigurationError,
+    IllustratorKind,
+    Settings,
+    StorageKind,
+    load_settings,
+)
+from storywink.connections import (
+    Database,
+    TemporalUnavailable,
+    connect_temporal,
+    ensure_search_attributes,
+    open_database,
+)
+from storywink.db.engine import DatabaseNotReady
+from storywink.health import Readiness, State, serve_health
+from storywink.logs import configure_logging
+from storywink.providers.factory import Providers, build_providers
+from storywink.styles import StyleLibraryError, validate_library
+from storywink.telemetry import worker_runtime
+from storywink.worker.assembly import build_workers, worker_identity
+
+log = logging.getLogger("storywink.worker")
+# After the grace period the SDK cancels the pages still running; this long more for them to
+# answer the cancel and for the pollers to stop, then we stop waiting for them.
+POLLERS_STOP_SECONDS = 2.0
+# And this long more for the clean-up after that; then the process ends regardless.
+CLEANUP_SECONDS = 2.0
+
+
+@asynccontextmanager
+async def started_runtime(
+    settings: Settings,
+) -> AsyncIterator[tuple[Client, Database, Providers]]:
+    """Everything a worker needs, checked in order; each failure names what is wrong."""
+    library_hash = validate_library(settings.style_assets_url)
+    log.info("style library ok (hash %s)", library_hash)
+    # In a thread: a slow database must not stall the event loop serving /healthz.
+    database = await asyncio.to_thread(open_database, settings)
+    log.info("database ok (%s)", database.engine.url.render_as_string(hide_password=True))
+    runtime = worker_runtime(settings, worker_identity(settings))
+    if settings.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", settings.ops_host, settings.metrics_port)
+    client = await connect_temporal(settings, runtime)
+    log.info(
+        "temporal ok (%s, namespace %s)", settings.temporal_address, settings.temporal_namespace
+    )
+    if added := await ensure_search_attributes(client, settings.temporal_namespace):
+        log.info("registered search attributes %s", ", ".join(added))
+    providers = build_providers(settings)
+    log.info("illustrator %s, storage %s", providers.illustrator.name, providers.store.name)
+    warn_if_photos_leave_the_host(settings)
+    try:
+        yield client, database, providers
+    finally:
+        await providers.aclose()
+        database.engine.dispose()
+
+
+def warn_if_photos_leave_the_host(settings: Settings) -> None:
+    if (
+        settings.illustrator_kind is IllustratorKind.GEMINI
+        and settings.storage_kind is StorageKind.LOCAL
+    ):
+        log.warning(
+            "a real image model with local storage: photos under STORAGE_DIR (%s) are sent "
+            "to the model and pictures stay on this host; set CLOUDINARY_URL for the CDN",
+            settings.storage_dir.resolve(),
+        )
+
+
+async def until_polling(workers: list[Worker], runs: list[asyncio.Task[None]]) -> bool:
+    """True once every worker polls, False if one stopped first. `Worker.run` checks the
+    namespace before polling; `is_running` turns true after that."""
+    while not all(worker.is_running for worker in workers):
+        if any(run.done() for run in runs):
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def stop_workers(workers: list[Worker], within: float) -> bool:
+    """Shut the workers down (in-flight pages get the grace period, then are cancelled) but
+    wait at most `within` seconds: going without pollers that have not drained, or a page
+    that ignores its cancel, loses nothing, because Temporal hands every unfinished page to
+    another worker once its heartbeat (or start-to-close) timeout passes, and a workflow
+    task through the sticky queue timeout."""
+    shutdown = asyncio.gather(*(worker.shutdown() for worker in workers))
+    try:
+        await asyncio.wait_for(shutdown, timeout=within)
+    except TimeoutError:
+        log.warning(
+            "workers not stopped %.0fs after the stop signal; exiting without them, "
+            "Temporal retries their unfinished work elsewhere after its timeouts",
+            within,
+        )
+        return False
+    return True
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    readiness = Readiness()
+    async with (
+        serve_health(settings.ops_host, settings.health_port, readiness),
+        started_runtime(settings) as (client, database, providers),
+    ):
+        workers = build_workers(client, settings, database, providers)
+        runs = [asyncio.create_task(worker.run()) for worker in workers]
+        if await until_polling(workers, runs):
+            readiness.state = State.READY
+            log.info(
+                "worker %s polling %s and %s%s",
+                worker_identity(settings),
+                settings.temporal_task_queue,
+                settings.temporal_illustration_task_queue,
+                f" as version {settings.worker_deployment_name}:{settings.worker_build_id}"
+                if settings.worker_deployment_name
+                else "",
+            )
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([*runs, stopping], return_when=asyncio.FIRST_COMPLETED)
+        readiness.state = State.STOPPING
+        log.info(
+            "stopping: no new work; in-flight work gets %.0fs", settings.shutdown_grace_seconds
+        )
+        if await stop_workers(workers, settings.shutdown_grace_seconds + POLLERS_STOP_SECONDS):
+            log.info("stopped")
+        stopping.cancel()
+        for run in runs:
+            if run.done() and (error := run.exception()) is not None:
+                raise error
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"storywink worker: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings, worker_identity(settings))
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            exit_after(settings.shutdown_grace_seconds + POLLERS_STOP_SECONDS + CLEANUP_SECONDS)
+
+    async def amain() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await run_worker(settings, stop)
+
+    try:
+        asyncio.run(amain())
+    except (StyleLibraryError, DatabaseNotReady, TemporalUnavailable, ConfigurationError) as exc:
+        log.error("worker not started: %s", exc)
+        return 2
+    return 0
+
+
+def exit_after(seconds: float) -> None:
+    """Backstop: end the process `seconds` from now if it is still running (a clean-up step
+    or the event loop's own teardown that hangs). A daemon thread, so it never delays exit."""
+
+    def exit_now() -> None:
+        log.warning("still running %.0fs after the stop signal: exiting now", seconds)
+        exit_process(0)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
+
+
+def exit_process(code: int) -> NoReturn:
+    """Flush the logs and end the process without the interpreter's finalization.
+
+    Finalization can deadlock in the Temporal SDK: its garbage collection drops the SDK
+    core's runtime, whose Tokio shutdown waits for its threads while holding the GIL, and
+    the thread forwarding core logs to Python logging (LogForwardingConfig) blocks forever
+    taking the GIL once finalization has begun (CPython/PyO3 park such threads). The worker
+    then never exits (found with gdb; see tests/test_replicas.py). Everything the worker owns
+    was shut down before this, and the SDK offers no call to close its runtime."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to do
+            stream.flush()
+    os._exit(code)
+
+
+def run() -> NoReturn:
+    """The console script and `python worker.py`."""
+    try:
+        code = main()
+    except Exception:
+        log.exception("worker failed")
+        code = 1
+    exit_process(code)
