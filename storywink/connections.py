@@ -1,4 +1,4 @@
-"""Connections every process builds once: Temporal client, database, secret redactor."""
+"""Connections every process builds once: the Temporal client and the database."""
 
 from __future__ import annotations
 
