@@ -26,12 +26,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.illustrate_page import IllustratePageActivities
-from storywink import books, pipeline
+from storywink import books, contract
+from storywink.contract import BookStatus, ModerationStatus, PageResult, PageTask
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page, PageDraft
 from storywink.providers.base import ContentRefused, PermanentError, TransientError
 from storywink.redact import Redactor
-from storywink.shared import BookStatus, ModerationStatus, PageResult, PageTask
 from storywink.styles import resolve_style
 from tests.page_fakes import CountingFetcher, CountingIllustrator, MemoryStore
 
@@ -65,7 +65,7 @@ class Bench:
 
     @property
     def public_id(self) -> str:
-        return pipeline.page_public_id(self.task.book_id, self.task.page_number)
+        return contract.page_public_id(self.task.book_id, self.task.page_number)
 
     def environment(
         self,
@@ -143,7 +143,7 @@ async def bench(sessions: sessionmaker[Session], tmp_path: Path) -> AsyncIterato
             pages=[books.NewPage(photo.as_uri(), text=f"Page {n}.") for n in (1, 2)],
             status=BookStatus.STORY_READY,
         )
-        books.claim_book(session, book.id, pipeline.workflow_id_for(book.id), run_id)
+        books.claim_book(session, book.id, contract.workflow_id_for(book.id), run_id)
         page = book.pages[1]
         task = PageTask(
             book_id=book.id,
@@ -313,7 +313,7 @@ async def test_a_retry_after_a_failed_upload_uploads_the_draft_without_drawing_a
     with pytest.raises(ApplicationError) as first:
         await bench.attempt()
     assert not first.value.non_retryable
-    assert first.value.type == pipeline.PAGE_STAGE_ERROR
+    assert first.value.type == contract.PAGE_STAGE_ERROR
     assert first.value.message.startswith("upload: HTTP 503")
     assert SECRET not in first.value.message
     assert bench.draft_run() == bench.task.run_id
@@ -421,7 +421,7 @@ async def test_a_transient_model_error_is_retried_after_the_delay_the_provider_a
         await bench.attempt()
 
     assert not raised.value.non_retryable
-    assert raised.value.type == pipeline.PAGE_STAGE_ERROR
+    assert raised.value.type == contract.PAGE_STAGE_ERROR
     assert raised.value.next_retry_delay == timedelta(seconds=7)
     assert raised.value.message == "generate: HTTP 429 RESOURCE_EXHAUSTED"
     assert bench.page().moderation_status is ModerationStatus.PENDING
@@ -461,7 +461,7 @@ async def test_a_page_deleted_during_the_run_ends_its_activity_without_retries(
         await bench.attempt()
 
     assert raised.value.non_retryable
-    assert raised.value.type == pipeline.PAGE_NOT_FOUND
+    assert raised.value.type == contract.PAGE_NOT_FOUND
     assert raised.value.message.startswith(f"record: page {bench.task.page_id} not found")
     assert bench.illustrator.calls == 0
 
