@@ -12,7 +12,7 @@ _MIN_SECRET_LENGTH = 6  # a toy secret like "s" would shred the text
 _PATTERNS = (
     (
         re.compile(
-            r"(?i)\b(key|api[_-]?key|api_secret|access_token|token|signature|sig)=[^&\s'\"<>]+"
+            r"(?i)\b(key|api[_-]?key|api_secret|access_token|token|signature|sig)=[^&\s'\"<>()]+"
         ),
         r"\1=" + _MASK,
     ),

@@ -329,6 +329,11 @@ def test_redactor_keeps_the_rest_of_a_url() -> None:
     assert redacted.endswith("&alt=json")
 
 
+def test_redactor_keeps_the_bracket_around_a_key() -> None:
+    redacted = Redactor()("model call failed (key=AIzaLeaked123)")
+    assert redacted == "model call failed (key=[redacted])"
+
+
 def test_redacting_filter_cleans_message_arguments_and_exception_text() -> None:
     records: list[str] = []
 
