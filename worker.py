@@ -53,6 +53,7 @@ from storywink.db.engine import DatabaseNotReady
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
 from storywink.providers.factory import Providers, build_providers
+from storywink.story_worker import STORY_WORKFLOWS, build_story_worker, story_book_activities
 from storywink.styles import StyleLibraryError, validate_library
 from storywink.telemetry import worker_runtime
 from workflows.book_illustration import BookIllustration
@@ -94,7 +95,7 @@ def build_workers(
     *,
     book_workflow: type[BookIllustration] = BookIllustration,
 ) -> list[Worker]:
-    """The two pollers: workflows + book activities, and the page activities.
+    """The pollers: workflows + book activities, the page activities, the story activity.
     `book_workflow` lets a test run a changed workflow as another version."""
     identity = worker_identity(settings)
     versioning = deployment_config(settings)
@@ -105,11 +106,12 @@ def build_workers(
     book_worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[book_workflow],
+        workflows=[book_workflow, *STORY_WORKFLOWS],
         activities=[
             PrepareActivities(database.sessions, client, settings).prepare_illustration,
             finalize.finalize_book,
             finalize.record_page_failure,
+            *story_book_activities(client, settings, database),
         ],
         max_concurrent_activities=settings.finalize_concurrency,
         identity=identity,
@@ -138,7 +140,17 @@ def build_workers(
         graceful_shutdown_timeout=grace,
         deployment_config=versioning,
     )
-    return [book_worker, page_worker]
+    story_worker = build_story_worker(
+        client,
+        settings,
+        database,
+        providers.fetcher,
+        redactor,
+        identity=identity,
+        graceful_shutdown_timeout=grace,
+        deployment_config=versioning,
+    )
+    return [book_worker, page_worker, story_worker]
 
 
 @asynccontextmanager
