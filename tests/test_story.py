@@ -7,10 +7,11 @@ import json
 
 from temporalio.client import Client, WorkflowHandle
 
+from storywink import books
 from storywink.connections import Database
 from storywink.shared import BookStatus, ModerationStatus
 from storywink.story_contract import STORY_WORKFLOW, StoryOutcome, StoryRequest, story_workflow_id
-from tests.helpers import create_book, illustrate, load_book, running_worker
+from tests.helpers import illustrate, load_book, running_worker
 from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
 
 __all__ = ["fakes", "provider_settings"]
@@ -28,8 +29,18 @@ async def start_story(
     )
 
 
-def draft_book(database: Database, urls: list[str]) -> str:
-    return create_book(database, urls, status=BookStatus.DRAFT)
+def draft_book(database: Database, urls: list[str], title: str = "Mia's Big Day") -> str:
+    """A book as `storywink book create` leaves it without --story: DRAFT, no text."""
+    with database.sessions() as session:
+        return books.create_book(
+            session,
+            user_id="user-1",
+            title=title,
+            child_name="Mia",
+            art_style="vignette",
+            pages=[books.NewPage(url) for url in urls],
+            status=BookStatus.DRAFT,
+        ).id
 
 
 async def test_a_draft_gets_its_story_then_its_pictures(
