@@ -57,9 +57,10 @@ from storywink.providers.base import GeneratedImage, ImageStore, PermanentError,
 from storywink.providers.factory import build_providers, build_store
 from storywink.providers.local_storage import LocalImageStore
 from storywink.redact import redact, shorten
-from storywink.sample_book import SAMPLE_CHILD_NAME, SAMPLE_TITLE, sample_story, write_sample_photos
+from storywink.sample_book import SAMPLE_CHILD_NAME, SAMPLE_TITLE, write_sample_photos
 from storywink.shared import BookStatus
 from storywink.shared import Progress as RunProgress
+from storywink.story_client import StoryClient
 from storywink.styles import DEFAULT_STYLE, STYLES
 
 app = typer.Typer(help="Storywink: illustrate children's books on Temporal.", no_args_is_help=True)
@@ -568,7 +569,7 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str
         database.sessions,
         NewBook(title=SAMPLE_TITLE, child_name=SAMPLE_CHILD_NAME, art_style=DEFAULT_STYLE),
         photos,
-        sample_story(pages),
+        None,  # DRAFT: the story run writes the text
     )
     temporal = await connect_temporal(settings)
     providers = build_providers(settings)
@@ -581,6 +582,10 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str
             settings.temporal_task_queue,
             settings.temporal_illustration_task_queue,
         )
+        from storywink.story_cli import watch_story
+
+        stories = StoryClient(temporal, database.sessions, settings.temporal_task_queue)
+        await watch_story(stories, book_id)
         end = await _watch(client, book_id)
     await providers.aclose()
     with database.sessions() as session:
@@ -606,7 +611,7 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str
 
 @app.command()
 def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
-    """Illustrate a sample book on the embedded defaults and show where to look."""
+    """Write and illustrate a sample book on the embedded defaults and show where to look."""
     settings = _settings()
     started = _run(asyncio.to_thread(ensure_dev_server, settings.temporal_address))
     if started:
@@ -624,3 +629,7 @@ def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
     err.print(f"Status:          storywink status {book_id}")
     if started:
         err.print("Stop the dev server with: storywink devserver stop")
+
+
+# The story commands (`storywink story`, `storywink page set-text`) register themselves here.
+from storywink import story_cli  # noqa: E402, F401
