@@ -13,6 +13,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from storywink import book_report
+from storywink.client import failure_message
 from storywink.connections import Database
 from storywink.shared import BookStatus
 from storywink.story_books import PageTextRefused, StoryNotAllowed
@@ -62,7 +63,7 @@ async def test_double_start_is_one_run_and_one_model_call(
     assert first == second == third
     assert first.workflow_id == story_workflow_id(book_id)
     assert f"book {book_id} is held by workflow {first.workflow_id}" in str(
-        refused.value.cause.cause  # type: ignore[union-attr]
+        failure_message(refused.value.cause)
     )
     assert progress.phase == "writing" and progress.pages == 3
     (in_progress,) = [b for b in report.in_progress if b.book_id == book_id]
