@@ -11,7 +11,7 @@ from storywink import books
 from storywink.connections import Database
 from storywink.shared import BookStatus, ModerationStatus
 from storywink.story_contract import STORY_WORKFLOW, StoryOutcome, StoryRequest, story_workflow_id
-from tests.helpers import illustrate, load_book, running_worker
+from tests.helpers import illustrate, keep_history, load_book, running_worker
 from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
 
 __all__ = ["fakes", "provider_settings"]
@@ -51,6 +51,7 @@ async def test_a_draft_gets_its_story_then_its_pictures(
     async with running_worker(temporal_client, settings, database):
         handle = await start_story(temporal_client, settings.temporal_task_queue, book_id)
         outcome = await handle.result()
+    await keep_history(handle, "story_ready")
 
     assert outcome.status is BookStatus.STORY_READY
     assert outcome.pages_written == 5
