@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
@@ -24,7 +25,7 @@ from tests.fakes.gemini_server import Fault
 from tests.helpers import load_book, running_worker, temporal_cli, wait_until
 from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
 from tests.test_story import draft_book
-from tests.worker_processes import wait_until_ready, worker_processes
+from tests.worker_processes import free_port, wait_until_ready, worker_processes
 
 __all__ = ["fakes", "provider_settings"]
 
@@ -128,3 +129,47 @@ async def test_a_worker_killed_during_the_story_call_the_story_completes_on_anot
         if event.HasField("activity_task_started_event_attributes")
     ]
     assert started[-1].identity == survivor.identity
+
+
+async def test_a_worker_exports_story_runs_model_calls_and_failures(
+    temporal_client: Client,
+    database: Database,
+    database_url: str,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
+) -> None:
+    once_across_databases(database_url)
+    settings = provider_settings()
+    fakes.gemini.fail_when('title is "Refused Story"', Fault.blocked("SAFETY"))
+    fakes.gemini.fail_when('title is "Slow Start"', Fault.http(503), times=1)
+    ready = draft_book(database, fakes.photo_urls("m1", 2), "Slow Start")
+    refused = draft_book(database, fakes.photo_urls("m2", 2), "Refused Story")
+    metrics_port = free_port()
+    env = {"METRICS_PORT": str(metrics_port), "STORY_RETRY_INITIAL_SECONDS": "0.2"}
+    client = StoryClient(temporal_client, database.sessions, settings.temporal_task_queue)
+    with worker_processes(settings, fakes, 1, tmp_path, env) as replicas:
+        await wait_until_ready(replicas)
+        for book_id in (ready, refused):
+            await client.start_story(book_id)
+        outcomes = [await client.wait_for_story(book_id) for book_id in (ready, refused)]
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+
+    assert [o.status for o in outcomes] == [BookStatus.STORY_READY, BookStatus.FAILED]
+
+    def value(name: str, label: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{") and label in line
+        )
+
+    assert value("storywink_story_runs_total", 'status="STORY_READY"') == 1
+    assert value("storywink_story_runs_total", 'status="FAILED"') == 1
+    assert value("storywink_story_model_calls_total", 'outcome="ok"') == 1
+    assert value("storywink_story_model_calls_total", 'outcome="transient_error"') == 1
+    assert value("storywink_story_model_calls_total", 'outcome="refused"') == 1
+    assert value("storywink_story_failures_total", 'reason="transient"') == 1
+    assert value("storywink_story_failures_total", 'reason="refused"') == 1
+    assert value("storywink_story_duration_seconds_count", 'status="STORY_READY"') == 1
