@@ -90,5 +90,5 @@ def test_demo_illustrates_the_sample_book(
     assert [p.name for p in pictures] == ["page_1.png", "page_2.png", "page_3.png"]
     assert "page_2.png" in galleries[0].read_text()
     # The book was created without text: the offline writer's story is on its pages.
-    assert "STORY_READY" in result.stderr
+    assert "writing the story of book" in result.stderr
     assert "snuggled into bed" in galleries[0].read_text()
