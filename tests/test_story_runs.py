@@ -33,9 +33,11 @@ __all__ = ["fakes", "provider_settings"]
 async def test_double_start_is_one_run_and_one_model_call(
     temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
 ) -> None:
-    settings = provider_settings()
+    # The model thinks long enough for every check below to see the run at work, even on
+    # a loaded machine.
+    settings = provider_settings(model_timeout_seconds=15)
     title = "Twice Started"
-    fakes.gemini.fail_when(f'title is "{title}"', Fault.delay(3), times=1)
+    fakes.gemini.fail_when(f'title is "{title}"', Fault.delay(10), times=1)
     book_id = draft_book(database, fakes.photo_urls("twice", 3), title)
     client = StoryClient(temporal_client, database.sessions, settings.temporal_task_queue)
     async with running_worker(temporal_client, settings, database):
