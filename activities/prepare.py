@@ -11,9 +11,9 @@ from storywink import books
 from storywink.claims import describe_claim
 from storywink.config import Settings
 from storywink.contract import (
+    ActivityOptions,
     BookStatus,
     IllustrationPlan,
-    PageActivityOptions,
     PageTask,
     PrepareInput,
     StyleSnapshot,
@@ -67,8 +67,8 @@ class PrepareActivities:
         return claim.run_id
 
 
-def _page_options(s: Settings) -> PageActivityOptions:
-    return PageActivityOptions(
+def _page_options(s: Settings) -> ActivityOptions:
+    return ActivityOptions(
         task_queue=s.temporal_illustration_task_queue,
         start_to_close_seconds=s.page_start_to_close_seconds,
         heartbeat_timeout_seconds=s.page_heartbeat_timeout_seconds,

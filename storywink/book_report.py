@@ -1,8 +1,9 @@
 """The operator's view of the books: what is in progress, what settled lately, what is stuck.
 
 A book is stuck when its row says ILLUSTRATING or GENERATING but no running workflow run
-holds it: the run named by the claim ended without settling the book (terminated, timed
-out) or Temporal does not know it. Nothing moves such a book on by itself.
+(an illustration or a story run) holds it: the run named by the claim ended without
+settling the book (terminated, timed out) or Temporal does not know it. Nothing moves
+such a book on by itself.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from temporalio.service import RPCError
 from storywink import contract
 from storywink.claims import describe_claim, describe_run
 from storywink.connections import TemporalUnavailable
-from storywink.contract import BookStatus, Frozen, ModerationStatus
+from storywink.contract import BookStatus, Frozen, ModerationStatus, story_workflow_id
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
 from storywink.redact import shorten
@@ -236,12 +237,17 @@ def _start_command(book_id: str, task_queue: str) -> str:
     )
 
 
+def _story_hint(book: BookInProgress, check: RunCheck) -> str:
+    if check.state is RunState.NO_RUN:
+        return "no story run is recorded: set the book back to DRAFT, then `storywink story`"
+    if check.replacement_run_id:
+        return f"story run {check.replacement_run_id} is running and takes the claim over"
+    return f"start a new story run; it takes the stale claim over: `storywink story {book.book_id}`"
+
+
 def _hint(book: BookInProgress, check: RunCheck, task_queue: str) -> str:
-    if book.status is BookStatus.GENERATING and check.state is RunState.NO_RUN:
-        return (
-            "story generation does not run on Temporal yet: whatever set GENERATING must "
-            "finish it, or set the book back to DRAFT"
-        )
+    if book.status is BookStatus.GENERATING:
+        return _story_hint(book, check)
     if check.state is RunState.NO_RUN:
         return (
             "no run is recorded, so no new run can take the claim over: set the status back "
@@ -303,12 +309,19 @@ async def run_end_reason(temporal: Client, workflow_id: str, run_id: str) -> str
     return None
 
 
+def _own_workflow_id(book: BookInProgress) -> str:
+    """The book's own workflow for its status: its story run or its illustration run."""
+    if book.status is BookStatus.GENERATING:
+        return story_workflow_id(book.book_id)
+    return contract.workflow_id_for(book.book_id)
+
+
 async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> RunCheck:
     """Ask Temporal whether the run named by the book's claim is running."""
     if book.run_id is None:
         check = RunCheck(state=RunState.NO_RUN)
     else:
-        workflow_id = book.workflow_id or contract.workflow_id_for(book.book_id)
+        workflow_id = book.workflow_id or _own_workflow_id(book)
         holder = await _unless_unreachable(
             describe_claim(temporal, workflow_id, book.run_id), workflow_id
         )  # the claim's chain: a reset run still holds the book
@@ -324,7 +337,7 @@ async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> 
                 reason = await run_end_reason(temporal, workflow_id, holder.run_id or book.run_id)
                 check = check.model_copy(update={"reason": reason})
         if check.stuck:
-            own = contract.workflow_id_for(book.book_id)
+            own = _own_workflow_id(book)
             latest = await _unless_unreachable(describe_run(temporal, own), own)
             if latest and latest.status is WorkflowExecutionStatus.RUNNING:
                 check = check.model_copy(update={"replacement_run_id": latest.run_id})

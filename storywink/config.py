@@ -35,6 +35,11 @@ class IllustratorKind(StrEnum):
     LOCAL = "local"
 
 
+class StoryWriterKind(StrEnum):
+    GEMINI = "gemini"
+    OFFLINE = "offline"
+
+
 class StorageKind(StrEnum):
     CLOUDINARY = "cloudinary"
     LOCAL = "local"
@@ -82,6 +87,7 @@ class Settings(BaseSettings):
     )
     temporal_task_queue: str = Field(default="storywink", min_length=1)
     temporal_illustration_task_queue: str = Field(default="storywink-illustration", min_length=1)
+    temporal_story_task_queue: str = Field(default="storywink-story", min_length=1)
     temporal_ui_url: str | None = Field(
         default=None, description="Web UI base URL the demo prints (found by probing if unset)."
     )
@@ -99,6 +105,8 @@ class Settings(BaseSettings):
     gemini_base_url: str | None = None
     gemini_image_model: str = "gemini-2.5-flash-image"
     gemini_image_size: str = "1K"
+    story_writer: StoryWriterKind | None = None
+    gemini_text_model: str = "gemini-2.5-flash"
     cloudinary_url: SecretStr | None = None
     style_assets_url: str = "https://res.cloudinary.com/storywink/image/upload/v1/styles/"
     allow_private_fetch: bool = Field(
@@ -116,12 +124,23 @@ class Settings(BaseSettings):
     page_retry_initial_seconds: float = Field(default=10.0, gt=0)
     page_retry_max_seconds: float = Field(default=300.0, gt=0)
 
+    # Timeouts and retries of a book's story (the model call times out after
+    # MODEL_TIMEOUT_SECONDS, below STORY_START_TO_CLOSE_SECONDS)
+    story_start_to_close_seconds: float = Field(default=300.0, gt=0)
+    story_heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
+    story_retry_attempts: int = Field(default=4, ge=1)
+    story_retry_initial_seconds: float = Field(default=5.0, gt=0)
+    story_retry_max_seconds: float = Field(default=120.0, gt=0)
+
     # Worker
     story_concurrency: int = Field(default=2, ge=1)
     illustration_concurrency: int = Field(default=3, ge=1)
     finalize_concurrency: int = Field(default=2, ge=1)
     illustration_rate_limit: float | None = Field(
         default=None, gt=0, description="Images per minute across all workers."
+    )
+    story_rate_limit: float | None = Field(
+        default=None, gt=0, description="Text-model requests per minute across all workers."
     )
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
@@ -179,6 +198,13 @@ class Settings(BaseSettings):
                 "MODEL_TIMEOUT_SECONDS must be below PAGE_START_TO_CLOSE_SECONDS "
                 f"({self.model_timeout_seconds} >= {self.page_start_to_close_seconds})"
             )
+        if self.model_timeout_seconds >= self.story_start_to_close_seconds:
+            raise ValueError(
+                "MODEL_TIMEOUT_SECONDS must be below STORY_START_TO_CLOSE_SECONDS "
+                f"({self.model_timeout_seconds} >= {self.story_start_to_close_seconds})"
+            )
+        if self.story_writer_kind is StoryWriterKind.GEMINI and self.gemini_api_key is None:
+            raise ValueError("STORY_WRITER=gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY)")
         if self.metrics_port is not None and self.metrics_port == self.health_port:
             raise ValueError(f"METRICS_PORT and HEALTH_PORT must differ ({self.metrics_port})")
         if self.worker_deployment_name is not None and self.worker_build_id is None:
@@ -240,6 +266,12 @@ class Settings(BaseSettings):
         if self.illustrator is not None:
             return self.illustrator
         return IllustratorKind.GEMINI if self.gemini_api_key else IllustratorKind.LOCAL
+
+    @property
+    def story_writer_kind(self) -> StoryWriterKind:
+        if self.story_writer is not None:
+            return self.story_writer
+        return StoryWriterKind.GEMINI if self.gemini_api_key else StoryWriterKind.OFFLINE
 
     @property
     def storage_kind(self) -> StorageKind:

@@ -158,8 +158,8 @@ class PageTask(Frozen):
     earlier_run_id: str | None = None
 
 
-class PageActivityOptions(Frozen):
-    """Timeouts and retries of the page activity, from the worker's settings.
+class ActivityOptions(Frozen):
+    """Timeouts and retries of a page or story activity, from the worker's settings.
 
     Carried in the plan (and so in history) because a workflow may not read settings.
     """
@@ -172,6 +172,22 @@ class PageActivityOptions(Frozen):
     maximum_interval_seconds: float
     backoff_coefficient: float = 2.0
 
+    @property
+    def start_to_close(self) -> timedelta:
+        return timedelta(seconds=self.start_to_close_seconds)
+
+    @property
+    def heartbeat_timeout(self) -> timedelta:
+        return timedelta(seconds=self.heartbeat_timeout_seconds)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=self.initial_interval_seconds),
+            backoff_coefficient=self.backoff_coefficient,
+            maximum_interval=timedelta(seconds=self.maximum_interval_seconds),
+            maximum_attempts=self.maximum_attempts,
+        )
+
 
 class IllustrationPlan(Frozen):
     """What `prepare_illustration` decided: the style and the pages still to draw."""
@@ -182,7 +198,7 @@ class IllustrationPlan(Frozen):
     style: StyleSnapshot
     total_pages: int
     pages: tuple[PageTask, ...]
-    page_options: PageActivityOptions
+    page_options: ActivityOptions
 
 
 class PrepareInput(Frozen):
@@ -238,3 +254,88 @@ class Progress(Frozen):
     flagged: int = 0
     failed: int = 0
     status: BookStatus | None = None
+
+
+# Story generation: `StoryGeneration` writes a DRAFT book's text, page by page.
+# Operators start it with the same JSON the client sends:
+# `temporal workflow start --type StoryGeneration --task-queue storywink
+#  --workflow-id book-story-ID --input '{"book_id": "ID"}'`
+
+STORY_WORKFLOW: Final = "StoryGeneration"
+STORY_PROGRESS_QUERY: Final = "progress"
+STORY_WORKFLOW_ID_PREFIX: Final = "book-story-"
+
+# Books a story may be (re)written for. GENERATING is ours while a run holds the book.
+STORY_WRITABLE_STATUSES: Final = frozenset(
+    {BookStatus.DRAFT, BookStatus.FAILED, BookStatus.COMPLETED, BookStatus.PARTIAL}
+)
+
+# ApplicationError types of the story activity. A refusal or a request that can never
+# succeed (400/401/403, a missing photo) is no error: the activity records the book FAILED.
+STORY_UNUSABLE_ANSWER: Final = "StoryUnusableAnswer"  # retried, a bounded number of times
+STORY_STAGE_ERROR: Final = "StoryStageError"  # 429, 5xx, timeouts, resets: retried
+
+
+def story_workflow_id(book_id: str) -> str:
+    """One story workflow id per book, so starting twice finds the running run."""
+    return f"{STORY_WORKFLOW_ID_PREFIX}{book_id}"
+
+
+class StoryRequest(Frozen):
+    """Input of the `StoryGeneration` workflow: `{"book_id": "..."}`. Strict: people type it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    book_id: str = Field(min_length=1, max_length=64)
+
+
+class StoryClaimInput(Frozen):
+    book_id: str
+    workflow_id: str
+    run_id: str  # the claim: the run's chain, which a reset keeps
+
+
+class StoryPage(Frozen):
+    page_id: str
+    page_number: int
+    is_title_page: bool
+    original_image_url: str | None
+
+
+class StoryPlan(Frozen):
+    """What `claim_story` decided: the book as the model will see it."""
+
+    book_id: str
+    run_id: str
+    title: str
+    child_name: str
+    style_label: str
+    tone: str
+    pages: tuple[StoryPage, ...]
+    options: ActivityOptions
+
+
+class StoryFailure(Frozen):
+    """Recorded by the workflow when the story activity gave up (or the run was cancelled)."""
+
+    book_id: str
+    run_id: str
+    reason: str
+
+
+class StoryOutcome(Frozen):
+    book_id: str
+    status: BookStatus  # STORY_READY, or FAILED (with `reason`)
+    pages_written: int
+    reason: str | None = None
+    cancelled: bool = False
+
+
+class StoryProgress(Frozen):
+    """Answer of the story workflow's `progress` query."""
+
+    book_id: str
+    phase: str  # starting, claiming, writing, done, failed, cancelled; settled (from the db)
+    status: BookStatus | None = None
+    pages: int = 0
+    reason: str | None = None

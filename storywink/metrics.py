@@ -16,6 +16,7 @@ from temporalio import activity
 
 from storywink.contract import ModerationStatus
 from storywink.providers.base import ContentRefused, PermanentError, TransientError
+from storywink.story_metrics import STORY_BUCKETS
 
 PAGES = "storywink_pages_total"
 PAGE_DURATION = "storywink_page_duration_seconds"
@@ -27,7 +28,11 @@ T = TypeVar("T")
 
 # The SDK's default buckets are milliseconds; ours are seconds, up to a page's timeout.
 _SECONDS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
-BUCKETS: dict[str, tuple[float, ...]] = {PAGE_DURATION: _SECONDS, MODEL_LATENCY: _SECONDS}
+BUCKETS: dict[str, tuple[float, ...]] = {
+    PAGE_DURATION: _SECONDS,
+    MODEL_LATENCY: _SECONDS,
+    **STORY_BUCKETS,
+}
 
 
 class ModelOutcome(StrEnum):

@@ -138,6 +138,7 @@ def test_settings(
         "database_url": database_url,
         "temporal_task_queue": queue,
         "temporal_illustration_task_queue": f"{queue}-pages",
+        "temporal_story_task_queue": f"{queue}-story",
         "illustrator": "local",
         "storage": "local",
         "storage_dir": tmp_path / "storage",

@@ -70,7 +70,13 @@ def test_demo_illustrates_the_sample_book(
     result = subprocess.run(
         [str(BIN / "storywink"), "demo", "--pages", "3"],
         cwd=tmp_path,
-        env=clean_env(tmp_path, TEMPORAL_ADDRESS=address, TEMPORAL_TASK_QUEUE="demo-test"),
+        env=clean_env(
+            tmp_path,
+            TEMPORAL_ADDRESS=address,
+            TEMPORAL_TASK_QUEUE="demo-test",
+            TEMPORAL_ILLUSTRATION_TASK_QUEUE="demo-test-pages",
+            TEMPORAL_STORY_TASK_QUEUE="demo-test-story",
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -83,3 +89,6 @@ def test_demo_illustrates_the_sample_book(
     pictures = sorted((tmp_path / "storage" / "storywink" / book_id / "generated").glob("*.png"))
     assert [p.name for p in pictures] == ["page_1.png", "page_2.png", "page_3.png"]
     assert "page_2.png" in galleries[0].read_text()
+    # The book was created without text: the offline writer's story is on its pages.
+    assert "writing the story of book" in result.stderr
+    assert "snuggled into bed" in galleries[0].read_text()

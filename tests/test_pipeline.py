@@ -77,8 +77,13 @@ async def test_a_claim_left_by_a_terminated_run_is_taken_over_by_the_next_start(
     client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
     # Only the book poller runs: the run claims the book, then waits for pages nobody draws.
     queue = f"{settings.temporal_illustration_task_queue}-unpolled"
-    unpolled = settings.model_copy(update={"temporal_illustration_task_queue": queue})
-    book_worker, _ = build_workers(temporal_client, unpolled, database, build_providers(unpolled))
+    unpolled = settings.model_copy(
+        update={
+            "temporal_illustration_task_queue": queue,
+            "temporal_story_task_queue": f"{queue}-story",
+        }
+    )
+    book_worker, *_ = build_workers(temporal_client, unpolled, database, build_providers(unpolled))
     async with book_worker:
         first = await client.start_illustration(book_id)
         await wait_until(lambda: load_book(database, book_id)[0].illustration_run_id is not None)

@@ -17,6 +17,7 @@ from temporalio.worker import Replayer
 from storywink import contract
 from storywink.contract import BookOutcome
 from workflows.book_illustration import BookIllustration
+from workflows.story_generation import StoryGeneration
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -33,11 +34,12 @@ def test_the_histories_cover_the_runs_a_deploy_meets() -> None:
     names = {path.stem for path in HISTORIES}
     assert {"completed", "partial_flagged_failed_retried", "cancelled"} <= names
     assert any(name.startswith("reset_running") for name in names)
+    assert {"story_ready", "story_failed_after_retries"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda path: path.stem)
 async def test_a_recorded_history_replays_on_the_current_code(path: Path) -> None:
-    result = await replayer(BookIllustration).replay_workflow(history(path))
+    result = await replayer(BookIllustration, StoryGeneration).replay_workflow(history(path))
     assert result.replay_failure is None
 
 
@@ -67,7 +69,7 @@ class WithANewFirstStepPatched(BookIllustration):
 
 
 async def test_an_unguarded_change_fails_replay_and_the_patched_one_replays() -> None:
-    recorded = history(HISTORIES[0])
+    recorded = history(HISTORIES[0])  # an illustration run
 
     unguarded = await replayer(WithANewFirstStep).replay_workflow(
         recorded, raise_on_replay_failure=False

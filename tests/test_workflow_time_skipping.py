@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from storywink import contract
 from storywink.contract import (
+    ActivityOptions,
     BookOutcome,
     BookStatus,
     FinalizeInput,
@@ -30,7 +31,6 @@ from storywink.contract import (
     IllustrationRequest,
     ModerationStatus,
     NotificationType,
-    PageActivityOptions,
     PageFailure,
     PageResult,
     PageTask,
@@ -41,7 +41,7 @@ from storywink.styles import resolve_style
 from tests.conftest import tool_path
 from workflows.book_illustration import BookIllustration
 
-PRODUCTION_PAGE_OPTIONS = PageActivityOptions(
+PRODUCTION_PAGE_OPTIONS = ActivityOptions(
     task_queue="",  # filled per test
     start_to_close_seconds=300,
     heartbeat_timeout_seconds=15,

@@ -38,6 +38,7 @@ def worker_env(
             "TEMPORAL_ADDRESS": settings.temporal_address,
             "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
             "TEMPORAL_ILLUSTRATION_TASK_QUEUE": settings.temporal_illustration_task_queue,
+            "TEMPORAL_STORY_TASK_QUEUE": settings.temporal_story_task_queue,
             "DATABASE_URL": settings.resolved_database_url,
             "ILLUSTRATION_CONCURRENCY": "3",
             "MODEL_TIMEOUT_SECONDS": "10",

@@ -7,18 +7,12 @@ idempotent activity; Temporal owns dispatch, locking, retries and replay.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
-import pydantic
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
-    ApplicationError,
-    FailureError,
     is_cancelled_exception,
 )
-from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.finalize import FinalizeActivities
@@ -26,60 +20,19 @@ with workflow.unsafe.imports_passed_through():
     from activities.prepare import PrepareActivities
     from storywink import contract
     from storywink.contract import (
+        ActivityOptions,
         BookOutcome,
         FinalizeInput,
         IllustrationPlan,
         IllustrationRequest,
         ModerationStatus,
-        PageActivityOptions,
         PageFailure,
         PageResult,
         PageTask,
         PrepareInput,
         Progress,
     )
-
-
-def _page_retry_policy(options: PageActivityOptions) -> RetryPolicy:
-    return RetryPolicy(
-        initial_interval=timedelta(seconds=options.initial_interval_seconds),
-        backoff_coefficient=options.backoff_coefficient,
-        maximum_interval=timedelta(seconds=options.maximum_interval_seconds),
-        maximum_attempts=options.maximum_attempts,
-    )
-
-
-def _failure_reason(error: ActivityError) -> str:
-    """The page activity's own message is already prefixed with the stage that failed."""
-    cause = error.cause
-    if isinstance(cause, ActivityTimeout):
-        which = cause.type.name.replace("_", "-").lower() if cause.type else "activity"
-        return f"timeout: no answer within the page's {which} timeout"
-    if isinstance(cause, FailureError) and cause.message:
-        return cause.message  # str() would put the error type in front of it
-    return str(cause or error)
-
-
-def _request_from(inputs: tuple[object, ...]) -> IllustrationRequest:
-    """The one input, `{"book_id": "..."}`; anything else fails the run at once with a
-    message naming the problem, instead of retrying its first workflow task forever."""
-    if len(inputs) != 1:
-        raise _bad_input(f"it was given {len(inputs)}")
-    try:
-        return IllustrationRequest.model_validate(inputs[0])
-    except pydantic.ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in error.errors()
-        )
-        raise _bad_input(problems) from None
-
-
-def _bad_input(problem: str) -> ApplicationError:
-    return ApplicationError(
-        f'{contract.BOOK_ILLUSTRATION_WORKFLOW} takes one input, {{"book_id": "..."}}; {problem}',
-        type=contract.BAD_INPUT,
-        non_retryable=True,
-    )
+    from workflows.common import failure_reason, request_from
 
 
 # No `failure_exception_types`: a result this code cannot decode (from a newer activity
@@ -93,7 +46,7 @@ class BookIllustration:
     # fail the run with a clear message, not a TypeError that retries the task forever.
     @workflow.run
     async def run(self, *inputs: object) -> BookOutcome:
-        request = _request_from(inputs)
+        request = request_from(IllustrationRequest, contract.BOOK_ILLUSTRATION_WORKFLOW, inputs)
         workflow.upsert_search_attributes([contract.BOOK_ID_ATTRIBUTE.value_set(request.book_id)])
         self._set_progress(book_id=request.book_id, phase="preparing")
         info = workflow.info()
@@ -158,22 +111,22 @@ class BookIllustration:
                 raise result
         return False
 
-    async def _illustrate(self, page: PageTask, options: PageActivityOptions) -> None:
+    async def _illustrate(self, page: PageTask, options: ActivityOptions) -> None:
         try:
             result = await workflow.execute_activity_method(
                 IllustratePageActivities.illustrate_page,
                 page,
                 task_queue=options.task_queue,
-                start_to_close_timeout=timedelta(seconds=options.start_to_close_seconds),
-                heartbeat_timeout=timedelta(seconds=options.heartbeat_timeout_seconds),
-                retry_policy=_page_retry_policy(options),
+                start_to_close_timeout=options.start_to_close,
+                heartbeat_timeout=options.heartbeat_timeout,
+                retry_policy=options.retry_policy(),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"page {page.page_number}",
             )
         except ActivityError as error:
             if is_cancelled_exception(error):
                 raise asyncio.CancelledError() from None
-            result = await self._record_failure(page, _failure_reason(error))
+            result = await self._record_failure(page, failure_reason(error))
         self._count(result)
 
     async def _record_failure(self, page: PageTask, reason: str) -> PageResult:
@@ -195,7 +148,7 @@ class BookIllustration:
             workflow.logger.warning(
                 "page %d: its failure could not be recorded: %s",
                 page.page_number,
-                _failure_reason(error),
+                failure_reason(error),
             )
             return PageResult(
                 page_id=page.page_id,

@@ -2,5 +2,6 @@
 
 from storywink.cli.commands import app
 from storywink.cli.exits import ExitCode
+from storywink.cli.story import page_app  # importing it registers `story` and `page`
 
-__all__ = ["ExitCode", "app"]
+__all__ = ["ExitCode", "app", "page_app"]

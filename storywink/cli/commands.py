@@ -26,7 +26,7 @@ from storywink.cli.exits import (
     settings_or_exit,
 )
 from storywink.cli.views import book_json, print_books_report
-from storywink.cli.watch import ending_line, exit_code_for, watch_illustration
+from storywink.cli.watch import ending_line, exit_code_for, watch_illustration, watch_story
 from storywink.client import IllustrationClient, RunEnd
 from storywink.config import DEFAULT_DATA_DIR, Settings
 from storywink.connections import connect_temporal, open_database
@@ -154,8 +154,9 @@ def devserver_stop() -> None:
 async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str, Path]:
     database = open_database(settings)
     book_id = await create_sample_book(settings, database, pages, out_dir / "photos")
-    async with workers_in_process(settings, database) as client:
-        end = await watch_illustration(client, book_id)
+    async with workers_in_process(settings, database) as clients:
+        await watch_story(clients.stories, book_id)
+        end = await watch_illustration(clients.illustrations, book_id)
     status = end.book.status.value
     return (
         book_id,
@@ -166,7 +167,7 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str
 
 @app.command()
 def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
-    """Illustrate a sample book on the embedded defaults and show where to look."""
+    """Write and illustrate a sample book on the embedded defaults and show where to look."""
     settings = settings_or_exit()
     started = run_or_exit(asyncio.to_thread(ensure_dev_server, settings.temporal_address))
     if started:

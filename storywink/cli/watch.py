@@ -1,4 +1,4 @@
-"""What `storywink illustrate` shows while a book is drawn, and how it ends."""
+"""What `storywink illustrate` and `storywink story` show while they run, and how they end."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from storywink import book_report
 from storywink.cli.exits import ExitCode, err
 from storywink.client import IllustrationClient, QueuePollers, RunEnd, RunEnding
-from storywink.contract import BookStatus
+from storywink.contract import BookStatus, StoryOutcome
 from storywink.contract import Progress as RunProgress
 from storywink.redact import shorten
+from storywink.story_client import StoryClient
 
+POLL_SECONDS: Final = 0.5
 # With no progress for this long, `illustrate` checks that workers poll the task queues.
 NO_PROGRESS_CHECK_SECONDS: Final = 5.0
 
@@ -131,3 +133,16 @@ def ending_line(end: RunEnd) -> str:
         )
     what = "run failed" if end.ending is RunEnding.FAILED else end.ending.value
     return f"book {end.book_id}: {what}{reason} ({after})"
+
+
+async def watch_story(client: StoryClient, book_id: str) -> StoryOutcome:
+    """Start (or join) the book's story run and show its phase until it ends."""
+    run = await client.start_story(book_id)
+    err.print(f"writing the story of book {book_id} (workflow {run.workflow_id})")
+    with err.status("starting") as status:
+        ending = asyncio.ensure_future(client.wait_for_story(book_id))
+        while not ending.done():
+            progress = await client.story_progress(book_id)
+            status.update(f"{progress.phase} ({progress.pages} pages)")
+            await asyncio.wait([ending], timeout=POLL_SECONDS)
+        return ending.result()

@@ -62,13 +62,16 @@ class Book(Timestamps, Base):
     art_style: Mapped[str] = mapped_column(String(64))
     page_length: Mapped[int] = mapped_column(Integer)
     cover_page_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # Which workflow run holds the book while it is ILLUSTRATING (our claim on it).
+    # Which workflow run holds the book while it is ILLUSTRATING or GENERATING (our claim
+    # on it): the illustration run, or the story run.
     illustration_workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     illustration_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
     cost_micro_usd: Mapped[int] = mapped_column(Integer, default=0)
+    # Why the last story run failed; cleared when a story is written.
+    story_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     pages: Mapped[list[Page]] = relationship(
         back_populates="book", order_by="Page.page_number", cascade="all, delete-orphan"
@@ -86,6 +89,8 @@ class Page(Timestamps, Base):
     original_image_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     illustration_notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Why the story run left this page without usable text (never silently filled).
+    text_problem: Mapped[str | None] = mapped_column(Text, nullable=True)
     generated_image_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     moderation_status: Mapped[ModerationStatus] = mapped_column(
         _enum(ModerationStatus), default=ModerationStatus.PENDING

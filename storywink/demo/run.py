@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from storywink import books
@@ -16,10 +17,10 @@ from storywink.demo.gallery import GalleryPage, write_gallery
 from storywink.demo.sample_book import (
     SAMPLE_CHILD_NAME,
     SAMPLE_TITLE,
-    sample_story,
     write_sample_photos,
 )
 from storywink.providers.factory import build_providers, build_store
+from storywink.story_client import StoryClient
 from storywink.styles import DEFAULT_STYLE
 from storywink.worker.assembly import build_workers
 
@@ -27,32 +28,39 @@ from storywink.worker.assembly import build_workers
 async def create_sample_book(
     settings: Settings, database: Database, pages: int, photos_dir: Path
 ) -> str:
-    """A book of `pages` generated photos with a written story, ready to illustrate."""
+    """A DRAFT book of `pages` generated photos: its story run writes the text."""
     return await create_book_from_photos(
         build_store(settings),
         database.sessions,
         NewBook(title=SAMPLE_TITLE, child_name=SAMPLE_CHILD_NAME, art_style=DEFAULT_STYLE),
         write_sample_photos(photos_dir, pages),
-        sample_story(pages),
+        None,
     )
 
 
+@dataclass(frozen=True)
+class DemoClients:
+    stories: StoryClient
+    illustrations: IllustrationClient
+
+
 @asynccontextmanager
-async def workers_in_process(
-    settings: Settings, database: Database
-) -> AsyncIterator[IllustrationClient]:
-    """The same workers `python worker.py` runs, in this process, and a client for them."""
+async def workers_in_process(settings: Settings, database: Database) -> AsyncIterator[DemoClients]:
+    """The same workers `python worker.py` runs, in this process, and clients for them."""
     temporal = await connect_temporal(settings)
     providers = build_providers(settings)
     try:
         async with AsyncExitStack() as stack:
             for worker in build_workers(temporal, settings, database, providers):
                 await stack.enter_async_context(worker)
-            yield IllustrationClient(
-                temporal,
-                database.sessions,
-                settings.temporal_task_queue,
-                settings.temporal_illustration_task_queue,
+            yield DemoClients(
+                stories=StoryClient(temporal, database.sessions, settings.temporal_task_queue),
+                illustrations=IllustrationClient(
+                    temporal,
+                    database.sessions,
+                    settings.temporal_task_queue,
+                    settings.temporal_illustration_task_queue,
+                ),
             )
     finally:
         await providers.aclose()

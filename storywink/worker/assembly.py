@@ -1,4 +1,4 @@
-"""How a worker serves the pipeline: its two pollers, what each runs, and its version."""
+"""How a worker serves the pipeline: its pollers (book, page, story), what each runs."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from storywink.connections import (
 )
 from storywink.providers.factory import Providers
 from storywink.redact import Redactor
+from storywink.worker.story import STORY_WORKFLOWS, build_story_worker, story_book_activities
 from workflows.book_illustration import BookIllustration
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
@@ -54,7 +55,7 @@ def build_workers(
     *,
     book_workflow: type[BookIllustration] = BookIllustration,
 ) -> list[Worker]:
-    """The two pollers: workflows + book activities, and the page activities.
+    """The pollers: workflows + book activities, the page activities, the story activity.
     `book_workflow` lets a test run a changed workflow as another version."""
     identity = worker_identity(settings)
     versioning = deployment_config(settings)
@@ -65,11 +66,12 @@ def build_workers(
     book_worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[book_workflow],
+        workflows=[book_workflow, *STORY_WORKFLOWS],
         activities=[
             PrepareActivities(database.sessions, client, settings).prepare_illustration,
             finalize.finalize_book,
             finalize.record_page_failure,
+            *story_book_activities(client, settings, database),
         ],
         max_concurrent_activities=settings.finalize_concurrency,
         identity=identity,
@@ -98,4 +100,14 @@ def build_workers(
         graceful_shutdown_timeout=grace,
         deployment_config=versioning,
     )
-    return [book_worker, page_worker]
+    story_worker = build_story_worker(
+        client,
+        settings,
+        database,
+        providers.fetcher,
+        redactor,
+        identity=identity,
+        graceful_shutdown_timeout=grace,
+        deployment_config=versioning,
+    )
+    return [book_worker, page_worker, story_worker]

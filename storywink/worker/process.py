@@ -139,10 +139,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         if await until_polling(workers, runs):
             readiness.state = State.READY
             log.info(
-                "worker %s polling %s and %s%s",
+                "worker %s polling %s, %s and %s%s",
                 worker_identity(settings),
                 settings.temporal_task_queue,
                 settings.temporal_illustration_task_queue,
+                settings.temporal_story_task_queue,
                 f" as version {settings.worker_deployment_name}:{settings.worker_build_id}"
                 if settings.worker_deployment_name
                 else "",

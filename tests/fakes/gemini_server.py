@@ -150,7 +150,7 @@ class BackgroundServer:
         return web.Response(status=499)
 
 
-FaultKind = Literal["ok", "http", "blocked", "finish", "bad_image", "delay", "reset"]
+FaultKind = Literal["ok", "http", "blocked", "finish", "bad_image", "delay", "reset", "story"]
 
 
 @dataclass(frozen=True)
@@ -241,6 +241,11 @@ class Fault:
         return cls("delay", seconds=seconds)
 
     @classmethod
+    def story(cls, text: str, reason: str = "STOP") -> Fault:
+        """A JSON-mode (story) answer whose text is `text` verbatim, ending with `reason`."""
+        return cls("story", text=text, reason=reason)
+
+    @classmethod
     def reset(cls) -> Fault:
         """Close the connection without answering."""
         return cls("reset")
@@ -283,6 +288,13 @@ class RecordedRequest:
     def generation_config(self) -> dict[str, Any]:
         config = self.body.get("generationConfig") or self.body.get("generation_config") or {}
         return dict(config)
+
+    @property
+    def wants_json(self) -> bool:
+        """A text request in JSON mode (the story writer's), not an image request."""
+        config = self.generation_config
+        mime = config.get("responseMimeType") or config.get("response_mime_type")
+        return mime == "application/json" or "responseSchema" in config
 
     @property
     def api_key(self) -> str | None:
@@ -522,7 +534,39 @@ def _invalid_key() -> Fault:
     return Fault.http(400, "API key not valid. Please pass a valid API key.")
 
 
+def default_story(record: RecordedRequest) -> str:
+    """A valid story for a JSON-mode request: one entry per photo sent (page order)."""
+    count = max(1, len(record.inline_images))
+    pages = [
+        {
+            "page_number": n,
+            "text": "The title" if n == 1 else f"Page {n}: the child plays outside. What fun!",
+            "illustration_notes": f"bright and happy, scene {n}",
+        }
+        for n in range(1, count + 1)
+    ]
+    return json.dumps({"title": "The title", "pages": pages})
+
+
+def _story_body(record: RecordedRequest, text: str, reason: str) -> dict[str, Any]:
+    return {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": reason,
+                "index": 0,
+            }
+        ],
+        "usageMetadata": _usage(),
+        "modelVersion": record.model,
+    }
+
+
 def _response_body(record: RecordedRequest, fault: Fault) -> dict[str, Any]:
+    if fault.kind == "story":
+        return _story_body(record, fault.text or "", fault.reason)
+    if record.wants_json and fault.kind in ("ok", "delay"):
+        return _story_body(record, default_story(record), "STOP")
     if fault.kind == "blocked":
         return {"promptFeedback": {"blockReason": fault.reason}, "usageMetadata": _usage()}
     parts: list[dict[str, Any]] = []

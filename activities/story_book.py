@@ -1,0 +1,112 @@
+"""Book-level steps of a story run: claim the book, record a story that gave up."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+
+from activities.failures import book_step
+from storywink import books, story_books
+from storywink.claims import describe_claim
+from storywink.config import Settings
+from storywink.contract import (
+    ActivityOptions,
+    BookStatus,
+    StoryClaimInput,
+    StoryFailure,
+    StoryOutcome,
+    StoryPage,
+    StoryPlan,
+)
+from storywink.db.engine import in_session
+from storywink.story_metrics import StoryFailureReason, story_failure, story_settled
+from storywink.styles import STYLES
+
+# The story's voice for each art style; any other style gets the default.
+TONES = {
+    "vignette": "gentle, warm and quiet",
+    "crayon": "playful, bouncy and funny",
+    "storybook": "classic, cosy and a little magical",
+}
+DEFAULT_TONE = "warm and playful"
+
+
+class StoryBookActivities:
+    def __init__(
+        self, sessions: sessionmaker[Session], temporal: Client, settings: Settings
+    ) -> None:
+        self._sessions = sessions
+        self._temporal = temporal
+        self._settings = settings
+
+    @activity.defn
+    @book_step
+    async def claim_story(self, request: StoryClaimInput) -> StoryPlan:
+        stale_run_id = await self._stale_claim(request)
+        plan = await in_session(self._sessions, self._claim, request, stale_run_id)
+        activity.logger.info(
+            "book %s claimed for its story: %d pages", plan.book_id, len(plan.pages)
+        )
+        return plan
+
+    @activity.defn
+    @book_step
+    async def record_story_failure(self, failure: StoryFailure) -> StoryOutcome:
+        outcome = await in_session(
+            self._sessions, story_books.fail_story, failure.book_id, failure.run_id, failure.reason
+        )
+        if outcome.status is BookStatus.FAILED:
+            story_failure(StoryFailureReason.GAVE_UP)
+            story_settled(BookStatus.FAILED.value)
+        return outcome
+
+    async def _stale_claim(self, request: StoryClaimInput) -> str | None:
+        """The claim holding the book if its run has ended without settling it."""
+        claim = await in_session(self._sessions, books.read_claim, request.book_id)
+        if claim.status is not BookStatus.GENERATING or claim.run_id in (None, request.run_id):
+            return None
+        assert claim.workflow_id is not None and claim.run_id is not None
+        holder = await describe_claim(self._temporal, claim.workflow_id, claim.run_id)
+        if holder.running:
+            raise story_books.StoryBusy(request.book_id, claim.workflow_id)
+        activity.logger.warning(
+            "book %s was held by story run %s which ended; taking it over",
+            request.book_id,
+            claim.run_id,
+        )
+        return claim.run_id
+
+    def _claim(
+        self, session: Session, request: StoryClaimInput, stale_run_id: str | None
+    ) -> StoryPlan:
+        book = story_books.claim_story(
+            session, request.book_id, request.workflow_id, request.run_id, stale_run_id=stale_run_id
+        )
+        style = STYLES.get(book.art_style)
+        s = self._settings
+        return StoryPlan(
+            book_id=book.id,
+            run_id=request.run_id,
+            title=book.title,
+            child_name=book.child_name,
+            style_label=style.label if style else book.art_style,
+            tone=TONES.get(book.art_style, DEFAULT_TONE),
+            pages=tuple(
+                StoryPage(
+                    page_id=page.id,
+                    page_number=page.page_number,
+                    is_title_page=page.is_title_page,
+                    original_image_url=page.original_image_url,
+                )
+                for page in book.pages
+            ),
+            options=ActivityOptions(
+                task_queue=s.temporal_story_task_queue,
+                start_to_close_seconds=s.story_start_to_close_seconds,
+                heartbeat_timeout_seconds=s.story_heartbeat_timeout_seconds,
+                maximum_attempts=s.story_retry_attempts,
+                initial_interval_seconds=s.story_retry_initial_seconds,
+                maximum_interval_seconds=s.story_retry_max_seconds,
+            ),
+        )

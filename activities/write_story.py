@@ -1,0 +1,209 @@
+"""Write one book's story: fetch the photos, ask the writer, check the answer, record it.
+
+Outcomes: STORY_READY with every page's text (one transaction); FAILED at once when the
+model refuses or the request can never succeed (400/401/403, a missing photo); FAILED with
+what was wrong when the last allowed attempt still gets an unusable answer. Transient
+errors (429 with its RetryInfo delay, 5xx, timeouts, resets) and unusable answers before
+the last attempt are raised for Temporal to retry. A repeat after the story was recorded
+(a worker died before reporting) calls no model: it returns the book as recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.failures import database_failure, refusal
+from storywink import story_books
+from storywink.contract import (
+    STORY_STAGE_ERROR,
+    STORY_UNUSABLE_ANSWER,
+    BookStatus,
+    StoryOutcome,
+    StoryPlan,
+)
+from storywink.db.engine import in_session
+from storywink.errors import BookError
+from storywink.providers.base import ContentRefused, PermanentError, TransientError
+from storywink.providers.fetch import ImageFetcher
+from storywink.providers.story import StoryJob, StoryJobPage, StoryWriter, UnusableAnswer
+from storywink.redact import Redactor
+from storywink.story_answer import PageText, check_answer
+from storywink.story_metrics import (
+    StoryFailureReason,
+    story_failure,
+    story_settled,
+    timed_story_call,
+)
+
+
+class _StorySettled(Exception):
+    """A final FAILED reached mid-way: record it and stop."""
+
+    def __init__(
+        self, reason: str, kind: StoryFailureReason, page_problems: dict[int, str] | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+        self.page_problems = page_problems or {}
+
+
+class WriteStoryActivities:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        writer: StoryWriter,
+        fetcher: ImageFetcher,
+        redactor: Redactor,
+    ) -> None:
+        self._sessions = sessions
+        self._writer = writer
+        self._fetcher = fetcher
+        self._redact = redactor
+
+    @activity.defn
+    async def write_story(self, plan: StoryPlan) -> StoryOutcome:
+        started = time.monotonic()
+        async with _heartbeating():
+            with self._stage("record"):
+                recorded = await in_session(
+                    self._sessions, story_books.settled_story, plan.book_id, plan.run_id
+                )
+            if recorded is not None:
+                activity.logger.info("book %s: story already recorded", plan.book_id)
+                return recorded
+            try:
+                texts = await self._write(plan)
+            except _StorySettled as settled:
+                story_failure(settled.kind)
+                activity.logger.warning("book %s: story FAILED: %s", plan.book_id, settled.reason)
+                with self._stage("record"):
+                    outcome = await in_session(
+                        self._sessions,
+                        story_books.fail_story,
+                        plan.book_id,
+                        plan.run_id,
+                        settled.reason,
+                        settled.page_problems,
+                    )
+            else:
+                with self._stage("record"):
+                    outcome = await in_session(
+                        self._sessions, story_books.write_story, plan.book_id, plan.run_id, texts
+                    )
+        if outcome.status in (BookStatus.STORY_READY, BookStatus.FAILED):
+            story_settled(outcome.status.value, time.monotonic() - started)
+        return outcome
+
+    async def _write(self, plan: StoryPlan) -> list[PageText]:
+        pages = []
+        for page in plan.pages:
+            photo = None
+            if self._writer.uses_photos:
+                if not page.original_image_url:
+                    raise _StorySettled(
+                        f"fetch photo: page {page.page_number} has no photo",
+                        StoryFailureReason.REJECTED,
+                    )
+                with self._stage("fetch photo"):
+                    photo = await self._fetcher.fetch(
+                        page.original_image_url, f"photo of page {page.page_number}"
+                    )
+            pages.append(StoryJobPage(page.page_number, page.is_title_page, photo))
+        job = StoryJob(
+            title=plan.title,
+            child_name=plan.child_name,
+            style_label=plan.style_label,
+            tone=plan.tone,
+            pages=tuple(pages),
+        )
+        with self._stage("write"):
+            answer = await timed_story_call(self._writer.write(job))
+            return check_answer(
+                answer,
+                title=plan.title,
+                page_numbers=[p.page_number for p in plan.pages],
+                title_page=next((p.page_number for p in plan.pages if p.is_title_page), None),
+            )
+
+    @contextlib.contextmanager
+    def _stage(self, stage: str) -> Iterator[None]:
+        """Turn what goes wrong in `stage` into a settled FAILED or a retry."""
+        try:
+            yield
+        except ContentRefused as exc:
+            raise _StorySettled(
+                f"{stage}: refused: {self._redact(exc.reason)}", StoryFailureReason.REFUSED
+            ) from None
+        except PermanentError as exc:
+            raise _StorySettled(
+                f"{stage}: {self._redact(exc.reason)}", StoryFailureReason.REJECTED
+            ) from None
+        except UnusableAnswer as exc:
+            reason = f"{stage}: {self._redact(exc.reason)}"
+            attempt = activity.info().attempt
+            if _last_attempt():
+                raise _StorySettled(
+                    f"{reason} (attempt {attempt}, the last)",
+                    StoryFailureReason.UNUSABLE,
+                    exc.page_problems,
+                ) from None
+            story_failure(StoryFailureReason.UNUSABLE)
+            raise ApplicationError(reason, type=STORY_UNUSABLE_ANSWER) from None
+        except TransientError as exc:
+            story_failure(StoryFailureReason.TRANSIENT)
+            delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
+            raise ApplicationError(
+                f"{stage}: {self._redact(exc.reason)}",
+                type=STORY_STAGE_ERROR,
+                next_retry_delay=delay,
+            ) from None
+        except (_StorySettled, ApplicationError):
+            raise
+        except BookError as exc:
+            raise refusal(exc, stage) from None
+        except SQLAlchemyError as exc:
+            raise database_failure(exc, stage) from None
+        except Exception as exc:
+            story_failure(StoryFailureReason.ERROR)
+            raise ApplicationError(
+                f"{stage}: {type(exc).__name__}: {self._redact(str(exc), limit=300)}",
+                type=STORY_STAGE_ERROR,
+            ) from None
+
+
+def _last_attempt() -> bool:
+    """Whether Temporal will not retry this attempt (its policy's attempts are used up)."""
+    info = activity.info()
+    policy = info.retry_policy
+    return policy is not None and 0 < policy.maximum_attempts <= info.attempt
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Beat in the background while the model thinks, so a dead worker is noticed within
+    the heartbeat timeout and a cancel reaches the call."""
+    timeout = activity.info().heartbeat_timeout
+    interval = max(0.2, min(timeout.total_seconds() / 3, 10.0)) if timeout else 10.0
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    beating = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating

@@ -1,0 +1,189 @@
+"""Every database read and write of a story run, each idempotent.
+
+The story run holds the book through the same claim columns as an illustration run
+(`illustration_workflow_id`, `illustration_run_id`): a book is GENERATING or ILLUSTRATING,
+never both, so one claim says which run may change it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from storywink.books import get_book
+from storywink.contract import STORY_WRITABLE_STATUSES, BookStatus, StoryOutcome
+from storywink.db.models import Book, Page
+from storywink.errors import BookBusy, BookError
+from storywink.redact import shorten
+from storywink.story_answer import MAX_PAGE_TEXT_CHARS, PageText, count_sentences
+
+REASON_LIMIT = 400
+
+
+class StoryNotAllowed(BookError):
+    """The book's status does not allow a story run (HTTP 409)."""
+
+    error_type = "BookNotReady"
+
+    def __init__(self, book_id: str, status: BookStatus) -> None:
+        super().__init__(
+            f"book {book_id} is {status.value}; a story can be written for DRAFT, FAILED, "
+            "COMPLETED or PARTIAL books"
+        )
+        self.book_id = book_id
+        self.status = status
+
+
+class StoryBusy(BookBusy):
+    def __init__(self, book_id: str, workflow_id: str) -> None:
+        super().__init__(book_id, workflow_id)
+        self.args = (f"book {book_id} is held by workflow {workflow_id}",)
+
+
+class PageTextRefused(BookError):
+    """A page's text cannot be set: no such page, a run holds the book, or bad text."""
+
+    error_type = "PageTextRefused"
+
+
+def claim_story(
+    session: Session,
+    book_id: str,
+    workflow_id: str,
+    run_id: str,
+    *,
+    stale_run_id: str | None = None,
+) -> Book:
+    """Atomically move the book to GENERATING for this run: from a writable status, when
+    already ours (a retried activity), or from a GENERATING claim of `stale_run_id` (a run
+    the caller checked has ended)."""
+    book = get_book(session, book_id)
+    if book.status is BookStatus.GENERATING and book.illustration_run_id == run_id:
+        return book
+    takeover = book.status is BookStatus.GENERATING and stale_run_id is not None
+    if not takeover and book.status not in STORY_WRITABLE_STATUSES:
+        raise StoryNotAllowed(book_id, book.status)
+    guard = (
+        Book.illustration_run_id == stale_run_id
+        if takeover
+        else Book.status.in_(STORY_WRITABLE_STATUSES)
+    )
+    claimed = session.execute(
+        update(Book)
+        .where(Book.id == book_id, guard)
+        .values(
+            status=BookStatus.GENERATING,
+            illustration_workflow_id=workflow_id,
+            illustration_run_id=run_id,
+            story_error=None,
+        )
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        current = get_book(session, book_id)
+        if current.status is BookStatus.GENERATING and current.illustration_workflow_id:
+            raise StoryBusy(book_id, current.illustration_workflow_id)
+        raise StoryNotAllowed(book_id, current.status)
+    session.commit()
+    session.refresh(book)
+    return book
+
+
+def _holds(book: Book, run_id: str) -> bool:
+    return book.status is BookStatus.GENERATING and book.illustration_run_id == run_id
+
+
+def _release(book: Book, status: BookStatus) -> None:
+    book.status = status
+    book.illustration_run_id = None
+    book.illustration_workflow_id = None
+
+
+def _outcome(book: Book, reason: str | None = None) -> StoryOutcome:
+    written = sum(1 for page in book.pages if (page.text or "").strip())
+    return StoryOutcome(
+        book_id=book.id,
+        status=book.status,
+        pages_written=written,
+        reason=reason if reason is not None else book.story_error,
+    )
+
+
+def settled_story(session: Session, book_id: str, run_id: str) -> StoryOutcome | None:
+    """None while the run holds the book (its story is still to write), else the book."""
+    book = get_book(session, book_id)
+    return None if _holds(book, run_id) else _outcome(book)
+
+
+def write_story(
+    session: Session, book_id: str, run_id: str, texts: Sequence[PageText]
+) -> StoryOutcome:
+    """Every page's text and notes, and STORY_READY, in one transaction. A repeat, or a
+    run that no longer holds the book, changes nothing and gets the book as it stands."""
+    book = get_book(session, book_id)
+    if not _holds(book, run_id):
+        session.rollback()
+        return _outcome(book)
+    by_number = {text.page_number: text for text in texts}
+    for page in book.pages:
+        written = by_number[page.page_number]
+        page.text = written.text
+        page.illustration_notes = written.illustration_notes
+        page.text_problem = None
+    book.story_error = None
+    _release(book, BookStatus.STORY_READY)
+    session.commit()
+    return _outcome(book)
+
+
+def fail_story(
+    session: Session,
+    book_id: str,
+    run_id: str,
+    reason: str,
+    page_problems: Mapping[int, str] | None = None,
+) -> StoryOutcome:
+    """FAILED with `reason`, the pages named in `page_problems` marked with theirs; a
+    repeat, or a run that no longer holds the book, changes nothing."""
+    book = get_book(session, book_id)
+    reason = shorten(reason, REASON_LIMIT)
+    if not _holds(book, run_id):
+        session.rollback()
+        return _outcome(book, None)
+    for page in book.pages:
+        problem = (page_problems or {}).get(page.page_number)
+        page.text_problem = shorten(problem, REASON_LIMIT) if problem else None
+    book.story_error = reason
+    _release(book, BookStatus.FAILED)
+    session.commit()
+    return _outcome(book, reason)
+
+
+def story_state(session: Session, book_id: str) -> StoryOutcome:
+    return _outcome(get_book(session, book_id))
+
+
+def update_page_text(session: Session, book_id: str, page_number: int, text: str) -> Page:
+    """A parent's edit of one page's text before illustration (never while a run works)."""
+    # Locked, so no run can claim the book between this check and the commit.
+    book = session.get(Book, book_id, with_for_update=True) or get_book(session, book_id)
+    if book.status in (BookStatus.GENERATING, BookStatus.ILLUSTRATING):
+        raise PageTextRefused(
+            f"book {book_id} is {book.status.value}: wait until its run ends to edit text"
+        )
+    page = next((p for p in book.pages if p.page_number == page_number), None)
+    if page is None:
+        raise PageTextRefused(f"book {book_id} has no page {page_number}")
+    cleaned = " ".join(text.split())
+    if not cleaned:
+        raise PageTextRefused("the text is empty")
+    if len(cleaned) > MAX_PAGE_TEXT_CHARS:
+        raise PageTextRefused(f"the text is longer than {MAX_PAGE_TEXT_CHARS} characters")
+    if not page.is_title_page and count_sentences(cleaned) > 3:
+        raise PageTextRefused("a page holds at most 3 sentences")
+    page.text = cleaned
+    page.text_problem = None
+    session.commit()
+    return page

@@ -1,0 +1,85 @@
+"""Story generation end to end: the real workflow and worker, the real google-genai SDK
+against the fake text endpoint (JSON mode, `responseSchema`), both databases."""
+
+from __future__ import annotations
+
+import json
+
+from temporalio.client import Client, WorkflowHandle
+
+from storywink import books
+from storywink.connections import Database
+from storywink.contract import (
+    STORY_WORKFLOW,
+    BookStatus,
+    ModerationStatus,
+    StoryOutcome,
+    StoryRequest,
+    story_workflow_id,
+)
+from tests.helpers import illustrate, keep_history, load_book, running_worker
+from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
+
+__all__ = ["fakes", "provider_settings"]
+
+
+async def start_story(
+    client: Client, task_queue: str, book_id: str
+) -> WorkflowHandle[object, StoryOutcome]:
+    return await client.start_workflow(
+        STORY_WORKFLOW,
+        StoryRequest(book_id=book_id),
+        id=story_workflow_id(book_id),
+        task_queue=task_queue,
+        result_type=StoryOutcome,
+    )
+
+
+def draft_book(database: Database, urls: list[str], title: str = "Mia's Big Day") -> str:
+    """A book as `storywink book create` leaves it without --story: DRAFT, no text."""
+    with database.sessions() as session:
+        return books.create_book(
+            session,
+            user_id="user-1",
+            title=title,
+            child_name="Mia",
+            art_style="vignette",
+            pages=[books.NewPage(url) for url in urls],
+            status=BookStatus.DRAFT,
+        ).id
+
+
+async def test_a_draft_gets_its_story_then_its_pictures(
+    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+) -> None:
+    settings = provider_settings()
+    book_id = draft_book(database, fakes.photo_urls("story5", 5))
+    async with running_worker(temporal_client, settings, database):
+        handle = await start_story(temporal_client, settings.temporal_task_queue, book_id)
+        outcome = await handle.result()
+    await keep_history(handle, "story_ready")
+
+    assert outcome.status is BookStatus.STORY_READY
+    assert outcome.pages_written == 5
+    book, pages, _ = load_book(database, book_id)
+    assert book.status is BookStatus.STORY_READY
+    assert book.illustration_run_id is None
+    assert pages[0].text == book.title
+    assert [p.text for p in pages[1:]] == [
+        f"Page {n}: the child plays outside. What fun!" for n in range(2, 6)
+    ]
+    assert all(p.illustration_notes and p.text_problem is None for p in pages)
+    (request,) = fakes.gemini.requests
+    assert request.wants_json and request.model == settings.gemini_text_model
+    assert len(request.inline_images) == 5  # the photos, in page order
+    assert "Mia" in request.prompt and book.title in request.prompt
+    schema = json.dumps(request.generation_config.get("responseSchema"))
+    assert "illustration_notes" in schema
+
+    outcome_after = await illustrate(temporal_client, settings, database, book_id)
+    assert outcome_after.status is BookStatus.COMPLETED
+    _, pages, _ = load_book(database, book_id)
+    assert all(p.moderation_status is ModerationStatus.OK for p in pages)
+    # The notes reached the image prompt.
+    image_prompts = [r.prompt for r in fakes.gemini.requests if not r.wants_json]
+    assert any("bright and happy, scene 3" in prompt for prompt in image_prompts)

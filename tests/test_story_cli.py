@@ -1,0 +1,60 @@
+"""`storywink story` and `storywink page set-text` as real subprocesses, with a worker in
+this process writing stories offline (no API key)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from temporalio.client import Client
+
+from storywink.cli import ExitCode
+from storywink.config import Settings
+from storywink.connections import Database
+from tests.helpers import load_book, photo_urls, running_worker
+from tests.test_cli import STORYWINK, cli_env
+from tests.test_story import draft_book
+
+
+async def storywink(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    env = cli_env(tmp_path)
+    env.update(
+        DATABASE_URL=settings.resolved_database_url,
+        TEMPORAL_ADDRESS=settings.temporal_address,
+        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(STORYWINK),
+        *args,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_story_prints_the_text_and_a_page_can_be_edited_before_illustration(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = draft_book(database, photo_urls(tmp_path / "storage" / "p", 3), "Mia at the Sea")
+    async with running_worker(temporal_client, settings, database):
+        code, out, err = await storywink(settings, tmp_path, "story", book_id)
+        again, _, refused = await storywink(settings, tmp_path, "story", book_id)
+    edited, _, _ = await storywink(settings, tmp_path, "page", "set-text", book_id, "2", "Hi!")
+    too_long, _, why = await storywink(
+        settings, tmp_path, "page", "set-text", book_id, "2", "A. B. C. D."
+    )
+
+    assert code == ExitCode.OK, err
+    assert f"book {book_id}: STORY_READY (3 pages)" in err
+    lines = out.splitlines()
+    assert lines[0] == " 1. Mia at the Sea"
+    assert len(lines) == 3 and all("Mia" in line for line in lines)
+    assert again == ExitCode.REFUSED and "is STORY_READY" in refused
+    assert edited == ExitCode.OK
+    assert too_long == ExitCode.REFUSED and "at most 3 sentences" in why
+    _, pages, _ = load_book(database, book_id)
+    assert pages[1].text == "Hi!"
