@@ -96,7 +96,7 @@ def _style_hash(style: Style) -> str:
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 
-def _asset_url(assets_url: str, path: str) -> str:
+def asset_url(assets_url: str, path: str) -> str:
     return urljoin(assets_url if assets_url.endswith("/") else assets_url + "/", path)
 
 
@@ -117,7 +117,7 @@ def validate_library(assets_url: str) -> str:
     for style in _STYLES:
         for path in (*style.reference_images, style.title_reference_image):
             if path is not None:
-                _check_url(_asset_url(assets_url, path), f"style {style.key!r}")
+                _check_url(asset_url(assets_url, path), f"style {style.key!r}")
         if len(style.palette) < 2:
             raise StyleLibraryError(f"style {style.key!r} needs a palette of two colours or more")
     return library_hash()
@@ -134,9 +134,9 @@ def resolve_style(key: str, assets_url: str) -> StyleSnapshot:
         version=STYLE_LIBRARY_VERSION,
         content_hash=_style_hash(style),
         description=style.description,
-        reference_image_urls=tuple(_asset_url(assets_url, p) for p in style.reference_images),
+        reference_image_urls=tuple(asset_url(assets_url, p) for p in style.reference_images),
         title_reference_image_url=(
-            _asset_url(assets_url, style.title_reference_image)
+            asset_url(assets_url, style.title_reference_image)
             if style.title_reference_image
             else None
         ),

@@ -34,6 +34,7 @@ from storywink.db.engine import make_engine, upgrade_to_head
 from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_url
 from storywink.demo.run import create_sample_book, workers_in_process, write_book_gallery
 from storywink.providers.factory import build_store
+from storywink.style_assets import publish_references
 from storywink.styles import DEFAULT_STYLE, STYLES
 
 app = typer.Typer(help="Storywink: illustrate children's books on Temporal.", no_args_is_help=True)
@@ -43,6 +44,8 @@ devserver_app = typer.Typer(help="The local Temporal dev server used by the demo
 app.add_typer(book_app, name="book")
 app.add_typer(db_app, name="db")
 app.add_typer(devserver_app, name="devserver")
+styles_app = typer.Typer(help="The art styles' reference images.", no_args_is_help=True)
+app.add_typer(styles_app, name="styles")
 
 
 @book_app.command("create")
@@ -143,6 +146,19 @@ def db_upgrade() -> None:
     with one_line_errors():
         upgrade_to_head(make_engine(settings.resolved_database_url))
     err.print("database is at the latest migration")
+
+
+@styles_app.command("publish")
+def styles_publish() -> None:
+    """Upload the shipped style reference images to the configured storage (once per
+    content: publishing again changes nothing) and print the STYLE_ASSETS_URL to set."""
+    settings = settings_or_exit()
+    published = run_or_exit(publish_references(build_store(settings)))
+    err.print(
+        f"{published.uploaded} reference images uploaded, {published.already_there} already "
+        f"there; set STYLE_ASSETS_URL to the URL below"
+    )
+    print(published.assets_url)
 
 
 @devserver_app.command("stop")

@@ -46,6 +46,8 @@ from storywink.db.engine import DatabaseNotReady
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
 from storywink.providers.factory import Providers, build_providers
+from storywink.providers.fetch import ImageFetcher
+from storywink.style_assets import missing_references
 from storywink.styles import StyleLibraryError, validate_library
 from storywink.telemetry import worker_runtime
 from storywink.worker.assembly import build_workers, worker_identity
@@ -78,13 +80,30 @@ async def started_runtime(
     if added := await ensure_search_attributes(client, settings.temporal_namespace):
         log.info("registered search attributes %s", ", ".join(added))
     providers = build_providers(settings)
-    log.info("illustrator %s, storage %s", providers.illustrator.name, providers.store.name)
-    warn_if_photos_leave_the_host(settings)
     try:
+        log.info("illustrator %s, storage %s", providers.illustrator.name, providers.store.name)
+        if providers.illustrator.uses_style_reference:
+            await check_style_references(providers.fetcher, settings.style_assets_url)
+        warn_if_photos_leave_the_host(settings)
         yield client, database, providers
     finally:
         await providers.aclose()
         database.engine.dispose()
+
+
+async def check_style_references(fetcher: ImageFetcher, assets_url: str) -> None:
+    """A model that is sent the styles' reference images needs every one of them: refuse to
+    start when one is missing for good; only warn when they cannot be reached right now."""
+    missing, unreachable = await missing_references(fetcher, assets_url)
+    if missing:
+        raise StyleLibraryError(
+            f"style reference images missing under STYLE_ASSETS_URL ({assets_url}): "
+            + "; ".join(missing)
+            + ". Publish the shipped ones with `storywink styles publish` and set the "
+            "STYLE_ASSETS_URL it prints"
+        )
+    if unreachable:
+        log.warning("style reference images unreachable for now: %s", "; ".join(unreachable))
 
 
 def warn_if_photos_leave_the_host(settings: Settings) -> None:
