@@ -8,7 +8,7 @@ from temporalio.client import Client
 
 from activities.failures import book_step
 from storywink import books
-from storywink.claims import describe_claim
+from storywink.claims import stale_claim
 from storywink.config import Settings
 from storywink.contract import (
     ActivityOptions,
@@ -20,7 +20,6 @@ from storywink.contract import (
 )
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
-from storywink.errors import BookBusy
 from storywink.styles import resolve_style
 
 
@@ -35,7 +34,13 @@ class PrepareActivities:
     @activity.defn
     @book_step
     async def prepare_illustration(self, request: PrepareInput) -> IllustrationPlan:
-        stale_run_id = await self._stale_claim(request)
+        stale_run_id = await stale_claim(
+            self._sessions,
+            self._temporal,
+            request.book_id,
+            request.run_id,
+            held_as=BookStatus.ILLUSTRATING,
+        )
         plan = await in_session(
             self._sessions, _claim_and_plan, request, stale_run_id, self._settings
         )
@@ -48,23 +53,6 @@ class PrepareActivities:
             plan.style.content_hash,
         )
         return plan
-
-    async def _stale_claim(self, request: PrepareInput) -> str | None:
-        """The claim holding the book if the run holding it has ended without settling it."""
-        claim = await in_session(self._sessions, books.read_claim, request.book_id)
-        if claim.status is not BookStatus.ILLUSTRATING or claim.run_id in (None, request.run_id):
-            return None
-        assert claim.workflow_id is not None and claim.run_id is not None
-        holder = await describe_claim(self._temporal, claim.workflow_id, claim.run_id)
-        if holder.running:
-            raise BookBusy(request.book_id, claim.workflow_id)
-        activity.logger.warning(
-            "book %s was held by run %s which ended (%s); taking it over",
-            request.book_id,
-            claim.run_id,
-            holder.status.name if holder.status else "unknown",
-        )
-        return claim.run_id
 
 
 def _page_options(s: Settings) -> ActivityOptions:

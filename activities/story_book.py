@@ -7,8 +7,8 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.failures import book_step
-from storywink import books, story_books
-from storywink.claims import describe_claim
+from storywink import story_books
+from storywink.claims import stale_claim
 from storywink.config import Settings
 from storywink.contract import (
     ActivityOptions,
@@ -43,7 +43,14 @@ class StoryBookActivities:
     @activity.defn
     @book_step
     async def claim_story(self, request: StoryClaimInput) -> StoryPlan:
-        stale_run_id = await self._stale_claim(request)
+        stale_run_id = await stale_claim(
+            self._sessions,
+            self._temporal,
+            request.book_id,
+            request.run_id,
+            held_as=BookStatus.GENERATING,
+            busy=story_books.StoryBusy,
+        )
         plan = await in_session(self._sessions, self._claim, request, stale_run_id)
         activity.logger.info(
             "book %s claimed for its story: %d pages", plan.book_id, len(plan.pages)
@@ -60,22 +67,6 @@ class StoryBookActivities:
             story_failure(StoryFailureReason.GAVE_UP)
             story_settled(BookStatus.FAILED.value)
         return outcome
-
-    async def _stale_claim(self, request: StoryClaimInput) -> str | None:
-        """The claim holding the book if its run has ended without settling it."""
-        claim = await in_session(self._sessions, books.read_claim, request.book_id)
-        if claim.status is not BookStatus.GENERATING or claim.run_id in (None, request.run_id):
-            return None
-        assert claim.workflow_id is not None and claim.run_id is not None
-        holder = await describe_claim(self._temporal, claim.workflow_id, claim.run_id)
-        if holder.running:
-            raise story_books.StoryBusy(request.book_id, claim.workflow_id)
-        activity.logger.warning(
-            "book %s was held by story run %s which ended; taking it over",
-            request.book_id,
-            claim.run_id,
-        )
-        return claim.run_id
 
     def _claim(
         self, session: Session, request: StoryClaimInput, stale_run_id: str | None

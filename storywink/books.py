@@ -69,27 +69,56 @@ def claim_book(
     takeover = book.status is BookStatus.ILLUSTRATING and stale_run_id is not None
     if not takeover and book.status not in ILLUSTRATABLE_STATUSES:
         raise BookNotReady(book_id, book.status)
-    guard = (
-        Book.illustration_run_id == stale_run_id
-        if takeover
-        else Book.status.in_(ILLUSTRATABLE_STATUSES)
-    )
-    claimed = session.execute(
-        update(Book)
-        .where(Book.id == book_id, guard)
-        .values(
-            status=BookStatus.ILLUSTRATING,
-            illustration_workflow_id=workflow_id,
-            illustration_run_id=run_id,
-        )
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    if not take_claim(
+        session,
+        book,
+        BookStatus.ILLUSTRATING,
+        from_statuses=ILLUSTRATABLE_STATUSES,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        stale_run_id=stale_run_id if takeover else None,
+    ):
         raise BookNotReady(book_id, get_book(session, book_id).status)
     _reset_pages_to_draw(session, book, redraw_all=previous_status in _REDRAW_ALL_FROM)
     session.commit()
     session.refresh(book)
     return book
+
+
+def take_claim(
+    session: Session,
+    book: Book,
+    holding: BookStatus,
+    *,
+    from_statuses: frozenset[BookStatus],
+    workflow_id: str,
+    run_id: str,
+    stale_run_id: str | None,
+    **values: object,
+) -> bool:
+    """One atomic UPDATE moves the book to `holding` for this run: from one of
+    `from_statuses`, or, given `stale_run_id`, from the claim of that run (one the caller
+    checked has ended). False, with the session rolled back, when another run got there
+    first: at most one run ever holds a book."""
+    guard = (
+        Book.illustration_run_id == stale_run_id
+        if stale_run_id is not None
+        else Book.status.in_(from_statuses)
+    )
+    claimed = session.execute(
+        update(Book)
+        .where(Book.id == book.id, guard)
+        .values(
+            status=holding,
+            illustration_workflow_id=workflow_id,
+            illustration_run_id=run_id,
+            **values,
+        )
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return False
+    return True
 
 
 def _reset_pages_to_draw(session: Session, book: Book, *, redraw_all: bool) -> None:

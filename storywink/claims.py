@@ -8,10 +8,20 @@ same workflow id (a new chain) does not.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
+
+from storywink import books
+from storywink.contract import BookStatus
+from storywink.db.engine import in_session
+from storywink.errors import BookBusy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,10 @@ async def describe_run(
     temporal: Client, workflow_id: str, run_id: str | None = None
 ) -> WorkflowExecutionDescription | None:
     """The run (the workflow's latest when `run_id` is None), or None if Temporal knows
-    no such workflow."""
+    no such workflow, or `run_id` cannot name a run (not a UUID: written by hand or by
+    the system we replaced)."""
+    if run_id is not None and not _is_uuid(run_id):
+        return None
     try:
         return await temporal.get_workflow_handle(workflow_id, run_id=run_id).describe()
     except RPCError as exc:
@@ -58,7 +71,44 @@ async def describe_run(
         return None
 
 
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 async def is_running(temporal: Client, workflow_id: str) -> bool:
     """Whether the workflow's latest run is running."""
     latest = await describe_run(temporal, workflow_id)
     return latest is not None and latest.status is WorkflowExecutionStatus.RUNNING
+
+
+async def stale_claim(
+    sessions: sessionmaker[Session],
+    temporal: Client,
+    book_id: str,
+    run_id: str,
+    *,
+    held_as: BookStatus,
+    busy: type[BookBusy] = BookBusy,
+) -> str | None:
+    """The claim a run starting on `book_id` may take over: the one holding the book (as
+    `held_as`) when its run has ended without settling it. None when no other claim holds
+    the book; `busy` is raised when the run holding it still runs."""
+    claim = await in_session(sessions, books.read_claim, book_id)
+    if claim.status is not held_as or claim.run_id in (None, run_id):
+        return None
+    assert claim.workflow_id is not None and claim.run_id is not None
+    holder = await describe_claim(temporal, claim.workflow_id, claim.run_id)
+    if holder.running:
+        raise busy(book_id, claim.workflow_id)
+    log.warning(
+        "book %s was held by workflow %s run %s which ended (%s); taking it over",
+        book_id,
+        claim.workflow_id,
+        claim.run_id,
+        holder.status.name if holder.status else "unknown to Temporal",
+    )
+    return claim.run_id

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from storywink import books
 from storywink.books import get_book
 from storywink.contract import STORY_WRITABLE_STATUSES, BookStatus, StoryOutcome
 from storywink.db.models import Book, Page
@@ -65,23 +65,16 @@ def claim_story(
     takeover = book.status is BookStatus.GENERATING and stale_run_id is not None
     if not takeover and book.status not in STORY_WRITABLE_STATUSES:
         raise StoryNotAllowed(book_id, book.status)
-    guard = (
-        Book.illustration_run_id == stale_run_id
-        if takeover
-        else Book.status.in_(STORY_WRITABLE_STATUSES)
-    )
-    claimed = session.execute(
-        update(Book)
-        .where(Book.id == book_id, guard)
-        .values(
-            status=BookStatus.GENERATING,
-            illustration_workflow_id=workflow_id,
-            illustration_run_id=run_id,
-            story_error=None,
-        )
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    if not books.take_claim(
+        session,
+        book,
+        BookStatus.GENERATING,
+        from_statuses=STORY_WRITABLE_STATUSES,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        stale_run_id=stale_run_id if takeover else None,
+        story_error=None,
+    ):
         current = get_book(session, book_id)
         if current.status is BookStatus.GENERATING and current.illustration_workflow_id:
             raise StoryBusy(book_id, current.illustration_workflow_id)

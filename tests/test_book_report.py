@@ -247,6 +247,11 @@ async def test_claims_without_a_running_workflow_are_stuck_and_the_command_exits
         own_database, photo_urls(tmp_path / "storage" / "a", 2), title="Ghost run"
     )
     _claim(own_database, never_started, str(uuid.uuid4()))
+    # A claim written by the system we replaced: its run id cannot name a Temporal run.
+    foreign = create_book(
+        own_database, photo_urls(tmp_path / "storage" / "e", 1), title="Old system"
+    )
+    _claim(own_database, foreign, "bullmq-job-42")
     no_run = create_book(
         own_database, photo_urls(tmp_path / "storage" / "b", 1), status=BookStatus.ILLUSTRATING
     )
@@ -260,7 +265,10 @@ async def test_claims_without_a_running_workflow_are_stuck_and_the_command_exits
 
     assert as_json.exit_code == ExitCode.STUCK, as_json.output
     document: dict[str, Any] = json.loads(as_json.stdout)
-    assert sorted(document["stuck"]) == sorted([never_started, no_run, generating])
+    assert sorted(document["stuck"]) == sorted([never_started, foreign, no_run, generating])
+    assert document["in_progress"] and {
+        book["run"]["state"] for book in document["in_progress"] if book["book_id"] == foreign
+    } == {"not_found"}
     by_id = {book["book_id"]: book for book in document["in_progress"]}
     assert waiting not in by_id
     assert by_id[never_started]["run"]["state"] == "not_found"
@@ -271,7 +279,7 @@ async def test_claims_without_a_running_workflow_are_stuck_and_the_command_exits
     assert by_id[generating]["status"] == "GENERATING"
     assert "DRAFT" in by_id[generating]["run"]["hint"]
     assert human.exit_code == ExitCode.STUCK
-    assert "3 stuck" in human.stdout
+    assert "4 stuck" in human.stdout
     assert "STUCK: run not found in Temporal" in human.stdout
 
 
