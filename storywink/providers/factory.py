@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from storywink.config import IllustratorKind, Settings, StorageKind
+from storywink.config import IllustratorKind, Settings, StorageKind, StoryWriterKind
 from storywink.providers.base import Illustrator, ImageStore
 from storywink.providers.fetch import ImageFetcher
+from storywink.providers.story import StoryWriter
+
+if TYPE_CHECKING:
+    from google import genai
 
 
 @dataclass(frozen=True)
@@ -24,16 +29,12 @@ def build_illustrator(settings: Settings) -> Illustrator:
         from storywink.providers.local_illustrator import LocalIllustrator
 
         return LocalIllustrator()
-    from storywink.providers.gemini import GeminiIllustrator, build_gemini_client
+    from storywink.providers.gemini import GeminiIllustrator
 
-    assert settings.gemini_api_key is not None  # checked by Settings
-    client = build_gemini_client(
-        settings.gemini_api_key.get_secret_value(),
-        settings.gemini_base_url,
-        settings.model_timeout_seconds,
-    )
     return GeminiIllustrator(
-        client, model=settings.gemini_image_model, image_size=settings.gemini_image_size
+        _gemini_client(settings),
+        model=settings.gemini_image_model,
+        image_size=settings.gemini_image_size,
     )
 
 
@@ -59,4 +60,25 @@ def build_providers(settings: Settings) -> Providers:
             # outside it may be read (and, with a real model, sent away).
             file_root=settings.storage_dir if settings.storage_kind is StorageKind.LOCAL else None,
         ),
+    )
+
+
+def build_story_writer(settings: Settings) -> StoryWriter:
+    if settings.story_writer_kind is StoryWriterKind.OFFLINE:
+        from storywink.providers.offline_story import OfflineStoryWriter
+
+        return OfflineStoryWriter()
+    from storywink.providers.gemini_story import GeminiStoryWriter
+
+    return GeminiStoryWriter(_gemini_client(settings), model=settings.gemini_text_model)
+
+
+def _gemini_client(settings: Settings) -> genai.Client:
+    from storywink.providers.gemini import build_gemini_client
+
+    assert settings.gemini_api_key is not None  # checked by Settings
+    return build_gemini_client(
+        settings.gemini_api_key.get_secret_value(),
+        settings.gemini_base_url,
+        settings.model_timeout_seconds,
     )

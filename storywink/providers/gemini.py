@@ -82,6 +82,29 @@ def build_gemini_client(api_key: str, base_url: str | None, timeout_seconds: flo
     return genai.Client(api_key=api_key, http_options=options)
 
 
+async def generate(
+    client: genai.Client,
+    secrets: Sequence[str],
+    model: str,
+    contents: list[types.Content],
+    config: types.GenerateContentConfig,
+) -> types.GenerateContentResponse:
+    """One model call; every way it can fail as a `ProviderError` with a short,
+    secret-free reason (retried or not by its type)."""
+    try:
+        return await client.aio.models.generate_content(
+            model=model, contents=contents, config=config
+        )
+    except errors.APIError as exc:
+        raise http_error(exc, secrets) from None
+    except (errors.UnknownApiResponseError, json.JSONDecodeError):
+        raise TransientError("unreadable response from the model") from None
+    except TIMEOUT_ERRORS:
+        raise TransientError("timeout") from None
+    except CONNECTION_ERRORS as exc:
+        raise TransientError(f"connection error: {_describe(exc, secrets)}") from None
+
+
 class GeminiIllustrator:
     """Redraws a page's photo in the style of a reference image with a Gemini image model."""
 
@@ -92,21 +115,12 @@ class GeminiIllustrator:
         self._client = client
         self._model = model
         self._image_size = image_size
-        self._secrets = _client_secrets(client)
+        self._secrets = client_secrets(client)
 
     async def illustrate(self, job: IllustrationJob) -> GeneratedImage:
-        try:
-            response = await self._client.aio.models.generate_content(
-                model=self._model, contents=build_contents(job), config=self._config()
-            )
-        except errors.APIError as exc:
-            raise http_error(exc, self._secrets) from None
-        except (errors.UnknownApiResponseError, json.JSONDecodeError):
-            raise TransientError("unreadable response from the model") from None
-        except TIMEOUT_ERRORS:
-            raise TransientError("timeout") from None
-        except CONNECTION_ERRORS as exc:
-            raise TransientError(f"connection error: {_describe(exc, self._secrets)}") from None
+        response = await generate(
+            self._client, self._secrets, self._model, build_contents(job), self._config()
+        )
         return read_image(response, self._secrets)
 
     def _config(self) -> types.GenerateContentConfig:
@@ -171,8 +185,8 @@ def _missing_image(
 ) -> ProviderError:
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
-        return ContentRefused(f"blocked: {_enum_name(feedback.block_reason)}")
-    reason = _enum_name(candidate.finish_reason) if candidate is not None else ""
+        return ContentRefused(f"blocked: {enum_name(feedback.block_reason)}")
+    reason = enum_name(candidate.finish_reason) if candidate is not None else ""
     if reason in SAFETY_REASONS:
         return ContentRefused(f"safety: {reason}")
     if reason in COPYRIGHT_REASONS:
@@ -186,7 +200,7 @@ def _missing_image(
     return ContentRefused(f"{refusal}: {snippet}" if snippet else refusal)
 
 
-def _enum_name(value: object) -> str:
+def enum_name(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, enum.Enum):
@@ -254,7 +268,7 @@ def _describe(exc: BaseException, secrets: Sequence[str]) -> str:
     return shorten(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 120)
 
 
-def _client_secrets(client: genai.Client) -> tuple[str, ...]:
+def client_secrets(client: genai.Client) -> tuple[str, ...]:
     # The key lives in the SDK's private client; reading it lets us scrub it verbatim.
     api_key = getattr(getattr(client, "_api_client", None), "api_key", None)
     return (api_key,) if isinstance(api_key, str) else ()

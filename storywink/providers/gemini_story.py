@@ -7,25 +7,21 @@ retries, Temporal does.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Final
 
 import pydantic
 from google import genai
-from google.genai import errors, types
+from google.genai import types
 
 from storywink.providers.base import ContentRefused, ProviderError, TransientError
 from storywink.providers.gemini import (
-    CONNECTION_ERRORS,
     COPYRIGHT_REASONS,
     SAFETY_REASONS,
-    TIMEOUT_ERRORS,
-    http_error,
+    client_secrets,
+    enum_name,
+    generate,
 )
-from storywink.providers.gemini import _client_secrets as client_secrets
-from storywink.providers.gemini import _describe as describe
-from storywink.providers.gemini import _enum_name as enum_name
 from storywink.providers.story import StoryAnswer, StoryJob, UnusableAnswer
 from storywink.redact import redact, shorten
 
@@ -44,22 +40,12 @@ class GeminiStoryWriter:
         self._secrets = client_secrets(client)
 
     async def write(self, job: StoryJob) -> StoryAnswer:
-        try:
-            response = await self._client.aio.models.generate_content(
-                model=self._model,
-                contents=build_story_contents(job),
-                config=types.GenerateContentConfig(
-                    response_mime_type="application/json", response_schema=StoryAnswer
-                ),
-            )
-        except errors.APIError as exc:
-            raise http_error(exc, self._secrets) from None
-        except (errors.UnknownApiResponseError, json.JSONDecodeError):
-            raise TransientError("unreadable response from the model") from None
-        except TIMEOUT_ERRORS:
-            raise TransientError("timeout") from None
-        except CONNECTION_ERRORS as exc:
-            raise TransientError(f"connection error: {describe(exc, self._secrets)}") from None
+        config = types.GenerateContentConfig(
+            response_mime_type="application/json", response_schema=StoryAnswer
+        )
+        response = await generate(
+            self._client, self._secrets, self._model, build_story_contents(job), config
+        )
         return read_story(response, self._secrets)
 
 

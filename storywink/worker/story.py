@@ -18,9 +18,9 @@ from activities.story_book import StoryBookActivities
 from activities.write_story import WriteStoryActivities
 from storywink.config import Settings
 from storywink.connections import Database
+from storywink.providers.factory import build_story_writer
 from storywink.providers.fetch import ImageFetcher
 from storywink.providers.story import StoryWriter
-from storywink.providers.story_factory import build_story_writer
 from storywink.redact import Redactor
 from workflows.story_generation import StoryGeneration
 
