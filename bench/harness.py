@@ -38,10 +38,10 @@ from storywink.contract import BookOutcome, ModerationStatus
 from storywink.db.models import Page
 from storywink.demo.devserver import temporal_binary
 from storywink.demo.sample_book import sample_photo
-from tests.fakes.cloudinary_server import FakeCloudinaryServer
-from tests.fakes.gemini_server import FakeGeminiServer
-from tests.helpers import create_book, start
-from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes
+from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
+from tests.support.fakes.gemini_server import FakeGeminiServer
+from tests.support.helpers import create_book, start
+from tests.support.provider_fakes import CLOUD, GEMINI_KEY, Fakes
 
 log = logging.getLogger("bench")
 

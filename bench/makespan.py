@@ -12,7 +12,7 @@ from temporalio.client import Client
 from bench.harness import rig
 from bench.report import BenchResult, Column
 from storywink import contract
-from tests.worker_processes import page_identities
+from tests.support.worker_processes import page_identities
 
 WORKERS = 3
 CONCURRENCY = 30  # per worker: any one of them could take a whole 30-page book

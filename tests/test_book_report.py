@@ -40,9 +40,8 @@ from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus
 from storywink.db.engine import is_sqlite, make_engine, make_session_factory, upgrade_to_head
 from storywink.providers.factory import build_providers
-from tests.conftest import _postgres_database, test_settings
-from tests.gated_providers import Gate, GatedIllustrator
-from tests.helpers import (
+from tests.support.gated_providers import Gate, GatedIllustrator
+from tests.support.helpers import (
     create_book,
     load_book,
     photo_urls,
@@ -51,6 +50,9 @@ from tests.helpers import (
     temporal_cli,
     wait_until,
 )
+from tests.support.services import postgres_database, test_settings
+
+pytestmark = pytest.mark.each_database
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ def own_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
     if is_sqlite(database_url):
         yield f"sqlite:///{tmp_path / 'report.db'}"
     else:
-        yield from _postgres_database(f"storywink_report_{uuid.uuid4().hex[:12]}")
+        yield from postgres_database(f"storywink_report_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

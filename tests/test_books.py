@@ -17,6 +17,8 @@ from storywink.contract import BookStatus, ModerationStatus, NotificationType
 from storywink.db.models import Book, Notification
 from storywink.errors import BookNotFound, BookNotReady, PageNotFound
 
+pytestmark = pytest.mark.each_database
+
 OK = ModerationStatus.OK
 FLAGGED = ModerationStatus.FLAGGED
 FAILED = ModerationStatus.FAILED

@@ -2,104 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
-from PIL import Image, ImageChops
-from sqlalchemy import func, select
 
-from storywink.db.engine import make_engine, make_session_factory
-from storywink.db.models import Book, Page
 from storywink.demo.sample_book import write_sample_photos
-
-STORYWINK = Path(sys.executable).parent / "storywink"
-SECRET_NAMES = {"GEMINI_API_KEY", "GOOGLE_API_KEY", "CLOUDINARY_URL", "ILLUSTRATOR", "STORAGE"}
-
-
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in SECRET_NAMES}
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'storywink.db'}",
-        STORAGE_DIR=str(tmp_path / "storage"),
-        # Wide enough that error panels never wrap a message.
-        COLUMNS="400",
-        TERMINAL_WIDTH="400",
-    )
-    return env
-
-
-def storywink(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STORYWINK), *args],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def plain(text: str) -> str:
-    """stderr without the box drawing of the error panel, whitespace collapsed."""
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
-
-
-def write_story(tmp_path: Path, pages: list[str]) -> Path:
-    path = tmp_path / "story.json"
-    path.write_text(json.dumps({"pages": pages}), encoding="utf-8")
-    return path
-
-
-def create(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return storywink(
-        tmp_path, "book", "create", "--photos", "photos", "--title", "Mia's Day",
-        "--child-name", "Mia", *extra,
-    )  # fmt: skip
-
-
-def status_json(tmp_path: Path, book_id: str) -> dict[str, Any]:
-    result = storywink(tmp_path, "status", book_id, "--json")
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
-
-
-def book_count(tmp_path: Path) -> int:
-    database = tmp_path / "storywink.db"
-    if not database.exists():
-        return 0
-    engine = make_engine(f"sqlite:///{database}")
-    try:
-        with make_session_factory(engine)() as session:
-            return session.scalar(select(func.count()).select_from(Book)) or 0
-    finally:
-        engine.dispose()
-
-
-def original_photos(tmp_path: Path, book_id: str) -> list[Path]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'storywink.db'}")
-    try:
-        with make_session_factory(engine)() as session:
-            urls = session.scalars(
-                select(Page.original_image_url)
-                .where(Page.book_id == book_id)
-                .order_by(Page.page_number)
-            ).all()
-    finally:
-        engine.dispose()
-    return [Path(unquote(urlsplit(url or "").path)) for url in urls]
-
-
-def same_pixels(a: Path, b: Path) -> bool:
-    with Image.open(a) as first, Image.open(b) as second:
-        return ImageChops.difference(first.convert("RGB"), second.convert("RGB")).getbbox() is None
+from tests.support.commands import (
+    book_count,
+    create,
+    original_photos,
+    plain,
+    same_pixels,
+    status_json,
+    storywink,
+    write_story,
+)
 
 
 def test_create_with_a_story_prints_only_the_id_and_the_book_is_story_ready(

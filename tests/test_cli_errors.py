@@ -26,10 +26,10 @@ from storywink.db.models import Book
 from storywink.demo.sample_book import write_sample_photos
 from storywink.providers.base import GeneratedImage, StoredImage, TransientError
 from storywink.providers.local_storage import LocalImageStore
-from tests.conftest import PG_ADMIN_URL
-from tests.fakes.cloudinary_server import CloudFault, FakeCloudinaryServer
-from tests.helpers import create_book, load_book, photo_urls
-from tests.test_cli import STORYWINK, book_count, cli_env, create
+from tests.support.commands import STORYWINK, book_count, cli_env, create
+from tests.support.fakes.cloudinary_server import CloudFault, FakeCloudinaryServer
+from tests.support.helpers import create_book, load_book, photo_urls
+from tests.support.services import PG_ADMIN_URL
 
 DB_PASSWORD = "pg-Secret-Canary-93817"
 CDN_SECRET = "cdn-Secret-Canary-55120"
@@ -246,6 +246,7 @@ def test_the_limits_are_the_columns_own() -> None:
     assert (book.title, book.user_id) == ("Mia's Day", "cli")
 
 
+@pytest.mark.each_database  # PostgreSQL enforces lengths
 def test_the_longest_fields_fit_the_database(
     tmp_path: Path, photos: Path, database_url: str, database: Database
 ) -> None:

@@ -27,8 +27,9 @@ from storywink.connections import Database
 from storywink.contract import BookStatus, IllustrationRequest
 from storywink.errors import RunEnded
 from storywink.providers.factory import build_providers
-from tests.gated_providers import Gate, GatedIllustrator
-from tests.helpers import (
+from tests.support.commands import STORYWINK, cli_env
+from tests.support.gated_providers import Gate, GatedIllustrator
+from tests.support.helpers import (
     create_book,
     load_book,
     photo_urls,
@@ -36,7 +37,6 @@ from tests.helpers import (
     temporal_cli,
     wait_until,
 )
-from tests.test_cli import STORYWINK, cli_env
 
 
 @dataclass

@@ -23,7 +23,7 @@ from storywink.providers.base import (
     TransientError,
 )
 from storywink.providers.cloudinary_store import CloudinaryStore, classify_error
-from tests.fakes.cloudinary_server import CloudFault, FakeCloudinaryServer, parse_context
+from tests.support.fakes.cloudinary_server import CloudFault, FakeCloudinaryServer, parse_context
 
 PUBLIC_ID = "storywink/book-1/generated/page_1"
 TAGS = ["book:book-1", "page:1", "style:vignette"]

@@ -25,7 +25,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from storywink import contract
-from tests.conftest import required_tool, tool_path
+from tests.support.services import required_tool, tool_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.temporal.yml"
@@ -668,7 +668,7 @@ def test_migration_job_script_creates_and_migrates_the_database_idempotently(
     """The job's own shell script, run here against the test PostgreSQL server."""
     import psycopg
 
-    from tests.conftest import PG_ADMIN_URL, postgres_admin
+    from tests.support.services import PG_ADMIN_URL, postgres_admin
 
     admin = postgres_admin()
     name = f"storywink_compose_{uuid.uuid4().hex[:8]}"

@@ -22,20 +22,17 @@ from temporalio.client import Client, WorkflowHandle
 from storywink.connections import Database, connect_temporal
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
 from storywink.db.engine import make_engine, make_session_factory
-from tests.conftest import once_across_databases
-from tests.fakes.cloudinary_server import CloudFault
-from tests.helpers import create_book, load_book, running_worker, start, wait_until
-from tests.pg_proxy import PostgresProxy
-from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
-from tests.temporal_server import dev_server
-from tests.worker_processes import (
+from tests.support.fakes.cloudinary_server import CloudFault
+from tests.support.helpers import create_book, load_book, running_worker, start, wait_until
+from tests.support.pg_proxy import PostgresProxy
+from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.temporal_server import dev_server
+from tests.support.worker_processes import (
     page_identities,
     replica_connected_from,
     wait_until_ready,
     worker_processes,
 )
-
-__all__ = ["fakes", "provider_settings"]
 
 HEARTBEAT_TIMEOUT = 5.0  # PAGE_HEARTBEAT_TIMEOUT_SECONDS of the replicas (worker_env)
 
@@ -147,7 +144,6 @@ async def test_temporal_server_crash_and_restart_mid_run_every_book_settles(
     the Temporal server is killed while pages are drawn and restarted 3 s later on the
     same file: the worker reconnects, the runs carry on from their history, every book
     settles, and nothing is drawn or stored twice."""
-    once_across_databases(database_url)
     async with dev_server(tmp_path) as server:
         settings = provider_settings(temporal_address=server.address)
         client = await connect_temporal(settings)
@@ -182,6 +178,7 @@ def _proxied(database_url: str) -> Iterator[tuple[PostgresProxy, str]]:
         yield proxy, proxied.render_as_string(hide_password=False)
 
 
+@pytest.mark.postgresql_only  # an embedded SQLite file cannot become unreachable
 async def test_postgresql_unreachable_mid_run_activities_retry_and_nothing_is_duplicated(
     temporal_client: Client,
     database: Database,
@@ -190,11 +187,9 @@ async def test_postgresql_unreachable_mid_run_activities_retry_and_nothing_is_du
     provider_settings: SettingsFactory,
 ) -> None:
     """Every database connection of the worker is cut for 4 s while pages are being drawn
-    (see tests/pg_proxy.py for why that is PostgreSQL going away, as far as the app can tell).
+    (tests/support/pg_proxy.py: as far as the app can tell, that is PostgreSQL going away).
     Activities retry through it; both books settle, each page drawn, stored and recorded
     once, one notification per book."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("an embedded SQLite file cannot become unreachable; PostgreSQL can")
     fakes.gemini.set_latency(1.0)
     book_ids = [create_book(database, fakes.photo_urls(f"pg{n}", 4)) for n in range(2)]
     with _proxied(database_url) as (proxy, proxied_url):

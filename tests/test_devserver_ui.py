@@ -10,7 +10,7 @@ from aiohttp import web
 
 from storywink.config import load_settings
 from storywink.demo.devserver import UI_PORT, UI_SETTINGS_PATH, web_ui_url
-from tests.worker_processes import free_port
+from tests.support.worker_processes import free_port
 
 # The start of what the Temporal UI (2.x) answers at /api/v1/settings.
 UI_SETTINGS = {"Auth": {"Enabled": False, "Options": None}, "DefaultNamespace": "", "Version": "2"}

@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GEMINI", "GOOGLE", "CLOUDINARY", "DATABASE", "TEMPORAL"))
-    }
-    env.update(
-        {
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-            "STORAGE_DIR": str(tmp_path / "storage"),
-            **values,
-        }
-    )
-    return env
-
-
-def run_worker(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "worker.py")],
-        cwd=tmp_path,
-        env=clean_env(tmp_path, **values),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support.commands import BIN, clean_env, run_worker
 
 
 @pytest.mark.parametrize(

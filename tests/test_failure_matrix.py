@@ -20,13 +20,23 @@ from temporalio.client import Client, WorkflowHandle
 from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
 from storywink.db.models import Page, PageDraft
-from tests.conftest import PG_ADMIN_URL
-from tests.fakes.cloudinary_server import CloudFault
-from tests.fakes.gemini_server import Fault
-from tests.helpers import create_book, illustrate, load_book, running_worker, start, wait_until
-from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes, SettingsFactory, fakes, provider_settings
-
-__all__ = ["fakes", "provider_settings"]
+from tests.support.fakes.cloudinary_server import CloudFault
+from tests.support.fakes.gemini_server import Fault
+from tests.support.helpers import (
+    create_book,
+    illustrate,
+    load_book,
+    running_worker,
+    start,
+    wait_until,
+)
+from tests.support.provider_fakes import (
+    CLOUD,
+    GEMINI_KEY,
+    Fakes,
+    SettingsFactory,
+)
+from tests.support.services import PG_ADMIN_URL
 
 ATTEMPTS = 3  # page_retry_attempts for the matrix: "retried" rows use all of them
 MAX_FETCH_BYTES = 1_500_000
@@ -319,6 +329,7 @@ class _Outage:
         self.admin.close()
 
 
+@pytest.mark.postgresql_only  # an embedded SQLite file cannot become unreachable
 async def test_database_down_while_recording_reuses_the_stored_image(
     temporal_client: Client,
     database: Database,
@@ -326,8 +337,6 @@ async def test_database_down_while_recording_reuses_the_stored_image(
     fakes: Fakes,
     provider_settings: SettingsFactory,
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("an embedded SQLite file cannot become unreachable; PostgreSQL can")
     settings = provider_settings(page_retry_attempts=30, page_retry_max_seconds=0.5)
     book_id = create_book(database, fakes.photo_urls("dbdown", 1))
     # The model takes 2 s: the database goes down while it draws, so the draft cannot be

@@ -28,7 +28,7 @@ from storywink.providers.base import (
     TransientError,
 )
 from storywink.providers.gemini import GeminiIllustrator, build_gemini_client, parse_duration
-from tests.fakes.gemini_server import FakeGeminiServer, Fault, drawn_png
+from tests.support.fakes.gemini_server import FakeGeminiServer, Fault, drawn_png
 
 # Shaped like a real Google key so the pattern scrubber is exercised too.
 API_KEY = "AIzaSyFAKE-storywink-LEAK-CANARY-0123456789"

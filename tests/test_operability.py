@@ -32,13 +32,11 @@ from storywink.health import Readiness, State, serve_health
 from storywink.logs import JsonFormatter
 from storywink.providers.base import ContentRefused
 from storywink.telemetry import worker_runtime
-from tests.conftest import once_across_databases
-from tests.helpers import create_book, load_book, start
-from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
-from tests.test_entry_points import clean_env
-from tests.test_replicas import worker_env
+from tests.support.commands import clean_env
+from tests.support.helpers import create_book, load_book, start
+from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.worker_processes import worker_env
 
-__all__ = ["fakes", "provider_settings"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -244,7 +242,6 @@ async def test_a_worker_is_ready_when_polling_exports_metrics_and_drains_unready
     provider_settings: SettingsFactory,
     tmp_path: Path,
 ) -> None:
-    once_across_databases(database_url)
     settings = provider_settings()
     identity = f"ops-{uuid.uuid4().hex[:6]}"
     env, health, metrics_url = ops_env(settings, fakes, identity)

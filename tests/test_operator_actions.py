@@ -2,7 +2,7 @@
 
 Reset, pause, cancel, bad starts and data the database refuses, each through the real
 dev server and the real `temporal` CLI, on SQLite and PostgreSQL. Pages are held at a
-chosen step (tests/gated_providers.py) so the action lands exactly there.
+chosen step (tests/support/gated_providers.py) so the action lands exactly there.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus
 from storywink.db.models import Book, Notification, Page
 from storywink.providers.factory import build_providers
-from tests.gated_providers import Gate, GatedIllustrator, StoredThenHeldStore
-from tests.helpers import (
+from tests.support.gated_providers import Gate, GatedIllustrator, StoredThenHeldStore
+from tests.support.helpers import (
     create_book,
     keep_history,
     load_book,
@@ -264,6 +264,7 @@ async def test_a_cli_start_without_one_input_fails_within_seconds(
 # -- errors that can never succeed ---------------------------------------------------------
 
 
+@pytest.mark.each_database  # foreign keys differ
 async def test_a_book_deleted_mid_run_ends_the_run_at_once_with_a_short_reason(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
@@ -285,6 +286,7 @@ async def test_a_book_deleted_mid_run_ends_the_run_at_once_with_a_short_reason(
     assert len(message) < 300
 
 
+@pytest.mark.postgresql_only  # SQLite does not enforce column lengths
 async def test_data_the_database_refuses_fails_the_run_at_once_with_a_short_reason(
     temporal_client: Client,
     settings: Settings,
@@ -293,8 +295,6 @@ async def test_data_the_database_refuses_fails_the_run_at_once_with_a_short_reas
     tmp_path: Path,
 ) -> None:
     """A workflow id longer than the claim's column: PostgreSQL refuses the value."""
-    if database_url.startswith("sqlite"):
-        pytest.skip("SQLite does not enforce column lengths; PostgreSQL does")
     book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
     workflow_id = f"ops-{'x' * 250}"
     async with running_worker(temporal_client, settings, database):

@@ -4,7 +4,7 @@ A retry must not pay for an image twice. It reuses, cheapest first, the URL in i
 heartbeat, the asset stored under the page's deterministic id (drawn by one of our runs in
 this style), the draft kept in the database; only when none exists is the model called.
 The real activity and a real SQLite database; in-process providers that count what was
-paid for (tests/page_fakes.py). No Temporal server: the process tests prove the wiring.
+paid for (tests/support/page_fakes.py). No Temporal server: the process tests prove the wiring.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from storywink.db.models import Book, Page, PageDraft
 from storywink.providers.base import ContentRefused, PermanentError, TransientError
 from storywink.redact import Redactor
 from storywink.styles import resolve_style
-from tests.page_fakes import CountingFetcher, CountingIllustrator, MemoryStore
+from tests.support.page_fakes import CountingFetcher, CountingIllustrator, MemoryStore
 
 SECRET = "sk-page-test-0123456789-secret"
 STYLE = resolve_style("vignette", "https://assets.test/styles/")

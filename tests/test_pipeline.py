@@ -19,7 +19,7 @@ from storywink.errors import BookNotFound, BookNotReady
 from storywink.images import image_mime_type
 from storywink.providers.factory import build_providers
 from storywink.worker.assembly import build_workers
-from tests.helpers import (
+from tests.support.helpers import (
     create_book,
     keep_history,
     load_book,
@@ -31,6 +31,7 @@ from tests.helpers import (
 )
 
 
+@pytest.mark.each_database  # the whole run on each database
 async def test_nine_page_book_is_completed_with_one_notification(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:

@@ -9,11 +9,14 @@ from temporalio.client import Client
 
 from storywink.connections import Database
 from storywink.contract import BookStatus, ModerationStatus, NotificationType, page_public_id
-from tests.fakes.gemini_server import Fault
-from tests.helpers import create_book, illustrate, load_book, running_worker, start
-from tests.provider_fakes import CLOUD, GEMINI_KEY, Fakes, SettingsFactory, fakes, provider_settings
-
-__all__ = ["fakes", "provider_settings"]
+from tests.support.fakes.gemini_server import Fault
+from tests.support.helpers import create_book, illustrate, load_book, running_worker, start
+from tests.support.provider_fakes import (
+    CLOUD,
+    GEMINI_KEY,
+    Fakes,
+    SettingsFactory,
+)
 
 
 async def test_nine_pages_drawn_by_gemini_and_stored_on_cloudinary(

@@ -15,9 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 from storywink.config import Settings
 from storywink.connections import Database
 from storywink.contract import BookStatus
-from tests.conftest import once_across_databases, required_tool
-from tests.helpers import create_book, photo_urls, start
-from tests.worker_processes import free_port
+from tests.support.helpers import create_book, photo_urls, start
+from tests.support.services import required_tool
+from tests.support.worker_processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = 3
@@ -47,7 +47,6 @@ async def test_prometheus_reads_a_books_page_counts_from_a_worker(
     database_url: str,
     tmp_path: Path,
 ) -> None:
-    once_across_databases(database_url)
     prometheus = _prometheus()
     metrics_port, prom_port = free_port(), free_port()
     config = tmp_path / "prometheus.yml"

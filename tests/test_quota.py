@@ -35,13 +35,10 @@ from pathlib import Path
 
 from storywink.connections import Database, connect_temporal
 from storywink.contract import BookStatus
-from tests.conftest import once_across_databases
-from tests.helpers import create_book, start
-from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
-from tests.temporal_server import dev_server
-from tests.worker_processes import wait_until_ready, worker_processes
-
-__all__ = ["fakes", "provider_settings"]
+from tests.support.helpers import create_book, start
+from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.temporal_server import dev_server
+from tests.support.worker_processes import wait_until_ready, worker_processes
 
 QUOTA, WINDOW = 80, 20.0  # the model's: calls per sliding window of seconds
 SINGLE_PARTITION = {
@@ -65,7 +62,6 @@ async def test_three_replicas_stay_within_the_model_quota_and_use_most_of_it(
     provider_settings: SettingsFactory,
     tmp_path: Path,
 ) -> None:
-    once_across_databases(database_url)
     fakes.gemini.set_quota(QUOTA, window_seconds=WINDOW)
     fakes.gemini.set_latency(0.5)
     book_ids = [create_book(database, fakes.photo_urls(f"q{n}", PAGES)) for n in range(BOOKS)]

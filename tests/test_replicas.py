@@ -16,17 +16,13 @@ from temporalio.client import Client, WorkflowFailureError
 
 from storywink.connections import Database
 from storywink.contract import BookStatus, page_public_id
-from tests.conftest import once_across_databases
-from tests.helpers import create_book, load_book, start, wait_until
-from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
-from tests.worker_processes import (
+from tests.support.helpers import create_book, load_book, start, wait_until
+from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.worker_processes import (
     page_identities,
     wait_until_ready,
-    worker_env,  # re-exported: tests/test_operability.py imports it from here
     worker_processes,
 )
-
-__all__ = ["fakes", "provider_settings", "worker_env"]
 
 
 async def test_three_replicas_draw_every_page_exactly_once(
@@ -84,7 +80,6 @@ async def test_sigterm_stops_polling_and_loses_no_page(
     """SIGTERM to a replica holding 3 pages while 3 more wait in the queue: it takes no new
     page, and its in-flight pages either finish within SHUTDOWN_GRACE_SECONDS or are handed
     back and drawn by the other replica. The book completes, every page stored once."""
-    once_across_databases(database_url)
     settings = provider_settings()
     latency = 2.5
     fakes.gemini.set_latency(latency)
@@ -142,7 +137,6 @@ async def test_sigterm_exits_within_the_grace_period_with_a_rate_limit(
     such as the warnings for pages of the cancelled run finishing after it ended; it did so
     with or without the rate limit, and never for an idle worker. worker.py now ends the
     process with `os._exit` after its own orderly shutdown."""
-    once_across_databases(database_url)
     settings = provider_settings()
     fakes.gemini.set_latency(0.5)
     grace = 2.0

@@ -33,13 +33,10 @@ from temporalio.client import Client
 
 from storywink.connections import Database
 from storywink.contract import BookStatus, ModerationStatus, NotificationType, page_public_id
-from tests.conftest import once_across_databases
-from tests.fakes.gemini_server import Fault
-from tests.helpers import create_book, load_book, running_worker, start
-from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
-from tests.worker_processes import page_identities, wait_until_ready, worker_processes
-
-__all__ = ["fakes", "provider_settings"]
+from tests.support.fakes.gemini_server import Fault
+from tests.support.helpers import create_book, load_book, running_worker, start
+from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.worker_processes import page_identities, wait_until_ready, worker_processes
 
 
 async def test_1_single_worker_instance(
@@ -51,7 +48,6 @@ async def test_1_single_worker_instance(
     tmp_path: Path,
 ) -> None:
     """Seed validation test 1: one worker process, a 9-page book: all 9 pages complete."""
-    once_across_databases(database_url)
     settings = provider_settings()
     fakes.gemini.set_latency(0.5)
     book_id = create_book(database, fakes.photo_urls("seed1", 9))
@@ -85,7 +81,6 @@ async def test_3_model_delayed_past_its_timeout(
     """Seed validation test 3, scaled down (a 1 s model timeout, the model answering in
     60 s): the call is abandoned at the timeout, retried, and the page ends FAILED with a
     timeout reason after its attempts; the other pages and the book are unaffected."""
-    once_across_databases(database_url)
     timeout, attempts = 1.0, 2
     settings = provider_settings(model_timeout_seconds=timeout, page_retry_attempts=attempts)
     fakes.gemini.fail_when("Page 2 of the story", Fault.hang(60))

@@ -20,10 +20,10 @@ from temporalio.testing import WorkflowEnvironment
 from storywink import contract
 from storywink.config import load_settings
 from storywink.worker.process import warn_if_photos_leave_the_host
-from tests.conftest import PG_ADMIN_URL
-from tests.temporal_server import dev_server
-from tests.test_entry_points import ROOT, clean_env, run_worker
-from tests.worker_processes import free_port
+from tests.support.commands import ROOT, clean_env, run_worker
+from tests.support.services import PG_ADMIN_URL
+from tests.support.temporal_server import dev_server
+from tests.support.worker_processes import free_port
 
 PASSWORD = "s3cret-pw"
 STARTED_WITHIN = 60

@@ -5,50 +5,26 @@ from __future__ import annotations
 
 import json
 
-from temporalio.client import Client, WorkflowHandle
+import pytest
+from temporalio.client import Client
 
-from storywink import books
 from storywink.connections import Database
 from storywink.contract import (
-    STORY_WORKFLOW,
     BookStatus,
     ModerationStatus,
-    StoryOutcome,
-    StoryRequest,
-    story_workflow_id,
 )
-from tests.helpers import illustrate, keep_history, load_book, running_worker
-from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
-
-__all__ = ["fakes", "provider_settings"]
-
-
-async def start_story(
-    client: Client, task_queue: str, book_id: str
-) -> WorkflowHandle[object, StoryOutcome]:
-    return await client.start_workflow(
-        STORY_WORKFLOW,
-        StoryRequest(book_id=book_id),
-        id=story_workflow_id(book_id),
-        task_queue=task_queue,
-        result_type=StoryOutcome,
-    )
+from tests.support.helpers import (
+    draft_book,
+    illustrate,
+    keep_history,
+    load_book,
+    running_worker,
+    start_story,
+)
+from tests.support.provider_fakes import Fakes, SettingsFactory
 
 
-def draft_book(database: Database, urls: list[str], title: str = "Mia's Big Day") -> str:
-    """A book as `storywink book create` leaves it without --story: DRAFT, no text."""
-    with database.sessions() as session:
-        return books.create_book(
-            session,
-            user_id="user-1",
-            title=title,
-            child_name="Mia",
-            art_style="vignette",
-            pages=[books.NewPage(url) for url in urls],
-            status=BookStatus.DRAFT,
-        ).id
-
-
+@pytest.mark.each_database  # every page text in one transaction
 async def test_a_draft_gets_its_story_then_its_pictures(
     temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
 ) -> None:

@@ -11,9 +11,8 @@ from temporalio.client import Client
 from storywink.cli import ExitCode
 from storywink.config import Settings
 from storywink.connections import Database
-from tests.helpers import load_book, photo_urls, running_worker
-from tests.test_cli import STORYWINK, cli_env
-from tests.test_story import draft_book
+from tests.support.commands import STORYWINK, cli_env
+from tests.support.helpers import draft_book, load_book, photo_urls, running_worker
 
 
 async def storywink(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:

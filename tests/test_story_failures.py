@@ -12,12 +12,13 @@ from temporalio.client import Client
 
 from storywink.connections import Database
 from storywink.contract import BookStatus
-from tests.fakes.gemini_server import Fault
-from tests.helpers import keep_history, load_book, running_worker
-from tests.provider_fakes import GEMINI_KEY, Fakes, SettingsFactory, fakes, provider_settings
-from tests.test_story import draft_book, start_story
-
-__all__ = ["fakes", "provider_settings"]
+from tests.support.fakes.gemini_server import Fault
+from tests.support.helpers import draft_book, keep_history, load_book, running_worker, start_story
+from tests.support.provider_fakes import (
+    GEMINI_KEY,
+    Fakes,
+    SettingsFactory,
+)
 
 ATTEMPTS = 3
 PAGES = 4

@@ -19,14 +19,10 @@ from storywink.connections import Database
 from storywink.contract import STORY_WORKFLOW, BookStatus, story_workflow_id
 from storywink.story_books import PageTextRefused, StoryNotAllowed
 from storywink.story_client import StoryClient
-from tests.conftest import once_across_databases
-from tests.fakes.gemini_server import Fault
-from tests.helpers import load_book, running_worker, temporal_cli, wait_until
-from tests.provider_fakes import Fakes, SettingsFactory, fakes, provider_settings
-from tests.test_story import draft_book
-from tests.worker_processes import free_port, wait_until_ready, worker_processes
-
-__all__ = ["fakes", "provider_settings"]
+from tests.support.fakes.gemini_server import Fault
+from tests.support.helpers import draft_book, load_book, running_worker, temporal_cli, wait_until
+from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.worker_processes import free_port, wait_until_ready, worker_processes
 
 
 async def test_double_start_is_one_run_and_one_model_call(
@@ -92,7 +88,6 @@ async def test_a_worker_killed_during_the_story_call_the_story_completes_on_anot
     provider_settings: SettingsFactory,
     tmp_path: Path,
 ) -> None:
-    once_across_databases(database_url)
     settings = provider_settings()
     heartbeat_timeout = 3.0
     title = "Killed Mid Story"
@@ -140,7 +135,6 @@ async def test_a_worker_exports_story_runs_model_calls_and_failures(
     provider_settings: SettingsFactory,
     tmp_path: Path,
 ) -> None:
-    once_across_databases(database_url)
     settings = provider_settings()
     fakes.gemini.fail_when('title is "Refused Story"', Fault.blocked("SAFETY"))
     fakes.gemini.fail_when('title is "Slow Start"', Fault.http(503), times=1)

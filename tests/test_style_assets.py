@@ -20,11 +20,13 @@ from storywink.connections import Database
 from storywink.contract import BookStatus
 from storywink.providers.factory import build_store
 from storywink.style_assets import REFERENCES_DIR, publish_references, reference_paths
-from tests.helpers import create_book, illustrate
-from tests.provider_fakes import GEMINI_KEY, Fakes, SettingsFactory, fakes, provider_settings
-from tests.test_entry_points import ROOT, clean_env
-
-__all__ = ["fakes", "provider_settings"]
+from tests.support.commands import ROOT, clean_env
+from tests.support.helpers import create_book, illustrate
+from tests.support.provider_fakes import (
+    GEMINI_KEY,
+    Fakes,
+    SettingsFactory,
+)
 
 
 def _publish_with_the_cli(fakes: Fakes, tmp_path: Path) -> tuple[str, str]:

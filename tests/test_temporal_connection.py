@@ -18,11 +18,11 @@ from temporalio.testing import WorkflowEnvironment
 from storywink.config import ConfigurationError, Settings, load_settings
 from storywink.connections import Database, TemporalUnavailable, connect_temporal
 from storywink.contract import BookStatus
-from tests.conftest import once_across_databases, test_settings, tool_path
-from tests.helpers import create_book, photo_urls, start
-from tests.test_entry_points import BIN, ROOT, clean_env
-from tests.tls_proxy import make_test_ca, tls_proxy
-from tests.worker_processes import Replica, free_port, wait_until_ready
+from tests.support.commands import BIN, ROOT, clean_env
+from tests.support.helpers import create_book, photo_urls, start
+from tests.support.services import test_settings, tool_path
+from tests.support.tls_proxy import make_test_ca, tls_proxy
+from tests.support.worker_processes import Replica, free_port, wait_until_ready
 
 API_KEY = "tmprl-test-apikey-7f3c9a1e5b2d4f60"
 
@@ -110,7 +110,6 @@ async def complete_a_book(
 async def test_a_profile_file_alone_connects_a_worker_and_a_book_completes(
     temporal_env: WorkflowEnvironment, database: Database, database_url: str, tmp_path: Path
 ) -> None:
-    once_across_databases(database_url)
     settings = test_settings(temporal_env, database_url, tmp_path)
     config_file = tmp_path / "temporal.toml"
     temporal_config_set(
@@ -127,7 +126,6 @@ async def test_a_profile_file_alone_connects_a_worker_and_a_book_completes(
 async def test_tls_and_api_key_from_the_profile_reach_the_server_from_worker_and_cli_never_the_logs(
     temporal_env: WorkflowEnvironment, database: Database, database_url: str, tmp_path: Path
 ) -> None:
-    once_across_databases(database_url)
     settings = test_settings(temporal_env, database_url, tmp_path)
     ca = make_test_ca(tmp_path / "ca")
     async with tls_proxy(settings.temporal_address, ca.server_context()) as proxy:

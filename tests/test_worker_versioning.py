@@ -30,9 +30,8 @@ with workflow.unsafe.imports_passed_through():
     from storywink.contract import BookOutcome, BookStatus
     from storywink.providers.factory import build_providers
     from storywink.worker.assembly import build_workers
-    from tests.conftest import once_across_databases
-    from tests.gated_providers import Gate, GatedIllustrator
-    from tests.helpers import (
+    from tests.support.gated_providers import Gate, GatedIllustrator
+    from tests.support.helpers import (
         create_book,
         load_book,
         model_calls,
@@ -137,7 +136,6 @@ async def test_a_new_version_takes_new_books_and_books_in_flight_finish_on_their
     database: Database,
     tmp_path: Path,
 ) -> None:
-    once_across_databases(database_url)
     deployment = f"storywink-test-{uuid.uuid4().hex[:8]}"
     v1 = as_version(settings, deployment, "v1")
     v2 = as_version(settings, deployment, "v2")

@@ -38,7 +38,7 @@ from storywink.contract import (
     StyleSnapshot,
 )
 from storywink.styles import resolve_style
-from tests.conftest import tool_path
+from tests.support.services import tool_path
 from workflows.book_illustration import BookIllustration
 
 PRODUCTION_PAGE_OPTIONS = ActivityOptions(

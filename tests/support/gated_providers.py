@@ -1,7 +1,7 @@
 """Providers an operator test holds at a chosen step, to act on the run right there.
 
 They wrap the real offline illustrator and local store; a page is known by its text
-("Page n of the story." from tests.helpers.create_book; the title page by the title).
+("Page n of the story." from tests.support.helpers.create_book; the title page by the title).
 """
 
 from __future__ import annotations

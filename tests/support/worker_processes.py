@@ -23,7 +23,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
 from storywink.config import Settings
-from tests.provider_fakes import Fakes
+from tests.support.provider_fakes import Fakes
 
 ROOT = Path(__file__).resolve().parent.parent
 

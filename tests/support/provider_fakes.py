@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
-from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
 from storywink.demo.sample_book import sample_photo
-from tests.conftest import test_settings
-from tests.fakes.cloudinary_server import FakeCloudinaryServer
-from tests.fakes.gemini_server import FakeGeminiServer
+from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
+from tests.support.fakes.gemini_server import FakeGeminiServer
 
 GEMINI_KEY = "AIzaFAKE-test-key-0123456789-secret"
 CLOUD = ("storywink-test", "123456789012345", "cdn-secret-abcdefghijklmnop")
@@ -58,45 +54,36 @@ def _png(index: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def fakes() -> Iterator[Fakes]:
+SettingsFactory = Callable[..., Settings]
+STYLE_REFERENCES = (
+    "/styles/vignette/reference-1.png",
+    "/styles/vignette/title.png",
+    "/styles/crayon/reference-1.png",
+    "/styles/storybook/reference-1.png",
+    "/styles/storybook/reference-2.png",
+)
+
+
+@contextmanager
+def running_fakes() -> Iterator[Fakes]:
+    """Both fake services, the Gemini one also serving the styles' reference images."""
     cloud, key, secret = CLOUD
     with (
         FakeGeminiServer(api_key=GEMINI_KEY) as gemini,
         FakeCloudinaryServer(cloud_name=cloud, api_key=key, api_secret=secret) as cloudinary,
     ):
-        for n, path in enumerate(
-            [
-                "/styles/vignette/reference-1.png",
-                "/styles/vignette/title.png",
-                "/styles/crayon/reference-1.png",
-                "/styles/storybook/reference-1.png",
-                "/styles/storybook/reference-2.png",
-            ]
-        ):
+        for n, path in enumerate(STYLE_REFERENCES):
             gemini.add_image(path, _png(n + 20))
         yield Fakes(gemini, cloudinary)
 
 
-SettingsFactory = Callable[..., Settings]
-
-
-@pytest.fixture
-def provider_settings(
-    temporal_env: WorkflowEnvironment, database_url: str, tmp_path: Path, fakes: Fakes
-) -> SettingsFactory:
-    """Test settings that use the fake Gemini and Cloudinary through the real SDKs."""
-
-    def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "illustrator": "gemini",
-            "storage": "cloudinary",
-            "gemini_api_key": GEMINI_KEY,
-            "gemini_base_url": fakes.gemini.base_url,
-            "cloudinary_url": fakes.cloudinary_url,
-            "style_assets_url": fakes.gemini.url("/styles/"),
-        }
-        values.update(overrides)
-        return test_settings(temporal_env, database_url, tmp_path, **values)
-
-    return make
+def provider_values(fakes: Fakes) -> dict[str, object]:
+    """Settings that use the fakes through the real SDKs."""
+    return {
+        "illustrator": "gemini",
+        "storage": "cloudinary",
+        "gemini_api_key": GEMINI_KEY,
+        "gemini_base_url": fakes.gemini.base_url,
+        "cloudinary_url": fakes.cloudinary_url,
+        "style_assets_url": fakes.gemini.url("/styles/"),
+    }

@@ -12,8 +12,8 @@ from pathlib import Path
 from temporalio.client import Client
 
 from storywink import contract
-from tests.conftest import tool_path
-from tests.worker_processes import free_port
+from tests.support.services import tool_path
+from tests.support.worker_processes import free_port
 
 
 class DevServer:

@@ -36,7 +36,7 @@ from multidict import MultiDictProxy
 from PIL import Image
 
 from storywink.config import CloudinaryCredentials
-from tests.fakes.gemini_server import BackgroundServer
+from tests.support.fakes.gemini_server import BackgroundServer
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 STALE_AFTER_SECONDS = 3600
@@ -472,13 +472,3 @@ def _delivery_public_id(path: str) -> str:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": {"message": message}}, status=status)
-
-
-__all__ = [
-    "Asset",
-    "CloudFault",
-    "FakeCloudinaryServer",
-    "RecordedUpload",
-    "parse_context",
-    "string_to_sign",
-]

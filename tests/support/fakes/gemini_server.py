@@ -628,13 +628,3 @@ def _first_image(record: RecordedRequest) -> Image.Image | None:
         except (OSError, SyntaxError, binascii.Error):
             continue
     return None
-
-
-__all__ = [
-    "BackgroundServer",
-    "FakeGeminiServer",
-    "Fault",
-    "RecordedRequest",
-    "drawn_png",
-    "flat_png",
-]

@@ -17,12 +17,21 @@ from temporalio.client import Client, WorkflowHandle
 from storywink import books, contract
 from storywink.config import Settings
 from storywink.connections import Database
-from storywink.contract import BookOutcome, BookStatus, IllustrationRequest, ModerationStatus
+from storywink.contract import (
+    STORY_WORKFLOW,
+    BookOutcome,
+    BookStatus,
+    IllustrationRequest,
+    ModerationStatus,
+    StoryOutcome,
+    StoryRequest,
+    story_workflow_id,
+)
 from storywink.db.models import Book, Notification, Page
 from storywink.demo.sample_book import write_sample_photos
 from storywink.providers.factory import Providers, build_providers
 from storywink.worker.assembly import build_workers
-from tests.conftest import tool_path
+from tests.support.services import tool_path
 
 
 @asynccontextmanager
@@ -150,3 +159,29 @@ def recorded(database: Database, book_id: str, *numbers: int) -> bool:
     """Whether these pages (by number) have their outcome recorded."""
     _, pages, _ = load_book(database, book_id)
     return all(pages[n - 1].moderation_status is not ModerationStatus.PENDING for n in numbers)
+
+
+async def start_story(
+    client: Client, task_queue: str, book_id: str
+) -> WorkflowHandle[object, StoryOutcome]:
+    return await client.start_workflow(
+        STORY_WORKFLOW,
+        StoryRequest(book_id=book_id),
+        id=story_workflow_id(book_id),
+        task_queue=task_queue,
+        result_type=StoryOutcome,
+    )
+
+
+def draft_book(database: Database, urls: list[str], title: str = "Mia's Big Day") -> str:
+    """A book as `storywink book create` leaves it without --story: DRAFT, no text."""
+    with database.sessions() as session:
+        return books.create_book(
+            session,
+            user_id="user-1",
+            title=title,
+            child_name="Mia",
+            art_style="vignette",
+            pages=[books.NewPage(url) for url in urls],
+            status=BookStatus.DRAFT,
+        ).id

@@ -1,0 +1,123 @@
+"""The tests' fixtures, registered as a pytest plugin (tests/conftest.py): one real
+Temporal dev server per test session, real databases, fresh task queues per test, and the
+fake Gemini and Cloudinary servers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from storywink import contract
+from storywink.config import Settings
+from storywink.connections import Database
+from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
+from tests.support.provider_fakes import Fakes, SettingsFactory, provider_values, running_fakes
+from tests.support.services import DATABASES, postgres_database, test_settings, tool_path
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Which databases a test runs on: every one of STORYWINK_TEST_DATABASES when marked
+    `each_database` (the database plays a part in what it proves), PostgreSQL alone when
+    marked `postgresql_only`, else the first one."""
+    if "database_url" not in metafunc.fixturenames or _parametrizes_database_url(metafunc):
+        return
+    marked = metafunc.definition.get_closest_marker
+    wanted: list[object] = list(DATABASES[:1])
+    if marked("each_database"):
+        wanted = list(DATABASES)
+    elif marked("postgresql_only"):
+        wanted = [
+            "postgresql"
+            if "postgresql" in DATABASES
+            else pytest.param(
+                "postgresql",
+                marks=pytest.mark.skip(reason="STORYWINK_TEST_DATABASES leaves PostgreSQL out"),
+            )
+        ]
+    metafunc.parametrize("database_url", wanted, indirect=True, scope="session")
+
+
+def _parametrizes_database_url(metafunc: pytest.Metafunc) -> bool:
+    """A test that gives `database_url` values of its own (bad URLs, say)."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "database_url" in (
+            names.replace(" ", "").split(",") if isinstance(names, str) else names
+        ):
+            return True
+    return False
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=tool_path("temporal"),
+        data_converter=contract.DATA_CONVERTER,
+        dev_server_log_level="error",
+        ui=False,
+        search_attributes=contract.SEARCH_ATTRIBUTES,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'storywink.db'}"
+    elif request.param == "postgresql":
+        yield from postgres_database(f"storywink_test_{uuid.uuid4().hex[:12]}")
+    else:
+        pytest.fail(f"unknown database {request.param!r} in STORYWINK_TEST_DATABASES")
+
+
+@pytest.fixture(scope="session")
+def database(database_url: str) -> Iterator[Database]:
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    yield Database(engine, make_session_factory(engine))
+    engine.dispose()
+
+
+@pytest.fixture
+def session(database: Database) -> Iterator[Session]:
+    with database.sessions() as session:
+        yield session
+
+
+@pytest.fixture
+def settings(temporal_env: WorkflowEnvironment, database_url: str, tmp_path: Path) -> Settings:
+    return test_settings(temporal_env, database_url, tmp_path)
+
+
+@pytest.fixture
+def fakes() -> Iterator[Fakes]:
+    with running_fakes() as running:
+        yield running
+
+
+@pytest.fixture
+def provider_settings(
+    temporal_env: WorkflowEnvironment, database_url: str, tmp_path: Path, fakes: Fakes
+) -> SettingsFactory:
+    """Test settings that use the fake Gemini and Cloudinary through the real SDKs."""
+
+    def make(**overrides: object) -> Settings:
+        values = provider_values(fakes) | overrides
+        return test_settings(temporal_env, database_url, tmp_path, **values)
+
+    return make
