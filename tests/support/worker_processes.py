@@ -25,7 +25,7 @@ from temporalio.client import WorkflowHandle
 from storywink.config import Settings
 from tests.support.provider_fakes import Fakes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def worker_env(
