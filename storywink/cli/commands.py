@@ -32,7 +32,6 @@ from storywink.config import DEFAULT_DATA_DIR, Settings
 from storywink.connections import connect_temporal, open_database
 from storywink.db.engine import make_engine, upgrade_to_head
 from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_url
-from storywink.demo.run import create_sample_book, workers_in_process, write_book_gallery
 from storywink.providers.factory import build_store
 from storywink.style_assets import publish_references
 from storywink.styles import DEFAULT_STYLE, STYLES
@@ -168,6 +167,9 @@ def devserver_stop() -> None:
 
 
 async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str, Path]:
+    # Imported here: the worker's wiring (models, CDN SDKs) would slow every other command.
+    from storywink.demo.run import create_sample_book, workers_in_process, write_book_gallery
+
     database = open_database(settings)
     book_id = await create_sample_book(settings, database, pages, out_dir / "photos")
     async with workers_in_process(settings, database) as clients:
