@@ -53,6 +53,7 @@ from storywink.db.engine import DatabaseNotReady
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
 from storywink.providers.factory import Providers, build_providers
+from storywink.quota_store import SharedLimiter
 from storywink.styles import StyleLibraryError, validate_library
 from storywink.telemetry import worker_runtime
 from workflows.book_illustration import BookIllustration
@@ -99,7 +100,11 @@ def build_workers(
     identity = worker_identity(settings)
     versioning = deployment_config(settings)
     redactor = redactor_for(settings)
-    per_second = settings.illustration_rate_limit / 60 if settings.illustration_rate_limit else None
+    limiter = (
+        SharedLimiter(database.sessions, settings.illustration_rate_limit)
+        if settings.illustration_rate_limit
+        else None
+    )
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
     finalize = FinalizeActivities(database.sessions)
     book_worker = Worker(
@@ -129,11 +134,10 @@ def build_workers(
                 providers.store,
                 providers.fetcher,
                 redactor,
+                limiter,
             ).illustrate_page
         ],
         max_concurrent_activities=settings.illustration_concurrency,
-        # One quota for the image model, enforced by the server across every worker.
-        max_task_queue_activities_per_second=per_second,
         identity=identity,
         graceful_shutdown_timeout=grace,
         deployment_config=versioning,

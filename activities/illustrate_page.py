@@ -40,11 +40,13 @@ from storywink.providers.base import (
     Illustrator,
     ImageStore,
     PermanentError,
+    RateLimited,
     SourceImage,
     StoredImage,
     TransientError,
 )
 from storywink.providers.fetch import ImageFetcher
+from storywink.quota_store import SharedLimiter
 from storywink.redact import Redactor
 from storywink.shared import ModerationStatus, PageResult, PageTask
 
@@ -76,7 +78,9 @@ class IllustratePageActivities:
         store: ImageStore,
         fetcher: ImageFetcher,
         redactor: Redactor,
+        limiter: SharedLimiter | None = None,
     ) -> None:
+        self._limiter = limiter
         self._sessions = sessions
         self._illustrator = illustrator
         self._store = store
@@ -242,10 +246,19 @@ class IllustratePageActivities:
             is_title_page=task.is_title_page,
         )
         attempt.stage = Stage.GENERATE
+        return await self._in_stage(Stage.GENERATE, self._call_model(task, job))
+
+    async def _call_model(self, task: PageTask, job: IllustrationJob) -> GeneratedImage:
+        """One model call, in a slot of the fleet's shared rate when one is set; a 429
+        slows the whole fleet down (storywink.quota)."""
+        slot = await self._limiter.acquire() if self._limiter is not None else None
         await self._count_model_call(task)
-        return await self._in_stage(
-            Stage.GENERATE, metrics.timed_model_call(self._illustrator.illustrate(job))
-        )
+        try:
+            return await metrics.timed_model_call(self._illustrator.illustrate(job))
+        except RateLimited as exc:
+            if self._limiter is not None and slot is not None:
+                await self._limiter.rejected(slot, exc.retry_after)
+            raise
 
     async def _count_model_call(self, task: PageTask) -> None:
         """Count the call about to be made, best effort: an error here is logged, not
