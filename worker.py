@@ -31,6 +31,7 @@ from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+from activities.backoff import ErrorBackoff
 from activities.finalize import FinalizeActivities
 from activities.illustrate_page import IllustratePageActivities
 from activities.prepare import PrepareActivities
@@ -135,6 +136,7 @@ def build_workers(
                 providers.fetcher,
                 redactor,
                 limiter,
+                ErrorBackoff(settings.page_retry_initial_seconds, settings.page_retry_max_seconds),
             ).illustrate_page
         ],
         max_concurrent_activities=settings.illustration_concurrency,

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.backoff import ErrorBackoff, with_delay
 from activities.failures import database_failure, refusal
 from storywink import books, metrics, pipeline
 from storywink.db.engine import in_session
@@ -79,8 +80,10 @@ class IllustratePageActivities:
         fetcher: ImageFetcher,
         redactor: Redactor,
         limiter: SharedLimiter | None = None,
+        backoff: ErrorBackoff | None = None,
     ) -> None:
         self._limiter = limiter
+        self._backoff = backoff
         self._sessions = sessions
         self._illustrator = illustrator
         self._store = store
@@ -290,7 +293,15 @@ class IllustratePageActivities:
         )
 
     async def _in_stage(self, stage: Stage, work: Awaitable[T]) -> T:
-        """Await `work`, turning provider errors into outcomes or retryable failures."""
+        """Await `work`, turning provider errors into outcomes or retryable failures; those
+        are retried after the error backoff (activities.backoff)."""
+        try:
+            return await self._unbacked(stage, work)
+        except ApplicationError as error:
+            delay = self._backoff.after_this_attempt() if self._backoff else None
+            raise with_delay(error, delay) from None
+
+    async def _unbacked(self, stage: Stage, work: Awaitable[T]) -> T:
         try:
             return await work
         except ContentRefused as exc:
