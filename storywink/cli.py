@@ -314,8 +314,8 @@ class _NoWorkerWatch:
                 self._console.print(_pollers_line(queue), highlight=False)
 
 
-async def _watch(client: IllustrationClient, book_id: str) -> RunEnd:
-    run = await client.start_illustration(book_id)
+async def _watch(client: IllustrationClient, book_id: str, priority: int | None = None) -> RunEnd:
+    run = await client.start_illustration(book_id, priority)
     err.print(f"illustrating book {book_id} (workflow {run.workflow_id})")
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -391,7 +391,13 @@ def ending_line(end: RunEnd) -> str:
 
 
 @app.command()
-def illustrate(book_id: str) -> None:
+def illustrate(
+    book_id: str,
+    priority: Annotated[
+        int | None,
+        typer.Option(min=1, max=5, help="1 (its pages first, e.g. a reprint) to 5; default 3"),
+    ] = None,
+) -> None:
     """Start (or join) a book's illustration and show progress until it settles.
 
     Exit codes: 0 COMPLETED, 4 PARTIAL, 5 FAILED, 6 cancelled, 7 terminated or timed out,
@@ -400,7 +406,7 @@ def illustrate(book_id: str) -> None:
 
     async def go() -> RunEnd:
         client = await IllustrationClient.connect(settings)
-        return await _watch(client, book_id)
+        return await _watch(client, book_id, priority)
 
     end = _run(go())
     err.print(escape(ending_line(end)), highlight=False)

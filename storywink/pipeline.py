@@ -58,6 +58,11 @@ BOOK_ACTIVITY_RETRY: Final = RetryPolicy(
 BOOK_ACTIVITY_SCHEDULE_TO_CLOSE: Final = timedelta(hours=1)
 
 
+# workflow.patched id: page activities carry a Priority (fairness key = the book's owner,
+# priority key from the input). Runs recorded before it schedule pages without one.
+PAGE_PRIORITY_PATCH: Final = "page-priority-fairness"
+
+
 def workflow_id_for(book_id: str) -> str:
     """One workflow id per book, so starting twice can only ever find the running one."""
     return f"{WORKFLOW_ID_PREFIX}{book_id}"

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class BookStatus(StrEnum):
@@ -45,13 +51,25 @@ class _Frozen(BaseModel):
 
 
 class IllustrationRequest(_Frozen):
-    """Input of the `BookIllustration` workflow: `{"book_id": "..."}` from the CLI.
+    """Input of the `BookIllustration` workflow: `{"book_id": "..."}` from the CLI,
+    optionally with a priority: `{"book_id": "...", "priority": 1}`.
 
     Strict, since people type it: an unknown field is a mistake worth naming."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     book_id: str = Field(min_length=1, max_length=64)
+    # Temporal's priority key of the book's pages: 1 (first) to 5 (last); unset: 3.
+    priority: int | None = Field(default=None, ge=1, le=5)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_priority(self, handler: SerializerFunctionWrapHandler) -> object:
+        # `{"book_id": ...}` as before when no priority is given: a worker of the version
+        # before it (which forbids unknown fields) still takes the run during a deploy.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("priority") is None:
+            data.pop("priority", None)
+        return data
 
 
 class StyleSnapshot(_Frozen):

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pydantic
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -60,6 +60,12 @@ def _failure_reason(error: ActivityError) -> str:
     return str(cause or error)
 
 
+def _page_priority(user_id: str, priority: int | None) -> Priority:
+    """Pages are served fairly between parents (one fairness key per account: a big book
+    does not hold up other parents' small ones), and by the book's priority first."""
+    return Priority(priority_key=priority, fairness_key=user_id)
+
+
 def _request_from(inputs: tuple[object, ...]) -> IllustrationRequest:
     """The one input, `{"book_id": "..."}`; anything else fails the run at once with a
     message naming the problem, instead of retrying its first workflow task forever."""
@@ -88,6 +94,7 @@ def _bad_input(problem: str) -> ApplicationError:
 class BookIllustration:
     def __init__(self) -> None:
         self._progress = Progress(book_id="", phase="starting")
+        self._page_priority = Priority.default
 
     # `*inputs` rather than one typed parameter: a start with no input or with two must
     # fail the run with a clear message, not a TypeError that retries the task forever.
@@ -113,6 +120,8 @@ class BookIllustration:
             cancelled = True
         else:
             workflow.upsert_search_attributes([pipeline.USER_ID_ATTRIBUTE.value_set(plan.user_id)])
+            if workflow.patched(pipeline.PAGE_PRIORITY_PATCH):
+                self._page_priority = _page_priority(plan.user_id, request.priority)
             cancelled = await self._illustrate_pages(plan)
         self._set_progress(phase="finalizing")
         outcome = await workflow.execute_activity_method(
@@ -169,6 +178,7 @@ class BookIllustration:
                 retry_policy=_page_retry_policy(options),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"page {page.page_number}",
+                priority=self._page_priority,
             )
         except ActivityError as error:
             if is_cancelled_exception(error):
