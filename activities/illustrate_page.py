@@ -254,8 +254,9 @@ class IllustratePageActivities:
     async def _call_model(self, task: PageTask, job: IllustrationJob) -> GeneratedImage:
         """One model call, in a slot of the fleet's shared rate when one is set; a 429
         slows the whole fleet down (storywink.quota)."""
-        slot = await self._limiter.acquire() if self._limiter is not None else None
         await self._count_model_call(task)
+        # Nothing between the slot and the call: the limiter's headroom is for jitter only.
+        slot = await self._limiter.acquire() if self._limiter is not None else None
         try:
             return await metrics.timed_model_call(self._illustrator.illustrate(job))
         except RateLimited as exc:

@@ -8,7 +8,9 @@ the slot and the call reaching the model never puts one call too many in the pro
 
 Adaptive: a 429 lowers the rate for the whole fleet and moves the next free slot past the
 provider's `RetryInfo` delay; slots reserved before it are void and reserved again (`epoch`).
-A 429 to a call reserved before the last decrease is the same overrun and changes nothing.
+A 429 to a call reserved before the last decrease is the same overrun and changes nothing;
+one whose RetryInfo delay is shorter than a slot is a call that came early (jitter), and
+only shifts the schedule.
 The rate at which a 429 came is remembered (`overrun`): after `HOLD_SECONDS` without one the
 rate climbs back quickly to just under it, then probes above it slowly at first, faster the
 longer no 429 comes (so a quota that came back is found within a minute or so). A 429 near
@@ -32,6 +34,7 @@ FLOOR: Final = 0.05  # never below 5 % of the limit
 HOLD_SECONDS: Final = 10.0  # no climbing this long after a 429
 CLIMB_SECONDS: Final = 20.0  # the quick climb: the whole limit in this long
 PROBE_SECONDS: Final = 40.0  # the probe above the overrun: + limit x (t / this)^2
+EARLY_TOLERANCE_SECONDS: Final = 30.0  # at most one "came early" 429 this often
 MIN_PAUSE_SECONDS: Final = 0.5  # a 429 without RetryInfo pauses the fleet this long
 
 
@@ -47,6 +50,7 @@ class QuotaState:
     hold_until: float = 0.0  # the rate climbs from then on
     epoch: int = 0  # bumped on every decrease: slots reserved before are void
     far: bool = True  # the last 429 came well under the overrun before it
+    early_at: float = 0.0  # the last 429 taken for a call that came early
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,15 @@ def rejected(
     if slot.epoch != state.epoch:
         return state
     rate = current_rate(state, limit, slot.at)
+    early = retry_after is not None and retry_after < interval(rate)
+    if early and rate >= limit and now - state.early_at > EARLY_TOLERANCE_SECONDS:
+        # At the limit, the provider's window frees a call sooner than our next slot: this
+        # call came a little early (jitter, a slow first request), the rate is right. Shift
+        # the schedule past the delay and keep the rate (once in a while: more often, the
+        # quota is below the limit).
+        return replace(
+            state, next_free=now + (retry_after or 0.0), epoch=state.epoch + 1, early_at=now
+        )
     near = state.overrun is not None and rate >= NEAR * state.overrun
     lowered = max(limit * FLOOR, rate * (NEAR_DECREASE if near else FAR_DECREASE))
     return QuotaState(
@@ -108,4 +121,5 @@ def rejected(
         hold_until=now + HOLD_SECONDS,
         epoch=state.epoch + 1,
         far=not near,
+        early_at=state.early_at,
     )

@@ -94,6 +94,7 @@ class SharedLimiter:
         new, result = change(_state_of(row), self._clock())
         row.rate, row.overrun, row.next_free = new.rate, new.overrun, new.next_free
         row.hold_until, row.epoch, row.far = new.hold_until, new.epoch, new.far
+        row.early_at = new.early_at
         session.commit()
         return result
 
@@ -109,7 +110,9 @@ class SharedLimiter:
                 row = session.get(ModelQuota, self._name, populate_existing=True)
                 if row is not None:
                     return row
-            session.add(ModelQuota(name=self._name, next_free=0.0, hold_until=0.0, epoch=0))
+            session.add(
+                ModelQuota(name=self._name, next_free=0.0, hold_until=0.0, epoch=0, early_at=0.0)
+            )
             try:
                 session.commit()
             except IntegrityError:  # another worker created it first
@@ -125,4 +128,5 @@ def _state_of(row: ModelQuota) -> quota.QuotaState:
         hold_until=row.hold_until,
         epoch=row.epoch,
         far=row.far,
+        early_at=row.early_at,
     )

@@ -54,6 +54,21 @@ def test_a_429_lowers_the_rate_pauses_past_its_delay_and_voids_earlier_slots() -
     assert again.at == pytest.approx(6.0)
 
 
+def test_a_429_whose_delay_is_under_a_slot_only_shifts_the_schedule() -> None:
+    """A call that reached the provider a little early (a slow first request, jitter): the
+    rate is right; the slots reserved before move past the delay."""
+    state, slot = quota.reserve(quota.QuotaState(), LIMIT, 0.0)
+    state, later = quota.reserve(state, LIMIT, 0.0)
+    shifted = quota.rejected(state, LIMIT, 40.5, slot, retry_after=0.2)
+    assert quota.current_rate(shifted, LIMIT, 100.0) == LIMIT
+    assert shifted.next_free == pytest.approx(40.7)
+    assert not quota.still_valid(shifted, later)
+    # Another one soon after: the quota is below the limit after all.
+    shifted, again = quota.reserve(shifted, LIMIT, 41.0)
+    lowered = quota.rejected(shifted, LIMIT, 41.5, again, retry_after=0.2)
+    assert lowered.rate == pytest.approx(LIMIT * quota.FAR_DECREASE)
+
+
 def test_a_429_without_retry_info_still_pauses_the_fleet() -> None:
     state, slot = quota.reserve(quota.QuotaState(), LIMIT, 0.0)
     lowered = quota.rejected(state, LIMIT, 1.0, slot, retry_after=None)

@@ -156,3 +156,4 @@ class ModelQuota(Base):
     hold_until: Mapped[float] = mapped_column(Float, default=0.0)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     far: Mapped[bool] = mapped_column(Boolean, default=True)
+    early_at: Mapped[float] = mapped_column(Float, default=0.0)

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("hold_until", sa.Float(), nullable=False),
         sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("far", sa.Boolean(), nullable=False),
+        sa.Column("early_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
 
