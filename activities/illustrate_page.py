@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.backoff import ErrorBackoff, with_delay
 from activities.failures import database_failure, refusal
 from storywink import books, contract, metrics
 from storywink.contract import ModerationStatus, PageResult, PageTask
@@ -41,11 +42,13 @@ from storywink.providers.base import (
     Illustrator,
     ImageStore,
     PermanentError,
+    RateLimited,
     SourceImage,
     StoredImage,
     TransientError,
 )
 from storywink.providers.fetch import ImageFetcher
+from storywink.quota_store import SharedLimiter
 from storywink.redact import Redactor
 
 T = TypeVar("T")
@@ -76,7 +79,11 @@ class IllustratePageActivities:
         store: ImageStore,
         fetcher: ImageFetcher,
         redactor: Redactor,
+        limiter: SharedLimiter | None = None,
+        backoff: ErrorBackoff | None = None,
     ) -> None:
+        self._limiter = limiter
+        self._backoff = backoff
         self._sessions = sessions
         self._illustrator = illustrator
         self._store = store
@@ -242,10 +249,20 @@ class IllustratePageActivities:
             is_title_page=task.is_title_page,
         )
         attempt.stage = Stage.GENERATE
+        return await self._in_stage(Stage.GENERATE, self._call_model(task, job))
+
+    async def _call_model(self, task: PageTask, job: IllustrationJob) -> GeneratedImage:
+        """One model call, in a slot of the fleet's shared rate when one is set; a 429
+        slows the whole fleet down (storywink.quota)."""
         await self._count_model_call(task)
-        return await self._in_stage(
-            Stage.GENERATE, metrics.timed_model_call(self._illustrator.illustrate(job))
-        )
+        # Nothing between the slot and the call: the limiter's headroom is for jitter only.
+        slot = await self._limiter.acquire() if self._limiter is not None else None
+        try:
+            return await metrics.timed_model_call(self._illustrator.illustrate(job))
+        except RateLimited as exc:
+            if self._limiter is not None and slot is not None:
+                await self._limiter.rejected(slot, exc.retry_after)
+            raise
 
     async def _count_model_call(self, task: PageTask) -> None:
         """Count the call about to be made, best effort: an error here is logged, not
@@ -277,7 +294,15 @@ class IllustratePageActivities:
         )
 
     async def _in_stage(self, stage: Stage, work: Awaitable[T]) -> T:
-        """Await `work`, turning provider errors into outcomes or retryable failures."""
+        """Await `work`, turning provider errors into outcomes or retryable failures; those
+        are retried after the error backoff (activities.backoff)."""
+        try:
+            return await self._unbacked(stage, work)
+        except ApplicationError as error:
+            delay = self._backoff.after_this_attempt() if self._backoff else None
+            raise with_delay(error, delay) from None
+
+    async def _unbacked(self, stage: Stage, work: Awaitable[T]) -> T:
         try:
             return await work
         except ContentRefused as exc:

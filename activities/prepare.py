@@ -61,7 +61,9 @@ def _page_options(s: Settings) -> ActivityOptions:
         start_to_close_seconds=s.page_start_to_close_seconds,
         heartbeat_timeout_seconds=s.page_heartbeat_timeout_seconds,
         maximum_attempts=s.page_retry_attempts,
-        initial_interval_seconds=s.page_retry_initial_seconds,
+        # Timeouts retry this soon; the page's own errors set their backoff themselves
+        # (activities.backoff), from page_retry_initial_seconds.
+        initial_interval_seconds=s.page_timeout_retry_seconds,
         maximum_interval_seconds=s.page_retry_max_seconds,
     )
 

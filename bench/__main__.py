@@ -14,7 +14,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from bench import makespan, memory, quota, recovery, throughput
+from bench import adaptive, fair, makespan, memory, quota, recovery, throughput
 from bench.harness import LOCAL_HOSTS, temporal_server
 from bench.report import RESULTS_DIR, BenchResult, format_table, write_json
 
@@ -24,6 +24,8 @@ BENCHES: dict[str, Bench] = {
     "makespan": makespan.run,
     "quota": quota.run,
     "recovery": recovery.run,
+    "adaptive": adaptive.run,
+    "fair": fair.run,
     "throughput": throughput.run,
     "memory": memory.run,
 }

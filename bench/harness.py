@@ -38,6 +38,7 @@ from storywink.contract import BookOutcome, ModerationStatus
 from storywink.db.models import Page
 from storywink.demo.devserver import temporal_binary
 from storywink.demo.sample_book import sample_photo
+from storywink.server_config import FAIRNESS, ONE_PARTITION, dynamic_config_flags
 from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
 from tests.support.fakes.gemini_server import FakeGeminiServer
 from tests.support.helpers import create_book, start
@@ -49,9 +50,11 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = "127.0.0.1,localhost"
 STYLE = "vignette"
 STYLE_IMAGES = ("vignette/reference-1.png", "vignette/title.png")
-# One partition per task queue, as deploy/temporal/dynamicconfig recommends for the page
-# queue: the server's rate limit is then exact (README, "Staying inside the quota").
-TASK_QUEUE_PARTITIONS = 1
+# The shared server: one partition per task queue and fairness on, as
+# deploy/temporal/dynamicconfig recommends (storywink.server_config). Benches that compare
+# server configurations start their own (`temporal_server(...)`).
+SHARED_SERVER: Mapping[str, str] = {**FAIRNESS, **ONE_PARTITION}
+STOCK_PARTITIONS = 4  # the server's default
 DISTINCT_PHOTOS = 4  # pages cycle through these: drawing photos is not what we measure
 
 # What every bench worker gets unless the bench says otherwise: production defaults,
@@ -69,20 +72,15 @@ class BenchError(RuntimeError):
 
 
 @asynccontextmanager
-async def temporal_server() -> AsyncIterator[Client]:
+async def temporal_server(
+    dynamic_config: Mapping[str, str] = SHARED_SERVER,
+) -> AsyncIterator[Client]:
     """A dev server on a free port, in-memory, without the UI; yields its client."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=contract.DATA_CONVERTER,
         dev_server_log_level="error",
-        dev_server_extra_args=[
-            arg
-            for key in ("Read", "Write")
-            for arg in (
-                "--dynamic-config-value",
-                f"matching.numTaskqueue{key}Partitions={TASK_QUEUE_PARTITIONS}",
-            )
-        ],
+        dev_server_extra_args=dynamic_config_flags(dynamic_config),
         ui=False,
         search_attributes=contract.SEARCH_ATTRIBUTES,
     )
@@ -203,7 +201,7 @@ class Rig:
         """Identities polling any partition of `queue` (a worker's few workflow pollers
         may all sit on partitions other than the root one)."""
         identities: set[str] = set()
-        for partition in range(TASK_QUEUE_PARTITIONS):
+        for partition in range(STOCK_PARTITIONS):
             described = await self.client.workflow_service.describe_task_queue(
                 DescribeTaskQueueRequest(
                     namespace=self.client.namespace,
@@ -214,12 +212,14 @@ class Rig:
             identities |= {poller.identity for poller in described.pollers}
         return identities
 
-    def create_book(self, pages: int, title: str = "Bench Book") -> str:
+    def create_book(self, pages: int, title: str = "Bench Book", user_id: str = "bench") -> str:
         urls = list(itertools.islice(itertools.cycle(self.photos), pages))
-        return create_book(self.database, urls, art_style=STYLE, title=title)
+        return create_book(self.database, urls, art_style=STYLE, title=title, user_id=user_id)
 
-    async def start_book(self, book_id: str) -> WorkflowHandle[object, BookOutcome]:
-        return await start(self.client, self.settings, book_id)
+    async def start_book(
+        self, book_id: str, priority: int | None = None
+    ) -> WorkflowHandle[object, BookOutcome]:
+        return await start(self.client, self.settings, book_id, priority)
 
     async def illustrate(self, pages: int, within: float) -> tuple[BookOutcome, float, str]:
         """Create a book of `pages` pages and illustrate it; (outcome, seconds, book id)."""

@@ -136,8 +136,11 @@ class IllustrationClient:
             settings.temporal_illustration_task_queue,
         )
 
-    async def start_illustration(self, book_id: str) -> IllustrationRun:
-        """Start the book's run, or return the one already running for it.
+    async def start_illustration(
+        self, book_id: str, priority: int | None = None
+    ) -> IllustrationRun:
+        """Start the book's run, or return the one already running for it. `priority`:
+        1 (its pages first) to 5 (last); unset, 3. A running run keeps its own.
 
         Raises `BookNotFound` or `BookNotReady` (a clear refusal, HTTP 409).
         """
@@ -152,7 +155,7 @@ class IllustrationClient:
             raise BookNotReady(book_id, claim.status)
         handle: WorkflowHandle[object, BookOutcome] = await self._temporal.start_workflow(
             contract.BOOK_ILLUSTRATION_WORKFLOW,
-            IllustrationRequest(book_id=book_id),
+            IllustrationRequest(book_id=book_id, priority=priority),
             id=contract.workflow_id_for(book_id),
             task_queue=self._task_queue,
             result_type=BookOutcome,

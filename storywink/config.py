@@ -119,9 +119,12 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(default=30.0, gt=0)
     max_fetch_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     page_start_to_close_seconds: float = Field(default=300.0, gt=0)
-    page_heartbeat_timeout_seconds: float = Field(default=15.0, gt=0)
+    page_heartbeat_timeout_seconds: float = Field(default=4.0, gt=0)
     page_retry_attempts: int = Field(default=5, ge=1)
     page_retry_initial_seconds: float = Field(default=10.0, gt=0)
+    page_timeout_retry_seconds: float = Field(
+        default=0.5, gt=0, description="First retry after a timeout (a dead worker's page)."
+    )
     page_retry_max_seconds: float = Field(default=300.0, gt=0)
 
     # Timeouts and retries of a book's story (the model call times out after

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
+from temporalio.common import Priority
 from temporalio.exceptions import (
     ActivityError,
     is_cancelled_exception,
@@ -35,12 +36,19 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common import failure_reason, request_from
 
 
+def _page_priority(user_id: str, priority: int | None) -> Priority:
+    """Pages are served fairly between parents (one fairness key per account: a big book
+    does not hold up other parents' small ones), and by the book's priority first."""
+    return Priority(priority_key=priority, fairness_key=user_id)
+
+
 # No `failure_exception_types`: a result this code cannot decode (from a newer activity
 # during a rolling deploy) fails the workflow task, which is retried, never the run.
 @workflow.defn(name=contract.BOOK_ILLUSTRATION_WORKFLOW)
 class BookIllustration:
     def __init__(self) -> None:
         self._progress = Progress(book_id="", phase="starting")
+        self._page_priority = Priority.default
 
     # `*inputs` rather than one typed parameter: a start with no input or with two must
     # fail the run with a clear message, not a TypeError that retries the task forever.
@@ -66,6 +74,8 @@ class BookIllustration:
             cancelled = True
         else:
             workflow.upsert_search_attributes([contract.USER_ID_ATTRIBUTE.value_set(plan.user_id)])
+            if workflow.patched(contract.PAGE_PRIORITY_PATCH):
+                self._page_priority = _page_priority(plan.user_id, request.priority)
             cancelled = await self._illustrate_pages(plan)
         self._set_progress(phase="finalizing")
         outcome = await workflow.execute_activity_method(
@@ -122,6 +132,7 @@ class BookIllustration:
                 retry_policy=options.retry_policy(),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"page {page.page_number}",
+                priority=self._page_priority,
             )
         except ActivityError as error:
             if is_cancelled_exception(error):

@@ -77,7 +77,13 @@ def book_create(
 
 
 @app.command()
-def illustrate(book_id: str) -> None:
+def illustrate(
+    book_id: str,
+    priority: Annotated[
+        int | None,
+        typer.Option(min=1, max=5, help="1 (its pages first, e.g. a reprint) to 5; default 3"),
+    ] = None,
+) -> None:
     """Start (or join) a book's illustration and show progress until it settles.
 
     Exit codes: 0 COMPLETED, 4 PARTIAL, 5 FAILED, 6 cancelled, 7 terminated or timed out,
@@ -86,7 +92,7 @@ def illustrate(book_id: str) -> None:
 
     async def go() -> RunEnd:
         client = await IllustrationClient.connect(settings)
-        return await watch_illustration(client, book_id)
+        return await watch_illustration(client, book_id, priority)
 
     end = run_or_exit(go())
     err.print(escape(ending_line(end)), highlight=False)

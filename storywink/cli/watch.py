@@ -59,8 +59,10 @@ class _NoWorkerWatch:
                 self._console.print(_pollers_line(queue), highlight=False)
 
 
-async def watch_illustration(client: IllustrationClient, book_id: str) -> RunEnd:
-    run = await client.start_illustration(book_id)
+async def watch_illustration(
+    client: IllustrationClient, book_id: str, priority: int | None = None
+) -> RunEnd:
+    run = await client.start_illustration(book_id, priority)
     err.print(f"illustrating book {book_id} (workflow {run.workflow_id})")
     with Progress(
         TextColumn("[bold]{task.description}"),

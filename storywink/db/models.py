@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -146,3 +147,18 @@ def column_length(column: InstrumentedAttribute[str] | InstrumentedAttribute[str
     column_type = column.property.columns[0].type
     assert isinstance(column_type, String) and column_type.length is not None
     return column_type.length
+
+
+class ModelQuota(Base):
+    """One shared limiter of the image model's calls (storywink.quota, quota_store)."""
+
+    __tablename__ = "model_quota"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rate: Mapped[float | None] = mapped_column(Float)
+    overrun: Mapped[float | None] = mapped_column(Float)
+    next_free: Mapped[float] = mapped_column(Float, default=0.0)
+    hold_until: Mapped[float] = mapped_column(Float, default=0.0)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    far: Mapped[bool] = mapped_column(Boolean, default=True)
+    early_at: Mapped[float] = mapped_column(Float, default=0.0)

@@ -20,6 +20,7 @@ import httpx
 
 from storywink import contract
 from storywink.config import DEFAULT_DATA_DIR, Settings
+from storywink.server_config import FAIRNESS, ONE_PARTITION, dynamic_config_flags
 
 UI_PORT = 8233
 # Answered by the Temporal Web UI (its settings as JSON), not by just any web server.
@@ -78,12 +79,8 @@ def ensure_dev_server(address: str, data_dir: Path = DEFAULT_DATA_DIR) -> bool:
             str(data_dir / "temporal-dev.db"),
             "--log-level",
             "warn",
-            # One partition per task queue, so ILLUSTRATION_RATE_LIMIT is enforced exactly
-            # (see deploy/temporal/dynamicconfig/development-sql.yaml).
-            "--dynamic-config-value",
-            "matching.numTaskqueueReadPartitions=1",
-            "--dynamic-config-value",
-            "matching.numTaskqueueWritePartitions=1",
+            # Pages served fairly between parents and by priority (storywink.server_config).
+            *dynamic_config_flags(FAIRNESS, ONE_PARTITION),
             *contract.dev_server_search_attribute_flags(),
         ],
         stdout=log,

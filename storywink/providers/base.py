@@ -40,6 +40,10 @@ class TransientError(ProviderError):
         self.retry_after = retry_after
 
 
+class RateLimited(TransientError):
+    """The provider refused the call over its quota (HTTP 429)."""
+
+
 @dataclass(frozen=True)
 class SourceImage:
     data: bytes

@@ -23,6 +23,7 @@ from storywink.providers.base import (
     IllustrationJob,
     PermanentError,
     ProviderError,
+    RateLimited,
     SourceImage,
     TransientError,
 )
@@ -219,6 +220,8 @@ def http_error(exc: errors.APIError, secrets: Sequence[str] = ()) -> ProviderErr
     reason = f"HTTP {code}{status}: {message}" if message else f"HTTP {code}{status}"
     if 400 <= code < 500 and code not in TRANSIENT_HTTP:
         return PermanentError(reason)
+    if code == 429:
+        return RateLimited(reason, retry_after=retry_delay(exc))
     return TransientError(reason, retry_after=retry_delay(exc))
 
 

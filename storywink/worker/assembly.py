@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+from activities.backoff import ErrorBackoff
 from activities.finalize import FinalizeActivities
 from activities.illustrate_page import IllustratePageActivities
 from activities.prepare import PrepareActivities
@@ -20,6 +21,7 @@ from storywink.connections import (
     Database,
 )
 from storywink.providers.factory import Providers
+from storywink.quota_store import SharedLimiter
 from storywink.redact import Redactor
 from storywink.worker.story import STORY_WORKFLOWS, build_story_worker, story_book_activities
 from workflows.book_illustration import BookIllustration
@@ -60,7 +62,11 @@ def build_workers(
     identity = worker_identity(settings)
     versioning = deployment_config(settings)
     redactor = Redactor(settings.secrets())
-    per_second = settings.illustration_rate_limit / 60 if settings.illustration_rate_limit else None
+    limiter = (
+        SharedLimiter(database.sessions, settings.illustration_rate_limit)
+        if settings.illustration_rate_limit
+        else None
+    )
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
     finalize = FinalizeActivities(database.sessions)
     book_worker = Worker(
@@ -91,11 +97,11 @@ def build_workers(
                 providers.store,
                 providers.fetcher,
                 redactor,
+                limiter,
+                ErrorBackoff(settings.page_retry_initial_seconds, settings.page_retry_max_seconds),
             ).illustrate_page
         ],
         max_concurrent_activities=settings.illustration_concurrency,
-        # One quota for the image model, enforced by the server across every worker.
-        max_task_queue_activities_per_second=per_second,
         identity=identity,
         graceful_shutdown_timeout=grace,
         deployment_config=versioning,

@@ -58,11 +58,12 @@ def create_book(
     status: BookStatus = BookStatus.STORY_READY,
     art_style: str = "vignette",
     title: str = "Mia's Big Day",
+    user_id: str = "user-1",
 ) -> str:
     with database.sessions() as session:
         book = books.create_book(
             session,
-            user_id="user-1",
+            user_id=user_id,
             title=title,
             child_name="Mia",
             art_style=art_style,
@@ -76,11 +77,11 @@ def create_book(
 
 
 async def start(
-    client: Client, settings: Settings, book_id: str
+    client: Client, settings: Settings, book_id: str, priority: int | None = None
 ) -> WorkflowHandle[object, BookOutcome]:
     return await client.start_workflow(
         contract.BOOK_ILLUSTRATION_WORKFLOW,
-        IllustrationRequest(book_id=book_id),
+        IllustrationRequest(book_id=book_id, priority=priority),
         id=contract.workflow_id_for(book_id),
         task_queue=settings.temporal_task_queue,
         result_type=BookOutcome,

@@ -1,0 +1,212 @@
+"""The shared limiter of the image model's calls: its arithmetic (storywink.quota), run
+against a simulated provider with a sliding-window quota like the fake Gemini's, and its
+database row shared by two limiters (two workers) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+import pytest
+
+from storywink import quota
+from storywink.connections import Database
+from storywink.quota_store import SharedLimiter
+
+LIMIT = 60.0  # per minute
+
+
+def _reserve_many(state: quota.QuotaState, n: int, now: float) -> list[quota.Slot]:
+    slots = []
+    for _ in range(n):
+        state, slot = quota.reserve(state, LIMIT, now)
+        slots.append(slot)
+    return slots
+
+
+def test_slots_start_now_and_are_evenly_spaced_with_no_burst() -> None:
+    slots = _reserve_many(quota.QuotaState(), 5, now=1000.0)
+    gap = 60 / (LIMIT * (1 - quota.HEADROOM))
+    assert [s.at for s in slots] == pytest.approx([1000.0 + k * gap for k in range(5)])
+
+
+def test_an_idle_limiter_starts_at_once_without_a_saved_up_burst() -> None:
+    state, _ = quota.reserve(quota.QuotaState(), LIMIT, now=0.0)
+    later = _reserve_many(state, 3, now=500.0)  # idle for minutes: no credit saved up
+    assert [s.at for s in later] == pytest.approx([500.0, 500.0 + 60 / 59.4, 500.0 + 120 / 59.4])
+
+
+def test_a_429_lowers_the_rate_pauses_past_its_delay_and_voids_earlier_slots() -> None:
+    state = quota.QuotaState()
+    state, first = quota.reserve(state, LIMIT, 0.0)
+    state, second = quota.reserve(state, LIMIT, 0.0)
+    lowered = quota.rejected(state, LIMIT, 2.0, first, retry_after=4.0)
+    assert lowered.rate == pytest.approx(LIMIT * quota.FAR_DECREASE)
+    assert lowered.next_free == pytest.approx(6.0)
+    assert not quota.still_valid(lowered, second)
+    # The second call of the same overrun (reserved before the decrease) changes nothing.
+    assert quota.rejected(lowered, LIMIT, 2.5, second, retry_after=4.0) is lowered
+    _, again = quota.reserve(lowered, LIMIT, 2.5)
+    assert again.at == pytest.approx(6.0)
+
+
+def test_a_429_whose_delay_is_under_a_slot_only_shifts_the_schedule() -> None:
+    """A call that reached the provider a little early (a slow first request, jitter): the
+    rate is right; the slots reserved before move past the delay."""
+    state, slot = quota.reserve(quota.QuotaState(), LIMIT, 0.0)
+    state, later = quota.reserve(state, LIMIT, 0.0)
+    shifted = quota.rejected(state, LIMIT, 40.5, slot, retry_after=0.2)
+    assert quota.current_rate(shifted, LIMIT, 100.0) == LIMIT
+    assert shifted.next_free == pytest.approx(40.7)
+    assert not quota.still_valid(shifted, later)
+    # Another one soon after: the quota is below the limit after all.
+    shifted, again = quota.reserve(shifted, LIMIT, 41.0)
+    lowered = quota.rejected(shifted, LIMIT, 41.5, again, retry_after=0.2)
+    assert lowered.rate == pytest.approx(LIMIT * quota.FAR_DECREASE)
+
+
+def test_a_429_without_retry_info_still_pauses_the_fleet() -> None:
+    state, slot = quota.reserve(quota.QuotaState(), LIMIT, 0.0)
+    lowered = quota.rejected(state, LIMIT, 1.0, slot, retry_after=None)
+    assert lowered.next_free == pytest.approx(1.0 + quota.MIN_PAUSE_SECONDS)
+
+
+def test_the_rate_holds_after_a_429_then_climbs_back_to_the_limit() -> None:
+    state, slot = quota.reserve(quota.QuotaState(), LIMIT, 0.0)
+    lowered = quota.rejected(state, LIMIT, 0.0, slot, retry_after=None)
+    assert quota.current_rate(lowered, LIMIT, quota.HOLD_SECONDS) == pytest.approx(30.0)
+    rates = [quota.current_rate(lowered, LIMIT, quota.HOLD_SECONDS + t) for t in range(0, 60, 5)]
+    assert rates == sorted(rates)
+    assert quota.current_rate(lowered, LIMIT, quota.HOLD_SECONDS + 45) == LIMIT
+
+
+def test_a_429_near_the_last_overrun_lowers_the_rate_less() -> None:
+    state, slot = quota.reserve(quota.QuotaState(), LIMIT, 0.0)
+    state = quota.rejected(state, LIMIT, 0.0, slot, retry_after=None)  # overrun 60 -> 30
+    state, slot = quota.reserve(state, LIMIT, 100.0)  # climbed back to 60
+    near = quota.rejected(state, LIMIT, 100.0, slot, retry_after=None)
+    assert near.rate == pytest.approx(LIMIT * quota.NEAR_DECREASE)
+
+
+@dataclass
+class Simulated:
+    ok: list[float]
+    rejected: list[float]
+
+    def ok_per_minute(self, start: float, end: float) -> float:
+        return sum(1 for t in self.ok if start <= t < end) / (end - start) * 60
+
+    def rejections(self, start: float, end: float) -> int:
+        return sum(1 for t in self.rejected if start <= t < end)
+
+
+def simulate(
+    phases: list[tuple[float, int]],
+    window: float,
+    *,
+    latency: float = 3.0,
+    pages_at_once: int = 9,
+    until: float,
+    retry_info: bool = True,
+) -> Simulated:
+    """`pages_at_once` pages in flight call the model through the limiter; the provider
+    answers 429 beyond its quota (per sliding `window`, changed at each phase's start,
+    which empties the window as the fake's `set_quota` does) after `latency`, with the
+    wait until its window frees a call as RetryInfo when `retry_info`."""
+    state = quota.QuotaState()
+    hits: deque[float] = deque()
+    result = Simulated([], [])
+    order = itertools.count()
+    events: list[tuple[float, int, str, object]] = []
+    for _ in range(pages_at_once):
+        heapq.heappush(events, (0.0, next(order), "reserve", None))
+    for start, per_window in phases:
+        heapq.heappush(events, (start, next(order), "quota", per_window))
+    allowed = 0
+    while events:
+        now, _, kind, data = heapq.heappop(events)
+        if now > until:
+            break
+        if kind == "quota":
+            assert isinstance(data, int)
+            allowed = data
+            hits.clear()
+        elif kind == "reserve":
+            state, slot = quota.reserve(state, LIMIT, now)
+            heapq.heappush(events, (slot.at, next(order), "call", slot))
+        elif kind == "call":
+            assert isinstance(data, quota.Slot)
+            if not quota.still_valid(state, data):
+                heapq.heappush(events, (now, next(order), "reserve", None))
+                continue
+            while hits and now - hits[0] >= window:
+                hits.popleft()
+            if len(hits) < allowed:
+                hits.append(now)
+                result.ok.append(now)
+                heapq.heappush(events, (now + latency, next(order), "reserve", None))
+            else:
+                result.rejected.append(now)
+                delay = window - (now - hits[0]) if retry_info else None
+                heapq.heappush(events, (now + latency, next(order), "429", (data, delay)))
+        elif kind == "429":
+            slot, delay = data  # type: ignore[misc]
+            state = quota.rejected(state, LIMIT, now, slot, delay)
+            heapq.heappush(events, (now, next(order), "reserve", None))
+    return result
+
+
+@pytest.mark.parametrize("window", [10.0, 60.0])
+def test_at_the_limit_the_quota_is_used_fully_with_no_429(window: float) -> None:
+    per_window = round(LIMIT * window / 60)
+    run = simulate([(0.0, per_window)], window, until=180.0)
+    assert run.rejected == []
+    assert run.ok_per_minute(0.0, 180.0) >= 0.98 * LIMIT
+
+
+@pytest.mark.parametrize("retry_info", [True, False])
+def test_when_the_quota_halves_the_fleet_slows_down_then_climbs_back(retry_info: bool) -> None:
+    """60/min, then 30/min from t=60 s, then 60/min from t=150 s (10 s windows). The first
+    429s are the calls already in flight when the first one answers (latency 3 s)."""
+    run = simulate([(0.0, 10), (60.0, 5), (150.0, 10)], 10.0, until=270.0, retry_info=retry_info)
+    assert run.rejections(0.0, 60.0) == 0
+    assert run.rejections(60.0, 90.0) <= 5
+    assert run.rejections(90.0, 150.0) <= 4
+    assert run.ok_per_minute(70.0, 150.0) >= 0.7 * 30
+    assert run.rejections(150.0, 270.0) == 0
+    assert run.ok_per_minute(190.0, 210.0) >= 0.9 * LIMIT  # back within 60 s
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def test_two_workers_share_one_row_and_a_429_slows_both(database: Database) -> None:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    clock = FakeClock()
+    a, b = (
+        SharedLimiter(database.sessions, 600.0, name=name, clock=clock, sleep=clock.sleep)
+        for _ in "ab"
+    )
+    first = await a.acquire()
+    second = await asyncio.wait_for(b.acquire(), timeout=5)  # waited on the fake clock
+    assert first.at == pytest.approx(1000.0)
+    assert second.at == pytest.approx(1000.0 + 60 / (600 * 0.99))
+    assert clock.now == pytest.approx(second.at)
+    await b.rejected(second, retry_after=None)
+    third = await asyncio.wait_for(a.acquire(), timeout=5)
+    assert third.epoch == second.epoch + 1
+    assert third.at == pytest.approx(second.at + quota.MIN_PAUSE_SECONDS)
+    gap = (await asyncio.wait_for(b.acquire(), timeout=5)).at - third.at
+    assert gap == pytest.approx(60 / (600 * quota.FAR_DECREASE * 0.99))
