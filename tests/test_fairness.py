@@ -24,7 +24,7 @@ from temporalio.client import WorkflowHandle
 from storywink.connections import Database, connect_temporal
 from storywink.contract import BookOutcome, BookStatus
 from storywink.server_config import FAIRNESS, ONE_PARTITION
-from tests.support.helpers import create_book, running_worker, start
+from tests.support.helpers import create_book, keep_history, running_worker, start
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.temporal_server import dev_server
 
@@ -56,6 +56,7 @@ async def _big_then_small(
     dynamic_config: Mapping[str, str],
     small_priority: int | None = None,
     small_owners: tuple[str, ...] = ("parent-b", "parent-c", "parent-d"),
+    history: str | None = None,
 ) -> dict[str, float]:
     fakes.gemini.set_latency(LATENCY)
     big = create_book(database, fakes.photo_urls("big", BIG), user_id="parent-a")
@@ -71,7 +72,10 @@ async def _big_then_small(
             await asyncio.sleep(1.0)  # the big book's pages are queued by now
             for n, book_id in enumerate(small):
                 handles[f"small{n}"] = await start(client, settings, book_id, small_priority)
-            return await _finish_times(handles)
+            times = await _finish_times(handles)
+            if history:
+                await keep_history(handles["small0"], history)
+            return times
 
 
 async def test_other_parents_small_books_finish_before_a_big_book_started_first(
@@ -122,6 +126,7 @@ async def test_a_priority_book_overtakes_a_backlog_of_the_same_parent(
         {**FAIRNESS, **ONE_PARTITION},
         small_priority=1,
         small_owners=("parent-a",),
+        history="priority_with_fairness_key",
     )
     print({name: round(t, 2) for name, t in times.items()})
     assert times["small0"] < 0.5 * times["big"]

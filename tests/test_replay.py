@@ -34,7 +34,7 @@ def test_the_histories_cover_the_runs_a_deploy_meets() -> None:
     names = {path.stem for path in HISTORIES}
     assert {"completed", "partial_flagged_failed_retried", "cancelled"} <= names
     assert any(name.startswith("reset_running") for name in names)
-    assert {"story_ready", "story_failed_after_retries"} <= names
+    assert {"story_ready", "story_failed_after_retries", "priority_with_fairness_key"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda path: path.stem)
