@@ -18,8 +18,13 @@ from storywink import contract
 from storywink.config import Settings
 from storywink.connections import Database
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
+from tests.support import forked_cli
 from tests.support.provider_fakes import Fakes, SettingsFactory, provider_values, running_fakes
 from tests.support.services import DATABASES, postgres_database, test_settings, tool_path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    forked_cli.stop()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
