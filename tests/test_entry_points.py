@@ -10,6 +10,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.support.commands import BIN, clean_env, run_worker_script
 
+pytestmark = pytest.mark.process
+
 
 @pytest.mark.parametrize(
     ("setting", "value", "named"),

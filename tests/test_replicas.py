@@ -24,6 +24,8 @@ from tests.support.worker_processes import (
     worker_processes,
 )
 
+pytestmark = pytest.mark.process
+
 
 async def test_three_replicas_draw_every_page_exactly_once(
     temporal_client: Client,

@@ -107,6 +107,7 @@ async def complete_a_book(
     assert outcome.status is BookStatus.COMPLETED, outcome
 
 
+@pytest.mark.process
 async def test_a_profile_file_alone_connects_a_worker_and_a_book_completes(
     temporal_env: WorkflowEnvironment, database: Database, database_url: str, tmp_path: Path
 ) -> None:
@@ -123,6 +124,7 @@ async def test_a_profile_file_alone_connects_a_worker_and_a_book_completes(
     assert f"temporal ok ({settings.temporal_address}, namespace default)" in log, log
 
 
+@pytest.mark.process
 async def test_tls_and_api_key_from_the_profile_reach_the_server_from_worker_and_cli_never_the_logs(
     temporal_env: WorkflowEnvironment, database: Database, database_url: str, tmp_path: Path
 ) -> None:
