@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 # Most tests wait on Temporal and timers, not the CPU: more workers than cores pays.
 # Each worker has its own dev server and databases (tests/support/fixtures.py).
 TEST_WORKERS ?= 4
-PYTEST := $(BIN)/pytest -q -n $(TEST_WORKERS) --maxschedchunk 2
+# loadgroup: a module's tests marked xdist_group share one worker (and its module fixture).
+PYTEST := $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: demo test test-fast lint worker clean
 

@@ -51,6 +51,10 @@ PRODUCTION_PAGE_OPTIONS = ActivityOptions(
 )
 
 
+# One time-skipping server for the module: under xdist (--dist loadgroup) on one worker.
+pytestmark = pytest.mark.xdist_group("time_skipping")
+
+
 @pytest.fixture(scope="module")
 async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(

@@ -33,8 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
     early on every worker instead of lengthening the end of the run. (A wrapper: after
     pytest has grouped the tests by database.)"""
     yield
-    slow_modules = {item.module for item in items if item.get_closest_marker("process")}
-    items.sort(key=lambda item: item.module not in slow_modules)
+    slow_modules = {item.path for item in items if item.get_closest_marker("process")}
+    items.sort(key=lambda item: item.path not in slow_modules)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
