@@ -36,9 +36,10 @@ test: $(STAMP)
 	test $$tests -eq 0 -a $$types -eq 0
 
 # Workflow logic, activities and the CLI without the process tests (@pytest.mark.process:
-# worker replicas, kill -9, SIGTERM, server restarts, quota): a loop for while you work.
+# worker replicas, kill -9, SIGTERM, server restarts, quota), on SQLite unless
+# STORYWINK_TEST_DATABASES says otherwise: a loop for while you work.
 test-fast: $(STAMP)
-	$(PYTEST) -m "not process"
+	STORYWINK_TEST_DATABASES=$${STORYWINK_TEST_DATABASES:-sqlite} $(PYTEST) -m "not process"
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
