@@ -61,6 +61,7 @@ def profile_env(settings: Settings, tmp_path: Path, config_file: Path) -> dict[s
         DATABASE_URL=settings.resolved_database_url,
         STORAGE_DIR=str(settings.storage_dir),
         ILLUSTRATOR="local",
+        LOCAL_IMAGE_SIZE="256",
         STORAGE="local",
         ALLOW_PRIVATE_FETCH="true",
         LOG_LEVEL="DEBUG",
