@@ -97,6 +97,9 @@ class Settings(BaseSettings):
 
     # Providers
     illustrator: IllustratorKind | None = None
+    local_image_size: int = Field(
+        default=768, ge=128, description="Side in pixels of the pages ILLUSTRATOR=local draws."
+    )
     storage: StorageKind | None = None
     storage_dir: Path = DEFAULT_DATA_DIR / "storage"
     gemini_api_key: SecretStr | None = Field(

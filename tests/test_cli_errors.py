@@ -1,13 +1,13 @@
 """Every failure of the `storywink` command a person can act on is one line and exit 2.
 
-The real console script runs as a subprocess with each bad setting or bad input; the
-line must name the problem, hold no secret, and come without a traceback.
+The CLI runs in a process of its own (forked from one that imported it: support.forked_cli)
+with each bad setting or bad input; the line must name the problem, hold no secret, and
+come without a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +26,8 @@ from storywink.db.models import Book
 from storywink.demo.sample_book import write_sample_photos
 from storywink.providers.base import GeneratedImage, StoredImage, TransientError
 from storywink.providers.local_storage import LocalImageStore
-from tests.support.commands import STORYWINK, book_count, cli_env, create
+from tests.support import forked_cli
+from tests.support.commands import book_count, cli_env, create
 from tests.support.fakes.cloudinary_server import CloudFault, FakeCloudinaryServer
 from tests.support.helpers import create_book, load_book, photo_urls
 from tests.support.services import PG_ADMIN_URL
@@ -37,14 +38,7 @@ CDN_SECRET = "cdn-Secret-Canary-55120"
 
 def run_with(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int, list[str], str]:
     """(exit code, stderr lines, stdout) of `storywink ARGS` with `env` on top."""
-    result = subprocess.run(
-        [str(STORYWINK), *args],
-        cwd=tmp_path,
-        env={**cli_env(tmp_path), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = forked_cli.run(args, cwd=tmp_path, env={**cli_env(tmp_path), **env})
     return result.returncode, result.stderr.splitlines(), result.stdout
 
 

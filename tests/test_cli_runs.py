@@ -38,6 +38,8 @@ from tests.support.helpers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.process
+
 
 @dataclass
 class Cli:

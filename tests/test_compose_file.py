@@ -521,6 +521,7 @@ def test_the_namespace_job_registers_the_search_attributes_the_workflow_upserts(
     assert declared == [key.name for key in contract.SEARCH_ATTRIBUTES]
 
 
+@pytest.mark.process
 async def test_the_namespace_job_script_creates_namespace_and_search_attributes_idempotently(
     services: dict[str, dict[str, Any]], namespace_name: str, temporal_client: Client
 ) -> None:
@@ -631,6 +632,7 @@ def test_worker_healthcheck_asks_readyz_on_its_health_port(
     assert health_port != _env(worker)["METRICS_PORT"]
 
 
+@pytest.mark.process
 def test_worker_healthcheck_command_follows_readyz(tmp_path: Path) -> None:
     """The healthcheck's own Python command against a server answering 200, then 503."""
     import http.server
@@ -662,6 +664,7 @@ def test_worker_healthcheck_command_follows_readyz(tmp_path: Path) -> None:
         server.shutdown()
 
 
+@pytest.mark.process
 def test_migration_job_script_creates_and_migrates_the_database_idempotently(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -748,12 +751,14 @@ def test_worker_count_alert_expects_the_compose_replicas(
     assert expr == f'count(up{{job="{WORKER}"}} == 1) < {services[WORKER]["deploy"]["replicas"]}'
 
 
+@pytest.mark.process
 def test_prometheus_config_passes_promtool() -> None:
     checked = _run(_promtool(), "check", "config", str(PROMETHEUS_DIR / "prometheus.yml"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "alerts.yml" in checked.stdout, "the rule file was not checked with the config"
 
 
+@pytest.mark.process
 def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
     promtool = _promtool()
     checked = _run(promtool, "check", "rules", str(PROMETHEUS_DIR / "alerts.yml"))
@@ -773,6 +778,7 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
     assert alerts == fired == silent, (alerts, fired, silent)
 
 
+@pytest.mark.process
 def test_alert_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
     promtool = _promtool()
     for name in ("alerts.yml", "alerts.test.yml"):

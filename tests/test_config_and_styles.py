@@ -216,6 +216,7 @@ def test_style_library_validates_with_at_least_two_styles() -> None:
     assert len(digest) == 16 and int(digest, 16) >= 0
 
 
+@pytest.mark.process
 def test_style_library_hash_is_the_same_in_every_process() -> None:
     code = "from storywink.styles import library_hash; print(library_hash())"
     hashes = {

@@ -34,6 +34,8 @@ from tests.support.worker_processes import (
     worker_processes,
 )
 
+pytestmark = pytest.mark.process
+
 HEARTBEAT_TIMEOUT = 5.0  # PAGE_HEARTBEAT_TIMEOUT_SECONDS of the replicas (worker_env)
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.support.commands import BIN, clean_env, run_worker
+from tests.support.commands import BIN, clean_env, run_worker_script
+
+pytestmark = pytest.mark.process
 
 
 @pytest.mark.parametrize(
@@ -21,13 +23,13 @@ from tests.support.commands import BIN, clean_env, run_worker
 def test_worker_with_invalid_settings_names_them_and_exits(
     tmp_path: Path, setting: str, value: str, named: str
 ) -> None:
-    result = run_worker(tmp_path, **{setting: value})
+    result = run_worker_script(tmp_path, **{setting: value})
     assert result.returncode == 2
     assert named in result.stderr
 
 
 def test_worker_without_temporal_does_not_start(tmp_path: Path) -> None:
-    result = run_worker(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1")
+    result = run_worker_script(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1")
     assert result.returncode == 2
     assert "cannot reach Temporal at 127.0.0.1:1 (TEMPORAL_ADDRESS)" in result.stderr
     assert "polling" not in result.stderr

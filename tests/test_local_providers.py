@@ -11,8 +11,10 @@ from urllib.request import url2pathname
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
+from storywink.config import ConfigurationError, load_settings
 from storywink.demo.sample_book import sample_photo
 from storywink.providers.base import GeneratedImage, IllustrationJob, PermanentError, SourceImage
+from storywink.providers.factory import build_illustrator
 from storywink.providers.local_illustrator import LocalIllustrator
 from storywink.providers.local_storage import LocalImageStore
 
@@ -143,6 +145,15 @@ async def test_does_not_block_the_event_loop() -> None:
 def test_size_is_validated() -> None:
     with pytest.raises(ValueError, match="at least"):
         LocalIllustrator(size=16)
+
+
+async def test_the_size_is_a_setting(tmp_path: Path) -> None:
+    settings = load_settings(illustrator="local", local_image_size=200, storage_dir=tmp_path)
+    image = await build_illustrator(settings).illustrate(_job())
+    assert _open(image).size == (200, 200)
+    assert load_settings(illustrator="local").local_image_size == 768
+    with pytest.raises(ConfigurationError, match=r"LOCAL_IMAGE_SIZE: .* equal to 128"):
+        load_settings(local_image_size=64)
 
 
 # -- LocalImageStore ----------------------------------------------------------------------

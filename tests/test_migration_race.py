@@ -16,6 +16,8 @@ from sqlalchemy import create_engine
 
 from storywink.db.engine import MIGRATIONS_DIR
 
+pytestmark = pytest.mark.process
+
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 6
 ROUNDS = 2

@@ -234,6 +234,7 @@ def ops_env(settings: Settings, fakes: Fakes, identity: str) -> tuple[dict[str, 
     return env, f"http://127.0.0.1:{health}", f"http://127.0.0.1:{metrics_port}"
 
 
+@pytest.mark.process
 async def test_a_worker_is_ready_when_polling_exports_metrics_and_drains_unready(
     temporal_env: WorkflowEnvironment,
     database: Database,
@@ -290,6 +291,7 @@ async def test_a_worker_is_ready_when_polling_exports_metrics_and_drains_unready
     assert settled[0]["attempt"] == 1
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("silent", ["DATABASE_URL", "TEMPORAL_ADDRESS"])
 async def test_a_worker_is_not_ready_while_a_dependency_does_not_answer(
     tmp_path: Path, temporal_env: WorkflowEnvironment, silent: str

@@ -71,6 +71,7 @@ async def test_starting_twice_gives_one_run(
     assert len(notes) == 1
 
 
+@pytest.mark.each_database  # the takeover is one transaction on the book's row
 async def test_a_claim_left_by_a_terminated_run_is_taken_over_by_the_next_start(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:

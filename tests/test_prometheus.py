@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
@@ -18,6 +19,8 @@ from storywink.contract import BookStatus
 from tests.support.helpers import create_book, photo_urls, start
 from tests.support.services import required_tool
 from tests.support.worker_processes import free_port
+
+pytestmark = pytest.mark.process
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = 3

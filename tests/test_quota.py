@@ -14,12 +14,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from storywink.connections import Database, connect_temporal
 from storywink.contract import BookStatus
 from tests.support.helpers import create_book, start
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.temporal_server import dev_server
 from tests.support.worker_processes import wait_until_ready, worker_processes
+
+pytestmark = pytest.mark.process
 
 QUOTA, WINDOW = 80, 20.0  # the model's: calls per sliding window of seconds
 LIMIT_PER_MINUTE = QUOTA / WINDOW * 60  # 240 images a minute: the quota itself

@@ -24,7 +24,10 @@ from tests.support.worker_processes import (
     worker_processes,
 )
 
+pytestmark = pytest.mark.process
 
+
+@pytest.mark.each_database  # claims taken by three processes at once: the engine's locking
 async def test_three_replicas_draw_every_page_exactly_once(
     temporal_client: Client,
     database: Database,

@@ -29,6 +29,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
 from storywink.connections import Database
@@ -39,6 +40,7 @@ from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.worker_processes import page_identities, wait_until_ready, worker_processes
 
 
+@pytest.mark.process
 async def test_1_single_worker_instance(
     temporal_client: Client,
     database: Database,

@@ -128,6 +128,7 @@ async def wait_ready(process: subprocess.Popen[str], health_port: int) -> None:
     raise AssertionError(f"worker not ready within {STARTED_WITHIN}s")
 
 
+@pytest.mark.process
 async def test_worker_registers_missing_search_attributes_and_starts(tmp_path: Path) -> None:
     async with dev_server(tmp_path, search_attributes={}) as server:
         assert not set(await custom_search_attributes(server.address)) & {
@@ -146,6 +147,7 @@ async def test_worker_registers_missing_search_attributes_and_starts(tmp_path: P
             assert registered.get(key.name) == key.indexed_value_type.value
 
 
+@pytest.mark.process
 async def test_worker_refused_search_attributes_says_how_to_add_them(tmp_path: Path) -> None:
     # The dev server's SQL visibility holds at most 10 Keyword attributes: these fill them.
     fillers = {f"Filler{n}": "Keyword" for n in range(10)}

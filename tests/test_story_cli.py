@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
 from storywink.cli import ExitCode
@@ -13,6 +14,8 @@ from storywink.config import Settings
 from storywink.connections import Database
 from tests.support.commands import STORYWINK, cli_env
 from tests.support.helpers import draft_book, load_book, photo_urls, running_worker
+
+pytestmark = pytest.mark.process
 
 
 async def storywink(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:

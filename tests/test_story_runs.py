@@ -24,6 +24,8 @@ from tests.support.helpers import draft_book, load_book, running_worker, tempora
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.worker_processes import free_port, wait_until_ready, worker_processes
 
+pytestmark = pytest.mark.process
+
 
 async def test_double_start_is_one_run_and_one_model_call(
     temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory

@@ -77,6 +77,7 @@ def test_a_changed_reference_is_published_beside_the_old_ones(
     )
 
 
+@pytest.mark.process
 def test_a_worker_with_a_real_model_names_each_missing_reference_and_exits_2(
     fakes: Fakes, tmp_path: Path, temporal_env: WorkflowEnvironment
 ) -> None:

@@ -61,6 +61,7 @@ def profile_env(settings: Settings, tmp_path: Path, config_file: Path) -> dict[s
         DATABASE_URL=settings.resolved_database_url,
         STORAGE_DIR=str(settings.storage_dir),
         ILLUSTRATOR="local",
+        LOCAL_IMAGE_SIZE="256",
         STORAGE="local",
         ALLOW_PRIVATE_FETCH="true",
         LOG_LEVEL="DEBUG",
@@ -107,6 +108,7 @@ async def complete_a_book(
     assert outcome.status is BookStatus.COMPLETED, outcome
 
 
+@pytest.mark.process
 async def test_a_profile_file_alone_connects_a_worker_and_a_book_completes(
     temporal_env: WorkflowEnvironment, database: Database, database_url: str, tmp_path: Path
 ) -> None:
@@ -123,6 +125,7 @@ async def test_a_profile_file_alone_connects_a_worker_and_a_book_completes(
     assert f"temporal ok ({settings.temporal_address}, namespace default)" in log, log
 
 
+@pytest.mark.process
 async def test_tls_and_api_key_from_the_profile_reach_the_server_from_worker_and_cli_never_the_logs(
     temporal_env: WorkflowEnvironment, database: Database, database_url: str, tmp_path: Path
 ) -> None:

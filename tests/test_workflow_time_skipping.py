@@ -51,6 +51,10 @@ PRODUCTION_PAGE_OPTIONS = ActivityOptions(
 )
 
 
+# One time-skipping server for the module: under xdist (--dist loadgroup) on one worker.
+pytestmark = pytest.mark.xdist_group("time_skipping")
+
+
 @pytest.fixture(scope="module")
 async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
@@ -132,6 +136,14 @@ class FakeBook:
         )
 
 
+def short_heartbeat(fake: FakeBook) -> None:
+    """A running activity's heartbeat timeout passes in real time, even here, and a
+    cancellation reaches it with a heartbeat (sent at most every 0.8 x the timeout): 1 s
+    instead of production's 15 s."""
+    options = fake.plan.page_options.model_copy(update={"heartbeat_timeout_seconds": 1})
+    fake.plan = fake.plan.model_copy(update={"page_options": options})
+
+
 def ok(task: PageTask) -> PageResult:
     return PageResult(
         page_id=task.page_id,
@@ -194,6 +206,7 @@ async def test_page_failing_every_attempt_is_recorded_failed_and_the_book_still_
 async def test_page_hanging_past_its_timeout_is_retried(skipping_env: WorkflowEnvironment) -> None:
     queue = f"ts-{uuid.uuid4()}"
     fake = FakeBook(pages=2, queue=queue)
+    short_heartbeat(fake)
 
     @activity.defn(name="illustrate_page")
     async def illustrate_page(task: PageTask) -> PageResult:
@@ -213,6 +226,7 @@ async def test_cancelling_a_run_stops_pages_and_settles_the_book(
 ) -> None:
     queue = f"ts-{uuid.uuid4()}"
     fake = FakeBook(pages=3, queue=queue)
+    short_heartbeat(fake)
     in_flight = asyncio.Event()
     stopped: list[int] = []
 
@@ -249,9 +263,7 @@ async def test_page_timing_out_on_every_attempt_is_failed_with_a_timeout_reason(
 ) -> None:
     queue = f"ts-{uuid.uuid4()}"
     fake = FakeBook(pages=1, queue=queue)
-    # A running activity's heartbeat timeout passes in real time, even here: keep it short.
-    options = fake.plan.page_options.model_copy(update={"heartbeat_timeout_seconds": 1})
-    fake.plan = fake.plan.model_copy(update={"page_options": options})
+    short_heartbeat(fake)
 
     @activity.defn(name="illustrate_page")
     async def illustrate_page(task: PageTask) -> PageResult:

@@ -28,7 +28,7 @@ def build_illustrator(settings: Settings) -> Illustrator:
     if settings.illustrator_kind is IllustratorKind.LOCAL:
         from storywink.providers.local_illustrator import LocalIllustrator
 
-        return LocalIllustrator()
+        return LocalIllustrator(settings.local_image_size)
     from storywink.providers.gemini import GeminiIllustrator
 
     return GeminiIllustrator(

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from storywink.db.engine import make_engine, make_session_factory
 from storywink.db.models import Book, Page
+from tests.support import forked_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -39,6 +40,12 @@ def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
 
 
 def run_worker(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str]:
+    """`python worker.py` until it exits, forked from a process that imported it."""
+    return forked_cli.run([], cwd=tmp_path, env=clean_env(tmp_path, **values), program="worker")
+
+
+def run_worker_script(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str]:
+    """`python worker.py` until it exits, started as a user starts it."""
     return subprocess.run(
         [sys.executable, str(ROOT / "worker.py")],
         cwd=tmp_path,
@@ -66,14 +73,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def storywink(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STORYWINK), *args],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return forked_cli.run(args, cwd=tmp_path, env=cli_env(tmp_path))
 
 
 def plain(text: str) -> str:

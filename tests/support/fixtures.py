@@ -18,8 +18,23 @@ from storywink import contract
 from storywink.config import Settings
 from storywink.connections import Database
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
+from tests.support import forked_cli
 from tests.support.provider_fakes import Fakes, SettingsFactory, provider_values, running_fakes
 from tests.support.services import DATABASES, postgres_database, test_settings, tool_path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    forked_cli.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
+    """Modules with `process` tests first (they are the slow ones): under xdist they start
+    early on every worker instead of lengthening the end of the run. (A wrapper: after
+    pytest has grouped the tests by database.)"""
+    yield
+    slow_modules = {item.path for item in items if item.get_closest_marker("process")}
+    items.sort(key=lambda item: item.path not in slow_modules)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -80,6 +80,7 @@ def test_settings(
         "temporal_illustration_task_queue": f"{queue}-pages",
         "temporal_story_task_queue": f"{queue}-story",
         "illustrator": "local",
+        "local_image_size": 256,  # a ninth of the default's drawing time
         "storage": "local",
         "storage_dir": tmp_path / "storage",
         "allow_private_fetch": True,
