@@ -72,6 +72,7 @@ async def test_prometheus_reads_a_books_page_counts_from_a_worker(
         OPS_HOST="127.0.0.1",
         WORKER_IDENTITY="prometheus-scraped",
         SHUTDOWN_GRACE_SECONDS="2",
+        LOCAL_IMAGE_SIZE="256",
         NO_PROXY="127.0.0.1,localhost",
     )
     book_id = create_book(database, photo_urls(settings.storage_dir / "photos", PAGES))
@@ -89,7 +90,8 @@ async def test_prometheus_reads_a_books_page_counts_from_a_worker(
     base = f"http://127.0.0.1:{prom_port}"
     try:
         handle = await start(temporal_env.client, settings, book_id)
-        outcome = await asyncio.wait_for(handle.result(), timeout=20)
+        # A bound, not a figure: the suite runs beside this test.
+        outcome = await asyncio.wait_for(handle.result(), timeout=60)
         assert outcome.status is BookStatus.COMPLETED and outcome.pages_with_image == PAGES
 
         async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(15):
