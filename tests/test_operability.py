@@ -55,7 +55,7 @@ async def get(url: str) -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def wait_for(url: str, status: int, within: float = 30) -> str:
+async def wait_for(url: str, status: int, within: float = 60) -> str:
     """The body once `url` answers `status`; connection errors count as not yet."""
     async with asyncio.timeout(within):
         while True:
@@ -253,7 +253,7 @@ async def test_a_worker_is_ready_when_polling_exports_metrics_and_drains_unready
         assert "polling" in log_path.read_text()  # ready only once it polls
 
         handle = await start(temporal_env.client, settings, book_id)
-        outcome = await asyncio.wait_for(handle.result(), timeout=30)
+        outcome = await asyncio.wait_for(handle.result(), timeout=60)  # a bound, not a figure
         assert outcome.status is BookStatus.COMPLETED
 
         text = await scrape(
