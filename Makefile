@@ -26,14 +26,16 @@ demo: $(STAMP)
 worker: $(STAMP)
 	$(BIN)/python worker.py
 
-# mypy runs beside pytest; both must pass.
+# mypy runs beside pytest; then the tests that measure rates against the clock
+# (@pytest.mark.alone) run by themselves, with no other test loading the machine.
 test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	@$(BIN)/mypy . & types=$$!; \
-	$(PYTEST); tests=$$?; \
+	$(PYTEST) -m "not alone"; tests=$$?; \
 	wait $$types; types=$$?; \
-	test $$tests -eq 0 -a $$types -eq 0
+	$(BIN)/pytest -q -m alone; alone=$$?; \
+	test $$tests -eq 0 -a $$types -eq 0 -a $$alone -eq 0
 
 # Workflow logic, activities and the CLI without the process tests (@pytest.mark.process:
 # worker replicas, kill -9, SIGTERM, server restarts, quota), on SQLite unless
