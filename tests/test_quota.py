@@ -26,9 +26,9 @@ from tests.support.worker_processes import wait_until_ready, worker_processes
 # It measures a rate against the clock: `make test` runs it alone, after the parallel tests.
 pytestmark = [pytest.mark.process, pytest.mark.alone]
 
-QUOTA, WINDOW = 80, 20.0  # the model's: calls per sliding window of seconds
+QUOTA, WINDOW = 40, 10.0  # the model's: calls per sliding window of seconds
 LIMIT_PER_MINUTE = QUOTA / WINDOW * 60  # 240 images a minute: the quota itself
-BOOKS, PAGES = 4, 22
+BOOKS, PAGES = 4, 12
 STEADY_AFTER = 2.0  # seconds: the workers' first, slower calls are behind
 
 
