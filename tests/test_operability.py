@@ -234,7 +234,10 @@ def ops_env(settings: Settings, fakes: Fakes, identity: str) -> tuple[dict[str, 
     return env, f"http://127.0.0.1:{health}", f"http://127.0.0.1:{metrics_port}"
 
 
+# Alone: under the parallel suite's load its worker twice stalled after "temporal ok" for a
+# minute (not reproduced by itself; see the closing note of issue 9).
 @pytest.mark.process
+@pytest.mark.alone
 async def test_a_worker_is_ready_when_polling_exports_metrics_and_drains_unready(
     temporal_env: WorkflowEnvironment,
     database: Database,
