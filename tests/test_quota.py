@@ -26,9 +26,9 @@ from tests.support.worker_processes import wait_until_ready, worker_processes
 # It measures a rate against the clock: `make test` runs it alone, after the parallel tests.
 pytestmark = [pytest.mark.process, pytest.mark.alone]
 
-QUOTA, WINDOW = 40, 10.0  # the model's: calls per sliding window of seconds
+QUOTA, WINDOW = 80, 20.0  # the model's: calls per sliding window of seconds
 LIMIT_PER_MINUTE = QUOTA / WINDOW * 60  # 240 images a minute: the quota itself
-BOOKS, PAGES = 4, 12
+BOOKS, PAGES = 4, 22
 STEADY_AFTER = 2.0  # seconds: the workers' first, slower calls are behind
 
 
@@ -69,9 +69,11 @@ async def test_three_replicas_stay_within_the_model_quota_and_use_most_of_it(
         f"= {utilisation:.1%} of the quota (limit {LIMIT_PER_MINUTE:g}/min)"
     )
     assert [outcome.status for outcome in outcomes] == [BookStatus.COMPLETED] * BOOKS
-    assert len(calls) == BOOKS * PAGES > QUOTA and times[-1] > WINDOW  # the quota binds
     # A call reaching the model a little early (the first of a process is slower) may be
-    # answered 429 once; the limiter then shifts its schedule (tests/test_quota_limiter.py).
+    # answered 429 once; the limiter then shifts its schedule (tests/test_quota_limiter.py),
+    # and that page's call is made again.
     assert fakes.gemini.quota_rejections <= 1
+    assert len(calls) == BOOKS * PAGES + fakes.gemini.quota_rejections
+    assert BOOKS * PAGES > QUOTA and times[-1] > WINDOW  # the quota binds
     assert most <= QUOTA
     assert utilisation >= 0.95, f"only {utilisation:.1%} of the quota used"
