@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, MetaData
 
+from storywink import books
 from storywink.connections import Database
+from storywink.contract import BookStatus, ModerationStatus
+from storywink.db.engine import alembic_config, make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Base
+from tests.support.services import postgres_database
 
 pytestmark = pytest.mark.each_database
 
@@ -16,3 +27,68 @@ def test_migrated_schema_matches_the_models(database: Database) -> None:
     with database.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_upgrading_a_database_with_a_book_mid_run_keeps_it_and_its_claim(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The migrations since 0002 (model quota, story columns) run on a database that holds
+    a book being illustrated, as a deploy meets it: the rows, the claim and the drawn page
+    survive, and the current code reads them."""
+    with _fresh_database(database_url, tmp_path_factory) as url:
+        engine = make_engine(url)
+        try:
+            command.upgrade(alembic_config(engine), "0002")
+            _insert_book_mid_run(engine)
+            upgrade_to_head(engine)
+            with make_session_factory(engine)() as session:
+                book = books.get_book(session, "old-book")
+                claim = books.read_claim(session, "old-book")
+                pages = [(p.moderation_status, p.generated_image_url) for p in book.pages]
+        finally:
+            engine.dispose()
+    assert claim == books.Claim(BookStatus.ILLUSTRATING, "book-illustration-old-book", RUN_ID)
+    assert book.story_error is None and book.pages[0].text_problem is None
+    assert pages == [
+        (ModerationStatus.OK, "https://cdn.example/p1.png"),
+        (ModerationStatus.PENDING, None),
+    ]
+
+
+RUN_ID = "0190a9b2-0000-7000-8000-000000000001"
+
+
+@contextmanager
+def _fresh_database(kind_of: str, tmp: pytest.TempPathFactory) -> Iterator[str]:
+    if kind_of.startswith("sqlite"):
+        yield f"sqlite:///{tmp.mktemp('old') / 'old.db'}"
+    else:
+        yield from postgres_database(f"storywink_old_{uuid.uuid4().hex[:12]}")
+
+
+def _insert_book_mid_run(engine: Engine) -> None:
+    tables = MetaData()
+    tables.reflect(engine, only=["books", "pages"])
+    now = datetime.now(UTC)
+    counters = {"prompt_tokens": 0, "output_tokens": 0, "image_count": 0, "cost_micro_usd": 0}
+    with engine.begin() as connection:
+        connection.execute(
+            tables.tables["books"].insert(),
+            {
+                "id": "old-book", "user_id": "u", "title": "Old", "child_name": "Mia",
+                "status": "ILLUSTRATING", "art_style": "vignette", "page_length": 2,
+                "illustration_workflow_id": "book-illustration-old-book",
+                "illustration_run_id": RUN_ID, "created_at": now, "updated_at": now,
+                **counters,
+            },
+        )  # fmt: skip
+        for number, status, url in ((1, "OK", "https://cdn.example/p1.png"), (2, "PENDING", None)):
+            connection.execute(
+                tables.tables["pages"].insert(),
+                {
+                    "id": f"old-page-{number}", "book_id": "old-book", "page_number": number,
+                    "is_title_page": number == 1, "text": f"Page {number}",
+                    "moderation_status": status, "generated_image_url": url,
+                    "model_calls": 1 if url else 0, "created_at": now, "updated_at": now,
+                },
+            )  # fmt: skip

@@ -120,7 +120,7 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def _alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["engine"] = engine
@@ -132,7 +132,7 @@ def upgrade_to_head(engine: Engine) -> None:
     several processes run it at once: one migrates, the others then find the schema at head."""
     try:
         with _migration_lock(engine):
-            command.upgrade(_alembic_config(engine), "head")
+            command.upgrade(alembic_config(engine), "head")
     except DBAPIError as exc:
         raise _unavailable(engine.url, f"cannot migrate: {connection_problem(exc)}") from None
     except OSError as exc:  # the SQLite lock file
@@ -169,7 +169,7 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
 def check_schema_current(engine: Engine) -> str:
     """Connect, and check the schema is at the latest migration; return its revision."""
-    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
