@@ -70,7 +70,7 @@ UNREACHABLE_PG = f"postgresql+psycopg://postgres:{DB_PASSWORD}@127.0.0.1:1/story
 
 
 @pytest.mark.parametrize(
-    ("database_url", "naming"),
+    ("bad_url", "naming"),
     [
         (f"postgresql+psycopg://postgres:{DB_PASSWORD}@127.0.0.1:notaport/x", "DATABASE_URL"),
         (f"nosuchdialect://u:{DB_PASSWORD}@localhost/x", "DATABASE_URL"),
@@ -85,13 +85,13 @@ UNREACHABLE_PG = f"postgresql+psycopg://postgres:{DB_PASSWORD}@127.0.0.1:1/story
     ids=["status", "db-upgrade", "book-create", "books"],
 )
 def test_a_bad_or_unreachable_database_is_one_line_and_exit_2(
-    tmp_path: Path, photos: Path, database_url: str, naming: str, command: list[str]
+    tmp_path: Path, photos: Path, bad_url: str, naming: str, command: list[str]
 ) -> None:
     if command == ["book", "create"]:
         command = [*command, "--photos", "photos", "--title", "T", "--child-name", "Mia"]
 
     code, lines, stdout = run_with(
-        tmp_path, {"DATABASE_URL": database_url, "TEMPORAL_ADDRESS": "127.0.0.1:1"}, *command
+        tmp_path, {"DATABASE_URL": bad_url, "TEMPORAL_ADDRESS": "127.0.0.1:1"}, *command
     )
 
     assert_one_error_line(code, lines, naming=naming)

@@ -53,7 +53,7 @@ def postgres_base_url() -> str:
 
 
 @pytest.mark.parametrize(
-    ("database_url", "problem"),
+    ("bad_url", "problem"),
     [
         (f"postgresql://u:{PASSWORD}@host:port/db", "is malformed"),
         (f"postgresql+asyncpg://u:{PASSWORD}@localhost/db", "driver is not installed"),
@@ -62,9 +62,9 @@ def postgres_base_url() -> str:
     ],
 )
 def test_unusable_database_url_is_one_line_and_exit_2(
-    tmp_path: Path, database_url: str, problem: str
+    tmp_path: Path, bad_url: str, problem: str
 ) -> None:
-    result = run_worker(tmp_path, DATABASE_URL=database_url, LOG_LEVEL="WARNING")
+    result = run_worker(tmp_path, DATABASE_URL=bad_url, LOG_LEVEL="WARNING")
     assert_refused_in_one_line(result, "DATABASE_URL", problem)
 
 

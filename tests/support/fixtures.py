@@ -41,7 +41,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Which databases a test runs on: every one of STORYWINK_TEST_DATABASES when marked
     `each_database` (the database plays a part in what it proves), PostgreSQL alone when
     marked `postgresql_only`, else the first one."""
-    if "database_url" not in metafunc.fixturenames or _parametrizes_database_url(metafunc):
+    if "database_url" not in metafunc.fixturenames:
         return
     marked = metafunc.definition.get_closest_marker
     wanted: list[object] = list(DATABASES[:1])
@@ -57,17 +57,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             )
         ]
     metafunc.parametrize("database_url", wanted, indirect=True, scope="session")
-
-
-def _parametrizes_database_url(metafunc: pytest.Metafunc) -> bool:
-    """A test that gives `database_url` values of its own (bad URLs, say)."""
-    for mark in metafunc.definition.iter_markers("parametrize"):
-        names = mark.args[0]
-        if "database_url" in (
-            names.replace(" ", "").split(",") if isinstance(names, str) else names
-        ):
-            return True
-    return False
 
 
 @pytest.fixture(scope="session")
