@@ -112,3 +112,22 @@ async def stale_claim(
         holder.status.name if holder.status else "unknown to Temporal",
     )
     return claim.run_id
+
+
+async def workflow_working_on(
+    temporal: Client, claim: books.Claim, held_as: BookStatus, own_workflow_id: str
+) -> str | None:
+    """The workflow id whose latest run works on the book, or None when none does.
+
+    That is the claim's workflow while the book is `held_as`, unless its run ended and the
+    book's own workflow runs again to take the claim over; otherwise the book's own
+    workflow if a run of it has started and not claimed the book yet."""
+    if claim.status is held_as and claim.workflow_id:
+        if (
+            claim.workflow_id != own_workflow_id
+            and not await is_running(temporal, claim.workflow_id)
+            and await is_running(temporal, own_workflow_id)
+        ):
+            return own_workflow_id
+        return claim.workflow_id
+    return own_workflow_id if await is_running(temporal, own_workflow_id) else None

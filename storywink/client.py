@@ -38,7 +38,7 @@ from temporalio.exceptions import TimeoutError as WorkflowTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from storywink import books, contract
-from storywink.claims import describe_claim, describe_run, is_running
+from storywink.claims import describe_claim, describe_run, workflow_working_on
 from storywink.config import Settings
 from storywink.connections import connect_temporal, open_database
 from storywink.contract import (
@@ -167,22 +167,11 @@ class IllustrationClient:
 
     async def workflow_working_on(self, book_id: str) -> str | None:
         """The workflow id whose latest run works on the book, or None when none does.
-
-        That is the claim's workflow while the book is ILLUSTRATING, unless its run ended
-        and the book's own workflow runs again to take the claim over; otherwise the
-        book's own workflow if a run of it has started and not claimed the book yet.
-        """
+        See `claims.workflow_working_on`."""
         claim = await in_session(self._sessions, books.read_claim, book_id)
-        own = contract.workflow_id_for(book_id)
-        if claim.status is BookStatus.ILLUSTRATING and claim.workflow_id:
-            if (
-                claim.workflow_id != own
-                and not await is_running(self._temporal, claim.workflow_id)
-                and await is_running(self._temporal, own)
-            ):
-                return own
-            return claim.workflow_id
-        return own if await is_running(self._temporal, own) else None
+        return await workflow_working_on(
+            self._temporal, claim, BookStatus.ILLUSTRATING, contract.workflow_id_for(book_id)
+        )
 
     def handle(self, book_id: str) -> WorkflowHandle[object, BookOutcome]:
         """The book's own workflow (`book-illustration-<id>`), latest run."""

@@ -27,7 +27,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from storywink import books, story_books
-from storywink.claims import describe_claim, is_running
+from storywink.claims import describe_claim, workflow_working_on
 from storywink.client import failure_message
 from storywink.config import Settings
 from storywink.connections import connect_temporal, open_database
@@ -108,12 +108,9 @@ class StoryClient:
     async def story_workflow_working_on(self, book_id: str) -> str | None:
         """The workflow id whose run writes the book's story, or None when none does."""
         claim = await in_session(self._sessions, books.read_claim, book_id)
-        own = story_workflow_id(book_id)
-        if claim.status is BookStatus.GENERATING and claim.workflow_id:
-            if claim.workflow_id != own and not await is_running(self._temporal, claim.workflow_id):
-                return own if await is_running(self._temporal, own) else claim.workflow_id
-            return claim.workflow_id
-        return own if await is_running(self._temporal, own) else None
+        return await workflow_working_on(
+            self._temporal, claim, BookStatus.GENERATING, story_workflow_id(book_id)
+        )
 
     async def story_progress(self, book_id: str) -> StoryProgress:
         """Live progress from the run writing the story, or the database's state."""
