@@ -161,7 +161,9 @@ async def test_every_model_and_photo_failure_ends_in_its_outcome(
 ) -> None:
     settings = provider_settings(
         page_retry_attempts=ATTEMPTS,
-        model_timeout_seconds=1.5,
+        # Short enough for the hanging row (30 s) to time out soon, long enough that an
+        # answered call never does while the parallel suite loads the machine.
+        model_timeout_seconds=4.0,
         max_fetch_bytes=MAX_FETCH_BYTES,
         illustration_concurrency=len(ROWS),
     )
