@@ -9,7 +9,6 @@ queues, and `python worker.py` processes configured through their environment.
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import logging
 import os
@@ -37,7 +36,7 @@ from storywink.connections import Database, open_database
 from storywink.contract import BookOutcome, ModerationStatus
 from storywink.db.models import Page
 from storywink.demo.devserver import temporal_binary
-from storywink.demo.sample_book import sample_photo
+from storywink.demo.sample_book import sample_photo_bytes
 from storywink.server_config import FAIRNESS, ONE_PARTITION, dynamic_config_flags
 from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
 from tests.support.fakes.gemini_server import FakeGeminiServer
@@ -285,7 +284,7 @@ async def rig(client: Client) -> AsyncIterator[Rig]:
         directory = Path(tmp)
         fakes = Fakes(gemini, cdn)
         for n, path in enumerate(STYLE_IMAGES):
-            gemini.add_image(f"/styles/{path}", _png(20 + n))
+            gemini.add_image(f"/styles/{path}", sample_photo_bytes(20 + n, "PNG"))
         queue = f"storywink-bench-{uuid.uuid4().hex[:8]}"
         settings = load_settings(
             temporal_address=client.service_client.config.target_host,
@@ -305,9 +304,3 @@ async def rig(client: Client) -> AsyncIterator[Rig]:
             yield Rig(client, settings, database, fakes, directory, photos)
         finally:
             database.engine.dispose()
-
-
-def _png(index: int) -> bytes:
-    buffer = io.BytesIO()
-    sample_photo(index).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from storywink.config import ConfigurationError, load_settings
-from storywink.demo.sample_book import sample_photo
+from storywink.demo.sample_book import sample_photo_bytes
 from storywink.providers.base import GeneratedImage, IllustrationJob, PermanentError, SourceImage
 from storywink.providers.factory import build_illustrator
 from storywink.providers.local_illustrator import LocalIllustrator
@@ -22,9 +22,7 @@ SIZE = 256
 
 
 def _jpeg(index: int) -> SourceImage:
-    out = io.BytesIO()
-    sample_photo(index).save(out, format="JPEG", quality=85)
-    return SourceImage(data=out.getvalue(), mime_type="image/jpeg")
+    return SourceImage(data=sample_photo_bytes(index), mime_type="image/jpeg")
 
 
 PARK, BEACH = _jpeg(1), _jpeg(2)

@@ -7,6 +7,8 @@ repository holds no binary assets. Everything is deterministic.
 
 from __future__ import annotations
 
+import functools
+import io
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +38,18 @@ def write_sample_photos(directory: Path, count: int = 6) -> list[Path]:
     paths = []
     for index in range(count):
         path = directory / f"{index + 1:02d}.jpg"
-        sample_photo(index).save(path, format="JPEG", quality=88)
+        path.write_bytes(sample_photo_bytes(index))
         paths.append(path)
     return paths
+
+
+@functools.lru_cache(maxsize=64)
+def sample_photo_bytes(index: int, image_format: str = "JPEG") -> bytes:
+    """`sample_photo(index)` encoded as JPEG (or PNG). Painting and encoding one costs tens
+    of milliseconds and the result never changes: each is made once per process."""
+    out = io.BytesIO()
+    sample_photo(index).save(out, format=image_format, quality=88)
+    return out.getvalue()
 
 
 def sample_photo(index: int) -> Image.Image:

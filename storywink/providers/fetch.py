@@ -26,6 +26,7 @@ import httpx
 
 from storywink.images import NotAnImage, image_mime_type
 from storywink.providers.base import PermanentError, SourceImage, TransientError
+from storywink.providers.tls import verifying_context
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -90,7 +91,7 @@ class ImageFetcher:
         self._allow_private = allow_private
         self._file_root = file_root
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(trust_env=False)
+        self._client = client or httpx.AsyncClient(trust_env=False, verify=verifying_context())
         self._resolve = resolver or resolve_host
 
     async def aclose(self) -> None:

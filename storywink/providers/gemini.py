@@ -27,6 +27,7 @@ from storywink.providers.base import (
     SourceImage,
     TransientError,
 )
+from storywink.providers.tls import verifying_context
 from storywink.redact import redact, shorten
 
 SAFETY_REASONS: Final = frozenset(
@@ -75,10 +76,13 @@ TIMEOUT_ERRORS, CONNECTION_ERRORS = _transport_errors()
 
 def build_gemini_client(api_key: str, base_url: str | None, timeout_seconds: float) -> genai.Client:
     """A client that gives up after `timeout_seconds` and never retries on its own."""
+    tls = verifying_context()
     options = types.HttpOptions(
         base_url=base_url or None,
         timeout=max(1, round(timeout_seconds * 1000)),  # milliseconds
         retry_options=types.HttpRetryOptions(attempts=1),
+        client_args={"verify": tls},
+        async_client_args={"verify": tls, "ssl": tls},  # httpx's name, aiohttp's name
     )
     return genai.Client(api_key=api_key, http_options=options)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from storywink.config import Settings
-from storywink.demo.sample_book import sample_photo
+from storywink.demo.sample_book import sample_photo_bytes
 from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
 from tests.support.fakes.gemini_server import FakeGeminiServer
 
@@ -40,18 +39,9 @@ class Fakes:
     def photo_urls(self, book: str, count: int) -> list[str]:
         urls = []
         for n in range(1, count + 1):
-            buffer = io.BytesIO()
-            sample_photo(n).save(buffer, format="JPEG")
-            urls.append(
-                self.gemini.add_image(f"/photos/{book}/{n}.jpg", buffer.getvalue(), "image/jpeg")
-            )
+            photo = sample_photo_bytes(n)
+            urls.append(self.gemini.add_image(f"/photos/{book}/{n}.jpg", photo, "image/jpeg"))
         return urls
-
-
-def _png(index: int) -> bytes:
-    buffer = io.BytesIO()
-    sample_photo(index).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 SettingsFactory = Callable[..., Settings]
@@ -73,7 +63,7 @@ def running_fakes() -> Iterator[Fakes]:
         FakeCloudinaryServer(cloud_name=cloud, api_key=key, api_secret=secret) as cloudinary,
     ):
         for n, path in enumerate(STYLE_REFERENCES):
-            gemini.add_image(path, _png(n + 20))
+            gemini.add_image(path, sample_photo_bytes(n + 20, "PNG"))
         yield Fakes(gemini, cloudinary)
 
 
