@@ -1,10 +1,13 @@
 """The tests' fixtures, registered as a pytest plugin (tests/conftest.py): one real
-Temporal dev server per test session, real databases, fresh task queues per test, and the
-fake Gemini and Cloudinary servers.
+Temporal dev server per test run (the xdist workers of a parallel run share it), real
+databases, fresh task queues per test, and the fake Gemini and Cloudinary servers.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,10 +24,29 @@ from storywink.db.engine import make_engine, make_session_factory, upgrade_to_he
 from tests.support import forked_cli
 from tests.support.provider_fakes import Fakes, SettingsFactory, provider_values, running_fakes
 from tests.support.services import DATABASES, postgres_database, test_settings, tool_path
+from tests.support.temporal_server import DevServer, answering
+
+# Set by the xdist controller for its workers: the address of the dev server they share.
+SHARED_SERVER = "STORYWINK_TEST_TEMPORAL_ADDRESS"
+_shared: DevServer | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A parallel run's controller starts one dev server for all its workers (each would
+    start its own otherwise: seconds of CPU each); workers wait for it to answer."""
+    global _shared
+    parallel = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+    if parallel and SHARED_SERVER not in os.environ:
+        _shared = DevServer(Path(tempfile.mkdtemp(prefix="storywink-temporal-")), in_memory=True)
+        _shared.spawn()
+        os.environ[SHARED_SERVER] = _shared.address
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     forked_cli.stop()
+    if _shared is not None:
+        _shared.kill()
+        shutil.rmtree(_shared.log.parent, ignore_errors=True)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -61,6 +83,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    if address := os.environ.get(SHARED_SERVER):
+        yield WorkflowEnvironment.from_client(await answering(address))
+        return
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=tool_path("temporal"),
         data_converter=contract.DATA_CONVERTER,

@@ -1,5 +1,6 @@
-"""Our own file-backed Temporal dev server (`temporal server start-dev --db-filename`), on
-free ports, for tests that crash it or need server settings the shared one has not."""
+"""Our own Temporal dev servers (`temporal server start-dev`), on free ports: file-backed
+for tests that crash it or need server settings the shared one has not, and the one the
+xdist workers of a parallel run share (in memory)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from storywink import contract
 from tests.support.services import tool_path
@@ -24,8 +26,10 @@ class DevServer:
         directory: Path,
         dynamic_config: Mapping[str, str] | None = None,
         search_attributes: Mapping[str, str] | None = None,
+        in_memory: bool = False,
     ) -> None:
-        """`search_attributes` (name -> type) replaces ours, which are registered by default."""
+        """`search_attributes` (name -> type) replaces ours, which are registered by default.
+        `in_memory`: no database file (nothing survives a restart)."""
         self.dynamic_config = dict(dynamic_config or {})
         self.search_attribute_flags: Sequence[str] = (
             contract.dev_server_search_attribute_flags()
@@ -36,7 +40,7 @@ class DevServer:
                 for arg in ("--search-attribute", f"{name}={kind}")
             ]
         )
-        self.db = directory / "temporal.db"
+        self.db: Path | None = None if in_memory else directory / "temporal.db"
         self.log = directory / "temporal.log"
         self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,8 +65,7 @@ class DevServer:
                     "--metrics-port",
                     str(self.metrics_port),
                     "--headless",
-                    "--db-filename",
-                    str(self.db),
+                    *(["--db-filename", str(self.db)] if self.db is not None else []),
                     "--log-level",
                     "error",
                     *self.search_attribute_flags,
@@ -77,24 +80,35 @@ class DevServer:
                 stdin=subprocess.DEVNULL,
             )
 
+    def spawn(self) -> None:
+        """Start (or restart, on the same file and ports); `await answering(...)` for it."""
+        self.process = self._spawn()
+
     async def start(self) -> None:
         """Start (or restart, on the same file and ports) and wait until it answers."""
-        self.process = self._spawn()
-        async with asyncio.timeout(30):
-            while True:
-                assert self.process.poll() is None, self.log.read_text()[-2000:]
-                try:
-                    client = await Client.connect(self.address)
-                    await client.service_client.check_health()
-                    return
-                except Exception:
-                    await asyncio.sleep(0.2)
+        self.spawn()
+        await answering(self.address, self)
 
     def kill(self) -> None:
         """Crash it: SIGKILL, no chance to flush or say goodbye."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+async def answering(address: str, server: DevServer | None = None) -> Client:
+    """A client of the server at `address` once it answers (30 s at most); fails early,
+    with its log, if our `server` exits."""
+    async with asyncio.timeout(30):
+        while True:
+            if server is not None and server.process is not None:
+                assert server.process.poll() is None, server.log.read_text()[-2000:]
+            try:
+                client = await Client.connect(address, data_converter=contract.DATA_CONVERTER)
+                await client.service_client.check_health()
+                return client
+            except (RuntimeError, RPCError):  # not listening, or not serving yet
+                await asyncio.sleep(0.2)
 
 
 @asynccontextmanager
