@@ -42,14 +42,13 @@ from storywink.server_config import FAIRNESS, ONE_PARTITION, dynamic_config_flag
 from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
 from tests.support.fakes.gemini_server import FakeGeminiServer
 from tests.support.helpers import create_book, start
-from tests.support.provider_fakes import CLOUD, GEMINI_KEY, Fakes
+from tests.support.provider_fakes import CLOUD, GEMINI_KEY, STYLE_REFERENCES, Fakes
 
 log = logging.getLogger("bench")
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = "127.0.0.1,localhost"
 STYLE = "vignette"
-STYLE_IMAGES = ("vignette/reference-1.png", "vignette/title.png")
 # The shared server: one partition per task queue and fairness on, as
 # deploy/temporal/dynamicconfig recommends (storywink.server_config). Benches that compare
 # server configurations start their own (`temporal_server(...)`).
@@ -284,8 +283,9 @@ async def rig(client: Client) -> AsyncIterator[Rig]:
     ):
         directory = Path(tmp)
         fakes = Fakes(gemini, cdn)
-        for n, path in enumerate(STYLE_IMAGES):
-            gemini.add_image(f"/styles/{path}", _png(20 + n))
+        # Every style's references: a worker with a real model refuses to start without them.
+        for n, path in enumerate(STYLE_REFERENCES):
+            gemini.add_image(path, _png(20 + n))
         queue = f"storywink-bench-{uuid.uuid4().hex[:8]}"
         settings = load_settings(
             temporal_address=client.service_client.config.target_host,
