@@ -47,14 +47,16 @@ def test_a_429_lowers_the_rate_pauses_past_its_delay_and_voids_earlier_slots() -
     state = quota.QuotaState()
     state, first = quota.reserve(state, LIMIT, 0.0)
     state, second = quota.reserve(state, LIMIT, 0.0)
+    # Answered at t=2 for the call made at t=0: the provider's 4 s count from the call.
     lowered = quota.rejected(state, LIMIT, 2.0, first, retry_after=4.0)
+    resume = 4.0 + quota.RETRY_MARGIN_SECONDS
     assert lowered.rate == pytest.approx(LIMIT * quota.FAR_DECREASE)
-    assert lowered.next_free == pytest.approx(6.0)
+    assert lowered.next_free == pytest.approx(resume)
     assert not quota.still_valid(lowered, second)
     # The second call of the same overrun (reserved before the decrease) changes nothing.
     assert quota.rejected(lowered, LIMIT, 2.5, second, retry_after=4.0) is lowered
     _, again = quota.reserve(lowered, LIMIT, 2.5)
-    assert again.at == pytest.approx(6.0)
+    assert again.at == pytest.approx(resume)
 
 
 def test_a_429_whose_delay_is_under_a_slot_only_shifts_the_schedule() -> None:
@@ -85,6 +87,21 @@ def test_the_rate_holds_after_a_429_then_climbs_back_to_the_limit() -> None:
     rates = [quota.current_rate(lowered, LIMIT, quota.HOLD_SECONDS + t) for t in range(0, 60, 5)]
     assert rates == sorted(rates)
     assert quota.current_rate(lowered, LIMIT, quota.HOLD_SECONDS + 45) == LIMIT
+
+
+def test_a_429_to_a_probe_above_the_held_rate_goes_back_no_lower_than_that_rate() -> None:
+    state, slot = quota.reserve(quota.QuotaState(), LIMIT, 0.0)
+    state = quota.rejected(state, LIMIT, 0.0, slot, retry_after=None)  # 60 -> 30, held
+    probe_at = quota.HOLD_SECONDS + 15.0
+    probe = quota.current_rate(state, LIMIT, probe_at)
+    state, slot = quota.reserve(state, LIMIT, probe_at)
+    back = quota.rejected(state, LIMIT, probe_at, slot, retry_after=None)
+    # The quota lies between 30 and the probe: not halved, held longer, then probed slowly.
+    assert back.rate == pytest.approx(max(30.0, probe * quota.NEAR_DECREASE))
+    assert 30.0 <= (back.rate or 0) < probe
+    resumed = probe_at + quota.PROBE_HOLD_SECONDS
+    assert quota.current_rate(back, LIMIT, resumed) == back.rate
+    assert quota.current_rate(back, LIMIT, resumed + 5) < (back.rate or 0) + 1
 
 
 def test_a_429_near_the_last_overrun_lowers_the_rate_less() -> None:
@@ -226,6 +243,15 @@ def test_pages_of_one_owner_and_priority_go_in_arrival_order_and_a_leaver_is_ski
     queue.leave(tickets[1])
     assert _served(queue) == ["p0", "p2", "p3"]
     assert len(queue) == 0
+
+
+def test_after_a_drop_the_new_quota_is_used_within_30_s_and_the_old_one_within_60_s() -> None:
+    """bench/adaptive's run: 60/min, 30/min from t=40 s, 60/min again from t=100 s (10 s
+    windows, model latency 1 s, 9 pages in flight); issue 12's goals, RetryInfo given."""
+    run = simulate([(0.0, 10), (40.0, 5), (100.0, 10)], 10.0, latency=1.0, until=160.0)
+    assert run.rejections(40.0, 100.0) <= 5
+    assert run.ok_per_minute(50.0, 70.0) >= 0.9 * 30  # the 20 s before drop + 30 s
+    assert run.ok_per_minute(140.0, 160.0) >= 0.9 * LIMIT  # ... before rise + 60 s
 
 
 class FakeClock:
