@@ -255,8 +255,15 @@ class IllustratePageActivities:
         """One model call, in a slot of the fleet's shared rate when one is set; a 429
         slows the whole fleet down (storywink.quota)."""
         await self._count_model_call(task)
-        # Nothing between the slot and the call: the limiter's headroom is for jitter only.
-        slot = await self._limiter.acquire() if self._limiter is not None else None
+        # The worker's next slot goes to its best waiting page, by the page's Priority
+        # (storywink.quota_queue). Nothing between the slot and the call: the limiter's
+        # headroom is for jitter only.
+        priority = activity.info().priority
+        slot = (
+            await self._limiter.acquire(priority.priority_key, priority.fairness_key)
+            if self._limiter is not None
+            else None
+        )
         try:
             return await metrics.timed_model_call(self._illustrator.illustrate(job))
         except RateLimited as exc:

@@ -36,19 +36,15 @@ from storywink.connections import Database, open_database
 from storywink.contract import BookOutcome, ModerationStatus
 from storywink.db.models import Page
 from storywink.demo.devserver import temporal_binary
-from storywink.demo.sample_book import sample_photo_bytes
 from storywink.server_config import FAIRNESS, ONE_PARTITION, dynamic_config_flags
-from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
-from tests.support.fakes.gemini_server import FakeGeminiServer
 from tests.support.helpers import create_book, start
-from tests.support.provider_fakes import CLOUD, GEMINI_KEY, Fakes
+from tests.support.provider_fakes import Fakes, running_fakes
 
 log = logging.getLogger("bench")
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = "127.0.0.1,localhost"
 STYLE = "vignette"
-STYLE_IMAGES = ("vignette/reference-1.png", "vignette/title.png")
 # The shared server: one partition per task queue and fairness on, as
 # deploy/temporal/dynamicconfig recommends (storywink.server_config). Benches that compare
 # server configurations start their own (`temporal_server(...)`).
@@ -278,13 +274,9 @@ async def rig(client: Client) -> AsyncIterator[Rig]:
     """A fresh database, fakes and task queues on the shared dev server."""
     with (
         tempfile.TemporaryDirectory(prefix="storywink-bench-") as tmp,
-        FakeGeminiServer(api_key=GEMINI_KEY) as gemini,
-        FakeCloudinaryServer(cloud_name=CLOUD[0], api_key=CLOUD[1], api_secret=CLOUD[2]) as cdn,
+        running_fakes() as fakes,  # they serve every style's reference images
     ):
         directory = Path(tmp)
-        fakes = Fakes(gemini, cdn)
-        for n, path in enumerate(STYLE_IMAGES):
-            gemini.add_image(f"/styles/{path}", sample_photo_bytes(20 + n, "PNG"))
         queue = f"storywink-bench-{uuid.uuid4().hex[:8]}"
         settings = load_settings(
             temporal_address=client.service_client.config.target_host,
@@ -292,7 +284,7 @@ async def rig(client: Client) -> AsyncIterator[Rig]:
             temporal_task_queue=queue,
             temporal_illustration_task_queue=f"{queue}-pages",
             database_url=f"sqlite:///{directory / 'storywink.db'}",
-            style_assets_url=gemini.url("/styles/"),
+            style_assets_url=fakes.gemini.url("/styles/"),
             # This process only creates books and starts runs; the workers' own
             # environment (`Rig.worker_env`) points them at the fakes.
             illustrator="local",

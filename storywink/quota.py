@@ -13,9 +13,12 @@ one whose RetryInfo delay is shorter than a slot is a call that came early (jitt
 only shifts the schedule.
 The rate at which a 429 came is remembered (`overrun`): after `HOLD_SECONDS` without one the
 rate climbs back quickly to just under it, then probes above it slowly at first, faster the
-longer no 429 comes (so a quota that came back is found within a minute or so). A 429 near
-the remembered overrun (the quota is still there) lowers the rate by `NEAR_DECREASE`; one
-well under it (the quota fell) by `FAR_DECREASE`.
+longer no 429 comes (so a quota that came back is found within a minute or so). A 429 to
+such a probe above the held rate goes back to `NEAR_DECREASE` x the probe but never below
+the held rate (the quota lies between), and holds `PROBE_HOLD_SECONDS`. Otherwise a 429
+near the remembered overrun (the quota is still there) lowers the rate by `NEAR_DECREASE`;
+one well under it (the quota fell) by `FAR_DECREASE`. The pause after a 429 ends
+RetryInfo's delay after the refused call's slot (the answer may come a latency later).
 
 Pure functions of (state, now): `storywink.quota_store` keeps the row in the database and
 applies them atomically; the unit tests run them against a simulated provider.
@@ -29,13 +32,15 @@ from typing import Final
 HEADROOM: Final = 0.01  # slots at 99 % of the rate
 FAR_DECREASE: Final = 0.5  # rate x this on a 429 well under the last overrun (or the first)
 NEAR_DECREASE: Final = 0.9  # ... on a 429 near it
-NEAR: Final = 0.97  # "near": at least this x the last overrun
+NEAR: Final = 0.85  # "near": at least this x the last overrun
 FLOOR: Final = 0.05  # never below 5 % of the limit
 HOLD_SECONDS: Final = 10.0  # no climbing this long after a 429
+PROBE_HOLD_SECONDS: Final = 15.0  # ... after a 429 to a probe above the held rate
 CLIMB_SECONDS: Final = 20.0  # the quick climb: the whole limit in this long
 PROBE_SECONDS: Final = 40.0  # the probe above the overrun: + limit x (t / this)^2
 EARLY_TOLERANCE_SECONDS: Final = 30.0  # at most one "came early" 429 this often
 MIN_PAUSE_SECONDS: Final = 0.5  # a 429 without RetryInfo pauses the fleet this long
+RETRY_MARGIN_SECONDS: Final = 0.2  # resume this long after the RetryInfo delay ends
 
 
 @dataclass(frozen=True)
@@ -112,14 +117,30 @@ def rejected(
         return replace(
             state, next_free=now + (retry_after or 0.0), epoch=state.epoch + 1, early_at=now
         )
-    near = state.overrun is not None and rate >= NEAR * state.overrun
-    lowered = max(limit * FLOOR, rate * (NEAR_DECREASE if near else FAR_DECREASE))
+    if state.rate is not None and rate > state.rate and slot.at > state.hold_until:
+        # Climbing above the rate held since the last 429 without one: the quota lies
+        # between the two. Back to (at most NEAR_DECREASE under) the probe, never below
+        # the held rate, and probe slowly from there.
+        lowered, near, hold = max(state.rate, rate * NEAR_DECREASE), False, PROBE_HOLD_SECONDS
+    else:
+        near = state.overrun is not None and rate >= NEAR * state.overrun
+        lowered = max(limit * FLOOR, rate * (NEAR_DECREASE if near else FAR_DECREASE))
+        hold = HOLD_SECONDS
     return QuotaState(
         rate=lowered,
         overrun=rate,
-        next_free=now + max(retry_after or 0.0, MIN_PAUSE_SECONDS),
-        hold_until=now + HOLD_SECONDS,
+        next_free=_resume_at(now, slot, retry_after),
+        hold_until=now + hold,
         epoch=state.epoch + 1,
         far=not near,
         early_at=state.early_at,
     )
+
+
+def _resume_at(now: float, slot: Slot, retry_after: float | None) -> float:
+    """When the fleet may call again after a 429. The RetryInfo delay counts from when the
+    provider refused the call, about the slot's time (the answer may come a model latency
+    later); without it, a short pause."""
+    if retry_after is None:
+        return now + MIN_PAUSE_SECONDS
+    return max(now, slot.at + retry_after + RETRY_MARGIN_SECONDS)

@@ -2,8 +2,13 @@
 
 Each change is one short transaction: take the row's lock (an UPDATE, so SQLite takes its
 write lock at once and PostgreSQL locks the row), read it, apply `storywink.quota`, write
-it back. A worker's model call costs two or three such transactions; at an image model's
-rates (a few calls a second at most) that is nothing for either database.
+it back. At an image model's rates (a few calls a second at most) that is nothing for
+either database.
+
+Within a process the waiting calls form a local queue (`storywink.quota_queue`) and the
+process holds at most one reservation in the row: when that slot comes, it goes to the best
+call waiting at that moment (priority, then the owner served least, then arrival), so a page
+taken later can still go first.
 """
 
 from __future__ import annotations
@@ -21,16 +26,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from storywink import quota
 from storywink.db.engine import in_session
 from storywink.db.models import ModelQuota
+from storywink.quota_queue import LocalQueue
 
 T = TypeVar("T")
 log = logging.getLogger("storywink.quota")
 DEFAULT_NAME: Final = "image-model"
 # Re-check a long wait this often: a 429 elsewhere may void the slot meanwhile.
 RECHECK_SECONDS: Final = 5.0
+# The last check comes this long before the slot; after the final sleep nothing but the
+# model call follows (a call late by more than the headroom costs a 429).
+FINAL_SECONDS: Final = 0.25
 
 
 class SharedLimiter:
-    """`await limiter.acquire()` before a model call; `rejected(slot, delay)` after a 429."""
+    """`await limiter.acquire(...)` before a model call; `rejected(slot, delay)` after a 429."""
 
     def __init__(
         self,
@@ -45,18 +54,58 @@ class SharedLimiter:
         self._limit = per_minute
         self._name = name
         self._clock = clock
+        self._waiting: LocalQueue[asyncio.Future[quota.Slot]] = LocalQueue()
+        self._dispatcher: asyncio.Task[None] | None = None
 
-    async def acquire(self) -> quota.Slot:
-        """Wait for a slot of the shared rate; returns it (to report a 429 against)."""
-        slot = await self._reserve()
-        while True:
-            wait = slot.at - self._clock()
-            if wait > 0:
-                await self._sleep(min(wait, RECHECK_SECONDS))
+    async def acquire(
+        self, priority_key: int | None = None, fairness_key: str | None = None
+    ) -> quota.Slot:
+        """Wait for a slot of the shared rate; returns it (to report a 429 against).
+        `priority_key` and `fairness_key` are the calling activity's Temporal Priority."""
+        granted: asyncio.Future[quota.Slot] = asyncio.get_running_loop().create_future()
+        ticket = self._waiting.join(granted, priority_key, fairness_key)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch())
+        try:
+            return await granted
+        except asyncio.CancelledError:
+            self._waiting.leave(ticket)
+            if granted.done() and not granted.cancelled() and granted.exception() is None:
+                self._hand_over(granted.result())  # the slot came as the caller went away
+            raise
+
+    async def _dispatch(self) -> None:
+        """While calls wait: reserve one slot, wait for it, give it to the best waiter."""
+        while len(self._waiting):
+            try:
+                slot = await self._until(await self._reserve())
+            except Exception as exc:  # the database: the call that was next fails with it
+                if (waiter := self._next_waiter()) is not None:
+                    waiter.set_exception(exc)
+                continue
+            self._hand_over(slot)
+
+    def _hand_over(self, slot: quota.Slot) -> None:
+        if (waiter := self._next_waiter()) is not None:
+            waiter.set_result(slot)
+
+    def _next_waiter(self) -> asyncio.Future[quota.Slot] | None:
+        while (waiter := self._waiting.pop()) is not None:
+            if not waiter.done():  # else cancelled, its task not yet out of the queue
+                return waiter
+        return None
+
+    async def _until(self, slot: quota.Slot) -> quota.Slot:
+        """Sleep until `slot` (or the slot reserved again if a 429 elsewhere voids it). The
+        epoch is checked before the final short sleep, not after: a call that reaches the
+        model late by more than the headroom costs a 429."""
+        while (wait := slot.at - self._clock()) > FINAL_SECONDS:
+            await self._sleep(min(wait - FINAL_SECONDS, RECHECK_SECONDS))
             if not await in_session(self._sessions, self._still_valid, slot):
-                slot = await self._reserve()  # a 429 elsewhere voided it
-            elif slot.at <= self._clock():
-                return slot
+                slot = await self._reserve()
+        if wait > 0:
+            await self._sleep(wait)
+        return slot
 
     async def _reserve(self) -> quota.Slot:
         return await self._apply(lambda state, now: quota.reserve(state, self._limit, now))

@@ -31,11 +31,13 @@ def build_illustrator(settings: Settings) -> Illustrator:
         return LocalIllustrator(settings.local_image_size)
     from storywink.providers.gemini import GeminiIllustrator
 
-    return GeminiIllustrator(
+    illustrator = GeminiIllustrator(
         _gemini_client(settings),
         model=settings.gemini_image_model,
         image_size=settings.gemini_image_size,
     )
+    illustrator.warm_up()
+    return illustrator
 
 
 def build_store(settings: Settings) -> ImageStore:

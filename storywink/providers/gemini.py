@@ -122,6 +122,25 @@ class GeminiIllustrator:
         self._image_size = image_size
         self._secrets = client_secrets(client)
 
+    def warm_up(self) -> None:
+        """Build the SDK's request and response models now, at worker start, with no network
+        call: pydantic builds them on first use, and the tens of milliseconds that costs would
+        otherwise delay the first model call after its slot (a late call costs a 429)."""
+        blank = SourceImage(data=b"", mime_type="image/png")
+        job = IllustrationJob(
+            prompt="",
+            photo=blank,
+            style_reference=blank,
+            style_key="",
+            text=None,
+            title="",
+            is_title_page=False,
+        )
+        request = getattr(types, "_GenerateContentParameters", None)  # the SDK's own step
+        if request is not None:
+            request(model=self._model, contents=build_contents(job), config=self._config())
+        types.GenerateContentResponse.model_rebuild()
+
     async def illustrate(self, job: IllustrationJob) -> GeneratedImage:
         response = await generate(
             self._client, self._secrets, self._model, build_contents(job), self._config()
