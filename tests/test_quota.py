@@ -5,8 +5,8 @@ from which every worker reserves evenly spaced slots, so neither the server's ta
 partitions nor a full bucket at start-up matter. This test runs a stock dev server (default
 partitions) with the limit equal to the quota.
 
-Time is scaled down: the fake model's quota is 80 calls per sliding 20 s window (4 per
-second), and 88 pages are drawn, so the quota binds for most of the run.
+Time is scaled down: the fake model's quota is 40 calls per sliding 10 s window (4 per
+second), and 48 pages are drawn, so the quota binds for most of the run.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from tests.support.worker_processes import wait_until_ready, worker_processes
 # It measures a rate against the clock: `make test` runs it alone, after the parallel tests.
 pytestmark = [pytest.mark.process, pytest.mark.alone]
 
-QUOTA, WINDOW = 80, 20.0  # the model's: calls per sliding window of seconds
+QUOTA, WINDOW = 40, 10.0  # the model's: calls per sliding window of seconds
 LIMIT_PER_MINUTE = QUOTA / WINDOW * 60  # 240 images a minute: the quota itself
-BOOKS, PAGES = 4, 22
+BOOKS, PAGES = 4, 12
 STEADY_AFTER = 2.0  # seconds: the workers' first, slower calls are behind
 
 
