@@ -274,6 +274,16 @@ def _limiter(database: Database, clock: FakeClock, per_minute: float, name: str)
     return SharedLimiter(database.sessions, per_minute, name=name, clock=clock, sleep=clock.sleep)
 
 
+FAST = 600.0  # per minute: one worker's limiter in the local queue's tests
+FAST_GAP = 60 / (FAST * (1 - quota.HEADROOM))  # seconds between its slots
+
+
+def _fast_limiter(database: Database) -> tuple[FakeClock, SharedLimiter]:
+    """A fake clock and a limiter at FAST on a row of its own."""
+    clock = FakeClock()
+    return clock, _limiter(database, clock, FAST, f"test-{uuid.uuid4().hex[:8]}")
+
+
 async def _slots_in_order(
     tasks: dict[str, asyncio.Task[quota.Slot]],
 ) -> list[str]:
@@ -284,8 +294,7 @@ async def _slots_in_order(
 async def test_a_worker_gives_each_slot_to_its_best_waiting_page(database: Database) -> None:
     """Pages taken from Temporal in the order big, big, small, priority-1 get the process's
     slots by priority, then owner, then arrival; one reservation at a time, none lost."""
-    clock = FakeClock()
-    limiter = _limiter(database, clock, 600.0, f"test-{uuid.uuid4().hex[:8]}")
+    _, limiter = _fast_limiter(database)
     tasks = {
         "big-1": asyncio.create_task(limiter.acquire(None, "parent-a")),
         "big-2": asyncio.create_task(limiter.acquire(None, "parent-a")),
@@ -294,30 +303,26 @@ async def test_a_worker_gives_each_slot_to_its_best_waiting_page(database: Datab
     }
     # After the reprint parent-a has had a slot: parent-b's page comes before its backlog.
     assert await _slots_in_order(tasks) == ["reprint", "small", "big-1", "big-2"]
-    gap = 60 / (600 * (1 - quota.HEADROOM))
     ats = sorted(task.result().at for task in tasks.values())
-    assert ats == pytest.approx([1000.0 + k * gap for k in range(4)])
+    assert ats == pytest.approx([1000.0 + k * FAST_GAP for k in range(4)])
 
 
 async def test_a_page_cancelled_while_waiting_leaves_the_queue_and_costs_no_slot(
     database: Database,
 ) -> None:
-    clock = FakeClock()
-    limiter = _limiter(database, clock, 600.0, f"test-{uuid.uuid4().hex[:8]}")
+    _, limiter = _fast_limiter(database)
     tasks = {page: asyncio.create_task(limiter.acquire(None, "a")) for page in ("p1", "p2", "p3")}
     tasks["p2"].cancel()
     with pytest.raises(asyncio.CancelledError):
         await tasks.pop("p2")
     assert await _slots_in_order(tasks) == ["p1", "p3"]
-    gap = 60 / (600 * (1 - quota.HEADROOM))
-    assert tasks["p3"].result().at == pytest.approx(1000.0 + gap)
+    assert tasks["p3"].result().at == pytest.approx(1000.0 + FAST_GAP)
 
 
 async def test_a_slot_whose_page_went_away_as_it_came_goes_to_the_next_page(
     database: Database,
 ) -> None:
-    clock = FakeClock()
-    limiter = _limiter(database, clock, 600.0, f"test-{uuid.uuid4().hex[:8]}")
+    clock, limiter = _fast_limiter(database)
     tasks = {page: asyncio.create_task(limiter.acquire(None, "a")) for page in ("p1", "p2", "p3")}
 
     async def cancel_p2_as_its_slot_comes(sleeps: int) -> None:
@@ -329,7 +334,7 @@ async def test_a_slot_whose_page_went_away_as_it_came_goes_to_the_next_page(
     with pytest.raises(asyncio.CancelledError):
         await tasks["p2"]
     handed_over = await asyncio.wait_for(tasks["p3"], timeout=5)
-    assert handed_over.at == pytest.approx(first.at + 60 / (600 * (1 - quota.HEADROOM)))
+    assert handed_over.at == pytest.approx(first.at + FAST_GAP)
 
 
 async def test_a_429_elsewhere_during_the_wait_voids_the_slot_and_it_is_reserved_again(
