@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Final
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +41,10 @@ __all__ = [
     "ensure_search_attributes",
     "open_database",
 ]
+
+# The start-up checks' calls to Temporal: a server that accepts the connection but does not
+# answer them ends the start with a clear error instead of a worker stalled before polling.
+STARTUP_CALL_TIMEOUT: Final = timedelta(seconds=30)
 
 
 class TemporalUnavailable(RuntimeError):
@@ -91,7 +96,8 @@ async def _check_namespace(client: Client, settings: Settings, secrets: list[str
     namespace = f"{settings.temporal_namespace!r} ({settings.temporal_origin('namespace')})"
     try:
         await client.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=settings.temporal_namespace)
+            DescribeNamespaceRequest(namespace=settings.temporal_namespace),
+            timeout=STARTUP_CALL_TIMEOUT,
         )
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
@@ -116,7 +122,8 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
             AddSearchAttributesRequest(
                 namespace=namespace,
                 search_attributes={key.name: _proto_type(key) for key in missing},
-            )
+            ),
+            timeout=STARTUP_CALL_TIMEOUT,
         )
     except RPCError as exc:
         refusal = f"{exc.status.name}: {_first_line(exc)}"
@@ -143,7 +150,8 @@ async def _missing_search_attributes(
 ) -> list[SearchAttributeKey[Any]]:
     try:
         listed = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=namespace)
+            ListSearchAttributesRequest(namespace=namespace),
+            timeout=STARTUP_CALL_TIMEOUT,
         )
     except RPCError as exc:
         raise TemporalUnavailable(
