@@ -355,3 +355,20 @@ async def test_a_429_elsewhere_during_the_wait_voids_the_slot_and_it_is_reserved
     assert slot.epoch == theirs.epoch + 1
     assert slot.at == pytest.approx(1000.0 + RECHECK_SECONDS)  # the re-check after the 429
     assert slot.at < void_at
+
+
+async def test_two_workers_share_one_row_and_a_429_slows_both(database: Database) -> None:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    clock = FakeClock()
+    a, b = _limiter(database, clock, FAST, name), _limiter(database, clock, FAST, name)
+    first = await a.acquire()
+    second = await asyncio.wait_for(b.acquire(), timeout=5)  # waited on the fake clock
+    assert first.at == pytest.approx(1000.0)
+    assert second.at == pytest.approx(1000.0 + FAST_GAP)
+    assert clock.now == pytest.approx(second.at)
+    await b.rejected(second, retry_after=None)
+    third = await asyncio.wait_for(a.acquire(), timeout=5)
+    assert third.epoch == second.epoch + 1
+    assert third.at == pytest.approx(second.at + quota.MIN_PAUSE_SECONDS)
+    gap = (await asyncio.wait_for(b.acquire(), timeout=5)).at - third.at
+    assert gap == pytest.approx(60 / (FAST * quota.FAR_DECREASE * (1 - quota.HEADROOM)))
