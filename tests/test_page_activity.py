@@ -22,15 +22,17 @@ import pytest
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.activity import ActivityCancellationDetails
+from temporalio.common import Priority
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.illustrate_page import IllustratePageActivities
-from storywink import books, contract
+from storywink import books, contract, quota
 from storywink.contract import BookStatus, ModerationStatus, PageResult, PageTask
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page, PageDraft
 from storywink.providers.base import ContentRefused, PermanentError, TransientError
+from storywink.quota_store import SharedLimiter
 from storywink.redact import Redactor
 from storywink.styles import resolve_style
 from tests.support.page_fakes import CountingFetcher, CountingIllustrator, MemoryStore
@@ -520,4 +522,42 @@ async def test_a_pause_during_the_model_call_lets_the_paid_call_finish_and_be_re
     result = await asyncio.wait_for(running, timeout=5)
 
     _recorded_ok(bench, result, bench.store.assets[bench.public_id][0].url)
+    assert _paid(bench) == (1, 1, 1)
+
+
+class RecordingLimiter(SharedLimiter):
+    """The real limiter (its own row, at a rate that never waits here), noting who asks."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        super().__init__(sessions, 6000.0, name=f"test-{uuid.uuid4().hex[:8]}")
+        self.asked: list[tuple[int | None, str | None]] = []
+
+    async def acquire(
+        self, priority_key: int | None = None, fairness_key: str | None = None
+    ) -> quota.Slot:
+        self.asked.append((priority_key, fairness_key))
+        return await super().acquire(priority_key, fairness_key)
+
+
+async def test_the_model_call_waits_in_the_workers_queue_with_the_pages_priority(
+    bench: Bench,
+) -> None:
+    """The worker's queue orders its waiting pages by the activity's Temporal Priority (the
+    book's priority, its owner as fairness key): the activity must hand both over."""
+    limiter = RecordingLimiter(bench.sessions)
+    activities = IllustratePageActivities(
+        bench.sessions,
+        bench.illustrator,
+        bench.store,
+        bench.fetcher,
+        Redactor([SECRET]),
+        limiter=limiter,
+    )
+    env = bench.environment()
+    env.info = dataclasses.replace(
+        env.info, priority=Priority(priority_key=1, fairness_key="parent-x")
+    )
+    result = await env.run(activities.illustrate_page, bench.task)
+    assert result.moderation_status is ModerationStatus.OK
+    assert limiter.asked == [(1, "parent-x")]
     assert _paid(bench) == (1, 1, 1)
