@@ -137,7 +137,6 @@ async def test_worker_killed_after_upload_pages_finish_elsewhere_without_redrawi
 
 async def test_temporal_server_crash_and_restart_mid_run_every_book_settles(
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,

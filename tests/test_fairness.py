@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from temporalio.client import WorkflowHandle
 
 from storywink.connections import Database, connect_temporal
-from storywink.contract import BookOutcome, BookStatus
+from storywink.contract import BookOutcome, BookStatus, IllustrationRequest
 from storywink.server_config import FAIRNESS, ONE_PARTITION
 from tests.support.helpers import create_book, keep_history, running_worker, start
 from tests.support.provider_fakes import Fakes, SettingsFactory
@@ -80,7 +81,6 @@ async def _big_then_small(
 
 async def test_other_parents_small_books_finish_before_a_big_book_started_first(
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
@@ -94,7 +94,6 @@ async def test_other_parents_small_books_finish_before_a_big_book_started_first(
 
 async def test_without_fairness_small_books_wait_for_the_big_one(
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
@@ -113,7 +112,6 @@ async def test_without_fairness_small_books_wait_for_the_big_one(
 
 async def test_a_priority_book_overtakes_a_backlog_of_the_same_parent(
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
@@ -134,17 +132,11 @@ async def test_a_priority_book_overtakes_a_backlog_of_the_same_parent(
 
 @pytest.mark.parametrize("priority", [0, 6])
 def test_a_priority_outside_1_to_5_is_refused(priority: int) -> None:
-    from pydantic import ValidationError
-
-    from storywink.contract import IllustrationRequest
-
     with pytest.raises(ValidationError):
         IllustrationRequest(book_id="b", priority=priority)
 
 
 def test_a_start_without_priority_sends_the_input_older_workers_accept() -> None:
-    from storywink.contract import IllustrationRequest
-
     assert IllustrationRequest(book_id="b").model_dump() == {"book_id": "b"}
     assert IllustrationRequest(book_id="b", priority=1).model_dump() == {
         "book_id": "b",

@@ -241,7 +241,6 @@ def ops_env(settings: Settings, fakes: Fakes, identity: str) -> tuple[dict[str, 
 async def test_a_worker_is_ready_when_polling_exports_metrics_and_drains_unready(
     temporal_env: WorkflowEnvironment,
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,

@@ -291,7 +291,6 @@ async def test_data_the_database_refuses_fails_the_run_at_once_with_a_short_reas
     temporal_client: Client,
     settings: Settings,
     database: Database,
-    database_url: str,
     tmp_path: Path,
 ) -> None:
     """A workflow id longer than the claim's column: PostgreSQL refuses the value."""

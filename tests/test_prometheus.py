@@ -47,7 +47,6 @@ async def test_prometheus_reads_a_books_page_counts_from_a_worker(
     temporal_env: WorkflowEnvironment,
     settings: Settings,
     database: Database,
-    database_url: str,
     tmp_path: Path,
 ) -> None:
     prometheus = _prometheus()

@@ -38,7 +38,6 @@ def _most_in_any_window(times: list[float], window: float) -> int:
 
 async def test_three_replicas_stay_within_the_model_quota_and_use_most_of_it(
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,

@@ -73,7 +73,6 @@ async def test_three_replicas_draw_every_page_exactly_once(
 async def test_sigterm_stops_polling_and_loses_no_page(
     temporal_client: Client,
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
@@ -123,7 +122,6 @@ async def test_sigterm_stops_polling_and_loses_no_page(
 async def test_sigterm_exits_within_the_grace_period_with_a_rate_limit(
     temporal_client: Client,
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,

@@ -44,7 +44,6 @@ from tests.support.worker_processes import page_identities, wait_until_ready, wo
 async def test_1_single_worker_instance(
     temporal_client: Client,
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
@@ -76,7 +75,6 @@ async def test_1_single_worker_instance(
 async def test_3_model_delayed_past_its_timeout(
     temporal_client: Client,
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
 ) -> None:

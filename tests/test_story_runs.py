@@ -85,7 +85,6 @@ async def test_double_start_is_one_run_and_one_model_call(
 async def test_a_worker_killed_during_the_story_call_the_story_completes_on_another(
     temporal_client: Client,
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
@@ -132,7 +131,6 @@ async def test_a_worker_killed_during_the_story_call_the_story_completes_on_anot
 async def test_a_worker_exports_story_runs_model_calls_and_failures(
     temporal_client: Client,
     database: Database,
-    database_url: str,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,

@@ -132,7 +132,6 @@ async def timers_of(handle: WorkflowHandle[object, BookOutcome]) -> int:
 async def test_a_new_version_takes_new_books_and_books_in_flight_finish_on_theirs(
     temporal_client: Client,
     settings: Settings,
-    database_url: str,
     database: Database,
     tmp_path: Path,
 ) -> None:
