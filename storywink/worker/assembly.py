@@ -27,6 +27,7 @@ from storywink.worker.story import STORY_WORKFLOWS, build_story_worker, story_bo
 from workflows.book_illustration import BookIllustration
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
+WORKFLOWS: tuple[type, ...] = (BookIllustration, *STORY_WORKFLOWS)
 
 
 def worker_identity(settings: Settings) -> str:

@@ -47,10 +47,11 @@ from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
 from storywink.providers.factory import Providers, build_providers
 from storywink.providers.fetch import ImageFetcher
+from storywink.run_upgrade import move_stranded_runs
 from storywink.style_assets import missing_references
 from storywink.styles import StyleLibraryError, validate_library
 from storywink.telemetry import worker_runtime
-from storywink.worker.assembly import build_workers, worker_identity
+from storywink.worker.assembly import WORKFLOWS, build_workers, worker_identity
 
 log = logging.getLogger("storywink.worker")
 # After the grace period the SDK cancels the pages still running; this long more for them to
@@ -58,6 +59,8 @@ log = logging.getLogger("storywink.worker")
 POLLERS_STOP_SECONDS = 2.0
 # And this long more for the clean-up after that; then the process ends regardless.
 CLEANUP_SECONDS = 2.0
+# The most the start waits for moving an earlier release's stranded runs before it polls.
+UPGRADE_SECONDS = 30.0
 
 
 @asynccontextmanager
@@ -118,6 +121,21 @@ def warn_if_photos_leave_the_host(settings: Settings) -> None:
         )
 
 
+async def move_runs_of_earlier_releases(client: Client) -> None:
+    """Before polling, so that no page of a run about to be moved is taken: runs an earlier
+    release started that this code cannot replay go on from their first workflow task
+    (storywink/run_upgrade.py). A failure here only delays those runs: it never stops the
+    worker, and `storywink runs upgrade` does the same on demand."""
+    try:
+        async with asyncio.timeout(UPGRADE_SECONDS):
+            await move_stranded_runs(client, WORKFLOWS)
+    except Exception as exc:  # anything: the worker must start regardless
+        log.warning(
+            "runs of earlier releases not checked (%s): run `storywink runs upgrade`",
+            str(exc) or type(exc).__name__,
+        )
+
+
 async def until_polling(workers: list[Worker], runs: list[asyncio.Task[None]]) -> bool:
     """True once every worker polls, False if one stopped first. `Worker.run` checks the
     namespace before polling; `is_running` turns true after that."""
@@ -153,6 +171,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         serve_health(settings.ops_host, settings.health_port, readiness),
         started_runtime(settings) as (client, database, providers),
     ):
+        await move_runs_of_earlier_releases(client)
         workers = build_workers(client, settings, database, providers)
         runs = [asyncio.create_task(worker.run()) for worker in workers]
         if await until_polling(workers, runs):

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import tempfile
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,11 +38,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from storywink import contract
-from storywink.demo.sample_book import sample_photo_bytes
 from tests.support.fakes.gemini_server import Fault
-from tests.support.provider_fakes import GEMINI_KEY, Fakes, running_fakes
-from tests.support.releases import ROOT, Release, checkout
-from tests.support.services import tool_path
+from tests.support.provider_fakes import running_fakes
+from tests.support.releases import ROOT, Release, checkout, release_env, start_run
 from tests.support.temporal_server import DevServer
 
 HISTORIES = ROOT / "tests" / "histories"
@@ -49,95 +49,18 @@ HISTORIES = ROOT / "tests" / "histories"
 FLAG, RETRY, FAIL, SLOW, HOLD = "FLAG-ME", "RETRY-ME", "FAIL-ME", "SLOW-ME", "HOLD-ME"
 
 
-def release_env(server: DevServer, fakes: Fakes, work: Path, queue: str) -> dict[str, str]:
-    """Settings every release reads (unknown ones are ignored by older releases)."""
-    return {
-        "TEMPORAL_ADDRESS": server.address,
-        "TEMPORAL_TASK_QUEUE": queue,
-        "TEMPORAL_ILLUSTRATION_TASK_QUEUE": f"{queue}-illustration",
-        "TEMPORAL_STORY_TASK_QUEUE": f"{queue}-story",
-        "DATABASE_URL": f"sqlite:///{work / 'storywink.db'}",
-        "ILLUSTRATOR": "gemini",
-        "STORAGE": "cloudinary",
-        "GEMINI_API_KEY": GEMINI_KEY,
-        "GEMINI_BASE_URL": fakes.gemini.base_url,
-        "CLOUDINARY_URL": fakes.cloudinary_url,
-        "STYLE_ASSETS_URL": fakes.gemini.url("/styles/"),
-        "ALLOW_PRIVATE_FETCH": "true",
-        "MODEL_TIMEOUT_SECONDS": "45",
-        "PAGE_START_TO_CLOSE_SECONDS": "60",
-        "PAGE_HEARTBEAT_TIMEOUT_SECONDS": "2",
-        "PAGE_RETRY_ATTEMPTS": "3",
-        "PAGE_RETRY_INITIAL_SECONDS": "0.2",
-        "PAGE_RETRY_MAX_SECONDS": "1",
-        "ILLUSTRATION_CONCURRENCY": "3",
-        "SHUTDOWN_GRACE_SECONDS": "2",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
-
-
-def create_book(release: Release, env: Mapping[str, str], work: Path, texts: list[str]) -> str:
-    """A STORY_READY book made by the release's own `storywink book create`."""
-    photos = work / f"photos-{uuid.uuid4().hex[:6]}"
-    photos.mkdir()
-    for n in range(1, len(texts) + 1):
-        (photos / f"{n:02d}.jpg").write_bytes(sample_photo_bytes(n))
-    story = photos.with_suffix(".json")
-    story.write_text(json.dumps({"pages": texts}))
-    return release.storywink(
-        env,
-        "book",
-        "create",
-        "--photos",
-        str(photos),
-        "--title",
-        "Recorded Book",
-        "--child-name",
-        "Mia",
-        "--story",
-        str(story),
-    ).splitlines()[-1]
-
-
-async def start_run(address: str, queue: str, book_id: str) -> str:
-    """`temporal workflow start` with plain JSON input, as every release accepts it."""
-    workflow_id = contract.workflow_id_for(book_id)
-    process = await asyncio.create_subprocess_exec(
-        tool_path("temporal"),
-        "workflow",
-        "start",
-        "--address",
-        address,
-        "--type",
-        contract.BOOK_ILLUSTRATION_WORKFLOW,
-        "--task-queue",
-        queue,
-        "--workflow-id",
-        workflow_id,
-        "--input",
-        json.dumps({"book_id": book_id}),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"temporal workflow start: {stderr.decode()}")
-    return workflow_id
-
-
 async def completed_activities(handle: WorkflowHandle[object, object]) -> int:
     history = await handle.fetch_history()
     return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED for e in history.events)
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(within):
-            while not await check():
-                await asyncio.sleep(0.2)
-    except TimeoutError:
-        raise RuntimeError(f"no {what} within {within:g} s (see the worker's log)") from None
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"no {what} within {within:g} s (see the worker's log)")
 
 
 async def closed(handle: WorkflowHandle[object, object]) -> bool:
@@ -151,7 +74,6 @@ async def keep(handle: WorkflowHandle[object, object], target: Path, name: str) 
 
 
 async def record(release: Release, target: Path) -> list[str]:
-    target.mkdir(parents=True, exist_ok=True)
     queue = f"record-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp, running_fakes() as fakes:
         work = Path(tmp)
@@ -159,7 +81,7 @@ async def record(release: Release, target: Path) -> list[str]:
         await server.start()
         worker = None
         try:
-            env = release_env(server, fakes, work, queue)
+            env = release_env(server.address, fakes, work / "storywink.db", queue)
             release.storywink(env, "db", "upgrade")
             worker = release.worker(env, work / "worker.log")
             client = await Client.connect(server.address, data_converter=contract.DATA_CONVERTER)
@@ -170,7 +92,7 @@ async def record(release: Release, target: Path) -> list[str]:
             fakes.gemini.fail_when(HOLD, Fault.delay(6))
 
             async def run(texts: list[str]) -> WorkflowHandle[object, object]:
-                book = create_book(release, env, work, texts)
+                book = release.create_book(env, work, texts)
                 return client.get_workflow_handle(await start_run(server.address, queue, book))
 
             done = await run(["A calm morning.", "A walk.", "Home again."])
@@ -179,19 +101,19 @@ async def record(release: Release, target: Path) -> list[str]:
             mid_run = await run(["One.", "Two.", HOLD])
 
             # prepare and one page done, two pages in their model call: cancel.
-            await wait_for(lambda: _at_least(cancelled, 2), 60, "a page of the cancelled run")
+            await wait_for(functools.partial(_at_least, cancelled, 2), 60, "a cancelled page")
             await cancelled.cancel()
             # prepare and two pages done, the third held: the run caught mid-run.
-            await wait_for(lambda: _at_least(mid_run, 3), 60, "two pages of the mid-run run")
+            await wait_for(functools.partial(_at_least, mid_run, 3), 60, "two mid-run pages")
             await keep(mid_run, target, "mid_run")
             for name, handle in [
                 ("completed", done),
                 ("partial_retried", partial),
                 ("cancelled", cancelled),
             ]:
-                await wait_for(lambda h=handle: closed(h), 90, name)
+                await wait_for(functools.partial(closed, handle), 90, name)
                 await keep(handle, target, name)
-            await wait_for(lambda: closed(mid_run), 60, "the mid-run run")
+            await wait_for(functools.partial(closed, mid_run), 60, "the mid-run run")
             return ["completed", "partial_retried", "cancelled", "mid_run"]
         finally:
             if worker is not None:
@@ -211,6 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     release = checkout(args.commit, own_venv=args.own_venv)
     target = HISTORIES / release.commit[:7]
+    target.mkdir(parents=True, exist_ok=True)
     print(f"recording {release.commit[:7]} into {target.relative_to(ROOT)}")
     names = asyncio.run(record(release, target))
     (target / "release.json").write_text(

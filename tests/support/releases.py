@@ -8,14 +8,22 @@ today's. Both check the release out as a `git worktree` under `.data/releases/`.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from storywink import contract
+from storywink.demo.sample_book import sample_photo_bytes
+from tests.support.provider_fakes import GEMINI_KEY, Fakes
+from tests.support.services import tool_path
+
+ROOT = Path(__file__).parents[2]  # no resolve(): the replay test imports this in the sandbox
 RELEASES_DIR = ROOT / ".data" / "releases"
 
 
@@ -36,10 +44,33 @@ def full_commit(commit: str) -> str:
     return _git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
 
 
-def workflows_tree(commit: str) -> str:
-    """The id of the commit's `workflows/` tree: two commits with the same id run the same
-    workflow code, so the histories of one stand for the other."""
-    return _git("rev-parse", f"{commit}:workflows")
+WorkflowCode = frozenset[tuple[str, str]]  # (path, blob id) of each file under workflows/
+
+
+def workflow_code(commit: str) -> WorkflowCode:
+    """The commit's workflow code: two commits with the same run the same workflows, so
+    the histories recorded from one stand for the other."""
+    listing = _git("ls-tree", "-r", commit, "--", "workflows/")
+    return frozenset(
+        (path, meta.split()[2])
+        for meta, path in (line.split("\t") for line in listing.splitlines())
+    )
+
+
+def working_workflow_code() -> WorkflowCode:
+    """The workflow code of the working tree, changes not yet committed included."""
+    paths = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "workflows").glob("*.py"))
+    blobs = _git("hash-object", "--", *paths).splitlines()
+    return frozenset(zip(paths, blobs, strict=True))
+
+
+def previous_workflow_code(current: WorkflowCode) -> str:
+    """The newest commit on main's line (first parents from HEAD) whose workflow code differs
+    from `current`: the code the runs in flight at `current`'s deploy were started on."""
+    for commit in _git("rev-list", "--first-parent", "HEAD").splitlines():
+        if workflow_code(commit) != current:
+            return commit
+    raise ReleaseUnavailable("no earlier workflow code in this clone's history")
 
 
 @dataclass(frozen=True)
@@ -84,6 +115,83 @@ class Release:
         if done.returncode != 0:
             raise RuntimeError(f"storywink {' '.join(args)} ({self.commit[:7]}): {done.stderr}")
         return done.stdout.strip()
+
+    def create_book(self, env: Mapping[str, str], work: Path, texts: list[str]) -> str:
+        """A STORY_READY book made by the release's own `storywink book create`."""
+        photos = work / f"photos-{uuid.uuid4().hex[:6]}"
+        photos.mkdir()
+        for n in range(1, len(texts) + 1):
+            (photos / f"{n:02d}.jpg").write_bytes(sample_photo_bytes(n))
+        story = photos.with_suffix(".json")
+        story.write_text(json.dumps({"pages": texts}))
+        return self.storywink(
+            env,
+            "book",
+            "create",
+            "--photos",
+            str(photos),
+            "--title",
+            "Recorded Book",
+            "--child-name",
+            "Mia",
+            "--story",
+            str(story),
+        ).splitlines()[-1]
+
+
+def release_env(address: str, fakes: Fakes, database: Path, queue: str) -> dict[str, str]:
+    """Settings every release reads (older releases ignore the ones they do not know): the
+    fakes through the real SDKs, a SQLite file, short page timeouts and retries."""
+    return {
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_TASK_QUEUE": queue,
+        "TEMPORAL_ILLUSTRATION_TASK_QUEUE": f"{queue}-illustration",
+        "TEMPORAL_STORY_TASK_QUEUE": f"{queue}-story",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "ILLUSTRATOR": "gemini",
+        "STORAGE": "cloudinary",
+        "GEMINI_API_KEY": GEMINI_KEY,
+        "GEMINI_BASE_URL": fakes.gemini.base_url,
+        "CLOUDINARY_URL": fakes.cloudinary_url,
+        "STYLE_ASSETS_URL": fakes.gemini.url("/styles/"),
+        "ALLOW_PRIVATE_FETCH": "true",
+        "MODEL_TIMEOUT_SECONDS": "45",
+        "PAGE_START_TO_CLOSE_SECONDS": "60",
+        "PAGE_HEARTBEAT_TIMEOUT_SECONDS": "2",
+        "PAGE_RETRY_ATTEMPTS": "3",
+        "PAGE_RETRY_INITIAL_SECONDS": "0.2",
+        "PAGE_RETRY_MAX_SECONDS": "1",
+        "ILLUSTRATION_CONCURRENCY": "3",
+        "SHUTDOWN_GRACE_SECONDS": "2",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+
+
+async def start_run(address: str, queue: str, book_id: str) -> str:
+    """`temporal workflow start` with plain JSON input, as every release accepts it."""
+    workflow_id = contract.workflow_id_for(book_id)
+    process = await asyncio.create_subprocess_exec(
+        tool_path("temporal"),
+        "workflow",
+        "start",
+        "--address",
+        address,
+        "--type",
+        contract.BOOK_ILLUSTRATION_WORKFLOW,
+        "--task-queue",
+        queue,
+        "--workflow-id",
+        workflow_id,
+        "--input",
+        json.dumps({"book_id": book_id}),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"temporal workflow start: {stderr.decode()}")
+    return workflow_id
 
 
 def checkout(commit: str, own_venv: bool = False) -> Release:

@@ -1,0 +1,107 @@
+"""An upgrade from the last release before the search attributes (c0ae7f7): a book its
+worker started and was drawing when it was replaced finishes on this code, each page
+drawn once. This code cannot replay that release's histories (storywink/run_upgrade.py says
+why); the worker moves such runs to their first workflow task before it polls."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from storywink.connections import open_database
+from storywink.contract import BookOutcome, BookStatus
+from storywink.db.engine import make_engine, upgrade_to_head
+from tests.support.helpers import load_book, wait_until
+from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.releases import ReleaseUnavailable, checkout, release_env, start_run
+from tests.support.services import missing
+from tests.support.worker_processes import page_identities, wait_until_ready, worker_processes
+
+pytestmark = pytest.mark.process
+
+LAST_RELEASE = "c0ae7f7"
+TEXTS = ["Up early.", "Breakfast.", "The park.", "Home again."]
+
+
+async def completed_activities(client: Client, workflow_id: str, run_id: str) -> int:
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED for e in history.events)
+
+
+async def test_a_book_the_last_release_was_drawing_finishes_on_this_code_each_page_drawn_once(
+    temporal_client: Client, fakes: Fakes, provider_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    try:
+        release = checkout(LAST_RELEASE)
+    except ReleaseUnavailable as exc:
+        missing(f"the release {LAST_RELEASE} is not in this clone's history: {exc}")
+    database_file = tmp_path / "upgraded.db"
+    address = temporal_client.service_client.config.target_host
+    queue = f"upgrade-{uuid.uuid4().hex[:8]}"
+    env = release_env(address, fakes, database_file, queue) | {"ILLUSTRATION_CONCURRENCY": "1"}
+    fakes.gemini.set_latency(1.0)
+
+    # The last release's database, book, worker and run.
+    release.storywink(env, "db", "upgrade")
+    book_id = release.create_book(env, tmp_path, TEXTS)
+    old_worker = release.worker(env, tmp_path / "old-worker.log")
+    try:
+        workflow_id = await start_run(address, queue, book_id)
+        old_run = (await temporal_client.get_workflow_handle(workflow_id).describe()).run_id
+        # Held mid-run: prepare and two pages done, one page drawing, one waiting. Replaced
+        # as a deploy replaces it: SIGTERM lets the drawing page finish.
+        async with asyncio.timeout(60):
+            while await completed_activities(temporal_client, workflow_id, old_run) < 3:
+                await asyncio.sleep(0.2)
+        old_worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(old_worker.wait, 30) == 0
+    finally:
+        if old_worker.poll() is None:
+            old_worker.kill()
+
+    drawn_by_the_release = fakes.gemini.call_count
+    assert 2 <= drawn_by_the_release < len(TEXTS)  # the book really was mid-run
+    upgrade_to_head(make_engine(f"sqlite:///{database_file}"))
+
+    settings = provider_settings().model_copy(
+        update={
+            "database_url": SecretStr(f"sqlite:///{database_file}"),
+            "temporal_task_queue": queue,
+            "temporal_illustration_task_queue": f"{queue}-illustration",
+            "temporal_story_task_queue": f"{queue}-story",
+        }
+    )
+    with worker_processes(settings, fakes, 1, tmp_path) as replicas:
+        await wait_until_ready(replicas)
+        latest = temporal_client.get_workflow_handle(workflow_id, result_type=BookOutcome)
+        outcome = await asyncio.wait_for(latest.result(), timeout=60)
+        log = replicas[0].log.read_text()
+
+    assert outcome.status is BookStatus.COMPLETED
+    assert "earlier release this code cannot replay" in log
+    # The old run was reset into a new run of the same chain (it keeps the book's claim).
+    old = await temporal_client.get_workflow_handle(workflow_id, run_id=old_run).describe()
+    new = await latest.describe()
+    assert old.status is WorkflowExecutionStatus.TERMINATED
+    assert new.run_id != old_run
+    assert new.raw_description.workflow_execution_info.first_run_id == old_run
+    assert sum((await page_identities(latest)).values()) == len(TEXTS) - drawn_by_the_release
+    # Every page drawn once, across both releases: one model call a page (the title page's
+    # prompt carries the title, not its text).
+    assert fakes.gemini.call_count == len(TEXTS)
+    assert [fakes.gemini.calls_with(text) for text in TEXTS[1:]] == [1] * (len(TEXTS) - 1)
+    database = open_database(settings)
+    try:
+        await wait_until(lambda: load_book(database, book_id)[0].status is BookStatus.COMPLETED)
+        book, pages, notes = load_book(database, book_id)
+    finally:
+        database.engine.dispose()
+    assert all(page.generated_image_url for page in pages)
+    assert len(notes) == 1
