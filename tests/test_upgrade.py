@@ -6,13 +6,13 @@ why); the worker moves such runs to their first workflow task before it polls.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import uuid
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from storywink.connections import open_database
@@ -20,7 +20,14 @@ from storywink.contract import BookOutcome, BookStatus
 from storywink.db.engine import make_engine, upgrade_to_head
 from tests.support.helpers import load_book, wait_until
 from tests.support.provider_fakes import Fakes, SettingsFactory
-from tests.support.releases import ReleaseUnavailable, checkout, release_env, start_run
+from tests.support.releases import (
+    ReleaseUnavailable,
+    activities_completed,
+    checkout,
+    release_env,
+    start_run,
+    wait_for,
+)
 from tests.support.services import missing
 from tests.support.worker_processes import page_identities, wait_until_ready, worker_processes
 
@@ -28,11 +35,6 @@ pytestmark = pytest.mark.process
 
 LAST_RELEASE = "c0ae7f7"
 TEXTS = ["Up early.", "Breakfast.", "The park.", "Home again."]
-
-
-async def completed_activities(client: Client, workflow_id: str, run_id: str) -> int:
-    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-    return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED for e in history.events)
 
 
 async def test_a_book_the_last_release_was_drawing_finishes_on_this_code_each_page_drawn_once(
@@ -57,9 +59,8 @@ async def test_a_book_the_last_release_was_drawing_finishes_on_this_code_each_pa
         old_run = (await temporal_client.get_workflow_handle(workflow_id).describe()).run_id
         # Held mid-run: prepare and two pages done, one page drawing, one waiting. Replaced
         # as a deploy replaces it: SIGTERM lets the drawing page finish.
-        async with asyncio.timeout(60):
-            while await completed_activities(temporal_client, workflow_id, old_run) < 3:
-                await asyncio.sleep(0.2)
+        old = temporal_client.get_workflow_handle(workflow_id, run_id=old_run)
+        await wait_for(functools.partial(activities_completed, old, 3), 60, "two drawn pages")
         old_worker.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(old_worker.wait, 30) == 0
     finally:
@@ -87,9 +88,8 @@ async def test_a_book_the_last_release_was_drawing_finishes_on_this_code_each_pa
     assert outcome.status is BookStatus.COMPLETED
     assert "earlier release this code cannot replay" in log
     # The old run was reset into a new run of the same chain (it keeps the book's claim).
-    old = await temporal_client.get_workflow_handle(workflow_id, run_id=old_run).describe()
     new = await latest.describe()
-    assert old.status is WorkflowExecutionStatus.TERMINATED
+    assert (await old.describe()).status is WorkflowExecutionStatus.TERMINATED
     assert new.run_id != old_run
     assert new.raw_description.workflow_execution_info.first_run_id == old_run
     assert sum((await page_identities(latest)).values()) == len(TEXTS) - drawn_by_the_release
@@ -100,7 +100,7 @@ async def test_a_book_the_last_release_was_drawing_finishes_on_this_code_each_pa
     database = open_database(settings)
     try:
         await wait_until(lambda: load_book(database, book_id)[0].status is BookStatus.COMPLETED)
-        book, pages, notes = load_book(database, book_id)
+        _, pages, notes = load_book(database, book_id)
     finally:
         database.engine.dispose()
     assert all(page.generated_image_url for page in pages)

@@ -27,40 +27,31 @@ import asyncio
 import functools
 import json
 import tempfile
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import temporalio
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from storywink import contract
 from tests.support.fakes.gemini_server import Fault
 from tests.support.provider_fakes import running_fakes
-from tests.support.releases import ROOT, Release, checkout, release_env, start_run
+from tests.support.releases import (
+    ROOT,
+    Release,
+    activities_completed,
+    checkout,
+    release_env,
+    start_run,
+    wait_for,
+)
 from tests.support.temporal_server import DevServer
 
 HISTORIES = ROOT / "tests" / "histories"
 
 # Page texts the fake Gemini recognises in the image prompt.
 FLAG, RETRY, FAIL, SLOW, HOLD = "FLAG-ME", "RETRY-ME", "FAIL-ME", "SLOW-ME", "HOLD-ME"
-
-
-async def completed_activities(handle: WorkflowHandle[object, object]) -> int:
-    history = await handle.fetch_history()
-    return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED for e in history.events)
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"no {what} within {within:g} s (see the worker's log)")
 
 
 async def closed(handle: WorkflowHandle[object, object]) -> bool:
@@ -101,10 +92,14 @@ async def record(release: Release, target: Path) -> list[str]:
             mid_run = await run(["One.", "Two.", HOLD])
 
             # prepare and one page done, two pages in their model call: cancel.
-            await wait_for(functools.partial(_at_least, cancelled, 2), 60, "a cancelled page")
+            await wait_for(
+                functools.partial(activities_completed, cancelled, 2), 60, "a cancelled page"
+            )
             await cancelled.cancel()
             # prepare and two pages done, the third held: the run caught mid-run.
-            await wait_for(functools.partial(_at_least, mid_run, 3), 60, "two mid-run pages")
+            await wait_for(
+                functools.partial(activities_completed, mid_run, 3), 60, "two mid-run pages"
+            )
             await keep(mid_run, target, "mid_run")
             for name, handle in [
                 ("completed", done),
@@ -120,10 +115,6 @@ async def record(release: Release, target: Path) -> list[str]:
                 worker.terminate()
                 worker.wait(timeout=30)
             server.kill()
-
-
-async def _at_least(handle: WorkflowHandle[object, object], count: int) -> bool:
-    return await completed_activities(handle) >= count
 
 
 def main() -> None:

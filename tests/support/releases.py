@@ -13,10 +13,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 
 from storywink import contract
 from storywink.demo.sample_book import sample_photo_bytes
@@ -192,6 +197,22 @@ async def start_run(address: str, queue: str, book_id: str) -> str:
     if process.returncode != 0:
         raise RuntimeError(f"temporal workflow start: {stderr.decode()}")
     return workflow_id
+
+
+async def activities_completed(handle: WorkflowHandle[Any, Any], at_least: int) -> bool:
+    """Whether the run has completed `at_least` activities (prepare counts as one)."""
+    history = await handle.fetch_history()
+    done = sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED for e in history.events)
+    return done >= at_least
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"no {what} within {within:g} s (see the worker's log)")
 
 
 def checkout(commit: str, own_venv: bool = False) -> Release:
