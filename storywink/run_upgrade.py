@@ -16,14 +16,17 @@ cancel the operator had asked of the old run is asked of the new one.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType, ResetReapplyType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
+from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
@@ -66,14 +69,31 @@ async def stranded_runs(
     client: Client, workflows: Sequence[type], query: str = RUNS_WITHOUT_BOOK_ID
 ) -> AsyncIterator[StrandedRun]:
     """The runs `query` finds whose history `workflows` refuse with a nondeterminism error."""
-    replayer = Replayer(workflows=list(workflows), data_converter=contract.DATA_CONVERTER)
+    replayer = Replayer(
+        workflows=list(workflows), data_converter=contract.DATA_CONVERTER, runtime=_quiet()
+    )
     async for execution in client.list_workflows(query):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         history = await handle.fetch_history()
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         if isinstance(result.replay_failure, NondeterminismError):
-            problem = str(result.replay_failure).splitlines()[0]
+            problem = _message(result.replay_failure)
             yield StrandedRun(execution.id, execution.run_id, problem, history)
+
+
+def _message(error: NondeterminismError) -> str:
+    """The core's own message ('[TMPRL1100] Nondeterminism error: …') out of the activation
+    failure the SDK wraps it in."""
+    text = str(error)
+    found = re.search(r'message: "([^"]+)"', text)
+    return found.group(1) if found else text.splitlines()[0]
+
+
+@functools.cache
+def _quiet() -> Runtime:
+    """A runtime for the replays that does not log: the SDK core would print a warning of
+    every nondeterminism error it finds, which here is the expected answer."""
+    return Runtime(telemetry=TelemetryConfig(logging=None))
 
 
 def _first_workflow_task_end(history: WorkflowHistory) -> int:
@@ -90,9 +110,12 @@ def _cancel_requested(history: WorkflowHistory) -> bool:
     )
 
 
-async def move_to_this_code(client: Client, run: StrandedRun) -> MovedRun:
-    """Reset the run to its first workflow task (idempotent: a second mover's request with
-    the same request id gets the same new run)."""
+async def move_to_this_code(client: Client, run: StrandedRun) -> MovedRun | None:
+    """Reset the run to its first workflow task; None if it ended or was moved meanwhile
+    (workers starting together: the request id also makes a repeated reset one reset)."""
+    handle = client.get_workflow_handle(run.workflow_id, run_id=run.run_id)
+    if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
+        return None
     response = await client.workflow_service.reset_workflow_execution(
         ResetWorkflowExecutionRequest(
             namespace=client.namespace,
@@ -115,6 +138,8 @@ async def move_stranded_runs(
     moved = []
     async for run in stranded_runs(client, workflows, query):
         done = await move_to_this_code(client, run)
+        if done is None:
+            continue
         log.warning(
             "run %s of %s was started by an earlier release this code cannot replay (%s): "
             "reset to its first workflow task as run %s; the pages it drew are kept",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from storywink.connections import open_database
 from storywink.contract import BookOutcome, BookStatus
 from storywink.db.engine import make_engine, upgrade_to_head
+from tests.support.commands import STORYWINK, cli_env
 from tests.support.helpers import load_book, wait_until
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.releases import (
@@ -70,6 +72,18 @@ async def test_a_book_the_last_release_was_drawing_finishes_on_this_code_each_pa
     drawn_by_the_release = fakes.gemini.call_count
     assert 2 <= drawn_by_the_release < len(TEXTS)  # the book really was mid-run
     upgrade_to_head(make_engine(f"sqlite:///{database_file}"))
+    # The operator's look before the worker moves it: listed, nothing moved.
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [str(STORYWINK), "runs", "upgrade", "--dry-run"],
+        env=cli_env(tmp_path) | {"TEMPORAL_ADDRESS": address},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert f"{workflow_id} run {old_run}: [TMPRL1100] Nondeterminism" in listed.stdout
+    assert (await old.describe()).status is WorkflowExecutionStatus.RUNNING
 
     settings = provider_settings().model_copy(
         update={

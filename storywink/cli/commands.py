@@ -45,6 +45,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(devserver_app, name="devserver")
 styles_app = typer.Typer(help="The art styles' reference images.", no_args_is_help=True)
 app.add_typer(styles_app, name="styles")
+runs_app = typer.Typer(help="Workflow runs in flight.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
 
 @book_app.command("create")
@@ -151,6 +153,37 @@ def db_upgrade() -> None:
     with one_line_errors():
         upgrade_to_head(make_engine(settings.resolved_database_url))
     err.print("database is at the latest migration")
+
+
+@runs_app.command("upgrade")
+def runs_upgrade(
+    every_run: Annotated[
+        bool, typer.Option("--all", help="Check every open run, not only pre-BookId ones.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List them; move none.")] = False,
+) -> None:
+    """Move the open runs an earlier release started that this code cannot replay onto this
+    code: each is reset to its first workflow task and keeps its book and drawn pages. The
+    worker does this at start; this is the same, on demand (docs/upgrading.md)."""
+    from storywink import run_upgrade  # the workflows' imports: only this command pays them
+    from storywink.worker.assembly import WORKFLOWS
+
+    settings = settings_or_exit()
+    query = run_upgrade.ALL_OPEN_RUNS if every_run else run_upgrade.RUNS_WITHOUT_BOOK_ID
+
+    async def go() -> int:
+        temporal = await connect_temporal(settings)
+        count = 0
+        async for run in run_upgrade.stranded_runs(temporal, WORKFLOWS, query):
+            count += 1
+            moved = None if dry_run else await run_upgrade.move_to_this_code(temporal, run)
+            where = f" -> run {moved.new_run_id}" if moved else ""
+            print(f"{run.workflow_id} run {run.run_id}{where}: {run.problem}")
+        return count
+
+    count = run_or_exit(go())
+    verb = "would move" if dry_run else "moved"
+    err.print(f"{count} run(s) this code cannot replay; {verb} {count if count else 'none'}")
 
 
 @styles_app.command("publish")
