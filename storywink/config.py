@@ -26,6 +26,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from temporalio.envconfig import ClientConfigProfile
 
+from storywink.providers.gemini_models import (
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_TEXT_MODEL,
+)
+
 DEFAULT_DATA_DIR = Path(".data")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -106,10 +112,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
     )
     gemini_base_url: str | None = None
-    gemini_image_model: str = "gemini-2.5-flash-image"
-    gemini_image_size: str = "1K"
+    gemini_image_model: str = Field(default=DEFAULT_IMAGE_MODEL, min_length=1)
+    gemini_image_size: str = DEFAULT_IMAGE_SIZE
     story_writer: StoryWriterKind | None = None
-    gemini_text_model: str = "gemini-2.5-flash"
+    gemini_text_model: str = Field(default=DEFAULT_TEXT_MODEL, min_length=1)
     cloudinary_url: SecretStr | None = None
     style_assets_url: str = "https://res.cloudinary.com/storywink/image/upload/v1/styles/"
     allow_private_fetch: bool = Field(

@@ -21,7 +21,7 @@ from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
 from storywink.db.models import Page, PageDraft
 from tests.support.fakes.cloudinary_server import CloudFault
-from tests.support.fakes.gemini_server import Fault
+from tests.support.fakes.gemini_server import ANSWER_FORMATS, Fault, interim_png
 from tests.support.helpers import (
     create_book,
     illustrate,
@@ -88,6 +88,11 @@ SAFETY = ("IMAGE_SAFETY", "SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONT
 ROWS: list[Row] = [
     # Page 1 is the title page (its prompt names no page number): it takes the OK row.
     Row("image", ModerationStatus.OK),
+    Row(
+        "thinking: two interim drafts, then the final",
+        ModerationStatus.OK,
+        faults=(Fault.thinking(2, flagged=False),),
+    ),
     _flagged("blockReason", "blocked: OTHER", Fault.blocked("OTHER")),
     *(_flagged(reason, f"safety: {reason}", Fault.finish(reason)) for reason in SAFETY),
     _flagged("RECITATION", "copyright: RECITATION", Fault.finish("RECITATION")),
@@ -153,6 +158,7 @@ def _reason_problem(row: Row, reason: str) -> str | None:
     return None
 
 
+@pytest.mark.parametrize("fakes", ANSWER_FORMATS, indirect=True)
 async def test_every_model_and_photo_failure_ends_in_its_outcome(
     temporal_client: Client,
     database: Database,
@@ -198,6 +204,10 @@ async def test_every_model_and_photo_failure_ends_in_its_outcome(
                 problems.append(f"{row.name}: photo fetched {hits} times")
     assert not problems, "\n".join(problems)
     assert outcome.status is BookStatus.PARTIAL
+    # The thinking answer's page keeps the final picture, not a draft.
+    thinking = next(n for n, row in enumerate(ROWS, start=1) if row.name.startswith("thinking"))
+    asset = fakes.cloudinary.asset(page_public_id(book_id, thinking))
+    assert asset is not None and asset.data not in (interim_png(0), interim_png(1))
 
     # The 429 said "retry in 2s": the second call came no sooner.
     number = next(n for n, row in enumerate(ROWS, start=1) if row.name == "429 RetryInfo")

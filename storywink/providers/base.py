@@ -64,9 +64,25 @@ class IllustrationJob:
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """What one model call used, as the provider reported it (Gemini's `usageMetadata`)."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0  # the answer's tokens, thinking excluded
+    thought_tokens: int = 0
+    output_by_modality: dict[str, int] = field(default_factory=dict)  # e.g. IMAGE, TEXT
+
+    @property
+    def billed_output_tokens(self) -> int:
+        """Output as billed: the answer and the thinking."""
+        return self.output_tokens + self.thought_tokens
+
+
+@dataclass(frozen=True)
 class GeneratedImage:
     data: bytes
     mime_type: str
+    usage: TokenUsage | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from storywink.providers.base import (
     ProviderError,
     RateLimited,
     SourceImage,
+    TokenUsage,
     TransientError,
 )
 from storywink.providers.tls import verifying_context
@@ -170,16 +171,44 @@ def build_contents(job: IllustrationJob) -> list[types.Content]:
 def read_image(
     response: types.GenerateContentResponse, secrets: Sequence[str] = ()
 ) -> GeneratedImage:
-    """The first (non-thought) inline image, or the error that says why there is none."""
+    """The final image, or the error that says why there is none.
+
+    A thinking image model may send interim images before the final one, flagged
+    `thought` or not; Google's image-generation docs: the last image is the rendered
+    final. So the last image not flagged `thought` is the page's picture. Thought parts
+    and `thought_signature`s are never kept (they are only for a multi-turn chat)."""
     candidate = response.candidates[0] if response.candidates else None
     parts = _parts(candidate)
+    final = None
     for part in parts:
         blob = part.inline_data
         if part.thought or blob is None or not blob.data:
             continue
         if (blob.mime_type or "image/").lower().startswith("image/"):
-            return _checked_image(blob.data, blob.mime_type)
+            final = blob
+    if final is not None and final.data:
+        image = _checked_image(final.data, final.mime_type)
+        return GeneratedImage(image.data, image.mime_type, usage=read_usage(response))
     raise _missing_image(response, candidate, parts, secrets)
+
+
+def read_usage(response: types.GenerateContentResponse) -> TokenUsage | None:
+    """`usageMetadata`: prompt, answer and thinking tokens, the answer's per modality
+    (`candidatesTokensDetails`, sent by today's models; absent from 2025's answers)."""
+    usage = response.usage_metadata
+    if usage is None:
+        return None
+    by_modality = {
+        enum_name(detail.modality): int(detail.token_count or 0)
+        for detail in usage.candidates_tokens_details or []
+        if detail.modality is not None
+    }
+    return TokenUsage(
+        prompt_tokens=int(usage.prompt_token_count or 0),
+        output_tokens=int(usage.candidates_token_count or 0),
+        thought_tokens=int(usage.thoughts_token_count or 0),
+        output_by_modality=by_modality,
+    )
 
 
 def _parts(candidate: types.Candidate | None) -> list[types.Part]:
