@@ -19,6 +19,7 @@ import cloudinary.uploader
 
 from storywink.config import CloudinaryCredentials
 from storywink.providers.base import (
+    FleetFault,
     GeneratedImage,
     PermanentError,
     ProviderError,
@@ -142,7 +143,7 @@ def classify_error(exc: Exception, secret: str = "") -> ProviderError:
     full = redact(str(exc), [secret])
     message = shorten(full, _REASON_LIMIT)
     if isinstance(exc, cloudinary_errors.AuthorizationRequired | cloudinary_errors.NotAllowed):
-        return PermanentError(f"unauthorized: {message}")
+        return FleetFault(f"unauthorized: {message}", "CLOUDINARY_URL")
     if isinstance(exc, cloudinary_errors.BadRequest):
         return PermanentError(f"bad request: {message}")
     if isinstance(exc, cloudinary_errors.RateLimited):

@@ -19,6 +19,7 @@ from google.genai import errors, types
 from storywink.images import NotAnImage, image_mime_type
 from storywink.providers.base import (
     ContentRefused,
+    FleetFault,
     GeneratedImage,
     IllustrationJob,
     PermanentError,
@@ -47,6 +48,9 @@ TRANSIENT_HTTP: Final = frozenset({408, 429, 500, 502, 503, 504})
 _MESSAGE_LIMIT = 200
 _SNIPPET_LIMIT = 120
 _RETRY_INFO = "google.rpc.RetryInfo"
+_ERROR_INFO = "google.rpc.ErrorInfo"
+# ErrorInfo reasons of a key the API refuses (a bad, revoked or expired key).
+KEY_REFUSED_REASONS: Final = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
 _MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 _SSL_REPR = re.compile(r"\s*ssl:<[^>]*>")  # aiohttp puts a context repr in connect errors
 
@@ -270,11 +274,31 @@ def http_error(exc: errors.APIError, secrets: Sequence[str] = ()) -> ProviderErr
     status = f" {exc.status}" if exc.status else ""
     message = shorten(redact(str(exc.message or ""), secrets), _MESSAGE_LIMIT)
     reason = f"HTTP {code}{status}: {message}" if message else f"HTTP {code}{status}"
+    if key_refused(exc):
+        return FleetFault(reason, "GEMINI_API_KEY")
+    if code == 404:  # the model: shut down, or a wrong name
+        return FleetFault(reason, "the model setting")
     if 400 <= code < 500 and code not in TRANSIENT_HTTP:
         return PermanentError(reason)
     if code == 429:
         return RateLimited(reason, retry_after=retry_delay(exc))
     return TransientError(reason, retry_after=retry_delay(exc))
+
+
+def key_refused(exc: errors.APIError) -> bool:
+    """The API refused the key itself: 401, 403, or (as Gemini answers a bad or revoked
+    key) 400 `INVALID_ARGUMENT` with an `ErrorInfo` reason `API_KEY_INVALID`."""
+    code = int(exc.code or 0)
+    if code in (401, 403):
+        return True
+    if code != 400:
+        return False
+    reasons = {
+        str(detail.get("reason", ""))
+        for detail in _error_details(exc.details)
+        if str(detail.get("@type", "")).endswith(_ERROR_INFO)
+    }
+    return bool(reasons & KEY_REFUSED_REASONS) or "API key not valid" in str(exc.message or "")
 
 
 def retry_delay(exc: errors.APIError) -> float | None:

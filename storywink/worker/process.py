@@ -23,9 +23,11 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import date
 from typing import NoReturn
 
 from temporalio.client import Client
+from temporalio.common import MetricMeter
 from temporalio.worker import Worker
 
 from storywink.config import (
@@ -45,14 +47,16 @@ from storywink.connections import (
 from storywink.db.engine import DatabaseNotReady
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
-from storywink.providers.factory import Providers, build_providers
+from storywink.providers.factory import Providers, build_providers, gemini_client
 from storywink.providers.fetch import ImageFetcher
+from storywink.providers.gemini_check import check_models, configured_models
 from storywink.style_assets import missing_references
 from storywink.styles import StyleLibraryError, validate_library
 from storywink.telemetry import worker_runtime
 from storywink.worker.assembly import build_workers, worker_identity
 
 log = logging.getLogger("storywink.worker")
+SHUTDOWN_DAYS = "storywink_model_shutdown_days"
 # After the grace period the SDK cancels the pages still running; this long more for them to
 # answer the cancel and for the pollers to stop, then we stop waiting for them.
 POLLERS_STOP_SECONDS = 2.0
@@ -73,6 +77,7 @@ async def started_runtime(
     runtime = worker_runtime(settings, worker_identity(settings))
     if settings.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", settings.ops_host, settings.metrics_port)
+    await check_gemini_models(settings, runtime.metric_meter)
     client = await connect_temporal(settings, runtime)
     log.info(
         "temporal ok (%s, namespace %s)", settings.temporal_address, settings.temporal_namespace
@@ -89,6 +94,28 @@ async def started_runtime(
     finally:
         await providers.aclose()
         database.engine.dispose()
+
+
+async def check_gemini_models(settings: Settings, meter: MetricMeter) -> None:
+    """Ask the API about the configured models (`models.get`: no generation, no cost): a
+    model it does not know, one shut down, or a refused key stops the start; a model near
+    its shutdown or an API unreachable right now only warns (README "First run")."""
+    models = configured_models(settings)
+    if not models:
+        return
+    client = gemini_client(settings)
+    try:
+        check = await check_models(client, models, date.today(), settings.secrets())
+    finally:
+        await client.aio.aclose()
+    for warning in check.warnings:
+        log.warning("%s", warning)
+    gauge = meter.create_gauge(
+        SHUTDOWN_DAYS, "Days until Google's announced shutdown of a configured model.", "d"
+    )
+    for (setting, model), days in check.days_left.items():
+        gauge.set(days, {"setting": setting, "model": model})
+    log.info("models ok (%s)", ", ".join(f"{m.setting}={m.name}" for m in models))
 
 
 async def check_style_references(fetcher: ImageFetcher, assets_url: str) -> None:

@@ -66,13 +66,14 @@ ANSWER_FORMATS: tuple[AnswerFormat, ...] = ("2025", "2026")
 IMAGE_TOKENS = {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
 THOUGHT_SIGNATURE = base64.b64encode(b"fake-thought-signature-DO-NOT-STORE").decode()
 THOUGHT_TEXT = "**Planning the page** I will keep the child's pose and use the palette."
-# (name, generation methods, thinking) of the models the fake knows by default.
+# (name, display name) of the models the fake knows by default.
 KNOWN_MODELS: tuple[tuple[str, str], ...] = (
     ("gemini-3.1-flash-image", "Nano Banana 2"),
     ("gemini-3-pro-image", "Nano Banana Pro"),
     ("gemini-3.5-flash-lite", "Gemini 3.5 Flash-Lite"),
     ("gemini-3.5-flash", "Gemini 3.5 Flash"),
     ("gemini-3.8-flash", "Gemini 3.8 Flash"),
+    ("gemini-3.1-flash-lite", "Gemini 3.1 Flash-Lite"),
 )
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
