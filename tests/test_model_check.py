@@ -21,7 +21,8 @@ from storywink.providers.gemini_check import (
     check_models,
 )
 from storywink.providers.gemini_models import CATALOG, ModelKind
-from tests.support.commands import run_worker
+from tests.support import forked_cli
+from tests.support.commands import cli_env, run_worker
 from tests.support.fakes.gemini_server import FakeGeminiServer
 
 KEY = "AIzaFAKE-model-check-key-LEAK-CANARY-42"
@@ -173,3 +174,46 @@ def test_the_worker_refuses_to_start_in_one_line(
     assert len(lines) == 1 and named in lines[0], result.stderr
     assert "LEAK-CANARY" not in result.stderr and "Traceback" not in result.stderr
     assert gemini.call_count == 0  # nothing was generated
+
+
+# ----- storywink models -----
+
+
+def _models_command(tmp_path: Path, gemini: FakeGeminiServer, **env: str) -> tuple[int, str, str]:
+    values = cli_env(tmp_path) | {"GEMINI_API_KEY": KEY, "GEMINI_BASE_URL": gemini.base_url}
+    result = forked_cli.run(["models"], cwd=tmp_path, env=values | env)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_models_lists_what_the_key_can_use_and_marks_the_configured_ones(
+    tmp_path: Path, gemini: FakeGeminiServer
+) -> None:
+    code, out, _ = _models_command(tmp_path, gemini, GEMINI_TEXT_MODEL="gemini-3.1-flash-lite")
+
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert code == 0
+    assert lines["gemini-3.1-flash-image"].endswith("<- GEMINI_IMAGE_MODEL")
+    assert "shuts down 2027-05-07" in lines["gemini-3.1-flash-lite"]
+    assert lines["gemini-3.1-flash-lite"].endswith("<- GEMINI_TEXT_MODEL")
+    assert "<-" not in lines["gemini-3.8-flash"]
+
+
+def test_models_says_which_configured_model_the_key_cannot_use(
+    tmp_path: Path, gemini: FakeGeminiServer
+) -> None:
+    code, _, err = _models_command(tmp_path, gemini, GEMINI_IMAGE_MODEL="gemini-2.5-flash-image")
+
+    assert code == 2
+    assert err.strip() == (
+        "error: not available to this key: GEMINI_IMAGE_MODEL gemini-2.5-flash-image"
+    )
+
+
+def test_models_with_a_refused_key_is_one_line_without_the_key(
+    tmp_path: Path, gemini: FakeGeminiServer
+) -> None:
+    code, _, err = _models_command(tmp_path, gemini, GEMINI_API_KEY="AIzaBAD-LEAK-CANARY")
+
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "GEMINI_API_KEY: the Gemini API refused the key" in err
+    assert "LEAK-CANARY" not in err

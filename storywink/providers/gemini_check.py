@@ -156,6 +156,27 @@ async def _listed_names(client: genai.Client) -> list[str]:
     return names
 
 
+async def usable_models(client: genai.Client, secrets: Sequence[str] = ()) -> list[str]:
+    """The models this key may call `generateContent` on (`models.list`); a refused key or
+    an unreachable API raises `ModelCheckFailed` with one secret-free line."""
+    try:
+        return await asyncio.wait_for(_listed_names(client), CHECK_TIMEOUT_SECONDS)
+    except errors.APIError as exc:
+        if key_refused(exc):
+            reason = http_error(exc, secrets).reason
+            message = f"GEMINI_API_KEY: the Gemini API refused the key ({reason})"
+            raise ModelCheckFailed(message) from None
+        raise ModelCheckFailed(f"the Gemini API: {http_error(exc, secrets).reason}") from None
+    except (*TIMEOUT_ERRORS, *CONNECTION_ERRORS) as exc:
+        reason = shorten(redact(f"{type(exc).__name__}: {exc}", secrets), 160)
+        raise ModelCheckFailed(f"the Gemini API is unreachable: {reason}") from None
+
+
+def kind_of(name: str) -> ModelKind:
+    """The table's kind of `name`, else a guess from its name."""
+    return ModelKind.IMAGE if _is_kind(name, ModelKind.IMAGE) else ModelKind.TEXT
+
+
 def _is_kind(name: str, kind: ModelKind) -> bool:
     spec = spec_for(name)
     if spec is not None:
