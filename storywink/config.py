@@ -135,6 +135,16 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="First retry after a timeout (a dead worker's page)."
     )
     page_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # A fault of the whole fleet (key, model or CDN credentials refused): pages wait.
+    fleet_fault_retry_seconds: float = Field(
+        default=60.0, gt=0, description="A page that met a fleet fault is tried again after this."
+    )
+    fleet_fault_probe_seconds: float = Field(
+        default=30.0, gt=0, description="How often a paused worker probes the provider."
+    )
+    fleet_fault_max_hours: float = Field(
+        default=12.0, gt=0, description="A page scheduled longer ago fails with the fault."
+    )
 
     # Timeouts and retries of a book's story (the model call times out after
     # MODEL_TIMEOUT_SECONDS, below STORY_START_TO_CLOSE_SECONDS)

@@ -81,6 +81,15 @@ class CloudinaryStore:
             raise TransientError("resource answer has no secure_url")
         return StoredImage(url=url, public_id=public_id, context=custom_context(result))
 
+    async def probe(self) -> bool:
+        """Whether the CDN accepts the credentials now (an admin lookup of an id that need
+        not exist; nothing is uploaded): how a paused worker finds a 401 cleared."""
+        try:
+            await self.find("storywink/credentials-probe")
+        except ProviderError:
+            return False
+        return True
+
     # ----- blocking SDK calls, run in a thread -----
 
     def _upload(

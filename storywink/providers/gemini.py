@@ -6,6 +6,7 @@ into one of the provider errors of `base.py` at once, with a short, secret-free 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import re
@@ -46,6 +47,7 @@ COPYRIGHT_REASONS: Final = frozenset({"RECITATION", "IMAGE_RECITATION"})
 TRANSIENT_HTTP: Final = frozenset({408, 429, 500, 502, 503, 504})
 
 _MESSAGE_LIMIT = 200
+PROBE_SECONDS: Final = 10.0
 _SNIPPET_LIMIT = 120
 _RETRY_INFO = "google.rpc.RetryInfo"
 _ERROR_INFO = "google.rpc.ErrorInfo"
@@ -145,6 +147,15 @@ class GeminiIllustrator:
         if request is not None:
             request(model=self._model, contents=build_contents(job), config=self._config())
         types.GenerateContentResponse.model_rebuild()
+
+    async def probe(self) -> bool:
+        """Whether the API knows the model for this key now (`models.get`: no generation,
+        no cost): how a worker paused by a fleet fault finds it cleared."""
+        try:
+            await asyncio.wait_for(self._client.aio.models.get(model=self._model), PROBE_SECONDS)
+        except (errors.APIError, *TIMEOUT_ERRORS, *CONNECTION_ERRORS):  # type: ignore[misc]
+            return False
+        return True
 
     async def illustrate(self, job: IllustrationJob) -> GeneratedImage:
         response = await generate(

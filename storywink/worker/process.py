@@ -21,10 +21,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import date
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from temporalio.client import Client
 from temporalio.common import MetricMeter
@@ -45,6 +45,7 @@ from storywink.connections import (
     open_database,
 )
 from storywink.db.engine import DatabaseNotReady
+from storywink.fleet_health import FleetHealth
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
 from storywink.providers.factory import Providers, build_providers, gemini_client
@@ -53,7 +54,13 @@ from storywink.providers.gemini_check import check_models, configured_models
 from storywink.style_assets import missing_references
 from storywink.styles import StyleLibraryError, validate_library
 from storywink.telemetry import worker_runtime
-from storywink.worker.assembly import build_workers, worker_identity
+from storywink.worker.assembly import (
+    build_page_worker,
+    build_workers,
+    shared_limiter,
+    worker_identity,
+)
+from storywink.worker.page_work import PausablePageWorker
 
 log = logging.getLogger("storywink.worker")
 SHUTDOWN_DAYS = "storywink_model_shutdown_days"
@@ -145,7 +152,56 @@ def warn_if_photos_leave_the_host(settings: Settings) -> None:
         )
 
 
-async def until_polling(workers: list[Worker], runs: list[asyncio.Task[None]]) -> bool:
+class Poller(Protocol):
+    """A Temporal `Worker`, or the page worker that pauses on a fleet fault."""
+
+    @property
+    def is_running(self) -> bool: ...
+
+    async def run(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+def pausable_pages(
+    first: Worker,
+    client: Client,
+    settings: Settings,
+    database: Database,
+    providers: Providers,
+    fleet: FleetHealth,
+    readiness: Readiness,
+) -> PausablePageWorker:
+    """The page worker, paused while a fleet fault lasts; probed through the provider
+    that refused (the CDN for CLOUDINARY_URL, else the image model)."""
+    probes: dict[str, Callable[[], Awaitable[bool]]] = {}
+    store_probe = getattr(providers.store, "probe", None)
+    if store_probe is not None:
+        probes["CLOUDINARY_URL"] = store_probe
+    illustrator_probe = getattr(providers.illustrator, "probe", None)
+    runtime_meter = client.service_client.config.runtime
+    meter = runtime_meter.metric_meter if runtime_meter is not None else MetricMeter.noop
+    return PausablePageWorker(
+        first,
+        # A fresh limiter too: the shut-down worker's is not used again.
+        lambda: build_page_worker(
+            client, settings, database, providers, shared_limiter(settings, database), fleet
+        ),
+        fleet,
+        probes,
+        illustrator_probe or _always_ok,
+        readiness,
+        meter,
+        probe_seconds=settings.fleet_fault_probe_seconds,
+        max_pause_seconds=settings.fleet_fault_max_hours * 3600,
+    )
+
+
+async def _always_ok() -> bool:
+    return True
+
+
+async def until_polling(workers: list[Poller], runs: list[asyncio.Task[None]]) -> bool:
     """True once every worker polls, False if one stopped first. `Worker.run` checks the
     namespace before polling; `is_running` turns true after that."""
     while not all(worker.is_running for worker in workers):
@@ -155,7 +211,7 @@ async def until_polling(workers: list[Worker], runs: list[asyncio.Task[None]]) -
     return True
 
 
-async def stop_workers(workers: list[Worker], within: float) -> bool:
+async def stop_workers(workers: list[Poller], within: float) -> bool:
     """Shut the workers down (in-flight pages get the grace period, then are cancelled) but
     wait at most `within` seconds: going without pollers that have not drained, or a page
     that ignores its cancel, loses nothing, because Temporal hands every unfinished page to
@@ -180,7 +236,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         serve_health(settings.ops_host, settings.health_port, readiness),
         started_runtime(settings) as (client, database, providers),
     ):
-        workers = build_workers(client, settings, database, providers)
+        fleet = FleetHealth()
+        book, pages, story = build_workers(client, settings, database, providers, fleet=fleet)
+        workers: list[Poller] = [
+            book,
+            pausable_pages(pages, client, settings, database, providers, fleet, readiness),
+            story,
+        ]
         runs = [asyncio.create_task(worker.run()) for worker in workers]
         if await until_polling(workers, runs):
             readiness.state = State.READY
