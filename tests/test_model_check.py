@@ -115,6 +115,7 @@ async def test_a_model_near_its_shutdown_warns_and_is_measured(client: genai.Cli
 
     assert early.warnings == [] and early.days_left == {("GEMINI_TEXT_MODEL", soon.name): 31}
     assert near.days_left == {("GEMINI_TEXT_MODEL", soon.name): 12}
+    assert near.shutdowns == {("GEMINI_TEXT_MODEL", soon.name): shutdown}
     assert near.warnings == [
         f"GEMINI_TEXT_MODEL gemini-3.1-flash-lite: Google shuts it down on {shutdown} (in 12 days)"
     ]

@@ -45,7 +45,8 @@ class ModelCheck:
     """What the check found that does not stop the worker."""
 
     warnings: list[str] = field(default_factory=list)
-    # (setting, model) -> days until its announced shutdown, for the metric.
+    # (setting, model) -> its announced shutdown date, and the days until it.
+    shutdowns: dict[tuple[str, str], date] = field(default_factory=dict)
     days_left: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
@@ -126,7 +127,8 @@ async def _check_one(
         )
         return
     days = spec.days_left(today)
-    if days is not None:
+    if days is not None and spec.shutdown is not None:
+        check.shutdowns[(model.setting, model.name)] = spec.shutdown
         check.days_left[(model.setting, model.name)] = days
         if days <= SHUTDOWN_WARNING_DAYS:
             instead = f"; set {model.setting}={spec.replacement}" if spec.replacement else ""

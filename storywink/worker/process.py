@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import NoReturn, Protocol
 
 from temporalio.client import Client
@@ -63,7 +63,7 @@ from storywink.worker.assembly import (
 from storywink.worker.page_work import PausablePageWorker
 
 log = logging.getLogger("storywink.worker")
-SHUTDOWN_DAYS = "storywink_model_shutdown_days"
+SHUTDOWN_TIMESTAMP = "storywink_model_shutdown_timestamp_seconds"
 # After the grace period the SDK cancels the pages still running; this long more for them to
 # answer the cancel and for the pollers to stop, then we stop waiting for them.
 POLLERS_STOP_SECONDS = 2.0
@@ -117,11 +117,13 @@ async def check_gemini_models(settings: Settings, meter: MetricMeter) -> None:
         await client.aio.aclose()
     for warning in check.warnings:
         log.warning("%s", warning)
+    # The date, not the days left: the alert counts down even if the worker runs for weeks.
     gauge = meter.create_gauge(
-        SHUTDOWN_DAYS, "Days until Google's announced shutdown of a configured model.", "d"
+        SHUTDOWN_TIMESTAMP, "Google's announced shutdown of a configured model (Unix time)."
     )
-    for (setting, model), days in check.days_left.items():
-        gauge.set(days, {"setting": setting, "model": model})
+    for (setting, model), shutdown in check.shutdowns.items():
+        at = datetime.combine(shutdown, datetime.min.time(), UTC)
+        gauge.set(int(at.timestamp()), {"setting": setting, "model": model})
     log.info("models ok (%s)", ", ".join(f"{m.setting}={m.name}" for m in models))
 
 
