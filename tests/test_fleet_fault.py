@@ -19,7 +19,12 @@ from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus
 from tests.support.helpers import create_book, load_book, start, wait_until
 from tests.support.provider_fakes import GEMINI_KEY, Fakes, SettingsFactory
-from tests.support.worker_processes import Replica, wait_until_ready, worker_processes
+from tests.support.worker_processes import (
+    Replica,
+    free_port,
+    wait_until_ready,
+    worker_processes,
+)
 
 pytestmark = pytest.mark.process
 
@@ -73,6 +78,12 @@ async def _books_in_flight(
     return book_ids, handles
 
 
+async def _metric(port: int, name: str) -> list[str]:
+    async with httpx.AsyncClient(timeout=2) as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return [line for line in text.splitlines() if line.startswith(name)]
+
+
 async def test_a_revoked_key_pauses_the_worker_and_it_finishes_every_book_once_fixed(
     temporal_env: WorkflowEnvironment,
     database: Database,
@@ -82,13 +93,25 @@ async def test_a_revoked_key_pauses_the_worker_and_it_finishes_every_book_once_f
 ) -> None:
     settings = provider_settings()
     fakes.gemini.set_latency(0.5)
-    with worker_processes(settings, fakes, 1, tmp_path, FAST_FLEET) as (worker,):
+    metrics_port = free_port()
+    env = {
+        **FAST_FLEET,
+        "METRICS_PORT": str(metrics_port),
+        # A text model with an announced shutdown: its date is exported at start.
+        "GEMINI_TEXT_MODEL": "gemini-3.1-flash-lite",
+    }
+    with worker_processes(settings, fakes, 1, tmp_path, env) as (worker,):
         await wait_until_ready([worker])
         book_ids, handles = await _books_in_flight(temporal_env, database, fakes, settings)
         await wait_until(lambda: _answered(fakes) >= 2)  # pages in flight, some drawn
         fakes.gemini.revoke_key()
 
         await _until_readyz(worker, (503, "paused"))
+        (paused,) = await _metric(metrics_port, "storywink_page_work_paused")
+        assert 'setting="GEMINI_API_KEY"' in paused and paused.endswith(" 1")
+        (shutdown,) = await _metric(metrics_port, "storywink_model_shutdown_timestamp_seconds")
+        assert 'model="gemini-3.1-flash-lite"' in shutdown
+        assert shutdown.endswith(" 1809648000")  # 2027-05-07T00:00:00Z
         await asyncio.sleep(2)  # pages wait; retries are due every second
         calls_while_paused = fakes.gemini.call_count
         await asyncio.sleep(1.5)
@@ -97,6 +120,8 @@ async def test_a_revoked_key_pauses_the_worker_and_it_finishes_every_book_once_f
 
         fakes.gemini.restore_key()
         await _until_readyz(worker, (200, "ready"))
+        (resumed,) = await _metric(metrics_port, "storywink_page_work_paused")
+        assert resumed.endswith(" 0")
         outcomes = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 90)
 
     assert [o.status for o in outcomes] == [BookStatus.COMPLETED] * BOOKS
