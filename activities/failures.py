@@ -22,6 +22,10 @@ from storywink.errors import BookError
 from storywink.redact import redact, shorten
 from storywink.styles import UnknownStyle
 
+# A page that met a fault of the whole fleet (key, model, CDN credentials): retried later,
+# never settled for it until its bound (activities.illustrate_page).
+FLEET_FAULT = "FleetFault"
+
 P = ParamSpec("P")
 T = TypeVar("T")
 REASON_LIMIT = 240

@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from logging import INFO, WARNING
 from typing import TypeVar
@@ -29,14 +30,16 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.backoff import ErrorBackoff, with_delay
-from activities.failures import database_failure, refusal
+from activities.failures import FLEET_FAULT, database_failure, refusal
 from storywink import books, contract, metrics
 from storywink.contract import ModerationStatus, PageResult, PageTask
 from storywink.db.engine import in_session
 from storywink.errors import BookError
+from storywink.fleet_health import FleetHealth
 from storywink.prompt import build_prompt
 from storywink.providers.base import (
     ContentRefused,
+    FleetFault,
     GeneratedImage,
     IllustrationJob,
     Illustrator,
@@ -71,6 +74,15 @@ class _PageSettled(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class FleetFaultPolicy:
+    """What a page does on a fleet fault: tried again after `retry_after`, and settled
+    FAILED with the fault's reason only once it was first scheduled `bound` ago."""
+
+    retry_after: timedelta = timedelta(seconds=60)
+    bound: timedelta = timedelta(hours=12)
+
+
 class IllustratePageActivities:
     def __init__(
         self,
@@ -81,7 +93,11 @@ class IllustratePageActivities:
         redactor: Redactor,
         limiter: SharedLimiter | None = None,
         backoff: ErrorBackoff | None = None,
+        fleet: FleetHealth | None = None,
+        fleet_policy: FleetFaultPolicy | None = None,
     ) -> None:
+        self._fleet = fleet
+        self._fleet_policy = fleet_policy or FleetFaultPolicy()
         self._limiter = limiter
         self._backoff = backoff
         self._sessions = sessions
@@ -316,6 +332,8 @@ class IllustratePageActivities:
             raise _PageSettled(
                 ModerationStatus.FLAGGED, f"{stage}: {self._redact(exc.reason)}"
             ) from None
+        except FleetFault as exc:
+            raise self._fleet_fault(stage, exc) from None
         except PermanentError as exc:
             raise _PageSettled(
                 ModerationStatus.FAILED, f"{stage}: {self._redact(exc.reason)}"
@@ -338,6 +356,23 @@ class IllustratePageActivities:
                 f"{stage}: {type(exc).__name__}: {self._redact(str(exc), limit=300)}",
                 type=contract.PAGE_STAGE_ERROR,
             ) from None
+
+    def _fleet_fault(self, stage: Stage, fault: FleetFault) -> Exception:
+        """Not this page's fault: report it (the worker pauses its page work) and have the
+        page tried again later, its attempt otherwise unspent; settle it FAILED with the
+        fault only once the page has waited its bound."""
+        reason = f"{stage}: {self._redact(fault.reason)}"
+        waited = datetime.now(UTC) - activity.info().scheduled_time
+        if waited >= self._fleet_policy.bound:
+            return _PageSettled(ModerationStatus.FAILED, reason)
+        if self._fleet is not None:
+            self._fleet.report(fault.setting, self._redact(fault.reason))
+        activity.logger.warning("%s: %s refused; the page waits for it", reason, fault.setting)
+        return ApplicationError(
+            f"{reason} (fleet fault: {fault.setting})",
+            type=FLEET_FAULT,
+            next_retry_delay=self._fleet_policy.retry_after,
+        )
 
 
 class _Attempt:

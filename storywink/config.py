@@ -26,6 +26,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from temporalio.envconfig import ClientConfigProfile
 
+from storywink.providers.gemini_models import (
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_TEXT_MODEL,
+)
+
 DEFAULT_DATA_DIR = Path(".data")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -106,10 +112,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
     )
     gemini_base_url: str | None = None
-    gemini_image_model: str = "gemini-2.5-flash-image"
-    gemini_image_size: str = "1K"
+    gemini_image_model: str = Field(default=DEFAULT_IMAGE_MODEL, min_length=1)
+    gemini_image_size: str = DEFAULT_IMAGE_SIZE
     story_writer: StoryWriterKind | None = None
-    gemini_text_model: str = "gemini-2.5-flash"
+    gemini_text_model: str = Field(default=DEFAULT_TEXT_MODEL, min_length=1)
     cloudinary_url: SecretStr | None = None
     style_assets_url: str = "https://res.cloudinary.com/storywink/image/upload/v1/styles/"
     allow_private_fetch: bool = Field(
@@ -129,6 +135,16 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="First retry after a timeout (a dead worker's page)."
     )
     page_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # A fault of the whole fleet (key, model or CDN credentials refused): pages wait.
+    fleet_fault_retry_seconds: float = Field(
+        default=60.0, gt=0, description="A page that met a fleet fault is tried again after this."
+    )
+    fleet_fault_probe_seconds: float = Field(
+        default=30.0, gt=0, description="How often a paused worker probes the provider."
+    )
+    fleet_fault_max_hours: float = Field(
+        default=12.0, gt=0, description="A page scheduled longer ago fails with the fault."
+    )
 
     # Timeouts and retries of a book's story (the model call times out after
     # MODEL_TIMEOUT_SECONDS, below STORY_START_TO_CLOSE_SECONDS)

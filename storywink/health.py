@@ -22,6 +22,7 @@ log = logging.getLogger("storywink.health")
 class State(StrEnum):
     STARTING = "starting"
     READY = "ready"
+    PAUSED = "paused"  # a fleet-wide fault: no page work until it clears
     STOPPING = "stopping"
 
 

@@ -792,8 +792,15 @@ def test_alert_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
 
 def test_alert_rules_use_metrics_the_worker_exports() -> None:
     from storywink import metrics
+    from storywink.worker import page_work, process
 
-    ours = {metrics.PAGES, metrics.PAGE_DURATION, metrics.PAGE_RETRIES}
+    ours = {
+        metrics.PAGES,
+        metrics.PAGE_DURATION,
+        metrics.PAGE_RETRIES,
+        process.SHUTDOWN_TIMESTAMP,
+        page_work.PAUSED_METRIC,
+    }
     text = (PROMETHEUS_DIR / "alerts.yml").read_text()
     rules = yaml.safe_load(text)
     exprs = " ".join(r["expr"] for group in rules["groups"] for r in group["rules"])

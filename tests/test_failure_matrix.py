@@ -21,7 +21,7 @@ from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
 from storywink.db.models import Page, PageDraft
 from tests.support.fakes.cloudinary_server import CloudFault
-from tests.support.fakes.gemini_server import Fault
+from tests.support.fakes.gemini_server import ANSWER_FORMATS, Fault, interim_png
 from tests.support.helpers import (
     create_book,
     illustrate,
@@ -88,6 +88,11 @@ SAFETY = ("IMAGE_SAFETY", "SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONT
 ROWS: list[Row] = [
     # Page 1 is the title page (its prompt names no page number): it takes the OK row.
     Row("image", ModerationStatus.OK),
+    Row(
+        "thinking: two interim drafts, then the final",
+        ModerationStatus.OK,
+        faults=(Fault.thinking(2, flagged=False),),
+    ),
     _flagged("blockReason", "blocked: OTHER", Fault.blocked("OTHER")),
     *(_flagged(reason, f"safety: {reason}", Fault.finish(reason)) for reason in SAFETY),
     _flagged("RECITATION", "copyright: RECITATION", Fault.finish("RECITATION")),
@@ -118,12 +123,12 @@ ROWS: list[Row] = [
     _fails_at_once(
         "400", "HTTP 400 INVALID_ARGUMENT: Image too small", Fault.http(400, "Image too small")
     ),
-    _fails_at_once("401", "HTTP 401 UNAUTHENTICATED", Fault.http(401)),
-    _fails_at_once(
-        "403 bad key",
-        "HTTP 403 PERMISSION_DENIED: API key not valid",
-        Fault.http(403, "API key not valid. Please pass a valid API key."),
-    ),
+    # A fleet fault (the key or the model refused) is not the page's: it waits and is
+    # drawn once the fault clears (here: after one refusal).
+    _recovers("400 API_KEY_INVALID (fleet fault)", Fault.bad_key()),
+    _recovers("401 (fleet fault)", Fault.http(401)),
+    _recovers("403 bad key (fleet fault)", Fault.http(403, "API key not valid.")),
+    _recovers("404 model not found (fleet fault)", Fault.http(404, "models/x is not found")),
     _bad_photo("photo 404", "HTTP 404", _photo_error(404)),
     _bad_photo(
         "photo not an image",
@@ -153,6 +158,7 @@ def _reason_problem(row: Row, reason: str) -> str | None:
     return None
 
 
+@pytest.mark.parametrize("fakes", ANSWER_FORMATS, indirect=True)
 async def test_every_model_and_photo_failure_ends_in_its_outcome(
     temporal_client: Client,
     database: Database,
@@ -166,6 +172,7 @@ async def test_every_model_and_photo_failure_ends_in_its_outcome(
         model_timeout_seconds=4.0,
         max_fetch_bytes=MAX_FETCH_BYTES,
         illustration_concurrency=len(ROWS),
+        fleet_fault_retry_seconds=1.0,
     )
     urls = fakes.photo_urls("matrix", len(ROWS))
     for number, row in enumerate(ROWS, start=1):
@@ -198,6 +205,10 @@ async def test_every_model_and_photo_failure_ends_in_its_outcome(
                 problems.append(f"{row.name}: photo fetched {hits} times")
     assert not problems, "\n".join(problems)
     assert outcome.status is BookStatus.PARTIAL
+    # The thinking answer's page keeps the final picture, not a draft.
+    thinking = next(n for n, row in enumerate(ROWS, start=1) if row.name.startswith("thinking"))
+    asset = fakes.cloudinary.asset(page_public_id(book_id, thinking))
+    assert asset is not None and asset.data not in (interim_png(0), interim_png(1))
 
     # The 429 said "retry in 2s": the second call came no sooner.
     number = next(n for n, row in enumerate(ROWS, start=1) if row.name == "429 RetryInfo")
@@ -290,19 +301,45 @@ async def test_cdn_timeout_is_retried_without_a_second_model_call(
     assert (page.model_calls, fakes.gemini.call_count) == (1, 1)
 
 
-async def test_cdn_bad_credentials_fail_the_page_at_once(
+async def test_cdn_bad_credentials_wait_and_never_draw_the_page_twice(
     temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
 ) -> None:
-    settings = provider_settings(cloudinary_url=fakes.cloudinary.cloudinary_url("wrong-secret"))
+    # A fleet fault: the page is not settled for it but tried again (here twice in all,
+    # without the pausing worker process); the image drawn once is reused from the draft.
+    settings = provider_settings(
+        cloudinary_url=fakes.cloudinary.cloudinary_url("wrong-secret"),
+        fleet_fault_retry_seconds=0.5,
+        page_retry_attempts=2,
+    )
     book_id = create_book(database, fakes.photo_urls("cdn401", 1))
     outcome = await illustrate(temporal_client, settings, database, book_id)
 
     _, (page,), _ = load_book(database, book_id)
     assert outcome.pages_with_image == 0 and outcome.pages_failed == outcome.pages_total
-    assert (page.moderation_reason or "").startswith("upload: unauthorized: Invalid Signature")
-    assert "wrong-secret" not in (page.moderation_reason or "")
-    assert fakes.cloudinary.upload_attempts == 1  # not retried
+    reason = page.moderation_reason or ""
+    assert reason.startswith("upload: unauthorized: ") and "(fleet fault: CLOUDINARY_URL)" in reason
+    assert "wrong-secret" not in reason
+    # Tried again, not settled: the second attempt's look-up of an earlier upload met the
+    # same refusal.
+    assert fakes.cloudinary.upload_attempts == 1 and fakes.cloudinary.admin_calls == 1
+    assert fakes.gemini.call_count == 1  # the second attempt reused the draft
     assert _draft_count(database, book_id) == 0  # finalize cleared the unused draft
+
+
+async def test_a_fleet_fault_fails_the_page_once_its_bound_has_passed(
+    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+) -> None:
+    fakes.gemini.revoke_key()
+    settings = provider_settings(fleet_fault_max_hours=1e-9)
+    book_id = create_book(database, fakes.photo_urls("fleetbound", 1))
+    outcome = await illustrate(temporal_client, settings, database, book_id)
+
+    _, (page,), _ = load_book(database, book_id)
+    assert outcome.pages_failed == 1
+    assert page.moderation_reason == (
+        "generate: HTTP 400 INVALID_ARGUMENT: API key not valid. Please pass a valid API key."
+    )
+    assert fakes.gemini.call_count == 1  # settled at once: the page had waited its bound
 
 
 # ----- the database -----

@@ -28,12 +28,20 @@ from storywink.providers.base import (
     TransientError,
 )
 from storywink.providers.gemini import GeminiIllustrator, build_gemini_client, parse_duration
-from tests.support.fakes.gemini_server import FakeGeminiServer, Fault, drawn_png
+from tests.support.fakes.gemini_server import (
+    IMAGE_TOKENS,
+    THOUGHT_SIGNATURE,
+    THOUGHT_TOKENS,
+    FakeGeminiServer,
+    Fault,
+    drawn_png,
+    interim_png,
+)
 
 # Shaped like a real Google key so the pattern scrubber is exercised too.
 API_KEY = "AIzaSyFAKE-storywink-LEAK-CANARY-0123456789"
 PLAIN_KEY = "sw-plain-test-key-LEAK-CANARY-77"
-MODEL = "gemini-2.5-flash-image"
+MODEL = "gemini-3.1-flash-image"
 TIMEOUT_SECONDS = 1.0
 
 
@@ -160,6 +168,58 @@ async def test_skips_text_and_thought_parts(
     image = await illustrator.illustrate(_job())
 
     assert image.data == drawn_png(gemini.requests[0])
+
+
+# ----- today's answers: thinking, interim images, signatures, usage -----
+
+
+@pytest.mark.parametrize("flagged", [True, False], ids=["interim-thought", "interim-unflagged"])
+async def test_a_thinking_answer_keeps_the_final_image_not_an_interim_draft(
+    illustrator: GeminiIllustrator, gemini: FakeGeminiServer, flagged: bool
+) -> None:
+    gemini.fail_next(1, Fault.thinking(2, flagged=flagged))
+
+    image = await illustrator.illustrate(_job())
+
+    assert image.data == drawn_png(gemini.requests[0])
+    assert image.data not in (interim_png(0), interim_png(1))
+    assert THOUGHT_SIGNATURE.encode() not in image.data
+
+
+@pytest.mark.parametrize("size", ["512", "1K", "2K", "4K"])
+async def test_usage_is_read_per_modality_at_each_size(gemini: FakeGeminiServer, size: str) -> None:
+    client = _client(gemini.base_url, "aiohttp")
+    image = await GeminiIllustrator(client, MODEL, size).illustrate(_job())
+    await client.aio.aclose()
+
+    assert gemini.requests[0].generation_config["imageConfig"]["imageSize"] == size
+    assert image.usage is not None
+    assert image.usage.output_by_modality == {"IMAGE": IMAGE_TOKENS[size]}
+    assert image.usage.thought_tokens == THOUGHT_TOKENS
+    assert image.usage.billed_output_tokens == IMAGE_TOKENS[size] + THOUGHT_TOKENS
+    assert image.usage.prompt_tokens > 0
+
+
+async def test_the_2025_answer_format_still_works(transport: str) -> None:
+    with FakeGeminiServer(api_key=API_KEY, answer_format="2025") as server:
+        client = _client(server.base_url, transport)
+        image = await GeminiIllustrator(client, MODEL, "1K").illustrate(_job())
+        await client.aio.aclose()
+
+    assert image.data == drawn_png(server.requests[0])
+    assert image.usage is not None and image.usage.output_tokens == 1290
+    assert image.usage.output_by_modality == {}
+
+
+async def test_a_refusal_reason_never_holds_the_thought_text_or_signature(
+    illustrator: GeminiIllustrator, gemini: FakeGeminiServer
+) -> None:
+    gemini.fail_next(1, Fault.text_only("I cannot draw this picture."))
+
+    error = await _failure(illustrator)
+
+    assert error.reason == "no image: STOP: I cannot draw this picture."
+    assert THOUGHT_SIGNATURE not in error.reason and "Planning" not in error.reason
 
 
 # ----- content refusals -----

@@ -1,5 +1,6 @@
 """The `storywink` command line (console script `storywink = storywink.cli:app`)."""
 
+from storywink.cli import models as _models  # noqa: F401  (registers `models`)
 from storywink.cli.commands import app
 from storywink.cli.exits import ExitCode
 from storywink.cli.story import page_app  # importing it registers `story` and `page`

@@ -4,6 +4,8 @@ Providers raise exactly three kinds of error, and the page activity maps them to
 page outcomes of SPEC.md:
 - `ContentRefused`  -> page FLAGGED, not retried;
 - `PermanentError`  -> page FAILED at once, not retried;
+- `FleetFault` (a `PermanentError` of the set-up: key, model, CDN credentials) -> the page
+  is not settled: the worker pauses its page work until the fault clears (bounded);
 - anything else (including `TransientError`) -> retried by Temporal with backoff.
 """
 
@@ -27,6 +29,17 @@ class ContentRefused(ProviderError):
 
 class PermanentError(ProviderError):
     """Retrying cannot help: bad request, bad credentials, missing input."""
+
+
+class FleetFault(PermanentError):
+    """Not this page's fault but the whole fleet's set-up: a key the API refuses, a model it
+    no longer knows, CDN credentials it refuses. No page can succeed until an operator fixes
+    it, and then every page can. `setting` names what to fix. Where nothing handles it, it
+    is a `PermanentError` (the story writer fails the story at once)."""
+
+    def __init__(self, reason: str, setting: str) -> None:
+        super().__init__(reason)
+        self.setting = setting
 
 
 class TransientError(ProviderError):
@@ -64,9 +77,25 @@ class IllustrationJob:
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """What one model call used, as the provider reported it (Gemini's `usageMetadata`)."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0  # the answer's tokens, thinking excluded
+    thought_tokens: int = 0
+    output_by_modality: dict[str, int] = field(default_factory=dict)  # e.g. IMAGE, TEXT
+
+    @property
+    def billed_output_tokens(self) -> int:
+        """Output as billed: the answer and the thinking."""
+        return self.output_tokens + self.thought_tokens
+
+
+@dataclass(frozen=True)
 class GeneratedImage:
     data: bytes
     mime_type: str
+    usage: TokenUsage | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import cloudinary.uploader
 
 from storywink.config import CloudinaryCredentials
 from storywink.providers.base import (
+    FleetFault,
     GeneratedImage,
     PermanentError,
     ProviderError,
@@ -79,6 +80,15 @@ class CloudinaryStore:
         if not isinstance(url, str) or not url:
             raise TransientError("resource answer has no secure_url")
         return StoredImage(url=url, public_id=public_id, context=custom_context(result))
+
+    async def probe(self) -> bool:
+        """Whether the CDN accepts the credentials now (an admin lookup of an id that need
+        not exist; nothing is uploaded): how a paused worker finds a 401 cleared."""
+        try:
+            await self.find("storywink/credentials-probe")
+        except ProviderError:
+            return False
+        return True
 
     # ----- blocking SDK calls, run in a thread -----
 
@@ -142,7 +152,7 @@ def classify_error(exc: Exception, secret: str = "") -> ProviderError:
     full = redact(str(exc), [secret])
     message = shorten(full, _REASON_LIMIT)
     if isinstance(exc, cloudinary_errors.AuthorizationRequired | cloudinary_errors.NotAllowed):
-        return PermanentError(f"unauthorized: {message}")
+        return FleetFault(f"unauthorized: {message}", "CLOUDINARY_URL")
     if isinstance(exc, cloudinary_errors.BadRequest):
         return PermanentError(f"bad request: {message}")
     if isinstance(exc, cloudinary_errors.RateLimited):

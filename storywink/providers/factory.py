@@ -75,6 +75,11 @@ def build_story_writer(settings: Settings) -> StoryWriter:
     return GeminiStoryWriter(_gemini_client(settings), model=settings.gemini_text_model)
 
 
+def gemini_client(settings: Settings) -> genai.Client:
+    """A Gemini client on the settings' key, base URL and timeout."""
+    return _gemini_client(settings)
+
+
 def _gemini_client(settings: Settings) -> genai.Client:
     from storywink.providers.gemini import build_gemini_client
 

@@ -6,6 +6,7 @@ into one of the provider errors of `base.py` at once, with a short, secret-free 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import re
@@ -19,12 +20,14 @@ from google.genai import errors, types
 from storywink.images import NotAnImage, image_mime_type
 from storywink.providers.base import (
     ContentRefused,
+    FleetFault,
     GeneratedImage,
     IllustrationJob,
     PermanentError,
     ProviderError,
     RateLimited,
     SourceImage,
+    TokenUsage,
     TransientError,
 )
 from storywink.providers.tls import verifying_context
@@ -44,8 +47,12 @@ COPYRIGHT_REASONS: Final = frozenset({"RECITATION", "IMAGE_RECITATION"})
 TRANSIENT_HTTP: Final = frozenset({408, 429, 500, 502, 503, 504})
 
 _MESSAGE_LIMIT = 200
+PROBE_SECONDS: Final = 10.0
 _SNIPPET_LIMIT = 120
 _RETRY_INFO = "google.rpc.RetryInfo"
+_ERROR_INFO = "google.rpc.ErrorInfo"
+# ErrorInfo reasons of a key the API refuses (a bad, revoked or expired key).
+KEY_REFUSED_REASONS: Final = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
 _MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 _SSL_REPR = re.compile(r"\s*ssl:<[^>]*>")  # aiohttp puts a context repr in connect errors
 
@@ -141,6 +148,15 @@ class GeminiIllustrator:
             request(model=self._model, contents=build_contents(job), config=self._config())
         types.GenerateContentResponse.model_rebuild()
 
+    async def probe(self) -> bool:
+        """Whether the API knows the model for this key now (`models.get`: no generation,
+        no cost): how a worker paused by a fleet fault finds it cleared."""
+        try:
+            await asyncio.wait_for(self._client.aio.models.get(model=self._model), PROBE_SECONDS)
+        except (errors.APIError, *TIMEOUT_ERRORS, *CONNECTION_ERRORS):  # type: ignore[misc]
+            return False
+        return True
+
     async def illustrate(self, job: IllustrationJob) -> GeneratedImage:
         response = await generate(
             self._client, self._secrets, self._model, build_contents(job), self._config()
@@ -170,16 +186,44 @@ def build_contents(job: IllustrationJob) -> list[types.Content]:
 def read_image(
     response: types.GenerateContentResponse, secrets: Sequence[str] = ()
 ) -> GeneratedImage:
-    """The first (non-thought) inline image, or the error that says why there is none."""
+    """The final image, or the error that says why there is none.
+
+    A thinking image model may send interim images before the final one, flagged
+    `thought` or not; Google's image-generation docs: the last image is the rendered
+    final. So the last image not flagged `thought` is the page's picture. Thought parts
+    and `thought_signature`s are never kept (they are only for a multi-turn chat)."""
     candidate = response.candidates[0] if response.candidates else None
     parts = _parts(candidate)
+    final = None
     for part in parts:
         blob = part.inline_data
         if part.thought or blob is None or not blob.data:
             continue
         if (blob.mime_type or "image/").lower().startswith("image/"):
-            return _checked_image(blob.data, blob.mime_type)
+            final = blob
+    if final is not None and final.data:
+        image = _checked_image(final.data, final.mime_type)
+        return GeneratedImage(image.data, image.mime_type, usage=read_usage(response))
     raise _missing_image(response, candidate, parts, secrets)
+
+
+def read_usage(response: types.GenerateContentResponse) -> TokenUsage | None:
+    """`usageMetadata`: prompt, answer and thinking tokens, the answer's per modality
+    (`candidatesTokensDetails`, sent by today's models; absent from 2025's answers)."""
+    usage = response.usage_metadata
+    if usage is None:
+        return None
+    by_modality = {
+        enum_name(detail.modality): int(detail.token_count or 0)
+        for detail in usage.candidates_tokens_details or []
+        if detail.modality is not None
+    }
+    return TokenUsage(
+        prompt_tokens=int(usage.prompt_token_count or 0),
+        output_tokens=int(usage.candidates_token_count or 0),
+        thought_tokens=int(usage.thoughts_token_count or 0),
+        output_by_modality=by_modality,
+    )
 
 
 def _parts(candidate: types.Candidate | None) -> list[types.Part]:
@@ -241,11 +285,31 @@ def http_error(exc: errors.APIError, secrets: Sequence[str] = ()) -> ProviderErr
     status = f" {exc.status}" if exc.status else ""
     message = shorten(redact(str(exc.message or ""), secrets), _MESSAGE_LIMIT)
     reason = f"HTTP {code}{status}: {message}" if message else f"HTTP {code}{status}"
+    if key_refused(exc):
+        return FleetFault(reason, "GEMINI_API_KEY")
+    if code == 404:  # the model: shut down, or a wrong name
+        return FleetFault(reason, "the model setting")
     if 400 <= code < 500 and code not in TRANSIENT_HTTP:
         return PermanentError(reason)
     if code == 429:
         return RateLimited(reason, retry_after=retry_delay(exc))
     return TransientError(reason, retry_after=retry_delay(exc))
+
+
+def key_refused(exc: errors.APIError) -> bool:
+    """The API refused the key itself: 401, 403, or (as Gemini answers a bad or revoked
+    key) 400 `INVALID_ARGUMENT` with an `ErrorInfo` reason `API_KEY_INVALID`."""
+    code = int(exc.code or 0)
+    if code in (401, 403):
+        return True
+    if code != 400:
+        return False
+    reasons = {
+        str(detail.get("reason", ""))
+        for detail in _error_details(exc.details)
+        if str(detail.get("@type", "")).endswith(_ERROR_INFO)
+    }
+    return bool(reasons & KEY_REFUSED_REASONS) or "API key not valid" in str(exc.message or "")
 
 
 def retry_delay(exc: errors.APIError) -> float | None:

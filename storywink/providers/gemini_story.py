@@ -21,6 +21,7 @@ from storywink.providers.gemini import (
     client_secrets,
     enum_name,
     generate,
+    read_usage,
 )
 from storywink.providers.story import StoryAnswer, StoryJob, UnusableAnswer
 from storywink.redact import redact, shorten
@@ -102,7 +103,7 @@ def read_story(response: types.GenerateContentResponse, secrets: Sequence[str] =
     if not text.strip():
         raise _no_text(reason)
     try:
-        return StoryAnswer.model_validate_json(text)
+        return StoryAnswer.model_validate_json(text).with_usage(read_usage(response))
     except pydantic.ValidationError as error:
         cut = " (cut off: MAX_TOKENS)" if reason == _CUT_OFF else ""
         raise UnusableAnswer(

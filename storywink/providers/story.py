@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
-from storywink.providers.base import ProviderError, SourceImage
+from storywink.providers.base import ProviderError, SourceImage, TokenUsage
 
 
 class PageStory(BaseModel):
@@ -31,6 +31,16 @@ class StoryAnswer(BaseModel):
 
     title: str
     pages: list[PageStory]
+    # What the call used, when the writer knows; private, so never in the schema.
+    _usage: TokenUsage | None = PrivateAttr(default=None)
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        return self._usage
+
+    def with_usage(self, usage: TokenUsage | None) -> StoryAnswer:
+        self._usage = usage
+        return self
 
 
 class UnusableAnswer(ProviderError):

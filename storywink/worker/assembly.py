@@ -12,7 +12,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.backoff import ErrorBackoff
 from activities.finalize import FinalizeActivities
-from activities.illustrate_page import IllustratePageActivities
+from activities.illustrate_page import FleetFaultPolicy, IllustratePageActivities
 from activities.prepare import PrepareActivities
 from storywink.config import (
     Settings,
@@ -20,6 +20,7 @@ from storywink.config import (
 from storywink.connections import (
     Database,
 )
+from storywink.fleet_health import FleetHealth
 from storywink.providers.factory import Providers
 from storywink.quota_store import SharedLimiter
 from storywink.redact import Redactor
@@ -50,6 +51,46 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
     )
 
 
+def build_page_worker(
+    client: Client,
+    settings: Settings,
+    database: Database,
+    providers: Providers,
+    limiter: SharedLimiter | None,
+    fleet: FleetHealth | None,
+) -> Worker:
+    """The poller of the page queue (built again each time page work resumes)."""
+    activities = IllustratePageActivities(
+        database.sessions,
+        providers.illustrator,
+        providers.store,
+        providers.fetcher,
+        Redactor(settings.secrets()),
+        limiter,
+        ErrorBackoff(settings.page_retry_initial_seconds, settings.page_retry_max_seconds),
+        fleet,
+        FleetFaultPolicy(
+            retry_after=timedelta(seconds=settings.fleet_fault_retry_seconds),
+            bound=timedelta(hours=settings.fleet_fault_max_hours),
+        ),
+    )
+    return Worker(
+        client,
+        task_queue=settings.temporal_illustration_task_queue,
+        activities=[activities.illustrate_page],
+        max_concurrent_activities=settings.illustration_concurrency,
+        identity=worker_identity(settings),
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+        deployment_config=deployment_config(settings),
+    )
+
+
+def shared_limiter(settings: Settings, database: Database) -> SharedLimiter | None:
+    if not settings.illustration_rate_limit:
+        return None
+    return SharedLimiter(database.sessions, settings.illustration_rate_limit)
+
+
 def build_workers(
     client: Client,
     settings: Settings,
@@ -57,17 +98,15 @@ def build_workers(
     providers: Providers,
     *,
     book_workflow: type[BookIllustration] = BookIllustration,
+    fleet: FleetHealth | None = None,
 ) -> list[Worker]:
     """The pollers: workflows + book activities, the page activities, the story activity.
-    `book_workflow` lets a test run a changed workflow as another version."""
+    `book_workflow` lets a test run a changed workflow as another version; `fleet` is told
+    of a fleet fault a page meets (the worker process pauses its page work on it)."""
     identity = worker_identity(settings)
     versioning = deployment_config(settings)
     redactor = Redactor(settings.secrets())
-    limiter = (
-        SharedLimiter(database.sessions, settings.illustration_rate_limit)
-        if settings.illustration_rate_limit
-        else None
-    )
+    limiter = shared_limiter(settings, database)
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
     finalize = FinalizeActivities(database.sessions)
     book_worker = Worker(
@@ -88,25 +127,7 @@ def build_workers(
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
         deployment_config=versioning,
     )
-    page_worker = Worker(
-        client,
-        task_queue=settings.temporal_illustration_task_queue,
-        activities=[
-            IllustratePageActivities(
-                database.sessions,
-                providers.illustrator,
-                providers.store,
-                providers.fetcher,
-                redactor,
-                limiter,
-                ErrorBackoff(settings.page_retry_initial_seconds, settings.page_retry_max_seconds),
-            ).illustrate_page
-        ],
-        max_concurrent_activities=settings.illustration_concurrency,
-        identity=identity,
-        graceful_shutdown_timeout=grace,
-        deployment_config=versioning,
-    )
+    page_worker = build_page_worker(client, settings, database, providers, limiter, fleet)
     story_worker = build_story_worker(
         client,
         settings,

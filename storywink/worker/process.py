@@ -21,11 +21,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import NoReturn
+from datetime import UTC, date, datetime
+from typing import NoReturn, Protocol
 
 from temporalio.client import Client
+from temporalio.common import MetricMeter
 from temporalio.worker import Worker
 
 from storywink.config import (
@@ -43,17 +45,27 @@ from storywink.connections import (
     open_database,
 )
 from storywink.db.engine import DatabaseNotReady
+from storywink.fleet_health import FleetHealth
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
-from storywink.providers.factory import Providers, build_providers
+from storywink.providers.factory import Providers, build_providers, gemini_client
 from storywink.providers.fetch import ImageFetcher
+from storywink.providers.gemini_check import check_models, configured_models
 from storywink.run_upgrade import move_stranded_runs
 from storywink.style_assets import missing_references
 from storywink.styles import StyleLibraryError, validate_library
 from storywink.telemetry import worker_runtime
-from storywink.worker.assembly import WORKFLOWS, build_workers, worker_identity
+from storywink.worker.assembly import (
+    WORKFLOWS,
+    build_page_worker,
+    build_workers,
+    shared_limiter,
+    worker_identity,
+)
+from storywink.worker.page_work import PausablePageWorker
 
 log = logging.getLogger("storywink.worker")
+SHUTDOWN_TIMESTAMP = "storywink_model_shutdown_timestamp_seconds"
 # After the grace period the SDK cancels the pages still running; this long more for them to
 # answer the cancel and for the pollers to stop, then we stop waiting for them.
 POLLERS_STOP_SECONDS = 2.0
@@ -76,6 +88,7 @@ async def started_runtime(
     runtime = worker_runtime(settings, worker_identity(settings))
     if settings.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", settings.ops_host, settings.metrics_port)
+    await check_gemini_models(settings, runtime.metric_meter)
     client = await connect_temporal(settings, runtime)
     log.info(
         "temporal ok (%s, namespace %s)", settings.temporal_address, settings.temporal_namespace
@@ -92,6 +105,30 @@ async def started_runtime(
     finally:
         await providers.aclose()
         database.engine.dispose()
+
+
+async def check_gemini_models(settings: Settings, meter: MetricMeter) -> None:
+    """Ask the API about the configured models (`models.get`: no generation, no cost): a
+    model it does not know, one shut down, or a refused key stops the start; a model near
+    its shutdown or an API unreachable right now only warns (README "First run")."""
+    models = configured_models(settings)
+    if not models:
+        return
+    client = gemini_client(settings)
+    try:
+        check = await check_models(client, models, date.today(), settings.secrets())
+    finally:
+        await client.aio.aclose()
+    for warning in check.warnings:
+        log.warning("%s", warning)
+    # The date, not the days left: the alert counts down even if the worker runs for weeks.
+    gauge = meter.create_gauge(
+        SHUTDOWN_TIMESTAMP, "Google's announced shutdown of a configured model (Unix time)."
+    )
+    for (setting, model), shutdown in check.shutdowns.items():
+        at = datetime.combine(shutdown, datetime.min.time(), UTC)
+        gauge.set(int(at.timestamp()), {"setting": setting, "model": model})
+    log.info("models ok (%s)", ", ".join(f"{m.setting}={m.name}" for m in models))
 
 
 async def check_style_references(fetcher: ImageFetcher, assets_url: str) -> None:
@@ -136,7 +173,56 @@ async def move_runs_of_earlier_releases(client: Client) -> None:
         )
 
 
-async def until_polling(workers: list[Worker], runs: list[asyncio.Task[None]]) -> bool:
+class Poller(Protocol):
+    """A Temporal `Worker`, or the page worker that pauses on a fleet fault."""
+
+    @property
+    def is_running(self) -> bool: ...
+
+    async def run(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+def pausable_pages(
+    first: Worker,
+    client: Client,
+    settings: Settings,
+    database: Database,
+    providers: Providers,
+    fleet: FleetHealth,
+    readiness: Readiness,
+) -> PausablePageWorker:
+    """The page worker, paused while a fleet fault lasts; probed through the provider
+    that refused (the CDN for CLOUDINARY_URL, else the image model)."""
+    probes: dict[str, Callable[[], Awaitable[bool]]] = {}
+    store_probe = getattr(providers.store, "probe", None)
+    if store_probe is not None:
+        probes["CLOUDINARY_URL"] = store_probe
+    illustrator_probe = getattr(providers.illustrator, "probe", None)
+    runtime_meter = client.service_client.config.runtime
+    meter = runtime_meter.metric_meter if runtime_meter is not None else MetricMeter.noop
+    return PausablePageWorker(
+        first,
+        # A fresh limiter too: the shut-down worker's is not used again.
+        lambda: build_page_worker(
+            client, settings, database, providers, shared_limiter(settings, database), fleet
+        ),
+        fleet,
+        probes,
+        illustrator_probe or _always_ok,
+        readiness,
+        meter,
+        probe_seconds=settings.fleet_fault_probe_seconds,
+        max_pause_seconds=settings.fleet_fault_max_hours * 3600,
+    )
+
+
+async def _always_ok() -> bool:
+    return True
+
+
+async def until_polling(workers: list[Poller], runs: list[asyncio.Task[None]]) -> bool:
     """True once every worker polls, False if one stopped first. `Worker.run` checks the
     namespace before polling; `is_running` turns true after that."""
     while not all(worker.is_running for worker in workers):
@@ -146,7 +232,7 @@ async def until_polling(workers: list[Worker], runs: list[asyncio.Task[None]]) -
     return True
 
 
-async def stop_workers(workers: list[Worker], within: float) -> bool:
+async def stop_workers(workers: list[Poller], within: float) -> bool:
     """Shut the workers down (in-flight pages get the grace period, then are cancelled) but
     wait at most `within` seconds: going without pollers that have not drained, or a page
     that ignores its cancel, loses nothing, because Temporal hands every unfinished page to
@@ -172,7 +258,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         started_runtime(settings) as (client, database, providers),
     ):
         await move_runs_of_earlier_releases(client)
-        workers = build_workers(client, settings, database, providers)
+        fleet = FleetHealth()
+        book, pages, story = build_workers(client, settings, database, providers, fleet=fleet)
+        workers: list[Poller] = [
+            book,
+            pausable_pages(pages, client, settings, database, providers, fleet, readiness),
+            story,
+        ]
         runs = [asyncio.create_task(worker.run()) for worker in workers]
         if await until_polling(workers, runs):
             readiness.state = State.READY

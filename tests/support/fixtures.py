@@ -134,8 +134,10 @@ def settings(temporal_env: WorkflowEnvironment, database_url: str, tmp_path: Pat
 
 
 @pytest.fixture
-def fakes() -> Iterator[Fakes]:
-    with running_fakes() as running:
+def fakes(request: pytest.FixtureRequest) -> Iterator[Fakes]:
+    """The fakes, answering in today's format unless a test parametrizes it
+    (`@pytest.mark.parametrize("fakes", ANSWER_FORMATS, indirect=True)`)."""
+    with running_fakes(getattr(request, "param", "2026")) as running:
         yield running
 
 

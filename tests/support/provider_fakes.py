@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from storywink.config import Settings
 from storywink.demo.sample_book import sample_photo_bytes
 from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
-from tests.support.fakes.gemini_server import FakeGeminiServer
+from tests.support.fakes.gemini_server import AnswerFormat, FakeGeminiServer
 
 GEMINI_KEY = "AIzaFAKE-test-key-0123456789-secret"
 CLOUD = ("storywink-test", "123456789012345", "cdn-secret-abcdefghijklmnop")
@@ -55,11 +55,11 @@ STYLE_REFERENCES = (
 
 
 @contextmanager
-def running_fakes() -> Iterator[Fakes]:
+def running_fakes(answer_format: AnswerFormat = "2026") -> Iterator[Fakes]:
     """Both fake services, the Gemini one also serving the styles' reference images."""
     cloud, key, secret = CLOUD
     with (
-        FakeGeminiServer(api_key=GEMINI_KEY) as gemini,
+        FakeGeminiServer(api_key=GEMINI_KEY, answer_format=answer_format) as gemini,
         FakeCloudinaryServer(cloud_name=cloud, api_key=key, api_secret=secret) as cloudinary,
     ):
         for n, path in enumerate(STYLE_REFERENCES):

@@ -2,8 +2,19 @@
 
 It speaks the wire format the real `google-genai` SDK sends and reads:
 `POST /{api_version}/models/{model}:generateContent` (google-genai 3.x defaults to `v1`,
-older releases to `v1beta`; any version is accepted). By default it answers with a real
-PNG drawn from the first inline image of the request (posterised), `finishReason: STOP`.
+older releases to `v1beta`; any version is accepted), `GET /{api_version}/models/{model}`
+(`models.get`) and `GET /{api_version}/models` (`models.list`). It knows the models of
+`KNOWN_MODELS` (`add_model`, `retire_model`); any other one is answered 404 `NOT_FOUND`, as
+Google answers a model it has shut down. By default it answers with a real PNG drawn from
+the first inline image of the request (posterised), `finishReason: STOP`.
+
+Two answer formats, chosen per server (`answer_format`): "2025" (one image part, usage
+without details) and "2026", today's thinking image models (read 2026-12-04, see
+docs/gemini-models.md): a thought text part first, then the final image carrying a
+`thoughtSignature`, `usageMetadata` with `thoughtsTokenCount`, `promptTokensDetails` and
+`candidatesTokensDetails` per modality, the image's tokens by its `imageSize`. A key the
+server does not accept is answered as Google does: 400 `INVALID_ARGUMENT` with an
+`ErrorInfo` whose reason is `API_KEY_INVALID`.
 
 Faults are injected per call or per page::
 
@@ -48,6 +59,22 @@ GOOGLE_STATUS = {
     504: "DEADLINE_EXCEEDED",
 }
 RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
+ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
+AnswerFormat = Literal["2025", "2026"]
+ANSWER_FORMATS: tuple[AnswerFormat, ...] = ("2025", "2026")
+# Output tokens of one image by `imageSize` (Gemini 3.1 Flash Image's model page).
+IMAGE_TOKENS = {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
+THOUGHT_SIGNATURE = base64.b64encode(b"fake-thought-signature-DO-NOT-STORE").decode()
+THOUGHT_TEXT = "**Planning the page** I will keep the child's pose and use the palette."
+# (name, display name) of the models the fake knows by default.
+KNOWN_MODELS: tuple[tuple[str, str], ...] = (
+    ("gemini-3.1-flash-image", "Nano Banana 2"),
+    ("gemini-3-pro-image", "Nano Banana Pro"),
+    ("gemini-3.5-flash-lite", "Gemini 3.5 Flash-Lite"),
+    ("gemini-3.5-flash", "Gemini 3.5 Flash"),
+    ("gemini-3.8-flash", "Gemini 3.8 Flash"),
+    ("gemini-3.1-flash-lite", "Gemini 3.1 Flash-Lite"),
+)
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -171,11 +198,19 @@ class Fault:
     data: bytes | None = None
     seconds: float = 0.0
     thought_image: bool = False
+    interim_images: int = 0
+    interim_flagged: bool = True
 
     @classmethod
     def ok(cls, text: str | None = None, *, thought_image: bool = False) -> Fault:
         """A normal image answer, optionally after a text part and a 'thought' image."""
         return cls("ok", text=text, thought_image=thought_image)
+
+    @classmethod
+    def thinking(cls, interim_images: int = 2, *, flagged: bool = True) -> Fault:
+        """A thinking model's answer: `interim_images` drafts (flat tiles of other colours,
+        each after a thought text), flagged `thought` or not, then the final image."""
+        return cls("ok", interim_images=interim_images, interim_flagged=flagged)
 
     @classmethod
     def http(
@@ -188,10 +223,13 @@ class Fault:
         raw_body: str | None = None,
         content_type: str = "application/json",
         retry_after_header: str | None = None,
+        reason: str = "",
     ) -> Fault:
-        """An HTTP error with a Google-style JSON body (or `raw_body` verbatim)."""
+        """An HTTP error with a Google-style JSON body (or `raw_body` verbatim); `reason`
+        adds an `ErrorInfo` detail with that reason."""
         return cls(
             "http",
+            reason=reason,
             code=code,
             status=status if status is not None else GOOGLE_STATUS.get(code, "UNKNOWN"),
             message=message if message is not None else f"fake error {code}",
@@ -199,6 +237,13 @@ class Fault:
             raw_body=raw_body,
             content_type=content_type,
             retry_after_header=retry_after_header,
+        )
+
+    @classmethod
+    def bad_key(cls) -> Fault:
+        """Google's answer to a bad or revoked key: 400 with ErrorInfo API_KEY_INVALID."""
+        return cls.http(
+            400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
         )
 
     @classmethod
@@ -320,9 +365,13 @@ class FakeGeminiServer(BackgroundServer):
 
     thread_name = "fake-gemini"
 
-    def __init__(self, api_key: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, answer_format: AnswerFormat = "2026") -> None:
         super().__init__()
         self.api_key = api_key
+        self.answer_format: AnswerFormat = answer_format
+        self._accepted_key = api_key
+        self._models: dict[str, str] = dict(KNOWN_MODELS)
+        self.model_lookups = 0
         self._requests: list[RecordedRequest] = []
         self._queue: deque[Fault] = deque()
         self._rules: list[_Rule] = []
@@ -371,6 +420,24 @@ class FakeGeminiServer(BackgroundServer):
             self._quota = None
             self._quota_hits.clear()
 
+    def add_model(self, name: str, display_name: str = "") -> None:
+        with self._lock:
+            self._models[name] = display_name or name
+
+    def retire_model(self, name: str) -> None:
+        """Google shut it down: `models.get` and `generateContent` answer 404."""
+        with self._lock:
+            self._models.pop(name, None)
+
+    def revoke_key(self) -> None:
+        """The key the server was started with is refused from now on (400 API_KEY_INVALID)."""
+        with self._lock:
+            self.api_key = "revoked-" + (self._accepted_key or "")
+
+    def restore_key(self) -> None:
+        with self._lock:
+            self.api_key = self._accepted_key
+
     def add_image(self, path: str, data: bytes, content_type: str = "image/png") -> str:
         """Serve `data` at GET `path`; returns its URL."""
         return self._add_static(path, _StaticRoute(200, data, content_type))
@@ -403,6 +470,8 @@ class FakeGeminiServer(BackgroundServer):
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/{version}/models/{call}", self._generate)
+        app.router.add_get("/{version:v1[a-z0-9]*}/models", self._list_models)
+        app.router.add_get("/{version:v1[a-z0-9]*}/models/{model}", self._get_model)
         app.router.add_get("/{path:.*}", self._serve_static)
         return app
 
@@ -420,10 +489,50 @@ class FakeGeminiServer(BackgroundServer):
             return web.Response(status=404, text="not found")
         return web.Response(status=route.status, body=route.data, content_type=route.content_type)
 
+    def _model_json(self, name: str, display_name: str) -> dict[str, Any]:
+        return {
+            "name": f"models/{name}",
+            "displayName": display_name,
+            "version": "001",
+            "inputTokenLimit": 131072,
+            "outputTokenLimit": 32768,
+            "supportedGenerationMethods": ["generateContent", "countTokens"],
+            "thinking": True,
+        }
+
+    def _refused_key(self, request: web.Request) -> web.Response | None:
+        with self._lock:
+            expected = self.api_key
+        given = request.headers.get("x-goog-api-key")
+        if expected is not None and given != expected:
+            return _http_fault(_invalid_key())
+        return None
+
+    async def _get_model(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.model_lookups += 1
+        if (refused := self._refused_key(request)) is not None:
+            return refused
+        name = request.match_info["model"].removeprefix("models/")
+        with self._lock:
+            display = self._models.get(name)
+        if display is None:
+            return _model_not_found(name, request.match_info["version"])
+        return web.json_response(self._model_json(name, display))
+
+    async def _list_models(self, request: web.Request) -> web.StreamResponse:
+        if (refused := self._refused_key(request)) is not None:
+            return refused
+        with self._lock:
+            known = list(self._models.items())
+        return web.json_response({"models": [self._model_json(n, d) for n, d in known]})
+
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["call"].partition(":")
         if method != "generateContent":
             return _google_error(404, f"Method {method!r} is not faked.")
+        with self._lock:
+            known = model in self._models
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -438,6 +547,8 @@ class FakeGeminiServer(BackgroundServer):
             at=time.monotonic(),
         )
         fault, latency = self._choose(record)
+        if not known and fault.kind != "http":
+            fault = _not_found_fault(model, record.api_version)
         record.outcome = fault.kind if fault.kind != "http" else f"http {fault.code}"
         with self._lock:
             self._requests.append(record)
@@ -493,7 +604,7 @@ class FakeGeminiServer(BackgroundServer):
             return _http_fault(fault)
         if fault.kind == "delay" and not await self.pause(fault.seconds):
             return _google_error(503, "The fake server is shutting down.")
-        return web.json_response(_response_body(record, fault))
+        return web.json_response(_response_body(record, fault, self.answer_format))
 
 
 def decode_base64(text: str) -> bytes:
@@ -521,17 +632,39 @@ def _http_fault(fault: Fault) -> web.Response:
             status=fault.code, text=fault.raw_body, content_type=fault.content_type
         )
     else:
-        details = None
+        details: list[dict[str, Any]] = []
         if fault.retry_delay is not None:
-            details = [{"@type": RETRY_INFO_TYPE, "retryDelay": fault.retry_delay}]
-        response = _google_error(fault.code, fault.message, fault.status, details)
+            details.append({"@type": RETRY_INFO_TYPE, "retryDelay": fault.retry_delay})
+        if fault.reason:
+            details.append(
+                {
+                    "@type": ERROR_INFO_TYPE,
+                    "reason": fault.reason,
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                }
+            )
+        response = _google_error(fault.code, fault.message, fault.status, details or None)
     if fault.retry_after_header is not None:
         response.headers["Retry-After"] = fault.retry_after_header
     return response
 
 
 def _invalid_key() -> Fault:
-    return Fault.http(400, "API key not valid. Please pass a valid API key.")
+    return Fault.bad_key()
+
+
+def _not_found_fault(model: str, version: str) -> Fault:
+    return Fault.http(
+        404,
+        f"models/{model} is not found for API version {version}, or is not supported for "
+        "generateContent. Call ListModels to see the list of available models and their "
+        "supported methods.",
+    )
+
+
+def _model_not_found(model: str, version: str) -> web.Response:
+    return _http_fault(_not_found_fault(model, version))
 
 
 def default_story(record: RecordedRequest) -> str:
@@ -548,28 +681,38 @@ def default_story(record: RecordedRequest) -> str:
     return json.dumps({"title": "The title", "pages": pages})
 
 
-def _story_body(record: RecordedRequest, text: str, reason: str) -> dict[str, Any]:
+def _story_body(
+    record: RecordedRequest, text: str, reason: str, answer_format: AnswerFormat
+) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": text}]
+    if answer_format == "2026":
+        parts = [{"text": THOUGHT_TEXT, "thought": True}, {**parts[0], **_signature()}]
     return {
         "candidates": [
             {
-                "content": {"role": "model", "parts": [{"text": text}]},
+                "content": {"role": "model", "parts": parts},
                 "finishReason": reason,
                 "index": 0,
             }
         ],
-        "usageMetadata": _usage(),
+        "usageMetadata": _usage(record, answer_format, image=False),
         "modelVersion": record.model,
     }
 
 
-def _response_body(record: RecordedRequest, fault: Fault) -> dict[str, Any]:
+def _response_body(
+    record: RecordedRequest, fault: Fault, answer_format: AnswerFormat = "2026"
+) -> dict[str, Any]:
     if fault.kind == "story":
-        return _story_body(record, fault.text or "", fault.reason)
+        return _story_body(record, fault.text or "", fault.reason, answer_format)
     if record.wants_json and fault.kind in ("ok", "delay"):
-        return _story_body(record, default_story(record), "STOP")
+        return _story_body(record, default_story(record), "STOP", answer_format)
+    usage = _usage(record, answer_format, image=fault.kind in ("ok", "delay", "bad_image"))
     if fault.kind == "blocked":
-        return {"promptFeedback": {"blockReason": fault.reason}, "usageMetadata": _usage()}
+        return {"promptFeedback": {"blockReason": fault.reason}, "usageMetadata": usage}
     parts: list[dict[str, Any]] = []
+    if answer_format == "2026":
+        parts.append({"text": THOUGHT_TEXT, "thought": True})
     if fault.text is not None:
         parts.append({"text": fault.text})
     finish_reason = "STOP"
@@ -577,28 +720,72 @@ def _response_body(record: RecordedRequest, fault: Fault) -> dict[str, Any]:
         finish_reason = fault.reason
     elif fault.kind == "bad_image":
         data = fault.data if fault.data is not None else drawn_png(record)
-        parts.append(_inline(fault.mime_type, data))
+        parts.append(_final(_inline(fault.mime_type, data), answer_format))
     else:
         if fault.thought_image:
             parts.append({**_inline("image/png", flat_png()), "thought": True})
-        parts.append(_inline("image/png", drawn_png(record)))
+        for n in range(fault.interim_images):
+            flag = {"thought": True} if fault.interim_flagged else {}
+            parts.append({"text": f"Draft {n + 1}: checking the composition.", **flag})
+            parts.append({**_inline("image/png", interim_png(n)), **flag})
+        parts.append(_final(_inline("image/png", drawn_png(record)), answer_format))
     candidate: dict[str, Any] = {"finishReason": finish_reason, "index": 0}
     if parts:
         candidate["content"] = {"role": "model", "parts": parts}
     return {
         "candidates": [candidate],
-        "usageMetadata": _usage(),
+        "usageMetadata": usage,
         "modelVersion": record.model,
         "responseId": f"fake-{int(record.at * 1000)}",
     }
+
+
+def _signature() -> dict[str, str]:
+    return {"thoughtSignature": THOUGHT_SIGNATURE}
+
+
+def _final(part: dict[str, Any], answer_format: AnswerFormat) -> dict[str, Any]:
+    return {**part, **_signature()} if answer_format == "2026" else part
+
+
+def interim_png(n: int) -> bytes:
+    """The `n`th interim draft of a thinking answer: a flat tile, one colour per draft."""
+    return flat_png(color=(20 + 60 * n, 200, 220))
 
 
 def _inline(mime_type: str, data: bytes) -> dict[str, Any]:
     return {"inlineData": {"mimeType": mime_type, "data": base64.b64encode(data).decode()}}
 
 
-def _usage() -> dict[str, int]:
-    return {"promptTokenCount": 600, "candidatesTokenCount": 1290, "totalTokenCount": 1890}
+def image_tokens(record: RecordedRequest) -> int:
+    """Output tokens of the image the request asks for (by its `imageSize`)."""
+    config = record.generation_config.get("imageConfig") or {}
+    return IMAGE_TOKENS.get(str(config.get("imageSize") or "1K"), IMAGE_TOKENS["1K"])
+
+
+PROMPT_TEXT_TOKENS = 180
+IMAGE_INPUT_TOKENS = 560  # per inline image of the request
+THOUGHT_TOKENS = 240
+STORY_TEXT_TOKENS = 300
+
+
+def _usage(record: RecordedRequest, answer_format: AnswerFormat, *, image: bool) -> dict[str, Any]:
+    if answer_format == "2025":
+        return {"promptTokenCount": 600, "candidatesTokenCount": 1290, "totalTokenCount": 1890}
+    images_in = len(record.inline_images) * IMAGE_INPUT_TOKENS
+    output = image_tokens(record) if image else STORY_TEXT_TOKENS
+    modality = "IMAGE" if image else "TEXT"
+    return {
+        "promptTokenCount": PROMPT_TEXT_TOKENS + images_in,
+        "candidatesTokenCount": output,
+        "thoughtsTokenCount": THOUGHT_TOKENS,
+        "totalTokenCount": PROMPT_TEXT_TOKENS + images_in + output + THOUGHT_TOKENS,
+        "promptTokensDetails": [
+            {"modality": "TEXT", "tokenCount": PROMPT_TEXT_TOKENS},
+            {"modality": "IMAGE", "tokenCount": images_in},
+        ],
+        "candidatesTokensDetails": [{"modality": modality, "tokenCount": output}],
+    }
 
 
 def drawn_png(record: RecordedRequest, size: int = 256) -> bytes:
