@@ -24,6 +24,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
 from storywink import contract
+from storywink.config import Settings
 from storywink.demo.sample_book import sample_photo_bytes
 from tests.support.provider_fakes import GEMINI_KEY, Fakes
 from tests.support.services import tool_path
@@ -157,6 +158,8 @@ def release_env(address: str, fakes: Fakes, database: Path, queue: str) -> dict[
         "STORAGE": "cloudinary",
         "GEMINI_API_KEY": GEMINI_KEY,
         "GEMINI_BASE_URL": fakes.gemini.base_url,
+        # Today's model: an older release's default may be one Google (and the fake) retired.
+        "GEMINI_IMAGE_MODEL": str(Settings.model_fields["gemini_image_model"].default),
         "CLOUDINARY_URL": fakes.cloudinary_url,
         "STYLE_ASSETS_URL": fakes.gemini.url("/styles/"),
         "ALLOW_PRIVATE_FETCH": "true",
