@@ -34,6 +34,7 @@ from storywink import books, contract, metrics
 from storywink.contract import ModerationStatus, PageResult, PageTask
 from storywink.db.engine import in_session
 from storywink.errors import BookError
+from storywink.images import NotAnImage, normalise_photo
 from storywink.prompt import build_prompt
 from storywink.providers.base import (
     ContentRefused,
@@ -47,7 +48,7 @@ from storywink.providers.base import (
     StoredImage,
     TransientError,
 )
-from storywink.providers.fetch import ImageFetcher
+from storywink.providers.fetch import ImageFetcher, redact_url
 from storywink.quota_store import SharedLimiter
 from storywink.redact import Redactor
 
@@ -224,7 +225,7 @@ class IllustratePageActivities:
         if not task.original_image_url:
             raise _PageSettled(ModerationStatus.FAILED, f"{Stage.FETCH_PHOTO}: page has no photo")
         photo = await self._in_stage(
-            Stage.FETCH_PHOTO, self._fetcher.fetch(task.original_image_url, "photo")
+            Stage.FETCH_PHOTO, _fetch_photo(self._fetcher, task.original_image_url)
         )
         reference: SourceImage | None = None
         if self._illustrator.uses_style_reference:
@@ -338,6 +339,17 @@ class IllustratePageActivities:
                 f"{stage}: {type(exc).__name__}: {self._redact(str(exc), limit=300)}",
                 type=contract.PAGE_STAGE_ERROR,
             ) from None
+
+
+async def _fetch_photo(fetcher: ImageFetcher, url: str) -> SourceImage:
+    """The page's photo, normalised as at `book create` (a photo from elsewhere, e.g. a
+    web backend, gets the same checks); one decode at a time per worker (storywink.images)."""
+    fetched = await fetcher.fetch(url, "photo")
+    try:
+        photo = await asyncio.to_thread(normalise_photo, fetched.data)
+    except NotAnImage as exc:
+        raise PermanentError(f"photo {redact_url(url)}: {exc}") from None
+    return SourceImage(data=photo.data, mime_type=photo.mime_type)
 
 
 class _Attempt:

@@ -13,7 +13,7 @@ from typing import Annotated, Final
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from storywink.db.models import Book, column_length
-from storywink.images import NotAnImage, image_mime_type
+from storywink.images import NotAnImage, photo_header
 from storywink.styles import STYLES
 
 PHOTO_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".webp"})
@@ -63,8 +63,9 @@ def photos_in(directory: Path, max_bytes: int) -> list[Path]:
     """The folder's photos in file-name order, each checked; hidden files are ignored.
 
     Refuses, naming the file: anything that is not a supported photo (e.g. HEIC, notes),
-    a directory or broken link named like a photo, a photo over `max_bytes`, and bytes
-    that do not decode as an image.
+    a directory or broken link named like a photo, a photo over `max_bytes`, one whose
+    header is not an image's or gives more pixels than a photo may have
+    (`storywink.images`). `create_book_from_photos` then decodes each, before any upload.
     """
     try:
         entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
@@ -90,7 +91,7 @@ def check_photo(path: Path, max_bytes: int) -> Path:
             f"{path}: {size} bytes, over the {max_bytes} bytes a worker fetches (MAX_FETCH_BYTES)"
         )
     try:
-        image_mime_type(path.read_bytes())
+        photo_header(path)
     except NotAnImage as exc:
         raise BookInputError(f"{path}: {exc}") from None
     except OSError as exc:
