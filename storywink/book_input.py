@@ -10,10 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from storywink.db.models import Book, column_length
 from storywink.images import NotAnImage, photo_header
+from storywink.plain_text import control_character
+from storywink.story_answer import clean_text, page_text_problem
 from storywink.styles import STYLES
 
 PHOTO_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".webp"})
@@ -42,6 +51,13 @@ class NewBook(BaseModel):
     child_name: Annotated[str, _text(CHILD_NAME_MAX)]
     art_style: Annotated[str, _text(ART_STYLE_MAX)]
     user_id: Annotated[str, _text(USER_ID_MAX)] = Field(default="cli")
+
+    @field_validator("title", "child_name", "art_style", "user_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if control := control_character(value):
+            raise ValueError(f"holds a control character ({control})")
+        return value
 
     @classmethod
     def checked(cls, **fields: str) -> NewBook:
@@ -120,4 +136,8 @@ def story_pages(story: Path, photo_count: int) -> list[str]:
         raise BookInputError(f'{story}: not a story file {{"pages": [...]}} ({problem})') from None
     if len(pages) != photo_count:
         raise BookInputError(f"{story} has {len(pages)} pages of text for {photo_count} photos")
-    return pages
+    texts = [clean_text(page) for page in pages]
+    for number, text in enumerate(texts, start=1):
+        if refused := page_text_problem(text, is_title_page=number == 1):
+            raise BookInputError(f"{story}: page {number}: {refused}")
+    return texts

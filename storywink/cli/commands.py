@@ -32,6 +32,7 @@ from storywink.config import DEFAULT_DATA_DIR, Settings
 from storywink.connections import connect_temporal, open_database
 from storywink.db.engine import make_engine, upgrade_to_head
 from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_url
+from storywink.plain_text import printable
 from storywink.providers.factory import build_store
 from storywink.style_assets import publish_references
 from storywink.styles import DEFAULT_STYLE, STYLES
@@ -110,9 +111,10 @@ def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     if as_json:
         print(json.dumps(book, indent=2))
         return
-    print(f"{book['title']} ({book['id']}): {book['status']}, style {book['art_style']}")
+    title = printable(book["title"])
+    print(f"{title} ({book['id']}): {book['status']}, style {book['art_style']}")
     for page in book["pages"]:
-        reason = f" — {page['moderation_reason']}" if page["moderation_reason"] else ""
+        reason = f" — {printable(page['moderation_reason'])}" if page["moderation_reason"] else ""
         print(f"  page {page['page_number']:>2}: {page['moderation_status']}{reason}")
 
 
