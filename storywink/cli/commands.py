@@ -178,7 +178,7 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str
     # Imported here: the worker's wiring (models, CDN SDKs) would slow every other command.
     from storywink.demo.run import create_sample_book, workers_in_process, write_book_gallery
 
-    database = open_database(settings)
+    database = open_database(settings, create=True)
     book_id = await create_sample_book(settings, database, pages, out_dir / "photos")
     async with workers_in_process(settings, database) as clients:
         await watch_story(clients.stories, book_id)

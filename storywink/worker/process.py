@@ -68,7 +68,7 @@ async def started_runtime(
     library_hash = validate_library(settings.style_assets_url)
     log.info("style library ok (hash %s)", library_hash)
     # In a thread: a slow database must not stall the event loop serving /healthz.
-    database = await asyncio.to_thread(open_database, settings)
+    database = await asyncio.to_thread(open_database, settings, create=True)
     log.info("database ok (%s)", database.engine.url.render_as_string(hide_password=True))
     runtime = worker_runtime(settings, worker_identity(settings))
     if settings.metrics_port is not None:
