@@ -38,9 +38,11 @@ __all__ = [
     "Database",
     "DatabaseNotReady",
     "DatabaseUnavailable",
+    "TemporalConnectionLost",
     "TemporalUnavailable",
     "connect_temporal",
     "ensure_search_attributes",
+    "is_connection_lost",
     "open_database",
 ]
 
@@ -52,6 +54,19 @@ STARTUP_CALL_TIMEOUT: Final = timedelta(seconds=30)
 class TemporalUnavailable(RuntimeError):
     """Temporal is unreachable, the namespace does not exist, or the namespace lacks our
     search attributes; the message is one line naming the setting."""
+
+
+class TemporalConnectionLost(RuntimeError):
+    """Temporal stopped answering a client that was following a run, for longer than it
+    waits (a restart it survives is shorter); the run itself goes on."""
+
+
+# A lost connection (a server restart, a network blip), not a refusal by the server.
+_CONNECTION_LOST: Final = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    return isinstance(error, RPCError) and error.status in _CONNECTION_LOST
 
 
 async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:

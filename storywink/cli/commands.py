@@ -26,7 +26,13 @@ from storywink.cli.exits import (
     settings_or_exit,
 )
 from storywink.cli.views import book_json, print_books_report
-from storywink.cli.watch import ending_line, exit_code_for, watch_illustration, watch_story
+from storywink.cli.watch import (
+    ending_line,
+    exit_code_for,
+    say_connection,
+    watch_illustration,
+    watch_story,
+)
 from storywink.client import IllustrationClient, RunEnd
 from storywink.config import DEFAULT_DATA_DIR, Settings
 from storywink.connections import connect_temporal, open_database
@@ -88,11 +94,12 @@ def illustrate(
     """Start (or join) a book's illustration and show progress until it settles.
 
     Exit codes: 0 COMPLETED, 4 PARTIAL, 5 FAILED, 6 cancelled, 7 terminated or timed out,
-    1 refused (not found, not ready, busy) or the run failed, 2 bad configuration."""
+    1 refused (not found, not ready, busy) or the run failed, 2 bad configuration,
+    8 Temporal did not answer for a minute while following the run (it goes on)."""
     settings = settings_or_exit()
 
     async def go() -> RunEnd:
-        client = await IllustrationClient.connect(settings)
+        client = await IllustrationClient.connect(settings, on_connection=say_connection)
         return await watch_illustration(client, book_id, priority)
 
     end = run_or_exit(go())
