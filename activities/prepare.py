@@ -11,6 +11,7 @@ from storywink import books
 from storywink.claims import stale_claim
 from storywink.config import Settings
 from storywink.contract import (
+    WORKFLOW_ID_PREFIX,
     ActivityOptions,
     BookStatus,
     IllustrationPlan,
@@ -20,6 +21,7 @@ from storywink.contract import (
 )
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
+from storywink.errors import check_workflow_id_names
 from storywink.styles import resolve_style
 
 
@@ -34,6 +36,7 @@ class PrepareActivities:
     @activity.defn
     @book_step
     async def prepare_illustration(self, request: PrepareInput) -> IllustrationPlan:
+        check_workflow_id_names(request.book_id, request.workflow_id, WORKFLOW_ID_PREFIX)
         stale_run_id = await stale_claim(
             self._sessions,
             self._temporal,
