@@ -98,6 +98,8 @@ class IllustratePageActivities:
             metrics.page_retry()
         attempt = _Attempt()
         async with _heartbeating() as heartbeat:
+            if heartbeat.previous is not None:
+                attempt.uncounted_calls = heartbeat.previous.uncounted_calls
             work = asyncio.create_task(self._settle(task, heartbeat, attempt))
             result = await self._unless_stopped(task, work, attempt)
         metrics.page_settled(result.moderation_status, time.monotonic() - started)
@@ -108,7 +110,7 @@ class IllustratePageActivities:
             return await self._illustrate(task, heartbeat, attempt)
         except _PageSettled as settled:
             _log_for(task, "%s: %s", settled.status.value, settled.reason, level=WARNING)
-            return await self._record(task, settled.status, reason=settled.reason)
+            return await self._record(task, attempt, settled.status, reason=settled.reason)
 
     async def _unless_stopped(
         self, task: PageTask, work: asyncio.Task[PageResult], attempt: _Attempt
@@ -139,10 +141,10 @@ class IllustratePageActivities:
         """Keep an image the attempt already stored; otherwise say where it was stopped."""
         try:
             if attempt.stored is not None:
-                await self._record(task, ModerationStatus.OK, image_url=attempt.stored.url)
+                await self._record(task, attempt, ModerationStatus.OK, image_url=attempt.stored.url)
             else:
                 reason = books.cancelled_reason(f"during {attempt.stage}")
-                await self._record(task, ModerationStatus.FAILED, reason=reason)
+                await self._record(task, attempt, ModerationStatus.FAILED, reason=reason)
         except Exception as exc:  # finalize still settles the page
             _log_for(task, "cancelled; not recorded (%s)", type(exc).__name__, level=WARNING)
 
@@ -156,9 +158,9 @@ class IllustratePageActivities:
         )
         if done is not None:
             return done
-        stored = await self._stored_earlier(task, heartbeat)
+        stored = await self._stored_earlier(task, heartbeat, attempt)
         if stored is None:
-            image = await self._draft_or_new_image(task, attempt)
+            image = await self._draft_or_new_image(task, attempt, heartbeat)
             attempt.stage = Stage.UPLOAD
             stored = await self._in_stage(
                 Stage.UPLOAD,
@@ -173,12 +175,14 @@ class IllustratePageActivities:
                     },
                 ),
             )
-            heartbeat.checkpoint(PageCheckpoint(stage=Stage.UPLOAD, image_url=stored.url))
+            heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, image_url=stored.url))
         attempt.stored = stored
         attempt.stage = Stage.RECORD
-        return await self._record(task, ModerationStatus.OK, image_url=stored.url)
+        return await self._record(task, attempt, ModerationStatus.OK, image_url=stored.url)
 
-    async def _stored_earlier(self, task: PageTask, heartbeat: _Heartbeat) -> StoredImage | None:
+    async def _stored_earlier(
+        self, task: PageTask, heartbeat: _Heartbeat, attempt: _Attempt
+    ) -> StoredImage | None:
         """The image an earlier attempt of this run (or the run it took over from) already
         stored for this page in this style, if any."""
         if not _may_have_earlier_work(task):
@@ -192,10 +196,12 @@ class IllustratePageActivities:
         if stored is None or not _drawn_for(task, stored.context):
             return None
         _log_for(task, "reusing the image found under %s", public_id)
-        heartbeat.checkpoint(PageCheckpoint(stage=Stage.UPLOAD, image_url=stored.url))
+        heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, image_url=stored.url))
         return stored
 
-    async def _draft_or_new_image(self, task: PageTask, attempt: _Attempt) -> GeneratedImage:
+    async def _draft_or_new_image(
+        self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
+    ) -> GeneratedImage:
         """The image an earlier attempt generated but could not store, else a new one."""
         if _may_have_earlier_work(task):
             draft = await self._in_stage(
@@ -205,7 +211,7 @@ class IllustratePageActivities:
             if draft is not None:
                 _log_for(task, "reusing the image an earlier attempt generated")
                 return GeneratedImage(data=draft[0], mime_type=draft[1])
-        image = await self._generate(task, attempt)
+        image = await self._generate(task, attempt, heartbeat)
         try:
             await in_session(
                 self._sessions,
@@ -220,7 +226,9 @@ class IllustratePageActivities:
             _log_for(task, message, type(exc).__name__, level=WARNING)
         return image
 
-    async def _generate(self, task: PageTask, attempt: _Attempt) -> GeneratedImage:
+    async def _generate(
+        self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
+    ) -> GeneratedImage:
         attempt.stage = Stage.FETCH_PHOTO
         if not task.original_image_url:
             raise _PageSettled(ModerationStatus.FAILED, f"{Stage.FETCH_PHOTO}: page has no photo")
@@ -250,12 +258,14 @@ class IllustratePageActivities:
             is_title_page=task.is_title_page,
         )
         attempt.stage = Stage.GENERATE
-        return await self._in_stage(Stage.GENERATE, self._call_model(task, job))
+        return await self._in_stage(Stage.GENERATE, self._call_model(task, job, attempt, heartbeat))
 
-    async def _call_model(self, task: PageTask, job: IllustrationJob) -> GeneratedImage:
+    async def _call_model(
+        self, task: PageTask, job: IllustrationJob, attempt: _Attempt, heartbeat: _Heartbeat
+    ) -> GeneratedImage:
         """One model call, in a slot of the fleet's shared rate when one is set; a 429
         slows the whole fleet down (storywink.quota)."""
-        await self._count_model_call(task)
+        await self._count_model_call(task, attempt, heartbeat)
         # The worker's next slot goes to its best waiting page, by the page's Priority
         # (storywink.quota_queue). Nothing between the slot and the call: the limiter's
         # headroom is for jitter only.
@@ -272,17 +282,26 @@ class IllustratePageActivities:
                 await self._limiter.rejected(slot, exc.retry_after)
             raise
 
-    async def _count_model_call(self, task: PageTask) -> None:
-        """Count the call about to be made, best effort: an error here is logged, not
-        retried, since a retry after a commit whose answer was lost would count twice."""
+    async def _count_model_call(
+        self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
+    ) -> None:
+        """Count the call about to be made: in the database at once (so a call cut off by
+        a killed worker is counted too) or, when the database cannot take it now, in the
+        heartbeat details, which later attempts carry on until the page's outcome is
+        recorded with them (`books.record_page`). Never retried: a retry after a commit
+        whose answer was lost would count twice."""
         try:
             await in_session(self._sessions, books.count_model_call, task.page_id)
         except Exception as exc:
-            _log_for(task, "model call not counted (%s)", type(exc).__name__, level=WARNING)
+            attempt.uncounted_calls += 1
+            heartbeat.checkpoint(attempt.checkpoint(Stage.GENERATE))
+            message = "model call counted with the page's outcome (%s)"
+            _log_for(task, message, type(exc).__name__, level=WARNING)
 
     async def _record(
         self,
         task: PageTask,
+        attempt: _Attempt,
         status: ModerationStatus,
         *,
         image_url: str | None = None,
@@ -298,6 +317,7 @@ class IllustratePageActivities:
                 status,
                 image_url=image_url,
                 reason=reason,
+                uncounted_calls=attempt.uncounted_calls,
             ),
         )
 
@@ -358,6 +378,13 @@ class _Attempt:
     def __init__(self) -> None:
         self.stage = Stage.RECORD
         self.stored: StoredImage | None = None
+        # Model calls of this run for this page that the database has not counted yet.
+        self.uncounted_calls = 0
+
+    def checkpoint(self, stage: Stage, image_url: str | None = None) -> PageCheckpoint:
+        return PageCheckpoint(
+            stage=stage, image_url=image_url, uncounted_calls=self.uncounted_calls
+        )
 
 
 def _may_have_earlier_work(task: PageTask) -> bool:
@@ -402,6 +429,7 @@ class PageCheckpoint(BaseModel):
 
     stage: Stage
     image_url: str | None = None
+    uncounted_calls: int = 0  # model calls to add to the page's count when it is recorded
 
 
 class _Heartbeat:
@@ -417,7 +445,7 @@ class _Heartbeat:
         self.previous = _parse_checkpoint(self._details[0]) if self._details else None
 
     def checkpoint(self, checkpoint: PageCheckpoint) -> None:
-        self._details = (checkpoint.model_dump(mode="json"),)
+        self._details = (checkpoint.model_dump(mode="json", exclude_defaults=True),)
         activity.heartbeat(*self._details)
 
     async def beat_forever(self, interval: float) -> None:

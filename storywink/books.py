@@ -184,9 +184,11 @@ def record_page(
     *,
     image_url: str | None = None,
     reason: str | None = None,
+    uncounted_calls: int = 0,
 ) -> PageResult:
-    """Record a page's outcome for this run; a repeat, or a run without the claim, changes
-    nothing and gets the page as it stands."""
+    """Record a page's outcome for this run, with the model calls its attempts made that
+    `count_model_call` could not count (the database was away); a repeat, or a run
+    without the claim, changes nothing and gets the page as it stands."""
     page = session.get(Page, page_id)
     if page is None:
         raise PageNotFound(page_id)
@@ -201,6 +203,17 @@ def record_page(
     page.generated_image_url = image_url
     page.moderation_reason = reason
     page.illustrated_by_run_id = run_id
+    if uncounted_calls:  # in SQL: other pages of the book count at the same time
+        session.execute(
+            update(Page)
+            .where(Page.id == page_id)
+            .values(model_calls=Page.model_calls + uncounted_calls)
+        )
+        session.execute(
+            update(Book)
+            .where(Book.id == page.book_id)
+            .values(image_count=Book.image_count + uncounted_calls)
+        )
     session.execute(delete(PageDraft).where(PageDraft.page_id == page_id))
     session.commit()
     return page_result(page)
