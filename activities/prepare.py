@@ -27,8 +27,13 @@ from storywink.styles import resolve_style
 
 class PrepareActivities:
     def __init__(
-        self, sessions: sessionmaker[Session], temporal: Client, settings: Settings
+        self,
+        sessions: sessionmaker[Session],
+        temporal: Client,
+        settings: Settings,
+        fleet_id: str | None = None,
     ) -> None:
+        self._fleet_id = fleet_id
         self._sessions = sessions
         self._temporal = temporal
         self._settings = settings
@@ -45,7 +50,7 @@ class PrepareActivities:
             held_as=BookStatus.ILLUSTRATING,
         )
         plan = await in_session(
-            self._sessions, _claim_and_plan, request, stale_run_id, self._settings
+            self._sessions, _claim_and_plan, request, stale_run_id, self._settings, self._fleet_id
         )
         activity.logger.info(
             "book %s claimed: %d of %d pages to draw in style %s (%s)",
@@ -72,7 +77,11 @@ def _page_options(s: Settings) -> ActivityOptions:
 
 
 def _claim_and_plan(
-    session: Session, request: PrepareInput, stale_run_id: str | None, settings: Settings
+    session: Session,
+    request: PrepareInput,
+    stale_run_id: str | None,
+    settings: Settings,
+    fleet_id: str | None,
 ) -> IllustrationPlan:
     # Resolve the style first: an unknown style must refuse the run before claiming the book.
     style = resolve_style(
@@ -88,7 +97,9 @@ def _claim_and_plan(
         style=style,
         total_pages=len(book.pages),
         pages=tuple(
-            _page_task(book, page, style, request.run_id, earlier_run_id=stale_run_id)
+            _page_task(
+                book, page, style, request.run_id, earlier_run_id=stale_run_id, fleet_id=fleet_id
+            )
             for page in books.pages_to_draw(book)
         ),
         page_options=_page_options(settings),
@@ -96,7 +107,13 @@ def _claim_and_plan(
 
 
 def _page_task(
-    book: Book, page: Page, style: StyleSnapshot, run_id: str, *, earlier_run_id: str | None
+    book: Book,
+    page: Page,
+    style: StyleSnapshot,
+    run_id: str,
+    *,
+    earlier_run_id: str | None,
+    fleet_id: str | None,
 ) -> PageTask:
     return PageTask(
         book_id=book.id,
@@ -110,4 +127,5 @@ def _page_task(
         style=style,
         run_id=run_id,
         earlier_run_id=earlier_run_id,
+        fleet_id=fleet_id,
     )

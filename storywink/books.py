@@ -287,6 +287,23 @@ def _stop_pending_pages(book: Book, run_id: str) -> None:
             page.illustrated_by_run_id = run_id
 
 
+UNACCOUNTED = (
+    "finalize: the run has no outcome recorded for this page (was it drawn by a worker "
+    "on another DATABASE_URL?)"
+)
+
+
+def _fail_unaccounted_pages(book: Book, run_id: str) -> None:
+    """Every page the run drew has its outcome recorded before finalize; one still PENDING
+    was lost on the way (its outcome recorded in another database, or not at all): a
+    settled book never holds a PENDING page, and its counts add up."""
+    for page in book.pages:
+        if page.moderation_status is ModerationStatus.PENDING:
+            page.moderation_status = ModerationStatus.FAILED
+            page.moderation_reason = UNACCOUNTED
+            page.illustrated_by_run_id = run_id
+
+
 def outcome_of(book: Book, status: BookStatus, *, cancelled: bool = False) -> BookOutcome:
     """The book's pages counted, with `status` and the notification it calls for."""
     return BookOutcome(
@@ -310,6 +327,8 @@ def finalize_book(
     holds_claim = book.illustration_run_id == run_id and book.status is BookStatus.ILLUSTRATING
     if holds_claim and cancelled:
         _stop_pending_pages(book, run_id)
+    elif holds_claim:
+        _fail_unaccounted_pages(book, run_id)
     status = book_status_for(book.pages) if holds_claim else book.status
     outcome = outcome_of(book, status, cancelled=cancelled)
     if not holds_claim:

@@ -62,6 +62,7 @@ BAD_INPUT: Final = "BadInput"
 PAGE_STAGE_ERROR: Final = "PageStageError"
 DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"  # retried: connection, lock, deadlock
 DATABASE_REJECTED: Final = "DatabaseRejected"  # not retried: the data itself is wrong
+WRONG_FLEET: Final = "WrongFleet"  # retried: a worker of another database or storage
 
 # Book-level activities only touch the database: quick, retried through outages...
 BOOK_ACTIVITY_TIMEOUT: Final = timedelta(seconds=30)
@@ -179,6 +180,9 @@ class PageTask(Frozen):
     # The claim of a terminated run this run took the book over from: its image for this
     # page may be stored or drafted but not recorded, so the first attempt looks for it.
     earlier_run_id: str | None = None
+    # The fleet (storywink.fleet) whose database prepared the run: a page worker of another
+    # fleet leaves the page for one of this fleet. None from workers before it existed.
+    fleet_id: str | None = None
 
 
 class ActivityOptions(Frozen):

@@ -4,18 +4,33 @@ database and storage work on it."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from temporalio.client import Client, WorkflowFailureError
 
-from storywink import contract
+from storywink import books, contract
 from storywink.cli.watch import ending_line
 from storywink.client import IllustrationClient, RunEnding, failure_message
 from storywink.config import Settings
-from storywink.connections import Database
-from storywink.contract import BookStatus, IllustrationRequest
-from tests.support.helpers import create_book, load_book, photo_urls, running_worker
+from storywink.connections import Database, connect_temporal
+from storywink.contract import BookStatus, IllustrationRequest, ModerationStatus
+from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
+from storywink.fleet import MARKER_NAME, ensure_database_fleet
+from storywink.providers.factory import build_providers
+from storywink.worker.assembly import build_workers
+from tests.support.commands import run_worker
+from tests.support.helpers import (
+    create_book,
+    load_book,
+    photo_urls,
+    running_worker,
+    start,
+    wait_until,
+)
+from tests.support.page_fakes import CountingIllustrator
 
 
 async def test_a_run_under_one_book_s_workflow_id_with_another_book_s_input_is_refused(
@@ -45,3 +60,93 @@ async def test_a_run_under_one_book_s_workflow_id_with_another_book_s_input_is_r
     assert expected in ending_line(end)
     for book_id in (book_a, book_b):  # neither book was claimed or changed
         assert load_book(database, book_id)[0].status is BookStatus.STORY_READY
+
+
+def wrong_database(tmp_path: Path) -> tuple[Database, str]:
+    """A second database, as a worker started on another DATABASE_URL has it."""
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    engine = make_engine(url)
+    upgrade_to_head(engine)
+    return Database(engine, make_session_factory(engine)), url
+
+
+async def test_a_page_reaching_a_worker_of_another_database_waits_for_one_of_its_own(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
+    other, other_url = wrong_database(tmp_path)
+    elsewhere = settings.model_copy(update={"database_url": SecretStr(other_url)})
+    heard: list[str] = []
+    drawn = CountingIllustrator()
+    providers = replace(build_providers(elsewhere), illustrator=drawn)
+    book_poller, own_pages, _ = build_workers(
+        temporal_client, settings, database, build_providers(settings)
+    )
+    _, wrong_pages, _ = build_workers(  # another process's client, as another worker has
+        await connect_temporal(elsewhere), elsewhere, other, providers, on_wrong_fleet=heard.append
+    )
+    async with book_poller:
+        async with wrong_pages:  # the only page worker, at first
+            handle = await start(temporal_client, settings, book_id)
+            await wait_until(lambda: len(heard) >= 2)
+        async with own_pages:
+            outcome = await handle.result()
+    other.engine.dispose()
+
+    assert outcome.status is BookStatus.COMPLETED
+    assert drawn.calls == 0  # nothing fetched, paid for or written by the wrong worker
+    with database.sessions() as session:
+        ours = ensure_database_fleet(session)
+    with other.sessions() as session:
+        theirs = ensure_database_fleet(session)
+    assert f"was prepared by fleet {ours}, but this worker serves fleet {theirs}" in heard[0]
+    assert f"database {other_url} (DATABASE_URL)" in heard[0]
+
+
+@pytest.mark.each_database  # finalize's one transaction on the book and its pages
+def test_finalize_never_settles_a_book_with_a_page_the_run_has_no_outcome_for(
+    database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, [None, None, None])
+    with database.sessions() as session:
+        book = books.claim_book(session, book_id, "wf", "run-1")
+        pages = [page.id for page in book.pages]
+        books.record_page(session, pages[0], "run-1", ModerationStatus.OK, image_url="file:///a")
+        outcome = books.finalize_book(
+            session, book_id, "run-1", settling_run_id="run-1", cancelled=False
+        )
+    _, settled, _ = load_book(database, book_id)
+
+    assert [p.moderation_status for p in settled] == [
+        ModerationStatus.OK, ModerationStatus.FAILED, ModerationStatus.FAILED
+    ]  # fmt: skip
+    assert settled[1].moderation_reason == books.UNACCOUNTED
+    assert (outcome.status, outcome.pages_with_image, outcome.pages_failed) == (
+        BookStatus.PARTIAL, 1, 2
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("database_is", ["another-fleet-s", "new"])
+def test_a_worker_whose_database_and_storage_disagree_refuses_to_start(
+    tmp_path: Path, database_is: str
+) -> None:
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (storage / MARKER_NAME).write_text('{"fleet_id": "f1"}')
+    db_file = tmp_path / "db.sqlite"
+    if database_is == "another-fleet-s":
+        other, _ = wrong_database(tmp_path)
+        with other.sessions() as session:
+            fleet = ensure_database_fleet(session)
+        other.engine.dispose()
+        db_file = tmp_path / "other.db"
+        holds = f"holds fleet {fleet}"
+    else:
+        holds = "holds no fleet yet (a new database)"
+
+    result = run_worker(tmp_path, DATABASE_URL=f"sqlite:///{db_file}")
+
+    assert result.returncode == 2, result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if "worker not started" in ln]
+    assert f"database sqlite:///{db_file} (DATABASE_URL) {holds}, but storage" in line
+    assert "(STORAGE_DIR) belongs to fleet f1" in line

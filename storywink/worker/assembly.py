@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -12,14 +13,13 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.backoff import ErrorBackoff
 from activities.finalize import FinalizeActivities
-from activities.illustrate_page import IllustratePageActivities
+from activities.illustrate_page import IllustratePageActivities, WorkerFleet
 from activities.prepare import PrepareActivities
-from storywink.config import (
-    Settings,
-)
+from storywink.config import Settings, StorageKind
 from storywink.connections import (
     Database,
 )
+from storywink.fleet import ensure_database_fleet
 from storywink.providers.factory import Providers
 from storywink.quota_store import SharedLimiter
 from storywink.redact import Redactor
@@ -31,6 +31,16 @@ STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
 
 def worker_identity(settings: Settings) -> str:
     return settings.worker_identity or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _what_it_serves(settings: Settings, database: Database) -> str:
+    shown = database.engine.url.render_as_string(hide_password=True)
+    storage = (
+        f"storage {settings.storage_dir.resolve()} (STORAGE_DIR)"
+        if settings.storage_kind is StorageKind.LOCAL
+        else "storage cloudinary (CLOUDINARY_URL)"
+    )
+    return f"database {shown} (DATABASE_URL), {storage}"
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
@@ -56,10 +66,15 @@ def build_workers(
     providers: Providers,
     *,
     book_workflow: type[BookIllustration] = BookIllustration,
+    on_wrong_fleet: Callable[[str], None] | None = None,
 ) -> list[Worker]:
     """The pollers: workflows + book activities, the page activities, the story activity.
-    `book_workflow` lets a test run a changed workflow as another version."""
+    `book_workflow` lets a test run a changed workflow as another version;
+    `on_wrong_fleet` hears when a page prepared by another fleet reaches this worker."""
     identity = worker_identity(settings)
+    with database.sessions() as session:
+        fleet_id = ensure_database_fleet(session)
+    fleet = WorkerFleet(fleet_id, _what_it_serves(settings, database), on_wrong_fleet)
     versioning = deployment_config(settings)
     redactor = Redactor(settings.secrets())
     limiter = (
@@ -74,7 +89,7 @@ def build_workers(
         task_queue=settings.temporal_task_queue,
         workflows=[book_workflow, *STORY_WORKFLOWS],
         activities=[
-            PrepareActivities(database.sessions, client, settings).prepare_illustration,
+            PrepareActivities(database.sessions, client, settings, fleet_id).prepare_illustration,
             finalize.finalize_book,
             finalize.record_page_failure,
             *story_book_activities(client, settings, database),
@@ -99,6 +114,7 @@ def build_workers(
                 redactor,
                 limiter,
                 ErrorBackoff(settings.page_retry_initial_seconds, settings.page_retry_max_seconds),
+                fleet,
             ).illustrate_page
         ],
         max_concurrent_activities=settings.illustration_concurrency,

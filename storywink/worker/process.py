@@ -43,9 +43,10 @@ from storywink.connections import (
     open_database,
 )
 from storywink.db.engine import DatabaseNotReady
+from storywink.fleet import FleetMismatch, establish_fleet
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
-from storywink.providers.factory import Providers, build_providers
+from storywink.providers.factory import Providers, build_providers, build_store
 from storywink.providers.fetch import ImageFetcher
 from storywink.style_assets import missing_references
 from storywink.styles import StyleLibraryError, validate_library
@@ -69,7 +70,16 @@ async def started_runtime(
     log.info("style library ok (hash %s)", library_hash)
     # In a thread: a slow database must not stall the event loop serving /healthz.
     database = await asyncio.to_thread(open_database, settings, create=True)
-    log.info("database ok (%s)", database.engine.url.render_as_string(hide_password=True))
+    shown = database.engine.url.render_as_string(hide_password=True)
+    log.info("database ok (%s)", shown)
+    try:
+        fleet_id = await asyncio.to_thread(
+            establish_fleet, database.sessions, build_store(settings), shown
+        )
+    except BaseException:
+        database.engine.dispose()
+        raise
+    log.info("fleet %s (database and storage agree)", fleet_id)
     runtime = worker_runtime(settings, worker_identity(settings))
     if settings.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", settings.ops_host, settings.metrics_port)
@@ -153,7 +163,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         serve_health(settings.ops_host, settings.health_port, readiness),
         started_runtime(settings) as (client, database, providers),
     ):
-        workers = build_workers(client, settings, database, providers)
+        disagreements: list[str] = []
+
+        def on_wrong_fleet(message: str) -> None:
+            if not disagreements:  # one line, and no more pages taken from other fleets
+                disagreements.append(message)
+                log.error("stopping: %s", message)
+                stop.set()
+
+        workers = build_workers(
+            client, settings, database, providers, on_wrong_fleet=on_wrong_fleet
+        )
         runs = [asyncio.create_task(worker.run()) for worker in workers]
         if await until_polling(workers, runs):
             readiness.state = State.READY
@@ -179,6 +199,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         for run in runs:
             if run.done() and (error := run.exception()) is not None:
                 raise error
+        if disagreements:
+            raise FleetMismatch(disagreements[0])
 
 
 def main() -> int:
@@ -205,6 +227,9 @@ def main() -> int:
         asyncio.run(amain())
     except (StyleLibraryError, DatabaseNotReady, TemporalUnavailable, ConfigurationError) as exc:
         log.error("worker not started: %s", exc)
+        return 2
+    except FleetMismatch as exc:
+        log.error("worker %s: %s", "stopped" if stop.is_set() else "not started", exc)
         return 2
     return 0
 
