@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictInt,
     model_serializer,
 )
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -135,7 +136,7 @@ class IllustrationRequest(Frozen):
 
     book_id: str = Field(min_length=1, max_length=64)
     # Temporal's priority key of the book's pages: 1 (first) to 5 (last); unset: 3.
-    priority: int | None = Field(default=None, ge=1, le=5)
+    priority: StrictInt | None = Field(default=None, ge=1, le=5)  # "1" is a typing mistake
 
     @model_serializer(mode="wrap")
     def _without_unset_priority(self, handler: SerializerFunctionWrapHandler) -> object:

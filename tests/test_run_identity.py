@@ -1,9 +1,12 @@
-"""A run works on the book its workflow id names, and only workers that serve the same
-database and storage work on it."""
+"""A run works on the book its workflow id names and its input as typed, and only workers
+that serve the same database and storage work on it (and say which file a full disk
+refused)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +21,10 @@ from storywink.config import Settings
 from storywink.connections import Database, connect_temporal
 from storywink.contract import BookStatus, IllustrationRequest, ModerationStatus
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
+from storywink.demo.sample_book import sample_photo_bytes
 from storywink.fleet import MARKER_NAME, ensure_database_fleet
+from storywink.providers import local_storage
+from storywink.providers.base import GeneratedImage, TransientError
 from storywink.providers.factory import build_providers
 from storywink.worker.assembly import build_workers
 from tests.support.commands import run_worker
@@ -150,3 +156,40 @@ def test_a_worker_whose_database_and_storage_disagree_refuses_to_start(
     [line] = [ln for ln in result.stderr.splitlines() if "worker not started" in ln]
     assert f"database sqlite:///{db_file} (DATABASE_URL) {holds}, but storage" in line
     assert "(STORAGE_DIR) belongs to fleet f1" in line
+
+
+async def test_a_priority_given_as_a_string_fails_the_start_naming_it(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
+    async with running_worker(temporal_client, settings, database):
+        handle = await temporal_client.start_workflow(
+            contract.BOOK_ILLUSTRATION_WORKFLOW,
+            {"book_id": book_id, "priority": "1"},  # as `temporal workflow start --input`
+            id=f"string-priority-{book_id}",
+            task_queue=settings.temporal_task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), timeout=15)
+
+    assert "priority: Input should be a valid integer" in str(failure.value.cause)
+    assert load_book(database, book_id)[0].status is BookStatus.STORY_READY
+
+
+def test_a_full_disk_names_the_file_and_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(_: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    store = local_storage.LocalImageStore(tmp_path / "storage")
+    png = GeneratedImage(sample_photo_bytes(1), "image/jpeg")
+
+    with pytest.raises(TransientError) as full:
+        asyncio.run(store.store(png, "storywink/b/originals/page_1", tags=[], context={}))
+
+    assert full.value.reason == (
+        f"cannot write {tmp_path}/storage/storywink/b/originals/page_1.png (local storage, "
+        f"STORAGE_DIR={tmp_path}/storage): No space left on device"
+    )
