@@ -63,8 +63,7 @@ def image_mime_type(data: bytes) -> str:
 def _decoded_mime_type(data: bytes) -> str:
     with _opened(data) as image:
         mime = _mime_of(image)
-        if image.format == "JPEG":
-            image.draft("RGB", (PHOTO_MAX_SIDE, PHOTO_MAX_SIDE))
+        _draft(image)
         _load(image)
     return mime
 
@@ -87,8 +86,7 @@ def normalise_photo(data: bytes) -> Photo:
 def _normalise(data: bytes) -> Photo:
     with _opened(data) as image:
         mime = _mime_of(image)
-        if image.format == "JPEG":
-            image.draft("RGB", (PHOTO_MAX_SIDE, PHOTO_MAX_SIDE))
+        _draft(image)
         _load(image)
         if _already_normal(image, mime):
             return Photo(data, mime, image.width, image.height)
@@ -128,6 +126,22 @@ class _opened:
 
     def __exit__(self, *_: object) -> None:
         self._image.close()
+
+
+def _draft(image: Image.Image) -> None:
+    """A JPEG decodes at the smallest of 1/8, 1/4, 1/2 or full scale that still covers
+    PHOTO_MAX_SIDE; what it will decode must fit MAX_PHOTO_PIXELS (a very long panorama
+    cannot be reduced enough)."""
+    if image.format != "JPEG":
+        return
+    original = image.size
+    image.draft("RGB", (PHOTO_MAX_SIDE, PHOTO_MAX_SIDE))
+    width, height = image.size
+    if width * height > MAX_PHOTO_PIXELS:
+        raise NotAnImage(
+            f"{original[0]}x{original[1]} pixels, over the {_megapixels(MAX_PHOTO_PIXELS)} "
+            "a photo may have at the scale it is decoded"
+        )
 
 
 def _megapixels(pixels: int) -> str:

@@ -117,6 +117,12 @@ def test_too_many_pixels_are_refused_from_the_header_without_decoding() -> None:
     for check in (normalise_photo, image_mime_type):
         with pytest.raises(NotAnImage, match=rf"{side}x{side} pixels .* over the 40 MP"):
             check(huge)
+    # A JPEG decodes at reduced scale, but a long panorama cannot be reduced enough.
+    panorama = encoded(Image.new("RGB", (30000, 2500)), "JPEG")
+    with pytest.raises(NotAnImage, match=r"30000x2500 pixels, over the 40 MP .* decoded"):
+        normalise_photo(panorama)
+    phone = normalise_photo(encoded(Image.new("RGB", (12000, 9000)), "JPEG"))  # 108 MP
+    assert (phone.width, phone.height) == (PHOTO_MAX_SIDE, PHOTO_MAX_SIDE * 3 // 4)
 
 
 @pytest.fixture
