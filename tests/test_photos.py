@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -30,6 +31,12 @@ def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
     out = io.BytesIO()
     image.save(out, format=image_format, **options)
     return out.getvalue()
+
+
+@functools.cache
+def panorama_13000() -> bytes:
+    """A real 13000x13000 PNG, small on disk (164 KB): made once, it takes a second."""
+    return encoded(Image.new("L", (13000, 13000)), "PNG")
 
 
 def decoded(data: bytes) -> Image.Image:
@@ -152,7 +159,7 @@ def test_book_create_stores_each_photo_normalised(tmp_path: Path, parents_photos
 def test_book_create_refuses_a_photo_with_too_many_pixels_by_name(
     tmp_path: Path, parents_photos: Path
 ) -> None:
-    (parents_photos / "4-panorama.png").write_bytes(encoded(Image.new("L", (13000, 13000)), "PNG"))
+    (parents_photos / "4-panorama.png").write_bytes(panorama_13000())
 
     result = create(tmp_path)
 
@@ -169,7 +176,7 @@ async def test_a_photo_with_too_many_pixels_from_elsewhere_fails_its_page_by_nam
     photos = tmp_path / "storage" / "photos"
     photos.mkdir(parents=True)
     (photos / "ok.jpg").write_bytes(with_orientation(left_blue_right_red(), 6))
-    (photos / "huge.png").write_bytes(encoded(Image.new("L", (13000, 13000)), "PNG"))
+    (photos / "huge.png").write_bytes(panorama_13000())
     book_id = create_book(database, [(photos / n).as_uri() for n in ("ok.jpg", "huge.png")])
 
     async with running_worker(temporal_client, settings, database):
