@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import timedelta
 from enum import StrEnum
 from logging import INFO, WARNING
@@ -31,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.backoff import ErrorBackoff, with_delay
 from activities.failures import database_failure, refusal
+from activities.fleet_check import WorkerFleet
 from storywink import books, contract, metrics
 from storywink.contract import ModerationStatus, PageResult, PageTask
 from storywink.db.engine import in_session
@@ -97,7 +97,7 @@ class IllustratePageActivities:
     @activity.defn
     async def illustrate_page(self, task: PageTask) -> PageResult:
         if self._fleet is not None:
-            self._fleet.check(task)
+            self._fleet.check_task(task)
         started = time.monotonic()
         if activity.info().attempt > 1:
             metrics.page_retry()
@@ -375,34 +375,6 @@ async def _fetch_photo(fetcher: ImageFetcher, url: str) -> SourceImage:
     except NotAnImage as exc:
         raise PermanentError(f"photo {redact_url(url)}: {exc}") from None
     return SourceImage(data=photo.data, mime_type=photo.mime_type)
-
-
-@dataclass(frozen=True)
-class WorkerFleet:
-    """The fleet this worker serves (storywink.fleet), what it serves in words (for the one
-    line that says a page is not ours), and who hears that line (the worker process stops)."""
-
-    fleet_id: str
-    serves: str
-    on_disagreement: Callable[[str], None] | None = None
-
-    def check(self, task: PageTask) -> None:
-        """A page prepared by another fleet's database fails this attempt retryably, before
-        anything is fetched, paid or written: it waits for a worker of its own fleet."""
-        if task.fleet_id is None or task.fleet_id == self.fleet_id:
-            return
-        message = (
-            f"page {task.page_number} of book {task.book_id} was prepared by fleet "
-            f"{task.fleet_id}, but this worker serves fleet {self.fleet_id} ({self.serves}): "
-            "left for a worker of its fleet; every worker must use the same DATABASE_URL "
-            "and STORAGE_DIR"
-        )
-        activity.logger.error(message)
-        if self.on_disagreement is not None:
-            self.on_disagreement(message)
-        raise ApplicationError(
-            message, type=contract.WRONG_FLEET, next_retry_delay=timedelta(seconds=1)
-        )
 
 
 class _Attempt:

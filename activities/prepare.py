@@ -7,6 +7,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.failures import book_step
+from activities.fleet_check import WorkerFleet
 from storywink import books
 from storywink.claims import stale_claim
 from storywink.config import Settings
@@ -31,9 +32,9 @@ class PrepareActivities:
         sessions: sessionmaker[Session],
         temporal: Client,
         settings: Settings,
-        fleet_id: str | None = None,
+        fleet: WorkerFleet | None = None,
     ) -> None:
-        self._fleet_id = fleet_id
+        self._fleet = fleet
         self._sessions = sessions
         self._temporal = temporal
         self._settings = settings
@@ -42,6 +43,8 @@ class PrepareActivities:
     @book_step
     async def prepare_illustration(self, request: PrepareInput) -> IllustrationPlan:
         check_workflow_id_names(request.book_id, request.workflow_id, WORKFLOW_ID_PREFIX)
+        if self._fleet is not None:
+            await self._fleet.check_run(self._temporal)
         stale_run_id = await stale_claim(
             self._sessions,
             self._temporal,
@@ -50,7 +53,12 @@ class PrepareActivities:
             held_as=BookStatus.ILLUSTRATING,
         )
         plan = await in_session(
-            self._sessions, _claim_and_plan, request, stale_run_id, self._settings, self._fleet_id
+            self._sessions,
+            _claim_and_plan,
+            request,
+            stale_run_id,
+            self._settings,
+            self._fleet.fleet_id if self._fleet else None,
         )
         activity.logger.info(
             "book %s claimed: %d of %d pages to draw in style %s (%s)",

@@ -60,6 +60,7 @@ from storywink.contract import (
 from storywink.db.engine import in_session
 from storywink.db.models import Book
 from storywink.errors import BookNotReady, NotIllustrating, RunEnded
+from storywink.fleet import FLEET_MEMO, database_fleet
 
 T = TypeVar("T")
 QUERY_TIMEOUT: Final = timedelta(seconds=3)
@@ -174,6 +175,7 @@ class IllustrationClient:
             # takes the claim over when it prepares.
         elif claim.status not in ILLUSTRATABLE_STATUSES:
             raise BookNotReady(book_id, claim.status)
+        fleet_id = await in_session(self._sessions, database_fleet)
         handle: WorkflowHandle[object, BookOutcome] = await self._temporal.start_workflow(
             contract.BOOK_ILLUSTRATION_WORKFLOW,
             IllustrationRequest(book_id=book_id, priority=priority),
@@ -183,6 +185,8 @@ class IllustrationClient:
             # Double clicks, two web replicas, the CLI: all land on the same run.
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            # Workers of another database leave the run to ours (activities.fleet_check).
+            memo={FLEET_MEMO: fleet_id} if fleet_id else None,
         )
         return IllustrationRun(book_id, handle.id, handle.result_run_id)
 

@@ -27,6 +27,8 @@ from storywink.providers.base import ImageStore
 from storywink.providers.local_storage import LocalImageStore
 
 MARKER_NAME: Final = ".storywink-fleet"
+# The memo key under which a client names its fleet on the runs it starts.
+FLEET_MEMO: Final = "storywink_fleet"
 _ROW: Final = 1
 
 

@@ -193,3 +193,30 @@ def test_a_full_disk_names_the_file_and_the_setting(
         f"cannot write {tmp_path}/storage/storywink/b/originals/page_1.png (local storage, "
         f"STORAGE_DIR={tmp_path}/storage): No space left on device"
     )
+
+
+async def test_a_run_reaching_a_book_worker_of_another_database_waits_for_one_of_its_own(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
+    other, other_url = wrong_database(tmp_path)
+    elsewhere = settings.model_copy(update={"database_url": SecretStr(other_url)})
+    heard: list[str] = []
+    wrong_books, _, _ = build_workers(
+        await connect_temporal(elsewhere),
+        elsewhere,
+        other,
+        build_providers(elsewhere),
+        on_wrong_fleet=heard.append,
+    )
+    client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
+    async with wrong_books:  # the only book worker, at first: today `book … not found`
+        run = await client.start_illustration(book_id)
+        await wait_until(lambda: len(heard) >= 1)
+    async with running_worker(temporal_client, settings, database):
+        outcome = await client.wait(book_id)
+    other.engine.dispose()
+
+    assert outcome.status is BookStatus.COMPLETED
+    assert f"run {run.workflow_id} was started for fleet " in heard[0]
+    assert f"database {other_url} (DATABASE_URL)" in heard[0]

@@ -13,7 +13,8 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.backoff import ErrorBackoff
 from activities.finalize import FinalizeActivities
-from activities.illustrate_page import IllustratePageActivities, WorkerFleet
+from activities.fleet_check import WorkerFleet
+from activities.illustrate_page import IllustratePageActivities
 from activities.prepare import PrepareActivities
 from storywink.config import Settings, StorageKind
 from storywink.connections import (
@@ -83,13 +84,13 @@ def build_workers(
         else None
     )
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
-    finalize = FinalizeActivities(database.sessions)
+    finalize = FinalizeActivities(database.sessions, client, fleet)
     book_worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=[book_workflow, *STORY_WORKFLOWS],
         activities=[
-            PrepareActivities(database.sessions, client, settings, fleet_id).prepare_illustration,
+            PrepareActivities(database.sessions, client, settings, fleet).prepare_illustration,
             finalize.finalize_book,
             finalize.record_page_failure,
             *story_book_activities(client, settings, database),
