@@ -80,9 +80,11 @@ def establish_fleet(sessions: sessionmaker[Session], store: ImageStore, database
     """The fleet this worker serves, after checking its database and storage agree; the
     first worker of a fleet writes both. `FleetMismatch` names the settings otherwise."""
     marker = marker_path(store)
+    # The marker first: a first worker commits the row before it writes the marker, so a
+    # worker starting beside it never sees a marker without its row.
+    in_storage = read_marker(marker) if marker is not None else None
     with sessions() as session:
         in_database = database_fleet(session)
-        in_storage = read_marker(marker) if marker is not None else None
         where = f"database {database_shown} (DATABASE_URL)"
         if in_storage is not None and in_database != in_storage:
             found = f"fleet {in_database}" if in_database else "no fleet yet (a new database)"
