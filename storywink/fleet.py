@@ -32,8 +32,9 @@ FLEET_MEMO: Final = "storywink_fleet"
 _ROW: Final = 1
 
 
-class FleetMismatch(RuntimeError):
-    """This worker's database and storage belong to different fleets (one line)."""
+class FleetError(RuntimeError):
+    """This worker's database and storage belong to different fleets, or its storage
+    cannot hold the marker (one line naming the settings)."""
 
 
 def database_fleet(session: Session) -> str | None:
@@ -65,7 +66,7 @@ def read_marker(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, AttributeError):
-        raise FleetMismatch(f"unreadable fleet marker {path}") from None
+        raise FleetError(f"unreadable fleet marker {path}") from None
     return str(value) if value else None
 
 
@@ -78,7 +79,7 @@ def _write_marker(path: Path, fleet_id: str) -> None:
 
 def establish_fleet(sessions: sessionmaker[Session], store: ImageStore, database_shown: str) -> str:
     """The fleet this worker serves, after checking its database and storage agree; the
-    first worker of a fleet writes both. `FleetMismatch` names the settings otherwise."""
+    first worker of a fleet writes both. `FleetError` names the settings otherwise."""
     marker = marker_path(store)
     # The marker first: a first worker commits the row before it writes the marker, so a
     # worker starting beside it never sees a marker without its row.
@@ -88,12 +89,17 @@ def establish_fleet(sessions: sessionmaker[Session], store: ImageStore, database
         where = f"database {database_shown} (DATABASE_URL)"
         if in_storage is not None and in_database != in_storage:
             found = f"fleet {in_database}" if in_database else "no fleet yet (a new database)"
-            raise FleetMismatch(
+            raise FleetError(
                 f"{where} holds {found}, but storage {marker} (STORAGE_DIR) belongs to fleet "
                 f"{in_storage}: every worker must use the same DATABASE_URL and STORAGE_DIR "
                 f"(a new database meant for this storage: delete {marker})"
             )
         fleet_id = in_database or ensure_database_fleet(session)
     if marker is not None and in_storage is None:
-        _write_marker(marker, fleet_id)
+        try:
+            _write_marker(marker, fleet_id)
+        except OSError as exc:
+            raise FleetError(
+                f"cannot write the fleet marker {marker} (STORAGE_DIR): {exc.strerror}"
+            ) from None
     return fleet_id

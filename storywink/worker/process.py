@@ -43,7 +43,7 @@ from storywink.connections import (
     open_database,
 )
 from storywink.db.engine import DatabaseNotReady
-from storywink.fleet import FleetMismatch, establish_fleet
+from storywink.fleet import FleetError, establish_fleet
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
 from storywink.providers.factory import Providers, build_providers, build_store
@@ -200,7 +200,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             if run.done() and (error := run.exception()) is not None:
                 raise error
         if disagreements:
-            raise FleetMismatch(disagreements[0])
+            raise FleetError(disagreements[0])
 
 
 def main() -> int:
@@ -228,7 +228,7 @@ def main() -> int:
     except (StyleLibraryError, DatabaseNotReady, TemporalUnavailable, ConfigurationError) as exc:
         log.error("worker not started: %s", exc)
         return 2
-    except FleetMismatch as exc:
+    except FleetError as exc:
         log.error("worker %s: %s", "stopped" if stop.is_set() else "not started", exc)
         return 2
     return 0
