@@ -4,20 +4,34 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
+from temporalio.client import Client
 
 from activities.failures import book_step
+from activities.fleet_check import WorkerFleet
 from storywink import books, metrics
 from storywink.contract import BookOutcome, FinalizeInput, ModerationStatus, PageFailure, PageResult
 from storywink.db.engine import in_session
 
 
 class FinalizeActivities:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        temporal: Client | None = None,
+        fleet: WorkerFleet | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._temporal = temporal
+        self._fleet = fleet
+
+    async def _check_fleet(self) -> None:
+        if self._fleet is not None and self._temporal is not None:
+            await self._fleet.check_run(self._temporal)
 
     @activity.defn
     @book_step
     async def record_page_failure(self, failure: PageFailure) -> PageResult:
+        await self._check_fleet()
         result = await in_session(
             self._sessions,
             books.record_page,
@@ -32,6 +46,7 @@ class FinalizeActivities:
     @activity.defn
     @book_step
     async def finalize_book(self, request: FinalizeInput) -> BookOutcome:
+        await self._check_fleet()
         outcome = await in_session(
             self._sessions,
             books.finalize_book,

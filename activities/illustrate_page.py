@@ -31,11 +31,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities.backoff import ErrorBackoff, with_delay
 from activities.failures import FLEET_FAULT, database_failure, refusal
+from activities.fleet_check import WorkerFleet
 from storywink import books, contract, metrics
 from storywink.contract import ModerationStatus, PageResult, PageTask
 from storywink.db.engine import in_session
 from storywink.errors import BookError
 from storywink.fleet_health import FleetHealth
+from storywink.images import NotAnImage, normalise_photo
 from storywink.prompt import build_prompt
 from storywink.providers.base import (
     ContentRefused,
@@ -50,7 +52,7 @@ from storywink.providers.base import (
     StoredImage,
     TransientError,
 )
-from storywink.providers.fetch import ImageFetcher
+from storywink.providers.fetch import ImageFetcher, redact_url
 from storywink.quota_store import SharedLimiter
 from storywink.redact import Redactor
 
@@ -95,9 +97,11 @@ class IllustratePageActivities:
         backoff: ErrorBackoff | None = None,
         fleet: FleetHealth | None = None,
         fleet_policy: FleetFaultPolicy | None = None,
+        own_fleet: WorkerFleet | None = None,
     ) -> None:
         self._fleet = fleet
         self._fleet_policy = fleet_policy or FleetFaultPolicy()
+        self._own_fleet = own_fleet
         self._limiter = limiter
         self._backoff = backoff
         self._sessions = sessions
@@ -108,11 +112,15 @@ class IllustratePageActivities:
 
     @activity.defn
     async def illustrate_page(self, task: PageTask) -> PageResult:
+        if self._own_fleet is not None:
+            self._own_fleet.check_task(task)
         started = time.monotonic()
         if activity.info().attempt > 1:
             metrics.page_retry()
         attempt = _Attempt()
         async with _heartbeating() as heartbeat:
+            if heartbeat.previous is not None:
+                attempt.uncounted_calls = heartbeat.previous.uncounted_calls
             work = asyncio.create_task(self._settle(task, heartbeat, attempt))
             result = await self._unless_stopped(task, work, attempt)
         metrics.page_settled(result.moderation_status, time.monotonic() - started)
@@ -123,7 +131,7 @@ class IllustratePageActivities:
             return await self._illustrate(task, heartbeat, attempt)
         except _PageSettled as settled:
             _log_for(task, "%s: %s", settled.status.value, settled.reason, level=WARNING)
-            return await self._record(task, settled.status, reason=settled.reason)
+            return await self._record(task, attempt, settled.status, reason=settled.reason)
 
     async def _unless_stopped(
         self, task: PageTask, work: asyncio.Task[PageResult], attempt: _Attempt
@@ -154,10 +162,10 @@ class IllustratePageActivities:
         """Keep an image the attempt already stored; otherwise say where it was stopped."""
         try:
             if attempt.stored is not None:
-                await self._record(task, ModerationStatus.OK, image_url=attempt.stored.url)
+                await self._record(task, attempt, ModerationStatus.OK, image_url=attempt.stored.url)
             else:
                 reason = books.cancelled_reason(f"during {attempt.stage}")
-                await self._record(task, ModerationStatus.FAILED, reason=reason)
+                await self._record(task, attempt, ModerationStatus.FAILED, reason=reason)
         except Exception as exc:  # finalize still settles the page
             _log_for(task, "cancelled; not recorded (%s)", type(exc).__name__, level=WARNING)
 
@@ -171,9 +179,9 @@ class IllustratePageActivities:
         )
         if done is not None:
             return done
-        stored = await self._stored_earlier(task, heartbeat)
+        stored = await self._stored_earlier(task, heartbeat, attempt)
         if stored is None:
-            image = await self._draft_or_new_image(task, attempt)
+            image = await self._draft_or_new_image(task, attempt, heartbeat)
             attempt.stage = Stage.UPLOAD
             stored = await self._in_stage(
                 Stage.UPLOAD,
@@ -188,12 +196,14 @@ class IllustratePageActivities:
                     },
                 ),
             )
-            heartbeat.checkpoint(PageCheckpoint(stage=Stage.UPLOAD, image_url=stored.url))
+            heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, image_url=stored.url))
         attempt.stored = stored
         attempt.stage = Stage.RECORD
-        return await self._record(task, ModerationStatus.OK, image_url=stored.url)
+        return await self._record(task, attempt, ModerationStatus.OK, image_url=stored.url)
 
-    async def _stored_earlier(self, task: PageTask, heartbeat: _Heartbeat) -> StoredImage | None:
+    async def _stored_earlier(
+        self, task: PageTask, heartbeat: _Heartbeat, attempt: _Attempt
+    ) -> StoredImage | None:
         """The image an earlier attempt of this run (or the run it took over from) already
         stored for this page in this style, if any."""
         if not _may_have_earlier_work(task):
@@ -207,10 +217,12 @@ class IllustratePageActivities:
         if stored is None or not _drawn_for(task, stored.context):
             return None
         _log_for(task, "reusing the image found under %s", public_id)
-        heartbeat.checkpoint(PageCheckpoint(stage=Stage.UPLOAD, image_url=stored.url))
+        heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, image_url=stored.url))
         return stored
 
-    async def _draft_or_new_image(self, task: PageTask, attempt: _Attempt) -> GeneratedImage:
+    async def _draft_or_new_image(
+        self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
+    ) -> GeneratedImage:
         """The image an earlier attempt generated but could not store, else a new one."""
         if _may_have_earlier_work(task):
             draft = await self._in_stage(
@@ -220,7 +232,7 @@ class IllustratePageActivities:
             if draft is not None:
                 _log_for(task, "reusing the image an earlier attempt generated")
                 return GeneratedImage(data=draft[0], mime_type=draft[1])
-        image = await self._generate(task, attempt)
+        image = await self._generate(task, attempt, heartbeat)
         try:
             await in_session(
                 self._sessions,
@@ -235,12 +247,14 @@ class IllustratePageActivities:
             _log_for(task, message, type(exc).__name__, level=WARNING)
         return image
 
-    async def _generate(self, task: PageTask, attempt: _Attempt) -> GeneratedImage:
+    async def _generate(
+        self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
+    ) -> GeneratedImage:
         attempt.stage = Stage.FETCH_PHOTO
         if not task.original_image_url:
             raise _PageSettled(ModerationStatus.FAILED, f"{Stage.FETCH_PHOTO}: page has no photo")
         photo = await self._in_stage(
-            Stage.FETCH_PHOTO, self._fetcher.fetch(task.original_image_url, "photo")
+            Stage.FETCH_PHOTO, _fetch_photo(self._fetcher, task.original_image_url)
         )
         reference: SourceImage | None = None
         if self._illustrator.uses_style_reference:
@@ -265,12 +279,14 @@ class IllustratePageActivities:
             is_title_page=task.is_title_page,
         )
         attempt.stage = Stage.GENERATE
-        return await self._in_stage(Stage.GENERATE, self._call_model(task, job))
+        return await self._in_stage(Stage.GENERATE, self._call_model(task, job, attempt, heartbeat))
 
-    async def _call_model(self, task: PageTask, job: IllustrationJob) -> GeneratedImage:
+    async def _call_model(
+        self, task: PageTask, job: IllustrationJob, attempt: _Attempt, heartbeat: _Heartbeat
+    ) -> GeneratedImage:
         """One model call, in a slot of the fleet's shared rate when one is set; a 429
         slows the whole fleet down (storywink.quota)."""
-        await self._count_model_call(task)
+        await self._count_model_call(task, attempt, heartbeat)
         # The worker's next slot goes to its best waiting page, by the page's Priority
         # (storywink.quota_queue). Nothing between the slot and the call: the limiter's
         # headroom is for jitter only.
@@ -287,17 +303,26 @@ class IllustratePageActivities:
                 await self._limiter.rejected(slot, exc.retry_after)
             raise
 
-    async def _count_model_call(self, task: PageTask) -> None:
-        """Count the call about to be made, best effort: an error here is logged, not
-        retried, since a retry after a commit whose answer was lost would count twice."""
+    async def _count_model_call(
+        self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
+    ) -> None:
+        """Count the call about to be made: in the database at once (so a call cut off by
+        a killed worker is counted too) or, when the database cannot take it now, in the
+        heartbeat details, which later attempts carry on until the page's outcome is
+        recorded with them (`books.record_page`). Never retried: a retry after a commit
+        whose answer was lost would count twice."""
         try:
             await in_session(self._sessions, books.count_model_call, task.page_id)
         except Exception as exc:
-            _log_for(task, "model call not counted (%s)", type(exc).__name__, level=WARNING)
+            attempt.uncounted_calls += 1
+            heartbeat.checkpoint(attempt.checkpoint(Stage.GENERATE))
+            message = "model call counted with the page's outcome (%s)"
+            _log_for(task, message, type(exc).__name__, level=WARNING)
 
     async def _record(
         self,
         task: PageTask,
+        attempt: _Attempt,
         status: ModerationStatus,
         *,
         image_url: str | None = None,
@@ -313,6 +338,7 @@ class IllustratePageActivities:
                 status,
                 image_url=image_url,
                 reason=reason,
+                uncounted_calls=attempt.uncounted_calls,
             ),
         )
 
@@ -375,12 +401,30 @@ class IllustratePageActivities:
         )
 
 
+async def _fetch_photo(fetcher: ImageFetcher, url: str) -> SourceImage:
+    """The page's photo, normalised as at `book create` (a photo from elsewhere, e.g. a
+    web backend, gets the same checks); one decode at a time per worker (storywink.images)."""
+    fetched = await fetcher.fetch(url, "photo")
+    try:
+        photo = await asyncio.to_thread(normalise_photo, fetched.data)
+    except NotAnImage as exc:
+        raise PermanentError(f"photo {redact_url(url)}: {exc}") from None
+    return SourceImage(data=photo.data, mime_type=photo.mime_type)
+
+
 class _Attempt:
     """How far this attempt got: its stage, and the image once stored."""
 
     def __init__(self) -> None:
         self.stage = Stage.RECORD
         self.stored: StoredImage | None = None
+        # Model calls of this run for this page that the database has not counted yet.
+        self.uncounted_calls = 0
+
+    def checkpoint(self, stage: Stage, image_url: str | None = None) -> PageCheckpoint:
+        return PageCheckpoint(
+            stage=stage, image_url=image_url, uncounted_calls=self.uncounted_calls
+        )
 
 
 def _may_have_earlier_work(task: PageTask) -> bool:
@@ -425,6 +469,7 @@ class PageCheckpoint(BaseModel):
 
     stage: Stage
     image_url: str | None = None
+    uncounted_calls: int = 0  # model calls to add to the page's count when it is recorded
 
 
 class _Heartbeat:
@@ -440,7 +485,7 @@ class _Heartbeat:
         self.previous = _parse_checkpoint(self._details[0]) if self._details else None
 
     def checkpoint(self, checkpoint: PageCheckpoint) -> None:
-        self._details = (checkpoint.model_dump(mode="json"),)
+        self._details = (checkpoint.model_dump(mode="json", exclude_defaults=True),)
         activity.heartbeat(*self._details)
 
     async def beat_forever(self, interval: float) -> None:

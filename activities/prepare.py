@@ -7,10 +7,12 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.failures import book_step
+from activities.fleet_check import WorkerFleet
 from storywink import books
 from storywink.claims import stale_claim
 from storywink.config import Settings
 from storywink.contract import (
+    WORKFLOW_ID_PREFIX,
     ActivityOptions,
     BookStatus,
     IllustrationPlan,
@@ -20,13 +22,19 @@ from storywink.contract import (
 )
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
+from storywink.errors import check_workflow_id_names
 from storywink.styles import resolve_style
 
 
 class PrepareActivities:
     def __init__(
-        self, sessions: sessionmaker[Session], temporal: Client, settings: Settings
+        self,
+        sessions: sessionmaker[Session],
+        temporal: Client,
+        settings: Settings,
+        fleet: WorkerFleet | None = None,
     ) -> None:
+        self._fleet = fleet
         self._sessions = sessions
         self._temporal = temporal
         self._settings = settings
@@ -34,6 +42,9 @@ class PrepareActivities:
     @activity.defn
     @book_step
     async def prepare_illustration(self, request: PrepareInput) -> IllustrationPlan:
+        check_workflow_id_names(request.book_id, request.workflow_id, WORKFLOW_ID_PREFIX)
+        if self._fleet is not None:
+            await self._fleet.check_run(self._temporal)
         stale_run_id = await stale_claim(
             self._sessions,
             self._temporal,
@@ -42,7 +53,12 @@ class PrepareActivities:
             held_as=BookStatus.ILLUSTRATING,
         )
         plan = await in_session(
-            self._sessions, _claim_and_plan, request, stale_run_id, self._settings
+            self._sessions,
+            _claim_and_plan,
+            request,
+            stale_run_id,
+            self._settings,
+            self._fleet.fleet_id if self._fleet else None,
         )
         activity.logger.info(
             "book %s claimed: %d of %d pages to draw in style %s (%s)",
@@ -69,7 +85,11 @@ def _page_options(s: Settings) -> ActivityOptions:
 
 
 def _claim_and_plan(
-    session: Session, request: PrepareInput, stale_run_id: str | None, settings: Settings
+    session: Session,
+    request: PrepareInput,
+    stale_run_id: str | None,
+    settings: Settings,
+    fleet_id: str | None,
 ) -> IllustrationPlan:
     # Resolve the style first: an unknown style must refuse the run before claiming the book.
     style = resolve_style(
@@ -85,7 +105,9 @@ def _claim_and_plan(
         style=style,
         total_pages=len(book.pages),
         pages=tuple(
-            _page_task(book, page, style, request.run_id, earlier_run_id=stale_run_id)
+            _page_task(
+                book, page, style, request.run_id, earlier_run_id=stale_run_id, fleet_id=fleet_id
+            )
             for page in books.pages_to_draw(book)
         ),
         page_options=_page_options(settings),
@@ -93,7 +115,13 @@ def _claim_and_plan(
 
 
 def _page_task(
-    book: Book, page: Page, style: StyleSnapshot, run_id: str, *, earlier_run_id: str | None
+    book: Book,
+    page: Page,
+    style: StyleSnapshot,
+    run_id: str,
+    *,
+    earlier_run_id: str | None,
+    fleet_id: str | None,
 ) -> PageTask:
     return PageTask(
         book_id=book.id,
@@ -107,4 +135,5 @@ def _page_task(
         style=style,
         run_id=run_id,
         earlier_run_id=earlier_run_id,
+        fleet_id=fleet_id,
     )

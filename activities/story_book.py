@@ -11,6 +11,7 @@ from storywink import story_books
 from storywink.claims import stale_claim
 from storywink.config import Settings
 from storywink.contract import (
+    STORY_WORKFLOW_ID_PREFIX,
     ActivityOptions,
     BookStatus,
     StoryClaimInput,
@@ -20,6 +21,7 @@ from storywink.contract import (
     StoryPlan,
 )
 from storywink.db.engine import in_session
+from storywink.errors import check_workflow_id_names
 from storywink.story_metrics import StoryFailureReason, story_failure, story_settled
 from storywink.styles import STYLES
 
@@ -43,6 +45,7 @@ class StoryBookActivities:
     @activity.defn
     @book_step
     async def claim_story(self, request: StoryClaimInput) -> StoryPlan:
+        check_workflow_id_names(request.book_id, request.workflow_id, STORY_WORKFLOW_ID_PREFIX)
         stale_run_id = await stale_claim(
             self._sessions,
             self._temporal,

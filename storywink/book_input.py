@@ -10,10 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from storywink.db.models import Book, column_length
-from storywink.images import NotAnImage, image_mime_type
+from storywink.images import NotAnImage, photo_header
+from storywink.plain_text import control_character
+from storywink.story_answer import clean_text, page_text_problem
 from storywink.styles import STYLES
 
 PHOTO_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".webp"})
@@ -43,6 +52,13 @@ class NewBook(BaseModel):
     art_style: Annotated[str, _text(ART_STYLE_MAX)]
     user_id: Annotated[str, _text(USER_ID_MAX)] = Field(default="cli")
 
+    @field_validator("title", "child_name", "art_style", "user_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if control := control_character(value):
+            raise ValueError(f"holds a control character ({control})")
+        return value
+
     @classmethod
     def checked(cls, **fields: str) -> NewBook:
         """The book, or `BookInputError` naming every bad field in one line."""
@@ -63,8 +79,9 @@ def photos_in(directory: Path, max_bytes: int) -> list[Path]:
     """The folder's photos in file-name order, each checked; hidden files are ignored.
 
     Refuses, naming the file: anything that is not a supported photo (e.g. HEIC, notes),
-    a directory or broken link named like a photo, a photo over `max_bytes`, and bytes
-    that do not decode as an image.
+    a directory or broken link named like a photo, a photo over `max_bytes`, one whose
+    header is not an image's or gives more pixels than a photo may have
+    (`storywink.images`). `create_book_from_photos` then decodes each, before any upload.
     """
     try:
         entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
@@ -90,7 +107,7 @@ def check_photo(path: Path, max_bytes: int) -> Path:
             f"{path}: {size} bytes, over the {max_bytes} bytes a worker fetches (MAX_FETCH_BYTES)"
         )
     try:
-        image_mime_type(path.read_bytes())
+        photo_header(path)
     except NotAnImage as exc:
         raise BookInputError(f"{path}: {exc}") from None
     except OSError as exc:
@@ -119,4 +136,8 @@ def story_pages(story: Path, photo_count: int) -> list[str]:
         raise BookInputError(f'{story}: not a story file {{"pages": [...]}} ({problem})') from None
     if len(pages) != photo_count:
         raise BookInputError(f"{story} has {len(pages)} pages of text for {photo_count} photos")
-    return pages
+    texts = [clean_text(page) for page in pages]
+    for number, text in enumerate(texts, start=1):
+        if refused := page_text_problem(text, is_title_page=number == 1):
+            raise BookInputError(f"{story}: page {number}: {refused}")
+    return texts

@@ -1,11 +1,15 @@
-"""Create a book from a parent's photos: upload the originals, then write the book.
+"""Create a book from a parent's photos: normalise them, upload them, write the book.
 
-A failure anywhere leaves nothing behind: the originals already uploaded are deleted.
+Every photo is normalised (`storywink.images.normalise_photo`) into a temporary folder
+before the first upload, so a photo that does not decode is refused by name with nothing
+uploaded, and only one photo is in memory at a time. A failure after the upload started
+leaves nothing behind: the originals already uploaded are deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -16,7 +20,7 @@ from storywink.book_input import BookInputError, NewBook
 from storywink.contract import BookStatus
 from storywink.db.engine import in_session
 from storywink.db.models import new_id
-from storywink.images import NotAnImage, image_mime_type
+from storywink.images import NotAnImage, Photo, normalise_photo
 from storywink.providers.base import GeneratedImage, ImageStore
 from storywink.providers.local_storage import LocalImageStore
 
@@ -48,17 +52,46 @@ async def create_book_from_photos(
     photos: list[Path],
     texts: list[str] | None,
 ) -> str:
-    """Upload the originals, then write the book; on any failure the uploads are deleted."""
+    """Normalise every photo, upload them, then write the book; on any failure the
+    uploads are deleted."""
+    with tempfile.TemporaryDirectory(prefix="storywink-photos-") as spool:
+        ready = [
+            await asyncio.to_thread(_normalise_into, Path(spool), number, photo)
+            for number, photo in enumerate(photos, start=1)
+        ]
+        return await _upload_and_create(store, sessions, book, ready, texts)
+
+
+def _normalise_into(spool: Path, number: int, photo: Path) -> tuple[Path, str]:
+    """The photo normalised into `spool` (its path and mime type), or `BookInputError`."""
+    try:
+        normal: Photo = normalise_photo(photo.read_bytes())
+    except NotAnImage as exc:
+        raise BookInputError(f"{photo}: {exc}") from None
+    except OSError as exc:
+        raise BookInputError(f"{photo}: cannot be read: {exc.strerror}") from None
+    path = spool / f"page_{number}"
+    try:
+        path.write_bytes(normal.data)
+    except OSError as exc:
+        where = f"cannot write the normalised photos to {spool} (TMPDIR)"
+        raise OSError(exc.errno, f"{where}: {exc.strerror}") from None
+    return path, normal.mime_type
+
+
+async def _upload_and_create(
+    store: ImageStore,
+    sessions: sessionmaker[Session],
+    book: NewBook,
+    photos: list[tuple[Path, str]],
+    texts: list[str] | None,
+) -> str:
     book_id = new_id()
     uploaded: list[str] = []
     try:
         urls = []
-        for number, photo in enumerate(photos, start=1):
+        for number, (photo, mime) in enumerate(photos, start=1):
             data = await asyncio.to_thread(photo.read_bytes)
-            try:
-                mime = image_mime_type(data)
-            except NotAnImage as exc:
-                raise BookInputError(f"{photo}: {exc}") from None
             public_id = f"storywink/{book_id}/originals/page_{number}"
             uploaded.append(public_id)  # before the call: a timed-out upload may have landed
             stored = await store.store(

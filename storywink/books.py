@@ -184,9 +184,11 @@ def record_page(
     *,
     image_url: str | None = None,
     reason: str | None = None,
+    uncounted_calls: int = 0,
 ) -> PageResult:
-    """Record a page's outcome for this run; a repeat, or a run without the claim, changes
-    nothing and gets the page as it stands."""
+    """Record a page's outcome for this run, with the model calls its attempts made that
+    `count_model_call` could not count (the database was away); a repeat, or a run
+    without the claim, changes nothing and gets the page as it stands."""
     page = session.get(Page, page_id)
     if page is None:
         raise PageNotFound(page_id)
@@ -201,6 +203,17 @@ def record_page(
     page.generated_image_url = image_url
     page.moderation_reason = reason
     page.illustrated_by_run_id = run_id
+    if uncounted_calls:  # in SQL: other pages of the book count at the same time
+        session.execute(
+            update(Page)
+            .where(Page.id == page_id)
+            .values(model_calls=Page.model_calls + uncounted_calls)
+        )
+        session.execute(
+            update(Book)
+            .where(Book.id == page.book_id)
+            .values(image_count=Book.image_count + uncounted_calls)
+        )
     session.execute(delete(PageDraft).where(PageDraft.page_id == page_id))
     session.commit()
     return page_result(page)
@@ -274,6 +287,23 @@ def _stop_pending_pages(book: Book, run_id: str) -> None:
             page.illustrated_by_run_id = run_id
 
 
+UNACCOUNTED = (
+    "finalize: the run has no outcome recorded for this page (was it drawn by a worker "
+    "on another DATABASE_URL?)"
+)
+
+
+def _fail_unaccounted_pages(book: Book, run_id: str) -> None:
+    """Every page the run drew has its outcome recorded before finalize; one still PENDING
+    was lost on the way (its outcome recorded in another database, or not at all): a
+    settled book never holds a PENDING page, and its counts add up."""
+    for page in book.pages:
+        if page.moderation_status is ModerationStatus.PENDING:
+            page.moderation_status = ModerationStatus.FAILED
+            page.moderation_reason = UNACCOUNTED
+            page.illustrated_by_run_id = run_id
+
+
 def outcome_of(book: Book, status: BookStatus, *, cancelled: bool = False) -> BookOutcome:
     """The book's pages counted, with `status` and the notification it calls for."""
     return BookOutcome(
@@ -297,6 +327,8 @@ def finalize_book(
     holds_claim = book.illustration_run_id == run_id and book.status is BookStatus.ILLUSTRATING
     if holds_claim and cancelled:
         _stop_pending_pages(book, run_id)
+    elif holds_claim:
+        _fail_unaccounted_pages(book, run_id)
     status = book_status_for(book.pages) if holds_claim else book.status
     outcome = outcome_of(book, status, cancelled=cancelled)
     if not holds_claim:

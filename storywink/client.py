@@ -12,10 +12,13 @@ handle is by workflow id, never pinned to a run id.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Final
+from typing import Final, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -40,7 +43,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from storywink import books, contract
 from storywink.claims import describe_claim, describe_run, workflow_working_on
 from storywink.config import Settings
-from storywink.connections import connect_temporal, open_database
+from storywink.connections import (
+    TemporalConnectionLost,
+    connect_temporal,
+    is_connection_lost,
+    open_database,
+)
 from storywink.contract import (
     ILLUSTRATABLE_STATUSES,
     BookOutcome,
@@ -52,8 +60,14 @@ from storywink.contract import (
 from storywink.db.engine import in_session
 from storywink.db.models import Book
 from storywink.errors import BookNotReady, NotIllustrating, RunEnded
+from storywink.fleet import FLEET_MEMO, database_fleet
 
+T = TypeVar("T")
 QUERY_TIMEOUT: Final = timedelta(seconds=3)
+# How long a client following a run keeps trying through a lost connection to Temporal
+# (a server restart, a network blip) before it gives up following; the run goes on.
+CONNECTION_LOSS_LIMIT: Final = timedelta(seconds=60)
+_RECONNECT_EVERY_SECONDS: Final = 1.0
 # A poller's last access is when its current long poll (up to ~70 s) began.
 LIVE_POLLER_WINDOW: Final = timedelta(seconds=90)
 SETTLED_STATUSES: Final = frozenset({BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED})
@@ -119,14 +133,21 @@ class IllustrationClient:
         sessions: sessionmaker[Session],
         task_queue: str,
         page_task_queue: str | None = None,
+        *,
+        on_connection: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_connection` hears, in one line each, that the connection to Temporal was
+        lost while following a run, and that it is back."""
+        self._on_connection = on_connection
         self._temporal = temporal
         self._sessions = sessions
         self._task_queue = task_queue
         self._page_task_queue = page_task_queue
 
     @classmethod
-    async def connect(cls, settings: Settings) -> IllustrationClient:
+    async def connect(
+        cls, settings: Settings, on_connection: Callable[[str], None] | None = None
+    ) -> IllustrationClient:
         database = open_database(settings)
         temporal = await connect_temporal(settings)
         return cls(
@@ -134,6 +155,7 @@ class IllustrationClient:
             database.sessions,
             settings.temporal_task_queue,
             settings.temporal_illustration_task_queue,
+            on_connection=on_connection,
         )
 
     async def start_illustration(
@@ -153,6 +175,7 @@ class IllustrationClient:
             # takes the claim over when it prepares.
         elif claim.status not in ILLUSTRATABLE_STATUSES:
             raise BookNotReady(book_id, claim.status)
+        fleet_id = await in_session(self._sessions, database_fleet)
         handle: WorkflowHandle[object, BookOutcome] = await self._temporal.start_workflow(
             contract.BOOK_ILLUSTRATION_WORKFLOW,
             IllustrationRequest(book_id=book_id, priority=priority),
@@ -162,6 +185,8 @@ class IllustrationClient:
             # Double clicks, two web replicas, the CLI: all land on the same run.
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            # Workers of another database leave the run to ours (activities.fleet_check).
+            memo={FLEET_MEMO: fleet_id} if fleet_id else None,
         )
         return IllustrationRun(book_id, handle.id, handle.result_run_id)
 
@@ -201,7 +226,7 @@ class IllustrationClient:
 
         Raises `BookNotFound`, or `NotIllustrating` for a book that is neither settled
         nor worked on (e.g. STORY_READY and never started)."""
-        workflow_id = await self.workflow_working_on(book_id)
+        workflow_id = await self._through_outages(lambda: self.workflow_working_on(book_id))
         if workflow_id is None:
             book = await in_session(self._sessions, _load_book, book_id)
             if book.status not in SETTLED_STATUSES:
@@ -209,9 +234,44 @@ class IllustrationClient:
             return RunEnd(book_id, None, None, RunEnding.ALREADY_SETTLED, book_state(book), None)
         return await self._follow(book_id, workflow_id)
 
+    async def _through_outages(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, again after a lost connection to Temporal, for CONNECTION_LOSS_LIMIT
+        at most; then `TemporalConnectionLost`. Refusals by the server are raised at once."""
+        lost_at: float | None = None
+        while True:
+            try:
+                result = await call()
+            except RPCError as exc:
+                if not is_connection_lost(exc):
+                    raise
+                now = time.monotonic()
+                limit = CONNECTION_LOSS_LIMIT.total_seconds()
+                if lost_at is None:
+                    lost_at = now
+                    self._say(
+                        f"lost the connection to Temporal ({exc.message}); "
+                        f"still following the run for up to {limit:g} s"
+                    )
+                elif now - lost_at > limit:
+                    raise TemporalConnectionLost(
+                        f"no connection to Temporal for {limit:g} s ({exc.message}); the run "
+                        "goes on: run the command again to follow it"
+                    ) from None
+                await asyncio.sleep(_RECONNECT_EVERY_SECONDS)
+                continue
+            if lost_at is not None:
+                self._say("connection to Temporal is back")
+            return result
+
+    def _say(self, line: str) -> None:
+        if self._on_connection is not None:
+            self._on_connection(line)
+
     async def _follow(self, book_id: str, workflow_id: str) -> RunEnd:
         while True:
-            described = await describe_run(self._temporal, workflow_id)
+            described = await self._through_outages(
+                lambda: describe_run(self._temporal, workflow_id)
+            )
             if described is None:
                 book = await in_session(self._sessions, _load_book, book_id)
                 unknown = f"Temporal knows no run of workflow {workflow_id}"
@@ -225,11 +285,13 @@ class IllustrationClient:
             outcome: BookOutcome | None = None
             reason: str | None = None
             try:
-                outcome = await handle.result()
+                outcome = await self._through_outages(handle.result)
                 ending = RunEnding.COMPLETED
             except WorkflowFailureError as failure:
                 ending, reason = _ending_of(failure)
-                latest = await describe_run(self._temporal, workflow_id)
+                latest = await self._through_outages(
+                    lambda: describe_run(self._temporal, workflow_id)
+                )
                 if ending is RunEnding.TERMINATED and latest and latest.run_id != run_id:
                     continue  # a reset terminated this run and a new one carries on
             book = await in_session(self._sessions, _load_book, book_id)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -36,9 +38,11 @@ __all__ = [
     "Database",
     "DatabaseNotReady",
     "DatabaseUnavailable",
+    "TemporalConnectionLost",
     "TemporalUnavailable",
     "connect_temporal",
     "ensure_search_attributes",
+    "is_connection_lost",
     "open_database",
 ]
 
@@ -50,6 +54,19 @@ STARTUP_CALL_TIMEOUT: Final = timedelta(seconds=30)
 class TemporalUnavailable(RuntimeError):
     """Temporal is unreachable, the namespace does not exist, or the namespace lacks our
     search attributes; the message is one line naming the setting."""
+
+
+class TemporalConnectionLost(RuntimeError):
+    """Temporal stopped answering a client that was following a run, for longer than it
+    waits (a restart it survives is shorter); the run itself goes on."""
+
+
+# A lost connection (a server restart, a network blip), not a refusal by the server.
+_CONNECTION_LOST: Final = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    return isinstance(error, RPCError) and error.status in _CONNECTION_LOST
 
 
 async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
@@ -185,14 +202,32 @@ def _first_line(exc: BaseException, secrets: list[str] | None = None) -> str:
     return line
 
 
+def refuse_missing_sqlite_file(settings: Settings) -> None:
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    if not Path(url.database).is_file():
+        origin = "DATABASE_URL" if settings.database_url.get_secret_value() else "the default"
+        raise DatabaseUnavailable(
+            f"database {url.render_as_string(hide_password=True)} ({origin}): no such file; "
+            "a worker (python worker.py) or `storywink db upgrade` creates it"
+        )
+
+
 @dataclass(frozen=True)
 class Database:
     engine: Engine
     sessions: sessionmaker[Session]
 
 
-def open_database(settings: Settings) -> Database:
-    """Open the database; an embedded SQLite file is migrated to the latest schema."""
+def open_database(settings: Settings, *, create: bool = False) -> Database:
+    """Open the database; an embedded SQLite file is migrated to the latest schema.
+
+    Only a process meant to create the database (`create`: the worker, `storywink db
+    upgrade`, the demo) creates a SQLite file that does not exist; any other refuses it,
+    naming DATABASE_URL, instead of answering from a new, empty file."""
+    if not create:
+        refuse_missing_sqlite_file(settings)
     engine = make_engine(settings.resolved_database_url)
     if is_sqlite(settings.resolved_database_url):
         upgrade_to_head(engine)

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictInt,
     model_serializer,
 )
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -62,6 +63,7 @@ BAD_INPUT: Final = "BadInput"
 PAGE_STAGE_ERROR: Final = "PageStageError"
 DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"  # retried: connection, lock, deadlock
 DATABASE_REJECTED: Final = "DatabaseRejected"  # not retried: the data itself is wrong
+WRONG_FLEET: Final = "WrongFleet"  # retried: a worker of another database or storage
 
 # Book-level activities only touch the database: quick, retried through outages...
 BOOK_ACTIVITY_TIMEOUT: Final = timedelta(seconds=30)
@@ -134,7 +136,7 @@ class IllustrationRequest(Frozen):
 
     book_id: str = Field(min_length=1, max_length=64)
     # Temporal's priority key of the book's pages: 1 (first) to 5 (last); unset: 3.
-    priority: int | None = Field(default=None, ge=1, le=5)
+    priority: StrictInt | None = Field(default=None, ge=1, le=5)  # "1" is a typing mistake
 
     @model_serializer(mode="wrap")
     def _without_unset_priority(self, handler: SerializerFunctionWrapHandler) -> object:
@@ -179,6 +181,9 @@ class PageTask(Frozen):
     # The claim of a terminated run this run took the book over from: its image for this
     # page may be stored or drafted but not recorded, so the first attempt looks for it.
     earlier_run_id: str | None = None
+    # The fleet (storywink.fleet) whose database prepared the run: a page worker of another
+    # fleet leaves the page for one of this fleet. None from workers before it existed.
+    fleet_id: str | None = None
 
 
 class ActivityOptions(Frozen):

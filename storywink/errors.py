@@ -42,6 +42,29 @@ class BookBusy(BookError):
         self.workflow_id = workflow_id
 
 
+class WorkflowIdNamesAnotherBook(BookError):
+    """A run started under one book's workflow id with another book's id in its input
+    (e.g. `temporal workflow start --workflow-id book-illustration-A --input
+    '{"book_id": "B"}'`): it would hold A's id while working on B."""
+
+    error_type = contract.BAD_INPUT
+
+    def __init__(self, workflow_id: str, prefix: str, book_id: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id} names book {workflow_id.removeprefix(prefix)} but its "
+            f"input names book {book_id}"
+        )
+        self.workflow_id = workflow_id
+        self.book_id = book_id
+
+
+def check_workflow_id_names(book_id: str, workflow_id: str, prefix: str) -> None:
+    """Refuse a run whose workflow id is another book's (`<prefix><other id>`); a run
+    under an id of any other form may work on the book (the claim keeps it to one)."""
+    if workflow_id.startswith(prefix) and workflow_id != f"{prefix}{book_id}":
+        raise WorkflowIdNamesAnotherBook(workflow_id, prefix, book_id)
+
+
 class PageNotFound(BookError):
     """A page vanished during a run (its book was deleted)."""
 

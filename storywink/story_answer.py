@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from storywink.plain_text import control_character
 from storywink.providers.story import StoryAnswer, UnusableAnswer
 from storywink.redact import shorten
 
@@ -33,7 +34,8 @@ def count_sentences(text: str) -> int:
     return len(pieces)
 
 
-def _clean(value: str) -> str:
+def clean_text(value: str) -> str:
+    """Whitespace runs (newlines, tabs) collapsed to one space, none at the ends."""
     return " ".join(value.split())
 
 
@@ -57,14 +59,14 @@ def check_answer(
             page_problems[number] = "missing" if not found else f"{len(found)} entries"
             continue
         entry = answer.pages[found[0]]
-        notes = _clean(entry.illustration_notes) or None
+        notes = clean_text(entry.illustration_notes) or None
         if notes is not None and len(notes) > MAX_NOTES_CHARS:
             page_problems[number] = f"illustration notes longer than {MAX_NOTES_CHARS} characters"
             continue
         if number == title_page:
             texts.append(PageText(number, title, notes))
             continue
-        text = _clean(entry.text)
+        text = clean_text(entry.text)
         problem = _text_problem(text)
         if problem:
             page_problems[number] = problem
@@ -76,12 +78,21 @@ def check_answer(
     return texts
 
 
-def _text_problem(text: str) -> str | None:
+def page_text_problem(text: str, *, is_title_page: bool) -> str | None:
+    """Why a page's text (already `clean_text`ed) is refused, or None: the same rule for a
+    story file, a parent's edit and the text model (the title page may hold more
+    sentences)."""
     if not text:
         return "no text"
     if len(text) > MAX_PAGE_TEXT_CHARS:
         return f"text longer than {MAX_PAGE_TEXT_CHARS} characters"
+    if control := control_character(text):
+        return f"text holds a control character ({control})"
     sentences = count_sentences(text)
-    if sentences > MAX_SENTENCES:
-        return f"{sentences} sentences (at most {MAX_SENTENCES})"
+    if not is_title_page and sentences > MAX_SENTENCES:
+        return f"{sentences} sentences (a page holds at most {MAX_SENTENCES} sentences)"
     return None
+
+
+def _text_problem(text: str) -> str | None:
+    return page_text_problem(text, is_title_page=False)

@@ -17,7 +17,7 @@ from storywink.contract import STORY_WRITABLE_STATUSES, BookStatus, StoryOutcome
 from storywink.db.models import Book, Page
 from storywink.errors import BookBusy, BookError
 from storywink.redact import shorten
-from storywink.story_answer import MAX_PAGE_TEXT_CHARS, PageText, count_sentences
+from storywink.story_answer import PageText, clean_text, page_text_problem
 
 REASON_LIMIT = 400
 
@@ -158,6 +158,14 @@ def story_state(session: Session, book_id: str) -> StoryOutcome:
     return _outcome(get_book(session, book_id))
 
 
+def _drawn_as(book: Book, page: Page) -> str | None:
+    """How the page was settled when its next illustration run will not draw it again
+    (smart retry keeps pictures and refusals; a STORY_READY book is drawn anew)."""
+    if book.status in (BookStatus.DRAFT, BookStatus.STORY_READY) or books.needs_drawing(page):
+        return None
+    return "already illustrated" if page.has_image else "declined by the image model"
+
+
 def update_page_text(session: Session, book_id: str, page_number: int, text: str) -> Page:
     """A parent's edit of one page's text before illustration (never while a run works)."""
     # Locked, so no run can claim the book between this check and the commit.
@@ -169,13 +177,15 @@ def update_page_text(session: Session, book_id: str, page_number: int, text: str
     page = next((p for p in book.pages if p.page_number == page_number), None)
     if page is None:
         raise PageTextRefused(f"book {book_id} has no page {page_number}")
-    cleaned = " ".join(text.split())
-    if not cleaned:
-        raise PageTextRefused("the text is empty")
-    if len(cleaned) > MAX_PAGE_TEXT_CHARS:
-        raise PageTextRefused(f"the text is longer than {MAX_PAGE_TEXT_CHARS} characters")
-    if not page.is_title_page and count_sentences(cleaned) > 3:
-        raise PageTextRefused("a page holds at most 3 sentences")
+    if (drawn := _drawn_as(book, page)) is not None:
+        raise PageTextRefused(
+            f"page {page_number} of book {book_id} is {drawn} (book {book.status.value}) and "
+            "is not drawn again, so its picture would no longer match the text; write a new "
+            "story (`storywink story`) to draw the book again"
+        )
+    cleaned = clean_text(text)
+    if problem := page_text_problem(cleaned, is_title_page=page.is_title_page):
+        raise PageTextRefused(f"page {page_number}: {problem}")
     page.text = cleaned
     page.text_problem = None
     session.commit()

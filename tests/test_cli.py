@@ -11,6 +11,7 @@ from storywink.demo.sample_book import write_sample_photos
 from tests.support.commands import (
     book_count,
     create,
+    ensure_database,
     original_photos,
     plain,
     same_pixels,
@@ -109,6 +110,7 @@ def test_create_refuses_bad_input_clearly_and_creates_no_book(
 
 
 def test_status_of_an_unknown_book_fails_clearly(tmp_path: Path) -> None:
+    ensure_database(tmp_path)
     result = storywink(tmp_path, "status", "no-such-book", "--json")
 
     assert result.returncode != 0

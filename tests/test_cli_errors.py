@@ -27,7 +27,7 @@ from storywink.demo.sample_book import write_sample_photos
 from storywink.providers.base import GeneratedImage, StoredImage, TransientError
 from storywink.providers.local_storage import LocalImageStore
 from tests.support import forked_cli
-from tests.support.commands import book_count, cli_env, create
+from tests.support.commands import book_count, cli_env, create, ensure_database
 from tests.support.fakes.cloudinary_server import CloudFault, FakeCloudinaryServer
 from tests.support.helpers import create_book, load_book, photo_urls
 from tests.support.services import PG_ADMIN_URL
@@ -136,7 +136,7 @@ async def test_a_namespace_that_does_not_exist_is_one_line_and_exit_2(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     database = f"sqlite:///{tmp_path / 'storywink.db'}"
-    opened = open_database(load_settings(database_url=database))
+    opened = open_database(load_settings(database_url=database), create=True)
     book_id = create_book(opened, photo_urls(tmp_path / "storage" / "p", 1))
     opened.engine.dispose()
     env = {
@@ -277,6 +277,7 @@ def test_the_cdn_refusing_an_upload_is_one_line_and_no_book(
 ) -> None:
     cdn.fail_next_uploads(10, fault)
     env = {"STORAGE": "cloudinary", "CLOUDINARY_URL": cdn.cloudinary_url()}
+    ensure_database(tmp_path)
 
     result = run_with(tmp_path, env, "book", "create", "--photos", "photos",
                       "--title", "T", "--child-name", "Mia")  # fmt: skip

@@ -23,7 +23,7 @@ from storywink import contract
 from storywink.cli import ExitCode
 from storywink.client import IllustrationClient, RunEnding
 from storywink.config import Settings
-from storywink.connections import Database
+from storywink.connections import Database, connect_temporal
 from storywink.contract import BookStatus, IllustrationRequest
 from storywink.errors import RunEnded
 from storywink.providers.factory import build_providers
@@ -37,6 +37,7 @@ from tests.support.helpers import (
     temporal_cli,
     wait_until,
 )
+from tests.support.temporal_server import dev_server
 
 pytestmark = pytest.mark.process
 
@@ -266,3 +267,26 @@ async def test_the_client_cancels_and_waits_for_a_run_under_another_workflow_id(
     assert (ended.value.ending, ended.value.status) == ("cancelled", BookStatus.PARTIAL)
     assert end.ending is RunEnding.ALREADY_SETTLED
     assert not await client.cancel(book_id)  # nothing runs any more
+
+
+async def test_illustrate_keeps_following_the_run_through_a_temporal_restart(
+    settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    """A brief restart of the server (file-backed: the run survives it) is a lost
+    connection, said so, not `error: Temporal refused` and exit 2 ("bad configuration")."""
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
+    (tmp_path / "temporal").mkdir()
+    async with dev_server(tmp_path / "temporal") as server:
+        own = settings.model_copy(update={"temporal_address": server.address})
+        async with storywink_illustrate(own, tmp_path, book_id) as cli:
+            await cli.line_containing("illustrating book")  # the run waits for a worker
+            server.kill()
+            lost = await cli.line_containing("lost the connection to Temporal")
+            await server.start()
+            async with running_worker(await connect_temporal(own), own, database):
+                code, lines = await cli.finish()
+
+    assert "still following the run for up to 60 s" in lost
+    assert any("connection to Temporal is back" in line for line in lines), lines
+    assert code == ExitCode.OK, lines
+    assert_ends_with_one_line(lines, f"book {book_id}: COMPLETED (2/2 pages illustrated)")

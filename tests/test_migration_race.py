@@ -33,7 +33,7 @@ settings = load_settings(database_url=url)
 ready.touch()
 while not go.exists():
     time.sleep(0.001)
-open_database(settings).engine.dispose()
+open_database(settings, create=True).engine.dispose()
 """
 
 

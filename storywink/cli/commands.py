@@ -26,12 +26,19 @@ from storywink.cli.exits import (
     settings_or_exit,
 )
 from storywink.cli.views import book_json, print_books_report
-from storywink.cli.watch import ending_line, exit_code_for, watch_illustration, watch_story
+from storywink.cli.watch import (
+    ending_line,
+    exit_code_for,
+    say_connection,
+    watch_illustration,
+    watch_story,
+)
 from storywink.client import IllustrationClient, RunEnd
 from storywink.config import DEFAULT_DATA_DIR, Settings
 from storywink.connections import connect_temporal, open_database
 from storywink.db.engine import make_engine, upgrade_to_head
 from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_url
+from storywink.plain_text import printable
 from storywink.providers.factory import build_store
 from storywink.style_assets import publish_references
 from storywink.styles import DEFAULT_STYLE, STYLES
@@ -89,11 +96,12 @@ def illustrate(
     """Start (or join) a book's illustration and show progress until it settles.
 
     Exit codes: 0 COMPLETED, 4 PARTIAL, 5 FAILED, 6 cancelled, 7 terminated or timed out,
-    1 refused (not found, not ready, busy) or the run failed, 2 bad configuration."""
+    1 refused (not found, not ready, busy) or the run failed, 2 bad configuration,
+    8 Temporal did not answer for a minute while following the run (it goes on)."""
     settings = settings_or_exit()
 
     async def go() -> RunEnd:
-        client = await IllustrationClient.connect(settings)
+        client = await IllustrationClient.connect(settings, on_connection=say_connection)
         return await watch_illustration(client, book_id, priority)
 
     end = run_or_exit(go())
@@ -112,9 +120,10 @@ def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     if as_json:
         print(json.dumps(book, indent=2))
         return
-    print(f"{book['title']} ({book['id']}): {book['status']}, style {book['art_style']}")
+    title = printable(book["title"])
+    print(f"{title} ({book['id']}): {book['status']}, style {book['art_style']}")
     for page in book["pages"]:
-        reason = f" — {page['moderation_reason']}" if page["moderation_reason"] else ""
+        reason = f" — {printable(page['moderation_reason'])}" if page["moderation_reason"] else ""
         print(f"  page {page['page_number']:>2}: {page['moderation_status']}{reason}")
 
 
@@ -209,7 +218,7 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str
     # Imported here: the worker's wiring (models, CDN SDKs) would slow every other command.
     from storywink.demo.run import create_sample_book, workers_in_process, write_book_gallery
 
-    database = open_database(settings)
+    database = open_database(settings, create=True)
     book_id = await create_sample_book(settings, database, pages, out_dir / "photos")
     async with workers_in_process(settings, database) as clients:
         await watch_story(clients.stories, book_id)

@@ -24,7 +24,11 @@ from typer.exceptions import TyperException
 
 from storywink.book_input import BookInputError
 from storywink.config import ConfigurationError, Settings, load_settings
-from storywink.connections import TemporalUnavailable
+from storywink.connections import (
+    TemporalConnectionLost,
+    TemporalUnavailable,
+    is_connection_lost,
+)
 from storywink.db.engine import DatabaseNotReady, driver_complaint
 from storywink.demo.devserver import DevServerError
 from storywink.errors import BookError
@@ -47,6 +51,7 @@ class ExitCode(IntEnum):
     FAILED = 5  # illustrate: the book is FAILED
     CANCELLED = 6  # illustrate: the run was cancelled (the book is still settled)
     TERMINATED = 7  # illustrate: the run was terminated or timed out
+    CONNECTION_LOST = 8  # illustrate: Temporal stopped answering while it followed the run
 
 
 _SECRET_ENVIRONMENT: Final = ("DATABASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY", "CLOUDINARY_URL")
@@ -86,6 +91,8 @@ def one_line_errors() -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort, TyperException):
         raise
+    except TemporalConnectionLost as exc:
+        fail(ExitCode.CONNECTION_LOST, str(exc))
     except (BookInputError, ConfigurationError, DatabaseNotReady, TemporalUnavailable) as exc:
         fail(ExitCode.BAD_INPUT, _with_notes(exc))
     except SQLAlchemyError as exc:
@@ -96,6 +103,13 @@ def one_line_errors() -> Iterator[None]:
     except (PermanentError, TransientError) as exc:
         fail(ExitCode.BAD_INPUT, f"image store: {_with_notes(exc)}")
     except RPCError as exc:
+        if is_connection_lost(exc):
+            settings = load_settings()
+            fail(
+                ExitCode.BAD_INPUT,
+                f"cannot reach Temporal at {settings.temporal_address} "
+                f"(TEMPORAL_ADDRESS): {exc.message}",
+            )
         namespace = load_settings().temporal_namespace
         fail(
             ExitCode.BAD_INPUT,

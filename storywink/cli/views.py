@@ -11,6 +11,7 @@ from rich.table import Table
 from storywink.book_report import BooksReport
 from storywink.contract import BookStatus
 from storywink.db.models import Book, new_id
+from storywink.plain_text import printable
 
 BOOK_ID_WIDTH: Final = len(new_id())
 
@@ -64,7 +65,7 @@ def print_books_report(report: BooksReport) -> None:
             state = run.summary if run else "-"
             table.add_row(
                 book.book_id,
-                escape(book.title),
+                escape(printable(book.title)),
                 book.status.value,
                 pages,
                 report.ago(run.started_at if run else None),
@@ -80,7 +81,7 @@ def print_books_report(report: BooksReport) -> None:
         for book, run in stuck:
             held_by = f"workflow {book.workflow_id}, run {book.run_id}" if book.run_id else ""
             why = f"{run.summary}: {run.reason}" if run.reason else run.summary
-            out.print(f"  {book.book_id} ({escape(book.title)}): {escape(why)}")
+            out.print(f"  {book.book_id} ({escape(printable(book.title))}): {escape(why)}")
             if held_by:
                 out.print(f"    held by {held_by}")
             out.print(f"    {escape(run.hint or '')}")
@@ -95,7 +96,7 @@ def print_books_report(report: BooksReport) -> None:
         colour = _STATUS_COLOURS.get(outcome.status, "default")
         outcomes.add_row(
             outcome.book_id,
-            escape(outcome.title),
+            escape(printable(outcome.title)),
             f"[{colour}]{outcome.status.value}[/]",
             str(outcome.pages.ok),
             str(outcome.pages.flagged),

@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from typing import Final
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from temporalio.service import RPCError
 
 from storywink import book_report
 from storywink.cli.exits import ExitCode, err
 from storywink.client import IllustrationClient, QueuePollers, RunEnd, RunEnding
+from storywink.connections import is_connection_lost
 from storywink.contract import BookStatus, StoryOutcome
 from storywink.contract import Progress as RunProgress
 from storywink.redact import shorten
@@ -76,15 +79,20 @@ async def watch_illustration(
         watch = _NoWorkerWatch(client, err)
         ending = asyncio.ensure_future(client.wait_for_end(book_id))
         while not ending.done():
-            progress = await client.progress(book_id)
-            bar.update(
-                task,
-                total=progress.to_draw or None,
-                completed=progress.done,
-                description=progress.phase,
-                detail=f"{progress.flagged} flagged, {progress.failed} failed",
-            )
-            await watch.check(progress)
+            try:
+                progress = await client.progress(book_id)
+                bar.update(
+                    task,
+                    total=progress.to_draw or None,
+                    completed=progress.done,
+                    description=progress.phase,
+                    detail=f"{progress.flagged} flagged, {progress.failed} failed",
+                )
+                await watch.check(progress)
+            except RPCError as exc:
+                if not is_connection_lost(exc):
+                    raise
+                # `ending` says so, and gives up after CONNECTION_LOSS_LIMIT.
             await asyncio.wait([ending], timeout=0.5)
         end = ending.result()
         book = end.book
@@ -109,6 +117,11 @@ _EXIT_FOR_ENDING: Final = {
     RunEnding.TIMED_OUT: ExitCode.TERMINATED,
     RunEnding.FAILED: ExitCode.REFUSED,
 }
+
+
+def say_connection(line: str) -> None:
+    """What `illustrate` prints when it loses (and finds again) its connection to Temporal."""
+    err.print(escape(line), highlight=False)
 
 
 def exit_code_for(end: RunEnd) -> ExitCode:

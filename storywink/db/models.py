@@ -162,3 +162,14 @@ class ModelQuota(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     far: Mapped[bool] = mapped_column(Boolean, default=True)
     early_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class FleetIdentity(Base):
+    """The one row naming this database's fleet (storywink.fleet): workers compare it with
+    their storage's marker and with the fleet a run's pages were prepared by."""
+
+    __tablename__ = "fleet_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

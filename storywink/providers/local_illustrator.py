@@ -25,6 +25,7 @@ _PAPER: Final = (255, 255, 255)
 _SMALLEST_FONT: Final = 9
 _LINE_SHARE: Final = 0.05  # share of the picture drawn as ink lines, at most
 _MIN_EDGE: Final = 24
+_MAX_CAPTION_CHARS: Final = 600  # storywink.story_answer.MAX_PAGE_TEXT_CHARS
 
 RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -55,7 +56,7 @@ def render_page(job: IllustrationJob, style: Style, size: int) -> bytes:
     picture = _stylise(photo, style)
     page = _vignette(picture, text_band=_band_height(size, job.is_title_page))
     caption = job.title if job.is_title_page else (job.text or "")
-    _draw_caption(page, caption.strip(), _hex(style.ink), job.is_title_page)
+    _draw_caption(page, _bounded(caption), _hex(style.ink), job.is_title_page)
     out = io.BytesIO()
     page.save(out, format="PNG", optimize=False)
     return out.getvalue()
@@ -144,6 +145,15 @@ def _vignette(picture: Image.Image, text_band: int) -> Image.Image:
     return Image.composite(picture, paper, mask)
 
 
+def _bounded(caption: str) -> str:
+    """At most `_MAX_CAPTION_CHARS` (what a page may hold: the checks at the door), so
+    the drawing's time is bounded whatever text reaches it."""
+    caption = " ".join(caption.split())
+    if len(caption) <= _MAX_CAPTION_CHARS:
+        return caption
+    return caption[: _MAX_CAPTION_CHARS - 1].rstrip() + "…"
+
+
 def _band_height(size: int, is_title_page: bool) -> int:
     return size * 24 // 100 if is_title_page else size * 20 // 100
 
@@ -203,14 +213,24 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Font, width: int) -> list[
             lines.append(current)
         current = word
         while draw.textlength(current, font=font) > width and len(current) > 1:
-            cut = len(current) - 1
-            while cut > 1 and draw.textlength(current[:cut], font=font) > width:
-                cut -= 1
+            cut = _longest_fitting(draw, current, font, width)
             lines.append(current[:cut])
             current = current[cut:]
     if current:
         lines.append(current)
     return lines
+
+
+def _longest_fitting(draw: ImageDraw.ImageDraw, word: str, font: Font, width: int) -> int:
+    """How many leading characters of `word` fit in `width` (at least 1), by bisection."""
+    low, high = 1, len(word)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if draw.textlength(word[:middle], font=font) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _hex(colour: str) -> RGB:

@@ -24,8 +24,9 @@ from typing import Final
 from PIL import Image
 
 from storywink.images import NotAnImage, image_mime_type
-from storywink.providers.base import GeneratedImage, PermanentError, StoredImage
+from storywink.providers.base import GeneratedImage, PermanentError, StoredImage, TransientError
 
+_PNG_MODES: Final = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
 _PUBLIC_ID: Final = re.compile(r"^[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*$")
 
 
@@ -45,7 +46,13 @@ class LocalImageStore:
         self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
     ) -> StoredImage:
         path = self.path_for(public_id)
-        await asyncio.to_thread(self._write, path, image, public_id, tags, context)
+        try:
+            await asyncio.to_thread(self._write, path, image, public_id, tags, context)
+        except OSError as exc:  # e.g. a full disk: name the file and the setting
+            raise TransientError(
+                f"cannot write {path} (local storage, STORAGE_DIR={self.root}): "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
         return StoredImage(url=_file_url(path), public_id=public_id, context=dict(context))
 
     async def find(self, public_id: str) -> StoredImage | None:
@@ -106,7 +113,8 @@ def _as_png(data: bytes) -> bytes:
         return data
     with Image.open(io.BytesIO(data)) as image:
         out = io.BytesIO()
-        image.save(out, format="PNG")
+        png_able = image if image.mode in _PNG_MODES else image.convert("RGB")
+        png_able.save(out, format="PNG")
     return out.getvalue()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -12,14 +13,14 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.backoff import ErrorBackoff
 from activities.finalize import FinalizeActivities
+from activities.fleet_check import WorkerFleet
 from activities.illustrate_page import FleetFaultPolicy, IllustratePageActivities
 from activities.prepare import PrepareActivities
-from storywink.config import (
-    Settings,
-)
+from storywink.config import Settings, StorageKind
 from storywink.connections import (
     Database,
 )
+from storywink.fleet import ensure_database_fleet
 from storywink.fleet_health import FleetHealth
 from storywink.providers.factory import Providers
 from storywink.quota_store import SharedLimiter
@@ -33,6 +34,28 @@ WORKFLOWS: tuple[type, ...] = (BookIllustration, *STORY_WORKFLOWS)
 
 def worker_identity(settings: Settings) -> str:
     return settings.worker_identity or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _what_it_serves(settings: Settings, database: Database) -> str:
+    shown = database.engine.url.render_as_string(hide_password=True)
+    storage = (
+        f"storage {settings.storage_dir.resolve()} (STORAGE_DIR)"
+        if settings.storage_kind is StorageKind.LOCAL
+        else "storage cloudinary (CLOUDINARY_URL)"
+    )
+    return f"database {shown} (DATABASE_URL), {storage}"
+
+
+def worker_fleet(
+    settings: Settings,
+    database: Database,
+    on_wrong_fleet: Callable[[str], None] | None = None,
+) -> WorkerFleet:
+    """The fleet (database and storage) this worker serves; `on_wrong_fleet` hears when a
+    task prepared by another fleet reaches it."""
+    with database.sessions() as session:
+        fleet_id = ensure_database_fleet(session)
+    return WorkerFleet(fleet_id, _what_it_serves(settings, database), on_wrong_fleet)
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
@@ -58,6 +81,7 @@ def build_page_worker(
     providers: Providers,
     limiter: SharedLimiter | None,
     fleet: FleetHealth | None,
+    own_fleet: WorkerFleet,
 ) -> Worker:
     """The poller of the page queue (built again each time page work resumes)."""
     activities = IllustratePageActivities(
@@ -73,6 +97,7 @@ def build_page_worker(
             retry_after=timedelta(seconds=settings.fleet_fault_retry_seconds),
             bound=timedelta(hours=settings.fleet_fault_max_hours),
         ),
+        own_fleet,
     )
     return Worker(
         client,
@@ -99,22 +124,27 @@ def build_workers(
     *,
     book_workflow: type[BookIllustration] = BookIllustration,
     fleet: FleetHealth | None = None,
+    own_fleet: WorkerFleet | None = None,
+    on_wrong_fleet: Callable[[str], None] | None = None,
 ) -> list[Worker]:
     """The pollers: workflows + book activities, the page activities, the story activity.
     `book_workflow` lets a test run a changed workflow as another version; `fleet` is told
-    of a fleet fault a page meets (the worker process pauses its page work on it)."""
+    of a fleet fault a page meets (the worker process pauses its page work on it);
+    `own_fleet` the database and storage this worker serves (else `worker_fleet`'s, whose
+    `on_wrong_fleet` hears when a page prepared by another fleet reaches this worker)."""
     identity = worker_identity(settings)
+    own_fleet = own_fleet or worker_fleet(settings, database, on_wrong_fleet)
     versioning = deployment_config(settings)
     redactor = Redactor(settings.secrets())
     limiter = shared_limiter(settings, database)
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
-    finalize = FinalizeActivities(database.sessions)
+    finalize = FinalizeActivities(database.sessions, client, own_fleet)
     book_worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=[book_workflow, *STORY_WORKFLOWS],
         activities=[
-            PrepareActivities(database.sessions, client, settings).prepare_illustration,
+            PrepareActivities(database.sessions, client, settings, own_fleet).prepare_illustration,
             finalize.finalize_book,
             finalize.record_page_failure,
             *story_book_activities(client, settings, database),
@@ -127,7 +157,9 @@ def build_workers(
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
         deployment_config=versioning,
     )
-    page_worker = build_page_worker(client, settings, database, providers, limiter, fleet)
+    page_worker = build_page_worker(
+        client, settings, database, providers, limiter, fleet, own_fleet
+    )
     story_worker = build_story_worker(
         client,
         settings,

@@ -30,6 +30,7 @@ from temporalio.client import Client
 from temporalio.common import MetricMeter
 from temporalio.worker import Worker
 
+from activities.fleet_check import WorkerFleet
 from storywink.config import (
     ConfigurationError,
     IllustratorKind,
@@ -45,10 +46,11 @@ from storywink.connections import (
     open_database,
 )
 from storywink.db.engine import DatabaseNotReady
+from storywink.fleet import FleetError, establish_fleet
 from storywink.fleet_health import FleetHealth
 from storywink.health import Readiness, State, serve_health
 from storywink.logs import configure_logging
-from storywink.providers.factory import Providers, build_providers, gemini_client
+from storywink.providers.factory import Providers, build_providers, build_store, gemini_client
 from storywink.providers.fetch import ImageFetcher
 from storywink.providers.gemini_check import check_models, configured_models
 from storywink.run_upgrade import move_stranded_runs
@@ -60,6 +62,7 @@ from storywink.worker.assembly import (
     build_page_worker,
     build_workers,
     shared_limiter,
+    worker_fleet,
     worker_identity,
 )
 from storywink.worker.page_work import PausablePageWorker
@@ -83,8 +86,17 @@ async def started_runtime(
     library_hash = validate_library(settings.style_assets_url)
     log.info("style library ok (hash %s)", library_hash)
     # In a thread: a slow database must not stall the event loop serving /healthz.
-    database = await asyncio.to_thread(open_database, settings)
-    log.info("database ok (%s)", database.engine.url.render_as_string(hide_password=True))
+    database = await asyncio.to_thread(open_database, settings, create=True)
+    shown = database.engine.url.render_as_string(hide_password=True)
+    log.info("database ok (%s)", shown)
+    try:
+        fleet_id = await asyncio.to_thread(
+            establish_fleet, database.sessions, build_store(settings), shown
+        )
+    except BaseException:
+        database.engine.dispose()
+        raise
+    log.info("fleet %s (database and storage agree)", fleet_id)
     runtime = worker_runtime(settings, worker_identity(settings))
     if settings.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", settings.ops_host, settings.metrics_port)
@@ -191,6 +203,7 @@ def pausable_pages(
     database: Database,
     providers: Providers,
     fleet: FleetHealth,
+    own_fleet: WorkerFleet,
     readiness: Readiness,
 ) -> PausablePageWorker:
     """The page worker, paused while a fleet fault lasts; probed through the provider
@@ -206,7 +219,13 @@ def pausable_pages(
         first,
         # A fresh limiter too: the shut-down worker's is not used again.
         lambda: build_page_worker(
-            client, settings, database, providers, shared_limiter(settings, database), fleet
+            client,
+            settings,
+            database,
+            providers,
+            shared_limiter(settings, database),
+            fleet,
+            own_fleet,
         ),
         fleet,
         probes,
@@ -257,12 +276,25 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         serve_health(settings.ops_host, settings.health_port, readiness),
         started_runtime(settings) as (client, database, providers),
     ):
+        disagreements: list[str] = []
+
+        def on_wrong_fleet(message: str) -> None:
+            if not disagreements:  # one line, and no more pages taken from other fleets
+                disagreements.append(message)
+                log.error("stopping: %s", message)
+                stop.set()
+
         await move_runs_of_earlier_releases(client)
         fleet = FleetHealth()
-        book, pages, story = build_workers(client, settings, database, providers, fleet=fleet)
+        own_fleet = worker_fleet(settings, database, on_wrong_fleet)
+        book, pages, story = build_workers(
+            client, settings, database, providers, fleet=fleet, own_fleet=own_fleet
+        )
         workers: list[Poller] = [
             book,
-            pausable_pages(pages, client, settings, database, providers, fleet, readiness),
+            pausable_pages(
+                pages, client, settings, database, providers, fleet, own_fleet, readiness
+            ),
             story,
         ]
         runs = [asyncio.create_task(worker.run()) for worker in workers]
@@ -290,6 +322,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         for run in runs:
             if run.done() and (error := run.exception()) is not None:
                 raise error
+        if disagreements:
+            raise FleetError(disagreements[0])
 
 
 def main() -> int:
@@ -316,6 +350,9 @@ def main() -> int:
         asyncio.run(amain())
     except (StyleLibraryError, DatabaseNotReady, TemporalUnavailable, ConfigurationError) as exc:
         log.error("worker not started: %s", exc)
+        return 2
+    except FleetError as exc:
+        log.error("worker %s: %s", "stopped" if stop.is_set() else "not started", exc)
         return 2
     return 0
 

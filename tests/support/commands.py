@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -15,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 from PIL import Image, ImageChops
 from sqlalchemy import func, select
 
-from storywink.db.engine import make_engine, make_session_factory
+from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page
 from tests.support import forked_cli
 
@@ -87,7 +89,27 @@ def write_story(tmp_path: Path, pages: list[str]) -> Path:
     return path
 
 
+_template: Path | None = None
+
+
+def ensure_database(tmp_path: Path) -> None:
+    """The CLI's SQLite file, migrated, as a worker leaves it (commands other than the
+    worker, `db upgrade` and the demo refuse to create one): a copy of one migrated once."""
+    global _template
+    target = tmp_path / "storywink.db"
+    if target.exists():
+        return
+    if _template is None:
+        template = Path(tempfile.mkdtemp(prefix="storywink-template-")) / "storywink.db"
+        engine = make_engine(f"sqlite:///{template}")
+        upgrade_to_head(engine)
+        engine.dispose()
+        _template = template
+    shutil.copyfile(_template, target)
+
+
 def create(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    ensure_database(tmp_path)
     return storywink(
         tmp_path, "book", "create", "--photos", "photos", "--title", "Mia's Day",
         "--child-name", "Mia", *extra,

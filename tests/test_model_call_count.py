@@ -1,0 +1,96 @@
+"""The count of paid model calls survives a database outage the run survives: a call the
+database cannot count when it is made is carried in the page's heartbeat details and
+recorded with the page's outcome (the cost ledger builds on `pages.model_calls`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+from temporalio.client import Client
+
+from storywink.config import Settings
+from storywink.connections import Database
+from storywink.contract import BookStatus, ModerationStatus
+from storywink.db.engine import make_engine, make_session_factory
+from storywink.providers.base import SourceImage
+from storywink.providers.factory import build_providers
+from storywink.providers.fetch import ImageFetcher
+from tests.support.helpers import (
+    create_book,
+    load_book,
+    photo_urls,
+    running_worker,
+    start,
+    wait_until,
+)
+from tests.support.pg_proxy import PostgresProxy
+
+
+class HeldFetcher(ImageFetcher):
+    """The real fetcher; photos wait for `release` (before the model call is counted)."""
+
+    def __init__(self, inner: ImageFetcher) -> None:
+        self._inner = inner
+        self.waiting = 0
+        self.release = asyncio.Event()
+
+    async def fetch(self, url: str, role: str) -> SourceImage:
+        if role == "photo":
+            self.waiting += 1
+            await self.release.wait()
+        return await self._inner.fetch(url, role)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@contextmanager
+def proxied(database_url: str) -> Iterator[tuple[PostgresProxy, str]]:
+    url = make_url(database_url)
+    with PostgresProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+
+
+@pytest.mark.postgresql_only  # an embedded SQLite file cannot become unreachable
+async def test_model_calls_made_while_the_database_is_away_are_counted(
+    temporal_client: Client,
+    settings: Settings,
+    database: Database,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 3))
+    with proxied(database_url) as (proxy, proxied_url):
+        cut_off = settings.model_copy(
+            update={"database_url": SecretStr(proxied_url), "page_retry_attempts": 30}
+        )
+        engine = make_engine(proxied_url)
+        providers = build_providers(cut_off)
+        held = HeldFetcher(providers.fetcher)
+        try:
+            through_proxy = Database(engine, make_session_factory(engine))
+            async with running_worker(
+                temporal_client, cut_off, through_proxy, replace(providers, fetcher=held)
+            ):
+                handle = await start(temporal_client, cut_off, book_id)
+                await wait_until(lambda: held.waiting == 3)
+                proxy.cut()  # every page now counts, draws, stores, and fails to record
+                held.release.set()
+                await asyncio.sleep(2)
+                proxy.restore()
+                outcome = await asyncio.wait_for(handle.result(), timeout=60)
+        finally:
+            engine.dispose()
+
+    assert outcome.status is BookStatus.COMPLETED
+    book, pages, _ = load_book(database, book_id)
+    assert [p.moderation_status for p in pages] == [ModerationStatus.OK] * 3
+    assert [p.model_calls for p in pages] == [1, 1, 1]
+    assert book.image_count == 3
