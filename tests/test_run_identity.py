@@ -209,6 +209,8 @@ async def test_a_run_reaching_a_book_worker_of_another_database_waits_for_one_of
         build_providers(elsewhere),
         on_wrong_fleet=heard.append,
     )
+    with database.sessions() as session:  # the fleet its workers made (alone, none yet)
+        ensure_database_fleet(session)
     client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
     async with wrong_books:  # the only book worker, at first: today `book … not found`
         run = await client.start_illustration(book_id)
