@@ -1,0 +1,55 @@
+"""Books and pages as the API shows them. A picture in local storage (`file://`) is
+served by the API itself; one on the CDN keeps its own URL."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from storywink.db.models import Book
+from storywink.web.events import PublicUrl
+from storywink.web.schemas import BookSummary, BookView, PageView
+
+
+def public_url_for(request: Request, book_id: str) -> PublicUrl:
+    root = request.scope.get("root_path", "").rstrip("/")
+
+    def public_url(stored: str | None, page_number: int, kind: str) -> str | None:
+        if not stored:
+            return None
+        if stored.startswith(("http://", "https://")):
+            return stored
+        return f"{root}/books/{book_id}/pages/{page_number}/{kind}"
+
+    return public_url
+
+
+def book_summary(book: Book) -> BookSummary:
+    return BookSummary(
+        id=book.id,
+        title=book.title,
+        child_name=book.child_name,
+        art_style=book.art_style,
+        status=book.status,
+        pages_total=len(book.pages),
+        created_at=book.created_at,
+    )
+
+
+def book_view(book: Book, public_url: PublicUrl) -> BookView:
+    return BookView(
+        **book_summary(book).model_dump(),
+        story_error=book.story_error,
+        pages=[
+            PageView(
+                page_number=page.page_number,
+                is_title_page=page.is_title_page,
+                text=page.text,
+                text_problem=page.text_problem,
+                outcome=page.moderation_status,
+                reason=page.moderation_reason,
+                photo_url=public_url(page.original_image_url, page.page_number, "photo"),
+                image_url=public_url(page.generated_image_url, page.page_number, "image"),
+            )
+            for page in book.pages
+        ],
+    )
