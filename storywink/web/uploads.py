@@ -140,7 +140,9 @@ def _check_pixels(path: Path) -> None:
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
+    except Image.DecompressionBombError:
+        raise BookInputError(f"{path}: over {MAX_PHOTO_PIXELS} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError):
         return  # check_photo names what is wrong with it
     if width * height > MAX_PHOTO_PIXELS:
         raise BookInputError(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import jwt
@@ -56,7 +57,7 @@ async def running_app(settings: Settings) -> AsyncIterator[str]:
 
 
 def token_for(
-    user_id: str, *, secret: str = WEB_SECRET, lifetime: float = 600, **claims: object
+    user_id: str, *, secret: str = WEB_SECRET, lifetime: float = 600, **claims: Any
 ) -> str:
     now = int(time.time())
     payload: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + int(lifetime)}
