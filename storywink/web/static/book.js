@@ -176,7 +176,10 @@ $("create").addEventListener("submit", async (event) => {
   $("create-error").textContent = "";
   $("create-button").disabled = true;
   try {
-    const book = await api("POST", "/books", new FormData($("create")));
+    const form = new FormData($("create"));
+    const lines = $("story-lines").value.split("\n").map((l) => l.trim()).filter(Boolean);
+    if (lines.length) form.append("story", JSON.stringify({ pages: lines }));
+    const book = await api("POST", "/books", form);
     await listBooks(true);
     await openBook(book.id);
   } catch (error) {
