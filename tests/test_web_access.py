@@ -33,7 +33,7 @@ from tests.test_web_books import photo_parts
 AUDIENCE = "storywink-web"
 ISSUER = "https://id.example"
 OWNER = "parent-owner"
-OTHER = "parent-other"
+OTHER = "parent-intruder"
 # Not behind a token: health and metrics (no book data), and forgetting the session cookie.
 OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("DELETE", "/session")}
 MISSING_BOOK = "0" * 32

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from storywink.book_input import NewBook
+from storywink.book_input import CHILD_NAME_MAX, TITLE_MAX, NewBook
 from storywink.book_upload import create_book_from_photos
 from storywink.db.engine import in_session
 from storywink.styles import DEFAULT_STYLE, STYLES
@@ -49,12 +49,17 @@ _UPLOAD_BODY: Final = {
                     "properties": {
                         "photos": {
                             "type": "array",
+                            "minItems": 1,
                             "items": {"type": "string", "format": "binary"},
                             "description": "JPEG, PNG or WebP photos in page order; "
                             "the first is the title page.",
                         },
-                        "title": {"type": "string"},
-                        "child_name": {"type": "string"},
+                        "title": {"type": "string", "maxLength": TITLE_MAX, "pattern": r"\S"},
+                        "child_name": {
+                            "type": "string",
+                            "maxLength": CHILD_NAME_MAX,
+                            "pattern": r"\S",
+                        },
                         "style": {"type": "string", "enum": list(STYLES)},
                         "story": {
                             "type": "string",

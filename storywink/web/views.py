@@ -3,6 +3,8 @@ served by the API itself; one on the CDN keeps its own URL."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from fastapi import Request
 
 from storywink.db.models import Book
@@ -31,7 +33,8 @@ def book_summary(book: Book) -> BookSummary:
         art_style=book.art_style,
         status=book.status,
         pages_total=len(book.pages),
-        created_at=book.created_at,
+        # SQLite hands back the stored UTC time without its zone.
+        created_at=book.created_at.replace(tzinfo=book.created_at.tzinfo or UTC),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -74,3 +75,31 @@ async def api_client(base_url: str, user_id: str | None = None) -> AsyncIterator
     headers = bearer(token_for(user_id)) if user_id else {}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
         yield http
+
+
+@contextlib.contextmanager
+def app_in_thread(settings: Settings) -> Iterator[str]:
+    """The app served from a thread with its own event loop, for synchronous clients
+    (schemathesis) that would block the test's loop; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+    )
+    server = _Server(config)
+    thread = threading.Thread(target=server.run, name="web app", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the web app did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
