@@ -1,0 +1,274 @@
+"""Web: 500 concurrent event streams over 5 books being illustrated, plus 50 requests/s
+reading books, against one stream per book in the same run.
+
+The app is `storywink serve` (one process) on the bench's SQLite database and dev server,
+the books are illustrated by one `python worker.py` with a fake model latency long enough
+that they are all still being drawn while the load runs. Figures: the latency of the book
+reads (p50 / p99), the app's RSS (highest VmRSS seen), its progress reads from Temporal
+per second (`storywink_web_progress_reads_total`), and the page events the streams got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Final
+
+import httpx
+import jwt
+from temporalio.client import Client
+
+from bench.harness import LOCAL_HOSTS, BenchError, Rig, rig
+from bench.report import BenchResult, Cell, Column
+from tests.support.sse import events_of
+from tests.support.worker_processes import free_port
+
+BOOKS: Final = 5
+PAGES: Final = 12
+MODEL_LATENCY_SECONDS: Final = 1.5
+WORKER_CONCURRENCY: Final = 3
+READS_PER_SECOND: Final = 50
+PROGRESS_INTERVAL_SECONDS: Final = 1.0
+STREAMS_PER_BOOK: Final = (1, 100)
+WINDOW_SECONDS: Final = {"full": 15.0, "quick": 8.0}
+SECRET: Final = "bench-web-secret-0123456789abcdefghijkl"
+USER: Final = "bench-parent"
+
+
+def token() -> str:
+    claims = {"sub": USER, "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+@contextlib.contextmanager
+def web_server(bench: Rig) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`storywink serve` on the rig's database and queues; (base URL, process)."""
+    port = free_port()
+    settings = bench.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE"))}
+    env.update(
+        {
+            "TEMPORAL_ADDRESS": settings.temporal_address,
+            "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
+            "TEMPORAL_ILLUSTRATION_TASK_QUEUE": settings.temporal_illustration_task_queue,
+            "DATABASE_URL": settings.resolved_database_url,
+            "STORAGE": "local",
+            "STORAGE_DIR": str(bench.directory / "storage"),
+            "WEB_JWT_SECRET": SECRET,
+            "WEB_PROGRESS_INTERVAL_SECONDS": str(PROGRESS_INTERVAL_SECONDS),
+            "LOG_LEVEL": "WARNING",
+            "NO_PROXY": LOCAL_HOSTS,
+            "no_proxy": LOCAL_HOSTS,
+        }
+    )
+    log = bench.directory / "web.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "storywink"), "serve", "--port", str(port)],
+            cwd=bench.directory,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def rss_kib(process: subprocess.Popen[bytes]) -> int:
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError("no VmRSS for the web app")
+
+
+async def progress_reads(http: httpx.AsyncClient) -> float:
+    text = (await http.get("/metrics")).text
+    found = re.search(r"^storywink_web_progress_reads_total ([0-9.e+]+)$", text, re.MULTILINE)
+    if found is None:
+        raise BenchError("the web app's /metrics has no storywink_web_progress_reads_total")
+    return float(found.group(1))
+
+
+async def wait_ready(http: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            if process.poll() is not None:
+                raise BenchError(f"storywink serve exited with {process.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+
+
+class Streams:
+    """Open event streams; counts what they were told."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.page_events = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def hold(self, http: httpx.AsyncClient, book_id: str) -> None:
+        async with http.stream("GET", f"/books/{book_id}/events") as response:
+            if response.status_code != 200:
+                raise BenchError(f"stream answered {response.status_code}")
+            first = True
+            async for event in events_of(response):
+                if first:
+                    self.opened += 1
+                    first = False
+                if event.event == "page":
+                    self.page_events += 1
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self, http: httpx.AsyncClient, book_ids: list[str], per_book: int
+    ) -> AsyncIterator[None]:
+        wanted = len(book_ids) * per_book
+        self.tasks = [
+            asyncio.create_task(self.hold(http, book_ids[n % len(book_ids)])) for n in range(wanted)
+        ]
+        try:
+            async with asyncio.timeout(60):
+                while self.opened < wanted:
+                    if failed := [t for t in self.tasks if t.done() and t.exception()]:
+                        raise BenchError(f"a stream failed: {failed[0].exception()!r}")
+                    await asyncio.sleep(0.05)
+            yield
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def read_books(http: httpx.AsyncClient, book_ids: list[str], seconds: float) -> list[float]:
+    """GET /books/{id} at READS_PER_SECOND (each on its own schedule); latencies in ms."""
+    latencies: list[float] = []
+
+    async def one(book_id: str) -> None:
+        started = time.perf_counter()
+        answer = await http.get(f"/books/{book_id}")
+        if answer.status_code != 200:
+            raise BenchError(f"GET /books answered {answer.status_code}")
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    pending = []
+    start = time.monotonic()
+    for n in range(int(seconds * READS_PER_SECOND)):
+        await asyncio.sleep(max(0.0, start + n / READS_PER_SECOND - time.monotonic()))
+        pending.append(asyncio.create_task(one(book_ids[n % len(book_ids)])))
+    await asyncio.gather(*pending)
+    return latencies
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def measure(
+    bench: Rig, url: str, process: subprocess.Popen[bytes], per_book: int, window: float
+) -> dict[str, Cell]:
+    headers = {"Authorization": f"Bearer {token()}"}
+    limits = httpx.Limits(max_connections=BOOKS * per_book + 100)
+    async with (
+        httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as api,
+        httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as viewers,
+    ):
+        book_ids = [bench.create_book(PAGES, f"Web {per_book}", USER) for _ in range(BOOKS)]
+        streams = Streams()
+        async with streams.open(viewers, book_ids, per_book):
+            for book_id in book_ids:
+                started = await api.post(f"/books/{book_id}/illustration")
+                if started.status_code != 202:
+                    raise BenchError(f"start answered {started.status_code}: {started.text}")
+            reads_before = await progress_reads(api)
+            began = time.monotonic()
+            peak_rss = rss_kib(process)
+            reading = asyncio.create_task(read_books(api, book_ids, window))
+            while not reading.done():
+                peak_rss = max(peak_rss, rss_kib(process))
+                await asyncio.sleep(0.5)
+            latencies = await reading
+            elapsed = time.monotonic() - began
+            reads = await progress_reads(api) - reads_before
+            page_events = streams.page_events
+        for book_id in book_ids:  # leave the next case an idle worker
+            await api.delete(f"/books/{book_id}/illustration")
+        await asyncio.sleep(3)
+    return {
+        "streams": BOOKS * per_book,
+        "books": BOOKS,
+        "reads": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(percentile(latencies, 0.99), 1),
+        "rss_mib": round(peak_rss / 1024, 1),
+        "progress_reads_per_s": round(reads / elapsed, 2),
+        "page_events": page_events,
+    }
+
+
+async def run(client: Client, quick: bool) -> BenchResult:
+    window = WINDOW_SECONDS["quick" if quick else "full"]
+    result = BenchResult(
+        name="web",
+        title=f"Web backend: event streams over {BOOKS} books being illustrated, "
+        f"{READS_PER_SECOND} book reads/s",
+        columns=[
+            Column("streams", "streams"),
+            Column("reads", "book reads"),
+            Column("p50_ms", "p50 (ms)", ".1f"),
+            Column("p99_ms", "p99 (ms)", ".1f"),
+            Column("rss_mib", "app RSS (MiB)", ".1f"),
+            Column("progress_reads_per_s", "progress reads/s", ".2f"),
+            Column("page_events", "page events"),
+        ],
+        parameters={
+            "books": BOOKS,
+            "pages_per_book": PAGES,
+            "model_latency_s": MODEL_LATENCY_SECONDS,
+            "worker_concurrency": WORKER_CONCURRENCY,
+            "reads_per_second": READS_PER_SECOND,
+            "progress_interval_s": PROGRESS_INTERVAL_SECONDS,
+            "window_s": window,
+        },
+    )
+    async with rig(client) as bench:
+        with bench.workers(1, ILLUSTRATION_CONCURRENCY=WORKER_CONCURRENCY) as workers:
+            await bench.wait_for_workers(workers)
+            bench.fakes.gemini.set_latency(MODEL_LATENCY_SECONDS)
+            with web_server(bench) as (url, process):
+                async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
+                    await wait_ready(probe, process)
+                for per_book in STREAMS_PER_BOOK:
+                    result.rows.append(await measure(bench, url, process, per_book, window))
+    one, many = result.rows
+    ratios = {
+        key: round(float(many[key] or 0) / max(float(one[key] or 0), 1e-9), 2)
+        for key in ("p50_ms", "p99_ms", "rss_mib", "progress_reads_per_s")
+    }
+    result.parameters.update({f"ratio_{key}": value for key, value in ratios.items()})
+    result.notes.append(
+        f"{many['streams']} streams vs {one['streams']}: p50 x{ratios['p50_ms']}, "
+        f"p99 x{ratios['p99_ms']}, RSS x{ratios['rss_mib']}, progress reads/s "
+        f"x{ratios['progress_reads_per_s']} (one watcher per book: about "
+        f"{BOOKS / PROGRESS_INTERVAL_SECONDS:g}/s either way)"
+    )
+    return result
