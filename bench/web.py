@@ -187,9 +187,11 @@ async def measure(
     bench: Rig, url: str, process: subprocess.Popen[bytes], per_book: int, window: float
 ) -> dict[str, Cell]:
     headers = {"Authorization": f"Bearer {token()}"}
-    limits = httpx.Limits(max_connections=BOOKS * per_book + 100)
+    # Idle connections closed before the server's keep-alive timeout (5 s) closes them
+    # under a request.
+    limits = httpx.Limits(max_connections=BOOKS * per_book + 100, keepalive_expiry=2.0)
     async with (
-        httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as api,
+        httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as api,
         httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as viewers,
     ):
         book_ids = [bench.create_book(PAGES, f"Web {per_book}", USER) for _ in range(BOOKS)]

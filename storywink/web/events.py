@@ -11,22 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from sse_starlette import ServerSentEvent
 
 from storywink.contract import ModerationStatus
 from storywink.web.schemas import PageView
+from storywink.web.views import public_url
 from storywink.web.watchers import BookSnapshot, BookWatcher, PageState
 
 FINGERPRINT_CHARS: Final = 6
 MAX_PAGES_IN_ID: Final = 200
 _MARK: Final = re.compile(f"^[0-9a-f]{{{FINGERPRINT_CHARS}}}$")
 RETRY_MILLISECONDS: Final = 2000
-
-PublicUrl = Callable[[str | None, int, str], str | None]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ def fingerprint(page: PageState) -> str:
     return hashlib.sha256(told.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
-def page_view(page: PageState, book_id: str, public_url: PublicUrl) -> PageView:
+@lru_cache(maxsize=4096)
+def page_data(page: PageState, book_id: str, root: str) -> str:
+    """A page event's data; encoded once for all the streams of the book."""
     return PageView(
         page_number=page.page_number,
         is_title_page=page.is_title_page,
@@ -70,22 +72,26 @@ def page_view(page: PageState, book_id: str, public_url: PublicUrl) -> PageView:
         text_problem=None,
         outcome=page.outcome,
         reason=page.reason,
-        photo_url=public_url(page.photo_url, page.page_number, "photo"),
-        image_url=public_url(page.image_url, page.page_number, "image"),
-    )
+        photo_url=public_url(root, book_id, page.photo_url, page.page_number, "photo"),
+        image_url=public_url(root, book_id, page.image_url, page.page_number, "image"),
+    ).model_dump_json()
 
 
-def _progress_data(snapshot: BookSnapshot) -> dict[str, object]:
+@lru_cache(maxsize=256)
+def progress_data(snapshot: BookSnapshot) -> str:
+    """A progress event's data; encoded once per snapshot for all the book's streams."""
     progress = snapshot.progress
-    return {
-        "book_id": snapshot.book_id,
-        "status": snapshot.status.value,
-        "phase": progress.phase,
-        "total": progress.total or len(snapshot.pages),
-        "done": progress.done,
-        "flagged": progress.flagged,
-        "failed": progress.failed,
-    }
+    return json.dumps(
+        {
+            "book_id": snapshot.book_id,
+            "status": snapshot.status.value,
+            "phase": progress.phase,
+            "total": progress.total or len(snapshot.pages),
+            "done": progress.done,
+            "flagged": progress.flagged,
+            "failed": progress.failed,
+        }
+    )
 
 
 def _outcome_data(snapshot: BookSnapshot) -> dict[str, object]:
@@ -102,26 +108,25 @@ def _outcome_data(snapshot: BookSnapshot) -> dict[str, object]:
 
 
 async def book_events(
-    watcher: BookWatcher, resume: Delivered, public_url: PublicUrl
+    watcher: BookWatcher, resume: Delivered, root: str
 ) -> AsyncIterator[ServerSentEvent]:
-    """The stream of one client; ends after the outcome."""
+    """The stream of one client (`root`: the prefix the app is mounted under); ends after
+    the outcome."""
     delivered = resume
-    last_progress: dict[str, object] | None = None
+    last_progress: str | None = None
     version = 0
     yield ServerSentEvent(comment="connected", retry=RETRY_MILLISECONDS)
     while True:
         snapshot, version = await watcher.next_snapshot(version)
-        progress = _progress_data(snapshot)
+        progress = progress_data(snapshot)
         if progress != last_progress:
             last_progress = progress
-            yield ServerSentEvent(data=json.dumps(progress), event="progress")
+            yield ServerSentEvent(data=progress, event="progress")
         for page in snapshot.pages:
             if page.settled and not delivered.told(page):
                 delivered = delivered.adding(page)
-                view = page_view(page, snapshot.book_id, public_url)
-                yield ServerSentEvent(
-                    data=view.model_dump_json(), event="page", id=delivered.encode()
-                )
+                data = page_data(page, snapshot.book_id, root)
+                yield ServerSentEvent(data=data, event="page", id=delivered.encode())
         if snapshot.finished:
             yield ServerSentEvent(data=json.dumps(_outcome_data(snapshot)), event="outcome")
             return

@@ -13,7 +13,7 @@ from storywink.web.auth import ViewingParent
 from storywink.web.book_queries import check_owner
 from storywink.web.events import Delivered, book_events
 from storywink.web.routes_books import BookId, ServicesDep, problems
-from storywink.web.views import public_url_for
+from storywink.web.views import root_of
 
 router = APIRouter(tags=["events"])
 PING_SECONDS: Final = 15
@@ -41,11 +41,11 @@ async def book_event_stream(
 ) -> EventSourceResponse:
     await in_session(app.database.sessions, check_owner, book_id, parent.user_id)
     resume = Delivered.parse(last_event_id)
-    public_url = public_url_for(request, book_id)
+    root = root_of(request)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         async with app.watchers.watch(book_id) as watcher:
-            async for event in book_events(watcher, resume, public_url):
+            async for event in book_events(watcher, resume, root):
                 yield event
 
     return EventSourceResponse(stream(), ping=PING_SECONDS, headers={"Cache-Control": "no-store"})

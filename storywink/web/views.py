@@ -3,26 +3,36 @@ served by the API itself; one on the CDN keeps its own URL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC
+from functools import partial
 
 from fastapi import Request
 
 from storywink.db.models import Book
-from storywink.web.events import PublicUrl
 from storywink.web.schemas import BookSummary, BookView, PageView
+
+PublicUrl = Callable[[str | None, int, str], str | None]
+
+
+def public_url(
+    root: str, book_id: str, stored: str | None, page_number: int, kind: str
+) -> str | None:
+    """What a browser can load: the CDN's URL, or this API's route for local storage."""
+    if not stored:
+        return None
+    if stored.startswith(("http://", "https://")):
+        return stored
+    return f"{root}/books/{book_id}/pages/{page_number}/{kind}"
+
+
+def root_of(request: Request) -> str:
+    """The prefix the app is mounted under ("" at the root)."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def public_url_for(request: Request, book_id: str) -> PublicUrl:
-    root = request.scope.get("root_path", "").rstrip("/")
-
-    def public_url(stored: str | None, page_number: int, kind: str) -> str | None:
-        if not stored:
-            return None
-        if stored.startswith(("http://", "https://")):
-            return stored
-        return f"{root}/books/{book_id}/pages/{page_number}/{kind}"
-
-    return public_url
+    return partial(public_url, root_of(request), book_id)
 
 
 def book_summary(book: Book) -> BookSummary:

@@ -24,7 +24,7 @@ WEB_SETTINGS: dict[str, object] = {
 }
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # the test runner keeps its own signal handlers
@@ -42,7 +42,7 @@ async def running_app(settings: Settings) -> AsyncIterator[str]:
         lifespan="on",
         timeout_graceful_shutdown=1,  # open event streams do not hold the test up
     )
-    server = _Server(config)
+    server = QuietServer(config)
     serving = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(30):
@@ -90,7 +90,7 @@ def app_in_thread(settings: Settings) -> Iterator[str]:
         lifespan="on",
         timeout_graceful_shutdown=1,
     )
-    server = _Server(config)
+    server = QuietServer(config)
     thread = threading.Thread(target=server.run, name="web app", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
