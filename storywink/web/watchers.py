@@ -123,6 +123,8 @@ class BookWatcher:
         return self._latest, self._version
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_read = loop.time()
         while True:
             try:
                 snapshot = await self._read()
@@ -132,7 +134,10 @@ class BookWatcher:
                 self._publish(snapshot)
                 if snapshot.gone:
                     return
-            await asyncio.sleep(self._interval)
+            # A steady cadence, whatever a read takes; a read longer than the interval
+            # is followed by the next at once, never by a burst.
+            next_read = max(next_read + self._interval, loop.time())
+            await asyncio.sleep(next_read - loop.time())
 
     async def _read(self) -> BookSnapshot:
         try:
