@@ -27,8 +27,14 @@ from storywink.db.models import Book
 from storywink.web import create_app
 from tests.support.helpers import load_book
 from tests.support.services import test_settings
-from tests.support.web_app import WEB_SECRET, WEB_SETTINGS, bearer, running_app, token_for
-from tests.test_web_books import photo_parts
+from tests.support.web_app import (
+    WEB_SECRET,
+    WEB_SETTINGS,
+    bearer,
+    photo_parts,
+    running_app,
+    token_for,
+)
 
 AUDIENCE = "storywink-web"
 ISSUER = "https://id.example"

@@ -16,17 +16,9 @@ from temporalio.client import Client
 from storywink.config import Settings
 from storywink.connections import Database
 from storywink.contract import BookStatus, ModerationStatus
-from storywink.demo.sample_book import sample_photo_bytes
 from tests.support.helpers import create_book, load_book, running_worker
 from tests.support.sse import collect_until_outcome, events_of, until_outcome
-from tests.support.web_app import api_client
-
-
-def photo_parts(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [
-        ("photos", (f"photo-{n}.jpg", sample_photo_bytes(n), "image/jpeg"))
-        for n in range(1, count + 1)
-    ]
+from tests.support.web_app import api_client, photo_parts
 
 
 async def wait_for_status(http: httpx.AsyncClient, book_id: str, wanted: str) -> dict[str, object]:

@@ -71,12 +71,14 @@ async def test_serve_accepts_the_token_that_token_prints(
             ]
             refused = await http.get("/books", headers={"Authorization": "Bearer x.y.z"})
             page = await http.get("/")
+            docs = await http.get("/docs")
     finally:
         server.send_signal(signal.SIGTERM)
         await asyncio.to_thread(server.wait, 30)
     assert [answer.status_code for answer in answers] == [200] * 4
     assert answers[0].json() == {"books": [], "next_cursor": None}
     assert refused.status_code == 401
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert page.status_code == 200 and "EventSource" not in page.text  # the script is apart
     output = log.read_text()
     assert f"http://127.0.0.1:{port}/" in output

@@ -14,6 +14,7 @@ import jwt
 import uvicorn
 
 from storywink.config import Settings
+from storywink.demo.sample_book import sample_photo_bytes
 from storywink.web import create_app
 from tests.support.worker_processes import free_port
 
@@ -64,6 +65,14 @@ def token_for(
     payload: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + int(lifetime)}
     payload.update(claims)
     return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def photo_parts(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """`count` sample photos as the `photos` parts of a multipart upload."""
+    return [
+        ("photos", (f"photo-{n}.jpg", sample_photo_bytes(n), "image/jpeg"))
+        for n in range(1, count + 1)
+    ]
 
 
 def bearer(token: str) -> dict[str, str]:
