@@ -137,6 +137,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("database call failed: %s", type(exc).__name__)
         return _unavailable("The database")
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected %s in a web request", type(exc).__name__, exc_info=exc)
+        return problem(500, "Internal Server Error", f"unexpected {type(exc).__name__}")
+
     @app.exception_handler(DatabaseNotReady)
     async def _database_down(_: Request, exc: DatabaseNotReady) -> JSONResponse:
         log.warning("%s", exc)
