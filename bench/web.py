@@ -238,6 +238,7 @@ async def run(client: Client, quick: bool) -> BenchResult:
             "reads_per_second": READS_PER_SECOND,
             "progress_interval_s": PROGRESS_INTERVAL_SECONDS,
             "window_s": window,
+            "load_1min_at_start": round(os.getloadavg()[0], 2),
         },
     )
     async with rig(client) as bench:

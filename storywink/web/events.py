@@ -57,6 +57,7 @@ class Delivered:
         return cls(tuple(pages))
 
 
+@lru_cache(maxsize=4096)
 def fingerprint(page: PageState) -> str:
     told = f"{page.outcome.value}|{page.image_url}|{page.reason}"
     return hashlib.sha256(told.encode()).hexdigest()[:FINGERPRINT_CHARS]
