@@ -16,9 +16,10 @@ from temporalio.client import Client
 from storywink.config import Settings
 from storywink.connections import Database
 from storywink.contract import BookStatus, ModerationStatus
-from tests.support.helpers import create_book, load_book, running_worker
+from tests.support.helpers import create_book, load_book, running_worker, wait_until
+from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.sse import collect_until_outcome, events_of, until_outcome
-from tests.support.web_app import api_client, photo_parts
+from tests.support.web_app import WEB_SETTINGS, api_client, photo_parts, running_app
 
 
 async def wait_for_status(http: httpx.AsyncClient, book_id: str, wanted: str) -> dict[str, object]:
@@ -163,3 +164,32 @@ async def test_my_books_newest_first_a_page_at_a_time(database: Database, web_ur
     assert seen == list(reversed(mine)) and pages == 3
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     assert json.loads(bad.text)["status"] == 422
+
+
+async def test_cancel_stops_the_run_and_the_stream_tells_the_settled_book(
+    temporal_client: Client,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+) -> None:
+    settings = provider_settings(**WEB_SETTINGS)
+    fakes.gemini.set_latency(30)  # every page is still in its model call when cancelled
+    book_id = create_book(database, fakes.photo_urls("cancel", 3), user_id="parent-cancel")
+    async with (
+        running_app(settings) as web_url,
+        running_worker(temporal_client, settings, database),
+        api_client(web_url, "parent-cancel") as http,
+    ):
+        started = await http.post(f"/books/{book_id}/illustration")
+        assert started.status_code == 202
+        await wait_for_status(http, book_id, "ILLUSTRATING")
+        await wait_until(lambda: fakes.gemini.call_count == 3)  # all in their model call
+        cancelled = await http.delete(f"/books/{book_id}/illustration")
+        events = await collect_until_outcome(http, f"/books/{book_id}/events")
+    assert cancelled.status_code == 202 and cancelled.json()["cancelled"] is True
+    outcome = events[-1].json()
+    # PARTIAL, by the finalize rule: its pages have text (books.book_status_for).
+    assert (outcome["status"], outcome["pages_ok"], outcome["pages_failed"]) == ("PARTIAL", 0, 3)
+    pages = [event.json() for event in events if event.event == "page"]
+    assert [page["outcome"] for page in pages] == ["FAILED"] * 3
+    assert all(page["reason"].startswith("cancelled:") for page in pages)
