@@ -186,6 +186,44 @@ class Settings(BaseSettings):
     )
     ops_host: str = Field(default="0.0.0.0", min_length=1, description="Interface of both.")
 
+    # --- Web backend (storywink.web, `storywink serve`) -----------------------------------
+    # Tokens: HS256 with WEB_JWT_SECRET (else the local secret file, written on first use),
+    # or RS256/ES256 with WEB_JWT_PUBLIC_KEY (PEM) or WEB_JWT_JWKS_URL; never both kinds.
+    web_jwt_secret: SecretStr | None = Field(default=None, description="HS256 signing secret.")
+    web_jwt_secret_file: Path = Field(
+        default=DEFAULT_DATA_DIR / "web-jwt-secret",
+        description="The local HS256 secret, generated on first use when no key is set.",
+    )
+    web_jwt_public_key: str | None = Field(
+        default=None, description="PEM public key verifying RS256/ES256 tokens."
+    )
+    web_jwt_jwks_url: str | None = Field(default=None, description="JWKS URL (RS256/ES256).")
+    web_jwt_audience: str | None = Field(default=None, description="Required `aud`, if set.")
+    web_jwt_issuer: str | None = Field(default=None, description="Required `iss`, if set.")
+    web_token_ttl_seconds: int = Field(
+        default=12 * 3600, gt=0, description="Lifetime of `storywink token`'s tokens."
+    )
+    web_host: str = Field(default="127.0.0.1", min_length=1)
+    web_port: int = Field(default=8000, ge=1, le=65535)
+    web_max_photos: int = Field(default=30, ge=1, description="Photos per uploaded book.")
+    web_max_upload_bytes: int = Field(
+        default=100 * 1024 * 1024, gt=0, description="Whole multipart upload of one book."
+    )
+    web_progress_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often a book's one watcher reads its progress."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_web_key(self) -> Self:
+        if self.web_jwt_secret is not None and (self.web_jwt_public_key or self.web_jwt_jwks_url):
+            raise ValueError(
+                "WEB_JWT_SECRET (HS256) and WEB_JWT_PUBLIC_KEY / WEB_JWT_JWKS_URL (RS256/ES256) "
+                "exclude each other: set one kind of key"
+            )
+        return self
+
+    # --- end of the web backend's settings -------------------------------------------------
+
     # Where temporal_address and temporal_namespace came from, for messages.
     _temporal_origin: dict[str, str] = PrivateAttr(
         default_factory=lambda: {"address": "TEMPORAL_ADDRESS", "namespace": "TEMPORAL_NAMESPACE"}
@@ -322,6 +360,8 @@ class Settings(BaseSettings):
             found.append(self.cloudinary_url.get_secret_value())
             found.append(self.cloudinary.api_secret.get_secret_value())
         found.append(make_url(self.resolved_database_url).password)  # parsed by the validator
+        if self.web_jwt_secret:
+            found.append(self.web_jwt_secret.get_secret_value())
         return [secret for secret in found if secret]
 
     @property

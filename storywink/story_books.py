@@ -48,6 +48,10 @@ class PageTextRefused(BookError):
     error_type = "PageTextRefused"
 
 
+class PageTextBusy(PageTextRefused):
+    """Refused because a story or illustration run works on the book (HTTP 409)."""
+
+
 def claim_story(
     session: Session,
     book_id: str,
@@ -171,7 +175,7 @@ def update_page_text(session: Session, book_id: str, page_number: int, text: str
     # Locked, so no run can claim the book between this check and the commit.
     book = session.get(Book, book_id, with_for_update=True) or get_book(session, book_id)
     if book.status in (BookStatus.GENERATING, BookStatus.ILLUSTRATING):
-        raise PageTextRefused(
+        raise PageTextBusy(
             f"book {book_id} is {book.status.value}: wait until its run ends to edit text"
         )
     page = next((p for p in book.pages if p.page_number == page_number), None)

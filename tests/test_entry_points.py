@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import jwt
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -64,3 +65,9 @@ def test_demo_illustrates_the_sample_book(
     # The book was created without text: the offline writer's story is on its pages.
     assert "writing the story of book" in result.stderr
     assert "snuggled into bed" in galleries[0].read_text()
+    # The live page, signed in as the demo's account with the secret made on first run.
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Live page:")]
+    token = line.split("http://127.0.0.1:8000/#token=", 1)[1].strip()
+    secret = (tmp_path / ".data" / "web-jwt-secret").read_text().strip()
+    assert jwt.decode(token, secret, algorithms=["HS256"])["sub"] == "cli"
+    assert secret not in result.stderr

@@ -231,6 +231,19 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str
     )
 
 
+def _live_page_line(settings: Settings) -> str:
+    """Where the live book page is, signed in as the demo's account (the token is in the
+    URL's fragment, which the browser never sends to the server)."""
+    from storywink.web.auth import issue_local_token, uses_public_keys
+
+    url = f"http://{settings.web_host}:{settings.web_port}/"
+    if uses_public_keys(settings):
+        return f"{url} after `storywink serve` (sign in with your identity provider's token)"
+    token = issue_local_token(settings, NewBook.model_fields["user_id"].default)
+    serve = "run `storywink serve` (and `python worker.py` for new books)"
+    return f"{serve}, then open {url}#token={token}"
+
+
 @app.command()
 def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
     """Write and illustrate a sample book on the embedded defaults and show where to look."""
@@ -251,5 +264,6 @@ def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
     else:
         err.print("Temporal Web UI: address unknown (set TEMPORAL_UI_URL)")
     err.print(f"Status:          storywink status {book_id}")
+    err.print(f"Live page:       {_live_page_line(settings)}", highlight=False)
     if started:
         err.print("Stop the dev server with: storywink devserver stop")

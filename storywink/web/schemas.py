@@ -1,0 +1,61 @@
+"""What the API answers, as typed models (the OpenAPI document is built from them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from storywink.contract import BookStatus, ModerationStatus
+
+
+class PageView(BaseModel):
+    page_number: int
+    is_title_page: bool
+    text: str | None
+    text_problem: str | None = Field(description="Why the story run left the page without text.")
+    outcome: ModerationStatus = Field(description="PENDING until drawn; OK, FLAGGED or FAILED.")
+    reason: str | None = Field(description="Why a page is FLAGGED or FAILED.")
+    photo_url: str | None = Field(description="The parent's photo.")
+    image_url: str | None = Field(description="The illustration, once drawn.")
+
+
+class BookSummary(BaseModel):
+    id: str
+    title: str
+    child_name: str
+    art_style: str
+    status: BookStatus
+    pages_total: int
+    created_at: datetime
+
+
+class BookView(BookSummary):
+    story_error: str | None
+    pages: list[PageView]
+
+
+class BookList(BaseModel):
+    books: list[BookSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next, older books.")
+
+
+class PageTextChange(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class RunView(BaseModel):
+    book_id: str
+    workflow_id: str
+    run_id: str | None
+
+
+class CancelView(BaseModel):
+    book_id: str
+    cancelled: bool
+
+
+class Health(BaseModel):
+    status: str
+    database: str | None = None
+    temporal: str | None = None
