@@ -40,6 +40,16 @@ async def test_serve_accepts_the_token_that_token_prints(
         check=True,
     )
     token = printed.stdout.strip()
+    # The web backend is a client: it serves an existing database, never makes one.
+    await asyncio.to_thread(
+        subprocess.run,
+        [str(STORYWINK), "db", "upgrade"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     secret = (tmp_path / "secret").read_text().strip()
     assert oct((tmp_path / "secret").stat().st_mode & 0o777) == "0o600"
     assert token.count(".") == 2 and secret not in token

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -179,8 +180,8 @@ async def test_bad_fields_and_story_are_refused_before_anything_is_stored(
 def test_png_header_helper_really_claims_the_size() -> None:
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(png_header_only(30_000, 30_000)))
-    with (
-        pytest.warns(Image.DecompressionBombWarning),
-        Image.open(io.BytesIO(png_header_only(10_000, 10_000))) as image,
-    ):
-        assert image.size == (10_000, 10_000)
+    # Below Pillow's error limit (storywink.images raises its warning limit and filters it).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(png_header_only(10_000, 10_000))) as image:
+            assert image.size == (10_000, 10_000)
