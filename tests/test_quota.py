@@ -1,4 +1,4 @@
-"""Three replicas share the image model's quota through ILLUSTRATION_RATE_LIMIT (RC-5.4).
+"""Three replicas share the image model's quota through ILLUSTRATION_RATE_LIMIT.
 
 ILLUSTRATION_RATE_LIMIT drives the shared limiter (storywink/quota.py): one database row
 from which every worker reserves evenly spaced slots, so neither the server's task-queue

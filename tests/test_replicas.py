@@ -1,5 +1,5 @@
-"""Several worker processes on the same queues: the old system's failure (RC-1.3, RC-2.3,
-RC-5.1: replicas competing and losing 6 of 9 jobs) cannot happen here, and a replica
+"""Several worker processes on the same queues: replicas competing for a book's pages draw
+each page exactly once and lose none (the system this replaces lost 6 of 9), and a replica
 stopped with SIGTERM (a deploy, a scale-down) loses no page."""
 
 from __future__ import annotations

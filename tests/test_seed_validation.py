@@ -1,25 +1,14 @@
-"""The four validation tests of the post-mortem (race-condition-analysis.txt, section 9),
-as tests. Where another file already holds one, it is named here rather than repeated:
+"""A real `python worker.py` process draws a whole book, and a model call that hangs past
+its timeout fails only its own page.
 
-1. Single worker instance, 9 pages, all complete: `test_1_single_worker_instance` below
-   (one `python worker.py` process; the in-process variants are
-   tests/test_pipeline.py::test_nine_page_book_is_completed_with_one_notification and
-   tests/test_pipeline_providers.py::test_nine_pages_drawn_by_gemini_and_stored_on_cloudinary).
-2. Multiple worker instances, 9 pages, all complete, spread over the instances:
-   tests/test_replicas.py::test_three_replicas_draw_every_page_exactly_once.
-3. The model delayed past its timeout: `test_3_model_delayed_past_its_timeout` below. The
-   seed expected the job to fail with a timeout error; here each call is cut at
-   MODEL_TIMEOUT_SECONDS, retried, and when retries run out the page is FAILED with a
-   timeout reason while the book still settles. (A call that hangs once and then answers
-   is in tests/test_pipeline_providers.py,
-   `test_safety_block_is_flagged_once_and_a_hanging_call_is_retried`; the production
-   timeouts on the time-skipping server are in tests/test_workflow_time_skipping.py.)
-4. The backing store killed during processing (Redis in the old system; its role, the
-   queue, is Temporal's here): tests/test_crashes.py::
-   test_temporal_server_crash_and_restart_mid_run_every_book_settles. The seed expected
-   jobs marked failed; here no job fails: the runs resume when the server is back. The
-   database going away is
-   tests/test_crashes.py::test_postgresql_unreachable_mid_run_activities_retry_and_nothing_is_duplicated.
+The same book with several processes is tests/test_replicas.py
+(`test_three_replicas_draw_every_page_exactly_once`); in-process runs of a nine-page book
+are tests/test_pipeline.py (`test_nine_page_book_is_completed_with_one_notification`) and
+tests/test_pipeline_providers.py (`test_nine_pages_drawn_by_gemini_and_stored_on_cloudinary`,
+and `test_safety_block_is_flagged_once_and_a_hanging_call_is_retried` for a call that hangs
+once and then answers); the production timeouts on the time-skipping server are in
+tests/test_workflow_time_skipping.py. Temporal and the database going away mid-run are
+tests/test_crashes.py: no page fails there, the runs go on once the service is back.
 """
 
 from __future__ import annotations
@@ -41,17 +30,17 @@ from tests.support.worker_processes import page_identities, wait_until_ready, wo
 
 
 @pytest.mark.process
-async def test_1_single_worker_instance(
+async def test_one_worker_process_draws_a_nine_page_book(
     temporal_client: Client,
     database: Database,
     fakes: Fakes,
     provider_settings: SettingsFactory,
     tmp_path: Path,
 ) -> None:
-    """Seed validation test 1: one worker process, a 9-page book: all 9 pages complete."""
+    """One worker process, a 9-page book: all 9 pages complete, each drawn and stored once."""
     settings = provider_settings()
     fakes.gemini.set_latency(0.5)
-    book_id = create_book(database, fakes.photo_urls("seed1", 9))
+    book_id = create_book(database, fakes.photo_urls("one-process", 9))
     with worker_processes(settings, fakes, 1, tmp_path) as replicas:
         await wait_until_ready(replicas)
         handle = await start(temporal_client, settings, book_id)
@@ -72,19 +61,19 @@ async def test_1_single_worker_instance(
     assert fakes.gemini.call_count == 9
 
 
-async def test_3_model_delayed_past_its_timeout(
+async def test_a_model_call_past_its_timeout_fails_only_its_page(
     temporal_client: Client,
     database: Database,
     fakes: Fakes,
     provider_settings: SettingsFactory,
 ) -> None:
-    """Seed validation test 3, scaled down (a 1 s model timeout, the model answering in
-    60 s): the call is abandoned at the timeout, retried, and the page ends FAILED with a
-    timeout reason after its attempts; the other pages and the book are unaffected."""
+    """Scaled down (a 1 s model timeout, the model answering in 60 s): the call is abandoned
+    at the timeout, retried, and the page ends FAILED with a timeout reason after its
+    attempts; the other pages and the book are unaffected."""
     timeout, attempts = 1.0, 2
     settings = provider_settings(model_timeout_seconds=timeout, page_retry_attempts=attempts)
     fakes.gemini.fail_when("Page 2 of the story", Fault.hang(60))
-    book_id = create_book(database, fakes.photo_urls("seed3", 3))
+    book_id = create_book(database, fakes.photo_urls("model-timeout", 3))
     async with running_worker(temporal_client, settings, database):
         started = time.monotonic()
         outcome = await (await start(temporal_client, settings, book_id)).result()

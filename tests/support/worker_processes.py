@@ -1,7 +1,7 @@
 """`python worker.py` replicas as subprocesses, and what the tests read about them.
 
-Real processes are what the old system lost jobs with (RC-1.3, RC-5.1), and the only way to
-kill -9 a worker without killing the test.
+Real processes are what several replicas competing for the same queues need, and the only
+way to kill -9 a worker without killing the test.
 """
 
 from __future__ import annotations
