@@ -17,10 +17,10 @@ from sqlalchemy import exc as sa
 from temporalio.exceptions import ApplicationError
 
 from storywink import contract
+from storywink.book.refusals import BookError
 from storywink.db.engine import driver_complaint
-from storywink.errors import BookError
+from storywink.illustration.styles import UnknownStyle
 from storywink.redact import redact, shorten
-from storywink.styles import UnknownStyle
 
 # A page that met a fault of the whole fleet (key, model, CDN credentials): retried later,
 # never settled for it until its bound (activities.illustrate_page).

@@ -8,9 +8,10 @@ from temporalio.client import Client
 
 from activities.failures import book_step
 from activities.fleet_check import WorkerFleet
-from storywink import books, metrics
 from storywink.contract import BookOutcome, FinalizeInput, ModerationStatus, PageFailure, PageResult
 from storywink.db.engine import in_session
+from storywink.illustration import metrics
+from storywink.illustration import records as books
 
 
 class FinalizeActivities:

@@ -1,4 +1,4 @@
-"""Whether work that reached this worker belongs to its fleet (storywink.fleet).
+"""Whether work that reached this worker belongs to its fleet (storywink.db.fleet).
 
 Work of another fleet fails its attempt retryably, before anything is read, fetched, paid
 or written, so it waits for a worker of its own fleet; the worker says so in one line
@@ -18,7 +18,7 @@ from temporalio.service import RPCError
 
 from storywink import contract
 from storywink.contract import PageTask
-from storywink.fleet import FLEET_MEMO
+from storywink.db.fleet import FLEET_MEMO
 
 RETRY_AFTER = timedelta(seconds=1)
 

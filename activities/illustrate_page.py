@@ -1,6 +1,6 @@
 """Illustrate one page: fetch photo and style, generate, upload, record.
 
-Outcomes (SPEC.md): OK; FLAGGED when the model refuses for a content reason; FAILED on a
+Outcomes (docs/behaviour.md): OK; FLAGGED when the model refuses for a content reason; FAILED on a
 permanent error. Transient errors are raised for Temporal to retry, and when retries run
 out the workflow records the page FAILED.
 
@@ -32,13 +32,14 @@ from temporalio.exceptions import ApplicationError
 from activities.backoff import ErrorBackoff, with_delay
 from activities.failures import FLEET_FAULT, database_failure, refusal
 from activities.fleet_check import WorkerFleet
-from storywink import books, contract, metrics
+from storywink import contract
+from storywink.book.refusals import BookError
 from storywink.contract import ModerationStatus, PageResult, PageTask
 from storywink.db.engine import in_session
-from storywink.errors import BookError
-from storywink.fleet_health import FleetHealth
+from storywink.illustration import metrics
+from storywink.illustration import records as books
+from storywink.illustration.prompt import build_prompt
 from storywink.images import NotAnImage, normalise_photo
-from storywink.prompt import build_prompt
 from storywink.providers.base import (
     ContentRefused,
     FleetFault,
@@ -53,8 +54,9 @@ from storywink.providers.base import (
     TransientError,
 )
 from storywink.providers.fetch import ImageFetcher, redact_url
-from storywink.quota_store import SharedLimiter
+from storywink.quota.limiter import SharedLimiter
 from storywink.redact import Redactor
+from storywink.worker.fleet_health import FleetHealth
 
 T = TypeVar("T")
 
@@ -285,10 +287,10 @@ class IllustratePageActivities:
         self, task: PageTask, job: IllustrationJob, attempt: _Attempt, heartbeat: _Heartbeat
     ) -> GeneratedImage:
         """One model call, in a slot of the fleet's shared rate when one is set; a 429
-        slows the whole fleet down (storywink.quota)."""
+        slows the whole fleet down (storywink.quota.slots)."""
         await self._count_model_call(task, attempt, heartbeat)
         # The worker's next slot goes to its best waiting page, by the page's Priority
-        # (storywink.quota_queue). Nothing between the slot and the call: the limiter's
+        # (storywink.quota.queue). Nothing between the slot and the call: the limiter's
         # headroom is for jitter only.
         priority = activity.info().priority
         slot = (

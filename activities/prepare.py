@@ -8,8 +8,8 @@ from temporalio.client import Client
 
 from activities.failures import book_step
 from activities.fleet_check import WorkerFleet
-from storywink import books
-from storywink.claims import stale_claim
+from storywink.book.claims import stale_claim
+from storywink.book.refusals import check_workflow_id_names
 from storywink.config import Settings
 from storywink.contract import (
     WORKFLOW_ID_PREFIX,
@@ -22,8 +22,8 @@ from storywink.contract import (
 )
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
-from storywink.errors import check_workflow_id_names
-from storywink.styles import resolve_style
+from storywink.illustration import records as books
+from storywink.illustration.styles import resolve_style
 
 
 class PrepareActivities:

@@ -7,8 +7,8 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.failures import book_step
-from storywink import story_books
-from storywink.claims import stale_claim
+from storywink.book.claims import stale_claim
+from storywink.book.refusals import check_workflow_id_names
 from storywink.config import Settings
 from storywink.contract import (
     STORY_WORKFLOW_ID_PREFIX,
@@ -21,9 +21,9 @@ from storywink.contract import (
     StoryPlan,
 )
 from storywink.db.engine import in_session
-from storywink.errors import check_workflow_id_names
-from storywink.story_metrics import StoryFailureReason, story_failure, story_settled
-from storywink.styles import STYLES
+from storywink.illustration.styles import STYLES
+from storywink.story import records as story_books
+from storywink.story.metrics import StoryFailureReason, story_failure, story_settled
 
 # The story's voice for each art style; any other style gets the default.
 TONES = {

@@ -22,7 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.failures import database_failure, refusal
-from storywink import story_books
+from storywink.book.refusals import BookError
 from storywink.contract import (
     STORY_STAGE_ERROR,
     STORY_UNUSABLE_ANSWER,
@@ -31,13 +31,13 @@ from storywink.contract import (
     StoryPlan,
 )
 from storywink.db.engine import in_session
-from storywink.errors import BookError
 from storywink.providers.base import ContentRefused, PermanentError, TransientError
 from storywink.providers.fetch import ImageFetcher
 from storywink.providers.story import StoryJob, StoryJobPage, StoryWriter, UnusableAnswer
 from storywink.redact import Redactor
-from storywink.story_answer import PageText, check_answer
-from storywink.story_metrics import (
+from storywink.story import records as story_books
+from storywink.story.answer import PageText, check_answer
+from storywink.story.metrics import (
     StoryFailureReason,
     story_failure,
     story_settled,

@@ -3,8 +3,8 @@
 first-come first-served against fair (fairness on, one fairness key per parent), in the
 same run and with the same work.
 
-Three workers, ILLUSTRATION_RATE_LIMIT = the quota (storywink/quota.py). Pages a worker has
-taken wait for the model in its own queue (storywink/quota_queue.py); pages not yet taken
+Three workers, ILLUSTRATION_RATE_LIMIT = the quota (storywink/quota/slots.py). Pages a worker has
+taken wait for the model in its own queue (storywink/quota/queue.py); pages not yet taken
 wait in Temporal's, which the server orders by fairness key. So the rows differ in
 ILLUSTRATION_CONCURRENCY too: the default 3, and 1, about what the quota keeps busy
 (quota x model latency / workers). Times from the big book's start.
@@ -22,7 +22,7 @@ from temporalio.client import Client
 
 from bench.harness import rig, temporal_server
 from bench.report import BenchResult, Cell, Column
-from storywink.server_config import FAIRNESS, ONE_PARTITION
+from storywink.temporal.server_config import FAIRNESS, ONE_PARTITION
 
 QUOTA = 60  # per minute: the 30/min, twice as fast to bound the bench
 LATENCY = 2.0

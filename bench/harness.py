@@ -32,11 +32,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from storywink import contract
 from storywink.config import Settings, load_settings
-from storywink.connections import Database, open_database
 from storywink.contract import BookOutcome, ModerationStatus
+from storywink.db.connection import Database, open_database
 from storywink.db.models import Page
 from storywink.demo.devserver import temporal_binary
-from storywink.server_config import FAIRNESS, ONE_PARTITION, dynamic_config_flags
+from storywink.temporal.server_config import FAIRNESS, ONE_PARTITION, dynamic_config_flags
 from tests.support.helpers import create_book, start
 from tests.support.provider_fakes import Fakes, running_fakes
 
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = "127.0.0.1,localhost"
 STYLE = "vignette"
 # The shared server: one partition per task queue and fairness on, as
-# deploy/temporal/dynamicconfig recommends (storywink.server_config). Benches that compare
+# deploy/temporal/dynamicconfig recommends (storywink.temporal.server_config). Benches that compare
 # server configurations start their own (`temporal_server(...)`).
 SHARED_SERVER: Mapping[str, str] = {**FAIRNESS, **ONE_PARTITION}
 STOCK_PARTITIONS = 4  # the server's default

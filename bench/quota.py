@@ -2,7 +2,7 @@
 
 The fake Gemini answers 429 (with RetryInfo) beyond its quota in a sliding window; the
 workers get ILLUSTRATION_RATE_LIMIT set to exactly that quota, which the shared limiter
-(storywink/quota.py, one database row) enforces across every worker. A book with more
+(storywink/quota/slots.py, one database row) enforces across every worker. A book with more
 pages than the run can draw keeps the workers busy; images are counted over whole quota
 windows from the first model call (start-up included), so the fake caps the figure at
 1.0 x quota and the question is how close to it the workers get, and how many 429s they
@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowFailureError
 
 from bench.harness import Rig, rig, temporal_server, wait_until
 from bench.report import BenchResult, Cell, Column
-from storywink.server_config import FAIRNESS
+from storywink.temporal.server_config import FAIRNESS
 
 QUOTA_PER_MINUTE = 120
 WINDOW_SECONDS = 10.0  # the per-minute quota scaled down: 20 images per 10 s

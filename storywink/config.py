@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    upgrade_check_seconds: float = Field(
+        default=60.0, gt=0, description="How often a worker moves runs it cannot replay."
+    )
     worker_identity: str | None = None
     worker_deployment_name: str | None = Field(
         default=None,

@@ -181,7 +181,7 @@ class PageTask(Frozen):
     # The claim of a terminated run this run took the book over from: its image for this
     # page may be stored or drafted but not recorded, so the first attempt looks for it.
     earlier_run_id: str | None = None
-    # The fleet (storywink.fleet) whose database prepared the run: a page worker of another
+    # The fleet (storywink.db.fleet) whose database prepared the run: a page worker of another
     # fleet leaves the page for one of this fleet. None from workers before it existed.
     fleet_id: str | None = None
 

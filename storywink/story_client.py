@@ -1,157 +1,17 @@
-"""The Python client a web backend imports for stories: start, watch, wait, edit a page.
+"""The old path of `storywink.story.client`: kept for a web backend that imports it.
 
-client = StoryClient(temporal, sessions, settings.temporal_task_queue)
-run = await client.start_story(book_id)       # BookNotFound -> 404, StoryNotAllowed -> 409
-progress = await client.story_progress(book_id)
-outcome = await client.wait_for_story(book_id)  # STORY_READY, or FAILED with its reason
-await client.update_page_text(book_id, 3, "Mia found a shell.")  # PageTextRefused -> 409/422
-
-Every call follows the run holding the book's claim, whatever its workflow id (a run
-started from the `temporal` CLI under another id included).
+New code imports `storywink.story.client`.
 """
 
-from __future__ import annotations
+from storywink.book.refusals import BookError
+from storywink.story.client import QUERY_TIMEOUT, StoryClient, StoryRun, StoryRunEnded
+from storywink.story.records import StoryNotAllowed
 
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Final
-
-from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import (
-    Client,
-    WorkflowFailureError,
-    WorkflowQueryFailedError,
-    WorkflowQueryRejectedError,
-)
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.service import RPCError
-
-from storywink import books, story_books
-from storywink.claims import describe_claim, workflow_working_on
-from storywink.client import failure_message
-from storywink.config import Settings
-from storywink.connections import connect_temporal, open_database
-from storywink.contract import (
-    STORY_PROGRESS_QUERY,
-    STORY_WORKFLOW,
-    STORY_WRITABLE_STATUSES,
-    BookStatus,
-    StoryOutcome,
-    StoryProgress,
-    StoryRequest,
-    story_workflow_id,
-)
-from storywink.db.engine import in_session
-from storywink.errors import BookError
-from storywink.story_books import StoryNotAllowed
-
-QUERY_TIMEOUT: Final = timedelta(seconds=3)
-
-
-@dataclass(frozen=True)
-class StoryRun:
-    book_id: str
-    workflow_id: str
-    run_id: str | None
-
-
-class StoryRunEnded(BookError):
-    """The story run ended without an outcome (failed, cancelled, terminated, timed out)."""
-
-    error_type = "StoryRunEnded"
-
-    def __init__(self, book_id: str, reason: str | None, status: BookStatus) -> None:
-        detail = f": {reason}" if reason else ""
-        super().__init__(f"the story run of book {book_id} ended without a story{detail}")
-        self.book_id = book_id
-        self.reason = reason
-        self.status = status
-
-
-class StoryClient:
-    def __init__(self, temporal: Client, sessions: sessionmaker[Session], task_queue: str) -> None:
-        self._temporal = temporal
-        self._sessions = sessions
-        self._task_queue = task_queue
-
-    @classmethod
-    async def connect(cls, settings: Settings) -> StoryClient:
-        database = open_database(settings)
-        temporal = await connect_temporal(settings)
-        return cls(temporal, database.sessions, settings.temporal_task_queue)
-
-    async def start_story(self, book_id: str) -> StoryRun:
-        """Start the book's story run, or return the one already running for it.
-
-        Raises `BookNotFound` or `StoryNotAllowed` (the book is STORY_READY, or being
-        illustrated)."""
-        claim = await in_session(self._sessions, books.read_claim, book_id)
-        if claim.status is BookStatus.GENERATING and claim.workflow_id:
-            holder = await describe_claim(self._temporal, claim.workflow_id, claim.run_id or "")
-            if holder.running:
-                return StoryRun(book_id, claim.workflow_id, claim.run_id)
-            # Its run ended without settling it: a new run takes the claim over.
-        elif claim.status not in STORY_WRITABLE_STATUSES:
-            raise StoryNotAllowed(book_id, claim.status)
-        handle = await self._temporal.start_workflow(
-            STORY_WORKFLOW,
-            StoryRequest(book_id=book_id),
-            id=story_workflow_id(book_id),
-            task_queue=self._task_queue,
-            result_type=StoryOutcome,
-            # Double clicks, two web replicas, the CLI: all land on the same run.
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        )
-        return StoryRun(book_id, handle.id, handle.result_run_id)
-
-    async def story_workflow_working_on(self, book_id: str) -> str | None:
-        """The workflow id whose run writes the book's story, or None when none does."""
-        claim = await in_session(self._sessions, books.read_claim, book_id)
-        return await workflow_working_on(
-            self._temporal, claim, BookStatus.GENERATING, story_workflow_id(book_id)
-        )
-
-    async def story_progress(self, book_id: str) -> StoryProgress:
-        """Live progress from the run writing the story, or the database's state."""
-        workflow_id = await self.story_workflow_working_on(book_id)
-        if workflow_id is not None:
-            try:
-                progress = await self._temporal.get_workflow_handle(workflow_id).query(
-                    STORY_PROGRESS_QUERY, result_type=StoryProgress, rpc_timeout=QUERY_TIMEOUT
-                )
-            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-                pass  # no worker answered in time, or the run is gone: the database knows
-            else:
-                assert isinstance(progress, StoryProgress)
-                return progress
-        state = await in_session(self._sessions, story_books.story_state, book_id)
-        return StoryProgress(
-            book_id=book_id,
-            phase="settled",
-            status=state.status,
-            pages=state.pages_written,
-            reason=state.reason,
-        )
-
-    async def wait_for_story(self, book_id: str) -> StoryOutcome:
-        """The outcome of the run writing the story; with no run, the book as it stands.
-
-        Raises `StoryRunEnded` when the run ended without an outcome."""
-        workflow_id = await self.story_workflow_working_on(book_id)
-        if workflow_id is not None:
-            handle = self._temporal.get_workflow_handle(workflow_id, result_type=StoryOutcome)
-            try:
-                outcome = await handle.result()
-            except WorkflowFailureError as failure:
-                state = await in_session(self._sessions, story_books.story_state, book_id)
-                raise StoryRunEnded(book_id, failure_message(failure.cause), state.status) from None
-            assert isinstance(outcome, StoryOutcome)
-            return outcome
-        return await in_session(self._sessions, story_books.story_state, book_id)
-
-    async def update_page_text(self, book_id: str, page_number: int, text: str) -> None:
-        """Change one page's text (a parent's edit); refused while a run works on the book.
-
-        Raises `BookNotFound` or `PageTextRefused`."""
-        await in_session(self._sessions, story_books.update_page_text, book_id, page_number, text)
+__all__ = [
+    "QUERY_TIMEOUT",
+    "BookError",
+    "StoryClient",
+    "StoryNotAllowed",
+    "StoryRun",
+    "StoryRunEnded",
+]

@@ -14,8 +14,8 @@ from temporalio.runtime import (
     TelemetryFilter,
 )
 
-from storywink import metrics
 from storywink.config import ConfigurationError, Settings
+from storywink.illustration import metrics
 
 
 def worker_runtime(settings: Settings, identity: str) -> Runtime:

@@ -25,8 +25,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from typer.testing import CliRunner, Result
 
-from storywink import books, contract
-from storywink.book_report import (
+from storywink import contract
+from storywink.book.report import (
     BookInProgress,
     BooksReport,
     RunState,
@@ -36,9 +36,10 @@ from storywink.book_report import (
 )
 from storywink.cli import ExitCode, app
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus
+from storywink.db.connection import Database
 from storywink.db.engine import is_sqlite, make_engine, make_session_factory, upgrade_to_head
+from storywink.illustration import records as books
 from storywink.providers.factory import build_providers
 from tests.support.gated_providers import Gate, GatedIllustrator
 from tests.support.helpers import (

@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storywink import books, contract
-from storywink.connections import Database
+from storywink import contract
+from storywink.book.refusals import BookNotFound, BookNotReady, PageNotFound
 from storywink.contract import BookStatus, ModerationStatus, NotificationType
+from storywink.db.connection import Database
 from storywink.db.models import Book, Notification
-from storywink.errors import BookNotFound, BookNotReady, PageNotFound
+from storywink.illustration import records as books
 
 pytestmark = pytest.mark.each_database
 

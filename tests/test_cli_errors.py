@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
-from storywink.book_input import CHILD_NAME_MAX, TITLE_MAX, USER_ID_MAX, NewBook
-from storywink.book_upload import create_book_from_photos
+from storywink.book.inputs import CHILD_NAME_MAX, TITLE_MAX, USER_ID_MAX, NewBook
+from storywink.book.upload import create_book_from_photos
 from storywink.cli import ExitCode
 from storywink.config import load_settings
-from storywink.connections import Database, open_database
+from storywink.db.connection import Database, open_database
 from storywink.db.engine import make_engine
 from storywink.db.models import Book
 from storywink.demo.sample_book import write_sample_photos

@@ -20,13 +20,14 @@ import pytest
 from temporalio.client import Client
 
 from storywink import contract
+from storywink.book.refusals import RunEnded
 from storywink.cli import ExitCode
-from storywink.client import IllustrationClient, RunEnding
 from storywink.config import Settings
-from storywink.connections import Database, connect_temporal
 from storywink.contract import BookStatus, IllustrationRequest
-from storywink.errors import RunEnded
+from storywink.db.connection import Database
+from storywink.illustration.client import IllustrationClient, RunEnding
 from storywink.providers.factory import build_providers
+from storywink.temporal.connection import connect_temporal
 from tests.support.commands import STORYWINK, cli_env
 from tests.support.gated_providers import Gate, GatedIllustrator
 from tests.support.helpers import (

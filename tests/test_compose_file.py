@@ -791,7 +791,7 @@ def test_alert_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
 
 
 def test_alert_rules_use_metrics_the_worker_exports() -> None:
-    from storywink import metrics
+    from storywink.illustration import metrics
     from storywink.worker import page_work, process
 
     ours = {

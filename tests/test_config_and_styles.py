@@ -18,8 +18,7 @@ from storywink.config import (
     StorageKind,
     load_settings,
 )
-from storywink.redact import RedactingFilter, Redactor
-from storywink.styles import (
+from storywink.illustration.styles import (
     DEFAULT_STYLE,
     STYLES,
     StyleLibraryError,
@@ -28,6 +27,7 @@ from storywink.styles import (
     resolve_style,
     validate_library,
 )
+from storywink.redact import RedactingFilter, Redactor
 
 GEMINI_KEY = "AIzaSy-test-gemini-key-0123456789"
 CLOUD_SECRET = "cloud-secret-Zx9q7Wv"
@@ -218,7 +218,7 @@ def test_style_library_validates_with_at_least_two_styles() -> None:
 
 @pytest.mark.process
 def test_style_library_hash_is_the_same_in_every_process() -> None:
-    code = "from storywink.styles import library_hash; print(library_hash())"
+    code = "from storywink.illustration.styles import library_hash; print(library_hash())"
     hashes = {
         subprocess.run(
             [sys.executable, "-c", code],

@@ -19,9 +19,10 @@ from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
-from storywink.connections import Database, connect_temporal
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
+from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory
+from storywink.temporal.connection import connect_temporal
 from tests.support.fakes.cloudinary_server import CloudFault
 from tests.support.helpers import create_book, load_book, running_worker, start, wait_until
 from tests.support.pg_proxy import PostgresProxy
@@ -53,8 +54,10 @@ def _assert_drawn_once(
 ) -> None:
     """Every page OK, stored exactly once, paid for exactly once; one notification.
 
-    `pages.model_calls` is counted just before the call, best effort: with the database
-    cut, a count may be missed (never doubled); `fakes.gemini` has the calls really made."""
+    `pages.model_calls` is counted just before the call; with the database cut, in the
+    heartbeat details until the page is recorded, so no call goes uncounted. A count whose
+    commit went through but whose answer the cut lost is counted again with the page (at
+    most once more a call): `fakes.gemini` has the calls really made."""
     book, pages, notes = load_book(database, book_id)
     assert book.status is BookStatus.COMPLETED
     assert len(notes) == 1
@@ -69,7 +72,7 @@ def _assert_drawn_once(
         if counted_exactly:
             assert page.model_calls == 1, f"page {page.page_number} counted {page.model_calls}"
         else:
-            assert page.model_calls <= 1
+            assert 1 <= page.model_calls <= 2, f"page {page.page_number}: {page.model_calls}"
 
 
 # ----- a worker killed with kill -9 -----

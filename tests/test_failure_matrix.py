@@ -1,6 +1,6 @@
 """Every provider failure ends in the right page outcome, and no image is paid for twice.
 
-Each row of the README's failure table is a page here, run through the real workflow and
+Each row of docs/behaviour.md's failure table is a page here, run through the real workflow and
 worker, the real google-genai and cloudinary SDKs, against the local fake servers.
 """
 
@@ -17,8 +17,8 @@ from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
-from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
+from storywink.db.connection import Database
 from storywink.db.models import Page, PageDraft
 from tests.support.fakes.cloudinary_server import CloudFault
 from tests.support.fakes.gemini_server import ANSWER_FORMATS, Fault, interim_png

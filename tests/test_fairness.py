@@ -1,6 +1,6 @@
 """Pages are served fairly between parents and by a book's priority, through a real dev
-server with Temporal's fairness on (storywink.server_config), one worker drawing one page at
-a time so the page queue is backlogged:
+server with Temporal's fairness on (storywink.temporal.server_config), one worker drawing one page
+at a time so the page queue is backlogged:
 
 - a parent's big book started first, other parents' small books just after: the small books
   finish before the big one (first-come first-served would finish them after it);
@@ -22,9 +22,10 @@ import pytest
 from pydantic import ValidationError
 from temporalio.client import WorkflowHandle
 
-from storywink.connections import Database, connect_temporal
 from storywink.contract import BookOutcome, BookStatus, IllustrationRequest
-from storywink.server_config import FAIRNESS, ONE_PARTITION
+from storywink.db.connection import Database
+from storywink.temporal.connection import connect_temporal
+from storywink.temporal.server_config import FAIRNESS, ONE_PARTITION
 from tests.support.helpers import create_book, keep_history, running_worker, start
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.temporal_server import dev_server

@@ -15,8 +15,8 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus
+from storywink.db.connection import Database
 from tests.support.helpers import create_book, load_book, start, wait_until
 from tests.support.provider_fakes import GEMINI_KEY, Fakes, SettingsFactory
 from tests.support.worker_processes import (

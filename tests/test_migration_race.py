@@ -27,7 +27,7 @@ OPENER = """
 import sys, time
 from pathlib import Path
 from storywink.config import load_settings
-from storywink.connections import open_database
+from storywink.db.connection import open_database
 url, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 settings = load_settings(database_url=url)
 ready.touch()

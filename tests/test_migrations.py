@@ -13,11 +13,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData
 
-from storywink import books
-from storywink.connections import Database
 from storywink.contract import BookStatus, ModerationStatus
+from storywink.db.connection import Database
 from storywink.db.engine import alembic_config, make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Base
+from storywink.illustration import records as books
 from tests.support.services import postgres_database
 
 pytestmark = pytest.mark.each_database

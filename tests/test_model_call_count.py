@@ -16,8 +16,8 @@ from sqlalchemy.engine import make_url
 from temporalio.client import Client
 
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import BookStatus, ModerationStatus
+from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory
 from storywink.providers.base import SourceImage
 from storywink.providers.factory import build_providers

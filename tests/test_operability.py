@@ -24,14 +24,15 @@ from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from storywink import metrics
 from storywink.config import ConfigurationError, Settings, load_settings
-from storywink.connections import Database, connect_temporal
 from storywink.contract import BookStatus, ModerationStatus
+from storywink.db.connection import Database
 from storywink.health import Readiness, State, serve_health
+from storywink.illustration import metrics
 from storywink.logs import JsonFormatter
 from storywink.providers.base import ContentRefused
 from storywink.telemetry import worker_runtime
+from storywink.temporal.connection import connect_temporal
 from tests.support.commands import clean_env
 from tests.support.helpers import create_book, load_book, start
 from tests.support.provider_fakes import Fakes, SettingsFactory
@@ -161,7 +162,7 @@ def test_ports_are_checked_and_a_taken_metrics_port_is_named() -> None:
 
 @activity.defn(name="metered_page")
 async def metered_page() -> None:
-    """Records what the page activity records, through `storywink.metrics`."""
+    """Records what the page activity records, through `storywink.illustration.metrics`."""
 
     async def refuse() -> None:
         raise ContentRefused("SAFETY")

@@ -20,8 +20,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 
 from storywink import contract
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus
+from storywink.db.connection import Database
 from storywink.db.models import Book, Notification, Page
 from storywink.providers.factory import build_providers
 from tests.support.gated_providers import Gate, GatedIllustrator, StoredThenHeldStore

@@ -27,14 +27,16 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.illustrate_page import IllustratePageActivities
-from storywink import books, contract, quota
+from storywink import contract
 from storywink.contract import BookStatus, ModerationStatus, PageResult, PageTask
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page, PageDraft
+from storywink.illustration import records as books
+from storywink.illustration.styles import resolve_style
 from storywink.providers.base import ContentRefused, PermanentError, TransientError
-from storywink.quota_store import SharedLimiter
+from storywink.quota import slots as quota
+from storywink.quota.limiter import SharedLimiter
 from storywink.redact import Redactor
-from storywink.styles import resolve_style
 from tests.support.page_fakes import CountingFetcher, CountingIllustrator, MemoryStore
 
 SECRET = "sk-page-test-0123456789-secret"

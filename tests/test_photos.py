@@ -12,8 +12,8 @@ from PIL import Image, ImageCms
 from temporalio.client import Client
 
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import ModerationStatus
+from storywink.db.connection import Database
 from storywink.images import (
     MAX_PHOTO_PIXELS,
     PHOTO_MAX_SIDE,

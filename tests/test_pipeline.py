@@ -11,11 +11,11 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from storywink import contract
-from storywink.client import IllustrationClient
+from storywink.book.refusals import BookNotFound, BookNotReady
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import BookStatus, ModerationStatus, NotificationType, Progress
-from storywink.errors import BookNotFound, BookNotReady
+from storywink.db.connection import Database
+from storywink.illustration.client import IllustrationClient
 from storywink.images import image_mime_type
 from storywink.providers.factory import build_providers
 from storywink.worker.assembly import build_workers

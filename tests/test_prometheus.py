@@ -14,8 +14,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import BookStatus
+from storywink.db.connection import Database
 from tests.support.helpers import create_book, photo_urls, start
 from tests.support.services import required_tool
 from tests.support.worker_processes import free_port

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from storywink.contract import StyleSnapshot
-from storywink.prompt import MAX_PROMPT_CHARS, build_prompt
-from storywink.styles import resolve_style
+from storywink.illustration.prompt import MAX_PROMPT_CHARS, build_prompt
+from storywink.illustration.styles import resolve_style
 
 ASSETS = "https://cdn.example/styles/"
 

@@ -1,6 +1,6 @@
 """Three replicas share the image model's quota through ILLUSTRATION_RATE_LIMIT.
 
-ILLUSTRATION_RATE_LIMIT drives the shared limiter (storywink/quota.py): one database row
+ILLUSTRATION_RATE_LIMIT drives the shared limiter (storywink/quota/slots.py): one database row
 from which every worker reserves evenly spaced slots, so neither the server's task-queue
 partitions nor a full bucket at start-up matter. This test runs a stock dev server (default
 partitions) with the limit equal to the quota.
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from storywink.connections import Database, connect_temporal
 from storywink.contract import BookStatus
+from storywink.db.connection import Database
+from storywink.temporal.connection import connect_temporal
 from tests.support.helpers import create_book, start
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.temporal_server import dev_server

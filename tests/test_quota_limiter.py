@@ -1,6 +1,6 @@
-"""The shared limiter of the image model's calls: its arithmetic (storywink.quota), run
+"""The shared limiter of the image model's calls: its arithmetic (storywink.quota.slots), run
 against a simulated provider with a sliding-window quota like the fake Gemini's; the order
-in which a worker's waiting calls get its slots (storywink.quota_queue); and its database
+in which a worker's waiting calls get its slots (storywink.quota.queue); and its database
 row shared by two limiters (two workers) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from storywink import quota
-from storywink.connections import Database
-from storywink.quota_queue import LocalQueue
-from storywink.quota_store import RECHECK_SECONDS, SharedLimiter
+from storywink.db.connection import Database
+from storywink.quota import slots as quota
+from storywink.quota.limiter import RECHECK_SECONDS, SharedLimiter
+from storywink.quota.queue import LocalQueue
 
 LIMIT = 60.0  # per minute
 

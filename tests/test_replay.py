@@ -5,7 +5,7 @@ decide differently on an old run's history fails here with the nondeterminism er
 The histories of the workflow code before this one must be here (recorded from that
 commit by `python -m tests.support.record_histories`); a release whose runs cannot replay
 says so in its `release.json`, and its runs are moved by the worker at start
-(storywink/run_upgrade.py; tests/test_upgrade.py proves it).
+(storywink/temporal/upgrade.py; tests/test_upgrade.py proves it).
 tests/histories/README.md says how to record a history and when one may be retired.
 """
 

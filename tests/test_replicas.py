@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from storywink.connections import Database
 from storywink.contract import BookStatus, page_public_id
+from storywink.db.connection import Database
 from tests.support.helpers import create_book, load_book, start, wait_until
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.worker_processes import (

@@ -14,18 +14,20 @@ import pytest
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowFailureError
 
-from storywink import books, contract
+from storywink import contract
 from storywink.cli.watch import ending_line
-from storywink.client import IllustrationClient, RunEnding, failure_message
 from storywink.config import Settings
-from storywink.connections import Database, connect_temporal
 from storywink.contract import BookStatus, IllustrationRequest, ModerationStatus
+from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
+from storywink.db.fleet import MARKER_NAME, ensure_database_fleet
 from storywink.demo.sample_book import sample_photo_bytes
-from storywink.fleet import MARKER_NAME, ensure_database_fleet
+from storywink.illustration import records as books
+from storywink.illustration.client import IllustrationClient, RunEnding, failure_message
 from storywink.providers import local_storage
 from storywink.providers.base import GeneratedImage, TransientError
 from storywink.providers.factory import build_providers
+from storywink.temporal.connection import connect_temporal
 from storywink.worker.assembly import build_workers
 from tests.support.commands import run_worker
 from tests.support.helpers import (

@@ -8,11 +8,11 @@ import json
 import pytest
 from temporalio.client import Client
 
-from storywink.connections import Database
 from storywink.contract import (
     BookStatus,
     ModerationStatus,
 )
+from storywink.db.connection import Database
 from tests.support.helpers import (
     draft_book,
     illustrate,

@@ -6,7 +6,7 @@ import pytest
 
 from storywink.providers.offline_story import OfflineStoryWriter
 from storywink.providers.story import PageStory, StoryAnswer, StoryJob, StoryJobPage, UnusableAnswer
-from storywink.story_answer import MAX_PAGE_TEXT_CHARS, check_answer, count_sentences
+from storywink.story.answer import MAX_PAGE_TEXT_CHARS, check_answer, count_sentences
 
 
 def _answer(*texts: str) -> StoryAnswer:

@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from storywink.cli import ExitCode
 from storywink.config import Settings
-from storywink.connections import Database
+from storywink.db.connection import Database
 from tests.support.commands import STORYWINK, cli_env
 from tests.support.helpers import draft_book, load_book, photo_urls, running_worker
 

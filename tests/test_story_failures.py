@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from temporalio.client import Client
 
-from storywink.connections import Database
 from storywink.contract import BookStatus
+from storywink.db.connection import Database
 from tests.support.fakes.gemini_server import Fault
 from tests.support.helpers import draft_book, keep_history, load_book, running_worker, start_story
 from tests.support.provider_fakes import (

@@ -13,12 +13,12 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from storywink import book_report
-from storywink.client import failure_message
-from storywink.connections import Database
+from storywink.book import report as book_report
 from storywink.contract import STORY_WORKFLOW, BookStatus, story_workflow_id
-from storywink.story_books import PageTextRefused, StoryNotAllowed
-from storywink.story_client import StoryClient
+from storywink.db.connection import Database
+from storywink.illustration.client import failure_message
+from storywink.story.client import StoryClient
+from storywink.story.records import PageTextRefused, StoryNotAllowed
 from tests.support.fakes.gemini_server import Fault
 from tests.support.helpers import draft_book, load_book, running_worker, temporal_cli, wait_until
 from tests.support.provider_fakes import Fakes, SettingsFactory

@@ -14,12 +14,12 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
-from storywink import style_assets
 from storywink.cli import app
-from storywink.connections import Database
 from storywink.contract import BookStatus
+from storywink.db.connection import Database
+from storywink.illustration import style_assets
+from storywink.illustration.style_assets import REFERENCES_DIR, publish_references, reference_paths
 from storywink.providers.factory import build_store
-from storywink.style_assets import REFERENCES_DIR, publish_references, reference_paths
 from tests.support.commands import ROOT, clean_env
 from tests.support.helpers import create_book, illustrate
 from tests.support.provider_fakes import (

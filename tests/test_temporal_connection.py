@@ -16,8 +16,9 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import ConfigurationError, Settings, load_settings
-from storywink.connections import Database, TemporalUnavailable, connect_temporal
 from storywink.contract import BookStatus
+from storywink.db.connection import Database
+from storywink.temporal.connection import TemporalUnavailable, connect_temporal
 from tests.support.commands import BIN, ROOT, clean_env
 from tests.support.helpers import create_book, photo_urls, start
 from tests.support.services import test_settings, tool_path
@@ -38,7 +39,7 @@ def profile_toml(name: str, address: str, *, api_key: str = "", ca_cert: Path | 
 
 
 def temporal_config_set(config_file: Path, profile: str, **props: str) -> None:
-    """Write a profile with the `temporal` CLI, as the README says."""
+    """Write a profile with the `temporal` CLI, as docs/connecting.md says."""
     command = [tool_path("temporal"), "config", "set", "--profile", profile]
     for prop, value in props.items():
         subprocess.run(

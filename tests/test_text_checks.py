@@ -13,15 +13,15 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from storywink.book_input import BookInputError, NewBook
-from storywink.connections import Database
+from storywink.book.inputs import BookInputError, NewBook
 from storywink.contract import BookStatus, ModerationStatus
+from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory
 from storywink.db.models import Book, Page
 from storywink.demo.sample_book import sample_photo_bytes, write_sample_photos
 from storywink.providers.base import IllustrationJob, SourceImage
 from storywink.providers.local_illustrator import LocalIllustrator
-from storywink.story_books import PageTextRefused, update_page_text
+from storywink.story.records import PageTextRefused, update_page_text
 from tests.support.commands import book_count, create, plain, storywink, write_story
 from tests.support.helpers import create_book
 

@@ -21,8 +21,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from storywink import contract
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import story_workflow_id
+from storywink.db.connection import Database
 from storywink.db.models import Book
 from storywink.web import create_app
 from tests.support.helpers import load_book

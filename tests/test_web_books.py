@@ -14,8 +14,8 @@ import pytest
 from temporalio.client import Client
 
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import BookStatus, ModerationStatus
+from storywink.db.connection import Database
 from tests.support.helpers import create_book, load_book, running_worker, wait_until
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.sse import collect_until_outcome, events_of, until_outcome
@@ -112,7 +112,7 @@ async def test_a_reconnect_with_last_event_id_gets_every_page_it_missed_once(
 ) -> None:
     book_id = create_book(database, [None] * 4, user_id="parent-a")
     with database.sessions() as session:
-        from storywink import books
+        from storywink.illustration import records as books
 
         book = books.get_book(session, book_id)
         book.status = BookStatus.COMPLETED

@@ -14,7 +14,7 @@ from typing import Final
 import pytest
 from temporalio.client import Client
 
-from storywink.connections import Database
+from storywink.db.connection import Database
 from storywink.demo.sample_book import write_sample_photos
 from tests.support.fakes.gemini_server import Fault
 from tests.support.helpers import running_worker

@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from storywink.config import Settings
-from storywink.connections import Database
+from storywink.db.connection import Database
 from storywink.web import create_app, router, storywink_services
 from storywink.web.problems import install_problem_handlers
 from storywink.web.services import Services

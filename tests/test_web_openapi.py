@@ -15,7 +15,7 @@ from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from temporalio.testing import WorkflowEnvironment
 
-from storywink.connections import Database
+from storywink.db.connection import Database
 from tests.support.helpers import create_book
 from tests.support.services import test_settings
 from tests.support.web_app import WEB_SETTINGS, app_in_thread, bearer, token_for

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from temporalio.testing import WorkflowEnvironment
 
-from storywink.connections import Database
+from storywink.db.connection import Database
 from tests.support.helpers import create_book
 from tests.support.pg_proxy import PostgresProxy
 from tests.support.services import test_settings

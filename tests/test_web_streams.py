@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from storywink.connections import Database
+from storywink.db.connection import Database
 from tests.support.helpers import create_book
 from tests.support.sse import events_of
 from tests.support.web_app import WEB_SETTINGS, api_client

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
-from storywink.connections import Database
+from storywink.db.connection import Database
 from storywink.db.models import Book
 from storywink.demo.sample_book import sample_photo_bytes
 from tests.support.services import test_settings

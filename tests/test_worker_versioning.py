@@ -1,5 +1,5 @@
 """Worker versioning on the real dev server: a new version takes new books, the books in
-flight finish on the version they started on (README "Deploying a new version").
+flight finish on the version they started on (docs/deploying.md).
 
 v1 workers hold a book's page in the model call; v2 workers, running a changed workflow
 (an extra first step), join the same Worker Deployment; the real `temporal` CLI makes v2
@@ -26,8 +26,8 @@ from temporalio.common import VersioningBehavior
 with workflow.unsafe.imports_passed_through():
     from storywink import contract
     from storywink.config import ConfigurationError, Settings, load_settings
-    from storywink.connections import Database
     from storywink.contract import BookOutcome, BookStatus
+    from storywink.db.connection import Database
     from storywink.providers.factory import build_providers
     from storywink.worker.assembly import build_workers
     from tests.support.gated_providers import Gate, GatedIllustrator
@@ -154,7 +154,7 @@ async def test_a_new_version_takes_new_books_and_books_in_flight_finish_on_their
             # Finishes while v1 still holds page 2 of the first book: the new book's
             # pages, page 2 included, went to v2's page workers, not to v1's.
             second_outcome = await asyncio.wait_for(second.result(), timeout=15)
-            # The query README "Deploying a new version" gives for "may v1's workers stop yet?"
+            # The query docs/deploying.md gives for "may v1's workers stop yet?"
             assert await running_on(v1, f"{deployment}:v1") == 1
 
             held.release()

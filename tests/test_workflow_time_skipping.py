@@ -37,7 +37,7 @@ from storywink.contract import (
     PrepareInput,
     StyleSnapshot,
 )
-from storywink.styles import resolve_style
+from storywink.illustration.styles import resolve_style
 from tests.support.services import tool_path
 from workflows.book_illustration import BookIllustration
 

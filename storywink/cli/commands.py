@@ -13,10 +13,12 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from storywink import book_report, books, contract
-from storywink.book_input import NewBook, photos_in, story_pages
-from storywink.book_report import BooksReport
-from storywink.book_upload import create_book_from_photos
+from storywink import contract
+from storywink.book import report as book_report
+from storywink.book.inputs import NewBook, photos_in, story_pages
+from storywink.book.plain_text import printable
+from storywink.book.report import BooksReport
+from storywink.book.upload import create_book_from_photos
 from storywink.cli.exits import (
     ExitCode,
     checked_settings,
@@ -33,15 +35,16 @@ from storywink.cli.watch import (
     watch_illustration,
     watch_story,
 )
-from storywink.client import IllustrationClient, RunEnd
 from storywink.config import DEFAULT_DATA_DIR, Settings
-from storywink.connections import connect_temporal, open_database
+from storywink.db.connection import open_database
 from storywink.db.engine import make_engine, upgrade_to_head
 from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_url
-from storywink.plain_text import printable
+from storywink.illustration import records as books
+from storywink.illustration.client import IllustrationClient, RunEnd
+from storywink.illustration.style_assets import publish_references
+from storywink.illustration.styles import DEFAULT_STYLE, STYLES
 from storywink.providers.factory import build_store
-from storywink.style_assets import publish_references
-from storywink.styles import DEFAULT_STYLE, STYLES
+from storywink.temporal.connection import connect_temporal
 
 app = typer.Typer(help="Storywink: illustrate children's books on Temporal.", no_args_is_help=True)
 book_app = typer.Typer(help="Create books.", no_args_is_help=True)
@@ -174,7 +177,8 @@ def runs_upgrade(
     """Move the open runs an earlier release started that this code cannot replay onto this
     code: each is reset to its first workflow task and keeps its book and drawn pages. The
     worker does this at start; this is the same, on demand (docs/upgrading.md)."""
-    from storywink import run_upgrade  # the workflows' imports: only this command pays them
+    # the workflows' imports: only this command pays them
+    from storywink.temporal import upgrade as run_upgrade
     from storywink.worker.assembly import WORKFLOWS
 
     settings = settings_or_exit()

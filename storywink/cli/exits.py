@@ -22,18 +22,18 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from temporalio.service import RPCError
 from typer.exceptions import TyperException
 
-from storywink.book_input import BookInputError
+from storywink.book.inputs import BookInputError
+from storywink.book.refusals import BookError
 from storywink.config import ConfigurationError, Settings, load_settings
-from storywink.connections import (
+from storywink.db.engine import DatabaseNotReady, driver_complaint
+from storywink.demo.devserver import DevServerError
+from storywink.providers.base import PermanentError, TransientError
+from storywink.redact import redact, shorten
+from storywink.temporal.connection import (
     TemporalConnectionLost,
     TemporalUnavailable,
     is_connection_lost,
 )
-from storywink.db.engine import DatabaseNotReady, driver_complaint
-from storywink.demo.devserver import DevServerError
-from storywink.errors import BookError
-from storywink.providers.base import PermanentError, TransientError
-from storywink.redact import redact, shorten
 
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")

@@ -11,13 +11,14 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from storywink import books, story_books
 from storywink.cli.commands import app
 from storywink.cli.exits import ExitCode, err, one_line_errors, run_or_exit, settings_or_exit
 from storywink.cli.watch import watch_story
-from storywink.connections import open_database
 from storywink.contract import BookStatus, StoryOutcome
-from storywink.story_client import StoryClient
+from storywink.db.connection import open_database
+from storywink.illustration import records as books
+from storywink.story import records as story_books
+from storywink.story.client import StoryClient
 
 page_app = typer.Typer(help="Edit a book's pages before illustration.", no_args_is_help=True)
 app.add_typer(page_app, name="page")

@@ -8,10 +8,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from storywink.book_report import BooksReport
+from storywink.book.plain_text import printable
+from storywink.book.report import BooksReport
 from storywink.contract import BookStatus
 from storywink.db.models import Book, new_id
-from storywink.plain_text import printable
 
 BOOK_ID_WIDTH: Final = len(new_id())
 

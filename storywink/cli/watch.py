@@ -12,14 +12,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from temporalio.service import RPCError
 
-from storywink import book_report
+from storywink.book import report as book_report
 from storywink.cli.exits import ExitCode, err
-from storywink.client import IllustrationClient, QueuePollers, RunEnd, RunEnding
-from storywink.connections import is_connection_lost
 from storywink.contract import BookStatus, StoryOutcome
 from storywink.contract import Progress as RunProgress
+from storywink.illustration.client import IllustrationClient, QueuePollers, RunEnd, RunEnding
 from storywink.redact import shorten
-from storywink.story_client import StoryClient
+from storywink.story.client import StoryClient
+from storywink.temporal.connection import is_connection_lost
 
 POLL_SECONDS: Final = 0.5
 # With no progress for this long, `illustrate` checks that workers poll the task queues.

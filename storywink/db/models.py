@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 models: books, pages, notifications (SPEC.md "Data")."""
+"""SQLAlchemy 2.0 models: books, pages, notifications (docs/behaviour.md)."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def column_length(column: InstrumentedAttribute[str] | InstrumentedAttribute[str
 
 
 class ModelQuota(Base):
-    """One shared limiter of the image model's calls (storywink.quota, quota_store)."""
+    """One shared limiter of the image model's calls (storywink.quota.slots, quota_store)."""
 
     __tablename__ = "model_quota"
 
@@ -165,7 +165,7 @@ class ModelQuota(Base):
 
 
 class FleetIdentity(Base):
-    """The one row naming this database's fleet (storywink.fleet): workers compare it with
+    """The one row naming this database's fleet (storywink.db.fleet): workers compare it with
     their storage's marker and with the fleet a run's pages were prepared by."""
 
     __tablename__ = "fleet_identity"

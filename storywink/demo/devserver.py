@@ -20,7 +20,7 @@ import httpx
 
 from storywink import contract
 from storywink.config import DEFAULT_DATA_DIR, Settings
-from storywink.server_config import FAIRNESS, ONE_PARTITION, dynamic_config_flags
+from storywink.temporal.server_config import FAIRNESS, ONE_PARTITION, dynamic_config_flags
 
 UI_PORT = 8233
 # Answered by the Temporal Web UI (its settings as JSON), not by just any web server.
@@ -79,7 +79,8 @@ def ensure_dev_server(address: str, data_dir: Path = DEFAULT_DATA_DIR) -> bool:
             str(data_dir / "temporal-dev.db"),
             "--log-level",
             "warn",
-            # Pages served fairly between parents and by priority (storywink.server_config).
+            # Pages served fairly between parents and by priority
+            # (storywink.temporal.server_config).
             *dynamic_config_flags(FAIRNESS, ONE_PARTITION),
             *contract.dev_server_search_attribute_flags(),
         ],

@@ -7,21 +7,22 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from storywink import books
-from storywink.book_input import NewBook
-from storywink.book_upload import create_book_from_photos
-from storywink.client import IllustrationClient
+from storywink.book.inputs import NewBook
+from storywink.book.upload import create_book_from_photos
 from storywink.config import Settings
-from storywink.connections import Database, connect_temporal
+from storywink.db.connection import Database
 from storywink.demo.gallery import GalleryPage, write_gallery
 from storywink.demo.sample_book import (
     SAMPLE_CHILD_NAME,
     SAMPLE_TITLE,
     write_sample_photos,
 )
+from storywink.illustration import records as books
+from storywink.illustration.client import IllustrationClient
+from storywink.illustration.styles import DEFAULT_STYLE
 from storywink.providers.factory import build_providers, build_store
-from storywink.story_client import StoryClient
-from storywink.styles import DEFAULT_STYLE
+from storywink.story.client import StoryClient
+from storywink.temporal.connection import connect_temporal
 from storywink.worker.assembly import build_workers
 
 

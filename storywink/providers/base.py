@@ -1,7 +1,7 @@
 """The small interfaces every provider implements, and the errors they raise.
 
 Providers raise exactly three kinds of error, and the page activity maps them to the
-page outcomes of SPEC.md:
+page outcomes of docs/behaviour.md:
 - `ContentRefused`  -> page FLAGGED, not retried;
 - `PermanentError`  -> page FAILED at once, not retried;
 - `FleetFault` (a `PermanentError` of the set-up: key, model, CDN credentials) -> the page

@@ -16,8 +16,8 @@ from typing import Final
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 
+from storywink.illustration.styles import STYLES, Style
 from storywink.providers.base import GeneratedImage, IllustrationJob, PermanentError
-from storywink.styles import STYLES, Style
 
 DEFAULT_SIZE: Final = 768
 MIN_SIZE: Final = 128
@@ -25,7 +25,7 @@ _PAPER: Final = (255, 255, 255)
 _SMALLEST_FONT: Final = 9
 _LINE_SHARE: Final = 0.05  # share of the picture drawn as ink lines, at most
 _MIN_EDGE: Final = 24
-_MAX_CAPTION_CHARS: Final = 600  # storywink.story_answer.MAX_PAGE_TEXT_CHARS
+_MAX_CAPTION_CHARS: Final = 600  # storywink.story.answer.MAX_PAGE_TEXT_CHARS
 
 RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont

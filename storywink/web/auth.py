@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jwt import PyJWKClient
 
-from storywink.book_input import USER_ID_MAX
+from storywink.book.inputs import USER_ID_MAX
 from storywink.config import ConfigurationError, Settings
 
 HMAC_ALGORITHMS: Final = ["HS256"]

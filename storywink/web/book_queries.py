@@ -11,8 +11,8 @@ from datetime import datetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from storywink.book.refusals import BookNotFound
 from storywink.db.models import Book
-from storywink.errors import BookNotFound
 
 
 def owned_book(session: Session, book_id: str, user_id: str) -> Book:

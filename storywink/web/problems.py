@@ -19,11 +19,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError
 
-from storywink.book_input import BookInputError
-from storywink.connections import DatabaseNotReady, TemporalUnavailable
-from storywink.errors import BookBusy, BookError, BookNotFound, BookNotReady
+from storywink.book.inputs import BookInputError
+from storywink.book.refusals import BookBusy, BookError, BookNotFound, BookNotReady
+from storywink.db.engine import DatabaseNotReady
 from storywink.redact import shorten
-from storywink.story_books import PageTextBusy, PageTextRefused, StoryNotAllowed
+from storywink.story.records import PageTextBusy, PageTextRefused, StoryNotAllowed
+from storywink.temporal.connection import TemporalUnavailable
 from storywink.web.auth import NotAuthenticated
 
 log = logging.getLogger(__name__)

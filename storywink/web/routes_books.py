@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from storywink.book_input import CHILD_NAME_MAX, TITLE_MAX, NewBook
-from storywink.book_upload import create_book_from_photos
+from storywink.book.inputs import CHILD_NAME_MAX, TITLE_MAX, NewBook
+from storywink.book.upload import create_book_from_photos
 from storywink.db.engine import in_session
-from storywink.styles import DEFAULT_STYLE, STYLES
+from storywink.illustration.styles import DEFAULT_STYLE, STYLES
 from storywink.web.auth import CurrentParent, ViewingParent
 from storywink.web.book_queries import Cursor, books_of, owned_book
 from storywink.web.problems import PROBLEM_JSON, BadInput, NotFound, Problem

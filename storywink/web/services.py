@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from fastapi import Request
 from temporalio.client import Client
 
-from storywink.client import IllustrationClient
 from storywink.config import Settings
-from storywink.connections import Database, connect_temporal, open_database
+from storywink.db.connection import Database, open_database
+from storywink.illustration.client import IllustrationClient
 from storywink.providers.base import ImageStore
 from storywink.providers.factory import build_store
-from storywink.story_client import StoryClient
+from storywink.story.client import StoryClient
+from storywink.temporal.connection import connect_temporal
 from storywink.web.auth import TokenVerifier
 from storywink.web.uploads import UploadLimits
 from storywink.web.watchers import WatcherRegistry

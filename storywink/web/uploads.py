@@ -23,7 +23,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from storywink.book_input import PHOTO_SUFFIXES, BookInputError, check_photo, story_pages
+from storywink.book.inputs import PHOTO_SUFFIXES, BookInputError, check_photo, story_pages
 from storywink.web.problems import ApiProblem, BadInput
 
 FIELDS: Final = ("title", "child_name", "style", "story")

@@ -19,12 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.service import RPCError
 
-from storywink import books
-from storywink.client import SETTLED_STATUSES, IllustrationClient
-from storywink.connections import DatabaseNotReady
+from storywink.book.refusals import BookNotFound
 from storywink.contract import BookStatus, ModerationStatus, Progress
-from storywink.db.engine import in_session
-from storywink.errors import BookNotFound
+from storywink.db.engine import DatabaseNotReady, in_session
+from storywink.illustration import records as books
+from storywink.illustration.client import SETTLED_STATUSES, IllustrationClient
 
 log = logging.getLogger(__name__)
 

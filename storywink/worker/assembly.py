@@ -17,14 +17,12 @@ from activities.fleet_check import WorkerFleet
 from activities.illustrate_page import FleetFaultPolicy, IllustratePageActivities
 from activities.prepare import PrepareActivities
 from storywink.config import Settings, StorageKind
-from storywink.connections import (
-    Database,
-)
-from storywink.fleet import ensure_database_fleet
-from storywink.fleet_health import FleetHealth
+from storywink.db.connection import Database
+from storywink.db.fleet import ensure_database_fleet
 from storywink.providers.factory import Providers
-from storywink.quota_store import SharedLimiter
+from storywink.quota.limiter import SharedLimiter
 from storywink.redact import Redactor
+from storywink.worker.fleet_health import FleetHealth
 from storywink.worker.story import STORY_WORKFLOWS, build_story_worker, story_book_activities
 from workflows.book_illustration import BookIllustration
 

@@ -2,7 +2,7 @@
 
 A key the API refuses, a model it no longer knows or CDN credentials it refuses fail every
 page alike, so the page activity does not settle the page: it reports the fault
-(`storywink.fleet_health`) and asks Temporal to retry it later. This poller then stops
+(`storywink.worker.fleet_health`) and asks Temporal to retry it later. This poller then stops
 taking pages (the others wait in Temporal's queue, their attempts unused; `/readyz` says
 `paused`; one log line; `storywink_page_work_paused` is 1), probes the provider every
 `FLEET_FAULT_PROBE_SECONDS` without generating anything, and polls again once the probe
@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from temporalio.common import MetricMeter
 from temporalio.worker import Worker
 
-from storywink.fleet_health import ActiveFault, FleetHealth
 from storywink.health import Readiness, State
+from storywink.worker.fleet_health import ActiveFault, FleetHealth
 
 log = logging.getLogger("storywink.worker")
 PAUSED_METRIC = "storywink_page_work_paused"

@@ -9,7 +9,7 @@ Temporal and retried on another worker. The process is gone at most `SHUTDOWN_GR
 + 4 s after the signal, even if Temporal's pollers have not drained. With HEALTH_PORT set,
 `/readyz` is 200 only while polling; with METRICS_PORT set, `/metrics` serves the SDK's
 metrics and ours. With WORKER_DEPLOYMENT_NAME and WORKER_BUILD_ID set, both pollers join
-that Worker Deployment as that version (README "Deploying a new version").
+that Worker Deployment as that version (docs/deploying.md).
 """
 
 from __future__ import annotations
@@ -38,25 +38,23 @@ from storywink.config import (
     StorageKind,
     load_settings,
 )
-from storywink.connections import (
-    Database,
-    TemporalUnavailable,
-    connect_temporal,
-    ensure_search_attributes,
-    open_database,
-)
+from storywink.db.connection import Database, open_database
 from storywink.db.engine import DatabaseNotReady
-from storywink.fleet import FleetError, establish_fleet
-from storywink.fleet_health import FleetHealth
+from storywink.db.fleet import FleetError, establish_fleet
 from storywink.health import Readiness, State, serve_health
+from storywink.illustration.style_assets import missing_references
+from storywink.illustration.styles import StyleLibraryError, validate_library
 from storywink.logs import configure_logging
 from storywink.providers.factory import Providers, build_providers, build_store, gemini_client
 from storywink.providers.fetch import ImageFetcher
 from storywink.providers.gemini_check import check_models, configured_models
-from storywink.run_upgrade import move_stranded_runs
-from storywink.style_assets import missing_references
-from storywink.styles import StyleLibraryError, validate_library
 from storywink.telemetry import worker_runtime
+from storywink.temporal.connection import (
+    TemporalUnavailable,
+    connect_temporal,
+    ensure_search_attributes,
+)
+from storywink.temporal.upgrade import move_stranded_runs
 from storywink.worker.assembly import (
     WORKFLOWS,
     build_page_worker,
@@ -65,6 +63,7 @@ from storywink.worker.assembly import (
     worker_fleet,
     worker_identity,
 )
+from storywink.worker.fleet_health import FleetHealth
 from storywink.worker.page_work import PausablePageWorker
 
 log = logging.getLogger("storywink.worker")
@@ -171,10 +170,9 @@ def warn_if_photos_leave_the_host(settings: Settings) -> None:
 
 
 async def move_runs_of_earlier_releases(client: Client) -> None:
-    """Before polling, so that no page of a run about to be moved is taken: runs an earlier
-    release started that this code cannot replay go on from their first workflow task
-    (storywink/run_upgrade.py). A failure here only delays those runs: it never stops the
-    worker, and `storywink runs upgrade` does the same on demand."""
+    """Runs an earlier release started that this code cannot replay go on from their first
+    workflow task (storywink/temporal/upgrade.py). A failure here only delays those runs:
+    it never stops the worker, and `storywink runs upgrade` does the same on demand."""
     try:
         async with asyncio.timeout(UPGRADE_SECONDS):
             await move_stranded_runs(client, WORKFLOWS)
@@ -183,6 +181,15 @@ async def move_runs_of_earlier_releases(client: Client) -> None:
             "runs of earlier releases not checked (%s): run `storywink runs upgrade`",
             str(exc) or type(exc).__name__,
         )
+
+
+async def keep_moving_runs_of_earlier_releases(client: Client, every: float) -> None:
+    """Again every `every` seconds while the worker runs: a run the start's check missed
+    (the server's list not yet up to date, or an old worker still finishing its first
+    workflow task during a rolling deploy) is not stranded for longer."""
+    while True:
+        await asyncio.sleep(every)
+        await move_runs_of_earlier_releases(client)
 
 
 class Poller(Protocol):
@@ -284,7 +291,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 log.error("stopping: %s", message)
                 stop.set()
 
+        # Before polling, so that no page of a run about to be moved is taken.
         await move_runs_of_earlier_releases(client)
+        upgrades = asyncio.create_task(
+            keep_moving_runs_of_earlier_releases(client, settings.upgrade_check_seconds)
+        )
         fleet = FleetHealth()
         own_fleet = worker_fleet(settings, database, on_wrong_fleet)
         book, pages, story = build_workers(
@@ -319,6 +330,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         if await stop_workers(workers, settings.shutdown_grace_seconds + POLLERS_STOP_SECONDS):
             log.info("stopped")
         stopping.cancel()
+        upgrades.cancel()
         for run in runs:
             if run.done() and (error := run.exception()) is not None:
                 raise error

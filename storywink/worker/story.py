@@ -17,7 +17,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 from activities.story_book import StoryBookActivities
 from activities.write_story import WriteStoryActivities
 from storywink.config import Settings
-from storywink.connections import Database
+from storywink.db.connection import Database
 from storywink.providers.factory import build_story_writer
 from storywink.providers.fetch import ImageFetcher
 from storywink.providers.story import StoryWriter

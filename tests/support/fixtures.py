@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from storywink import contract
 from storywink.config import Settings
-from storywink.connections import Database
+from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from tests.support import forked_cli
 from tests.support.provider_fakes import Fakes, SettingsFactory, provider_values, running_fakes

@@ -14,9 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
 
-from storywink import books, contract
+from storywink import contract
 from storywink.config import Settings
-from storywink.connections import Database
 from storywink.contract import (
     STORY_WORKFLOW,
     BookOutcome,
@@ -27,8 +26,10 @@ from storywink.contract import (
     StoryRequest,
     story_workflow_id,
 )
+from storywink.db.connection import Database
 from storywink.db.models import Book, Notification, Page
 from storywink.demo.sample_book import write_sample_photos
+from storywink.illustration import records as books
 from storywink.providers.factory import Providers, build_providers
 from storywink.worker.assembly import build_workers
 from tests.support.services import tool_path

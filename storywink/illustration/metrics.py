@@ -16,7 +16,7 @@ from temporalio import activity
 
 from storywink.contract import ModerationStatus
 from storywink.providers.base import ContentRefused, PermanentError, TransientError
-from storywink.story_metrics import STORY_BUCKETS
+from storywink.story.metrics import STORY_BUCKETS
 
 PAGES = "storywink_pages_total"
 PAGE_DURATION = "storywink_page_duration_seconds"

@@ -24,12 +24,12 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEv
 from temporalio.service import RPCError
 
 from storywink import contract
-from storywink.claims import describe_claim, describe_run
-from storywink.connections import TemporalUnavailable
+from storywink.book.claims import describe_claim, describe_run
 from storywink.contract import BookStatus, Frozen, ModerationStatus, story_workflow_id
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
 from storywink.redact import shorten
+from storywink.temporal.connection import TemporalUnavailable
 
 T = TypeVar("T")
 

@@ -15,11 +15,11 @@ from typing import Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from storywink import books
-from storywink.book_input import BookInputError, NewBook
+from storywink.book.inputs import BookInputError, NewBook
 from storywink.contract import BookStatus
 from storywink.db.engine import in_session
 from storywink.db.models import new_id
+from storywink.illustration import records as books
 from storywink.images import NotAnImage, Photo, normalise_photo
 from storywink.providers.base import GeneratedImage, ImageStore
 from storywink.providers.local_storage import LocalImageStore

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
+from storywink.illustration.styles import STYLES, asset_url
 from storywink.providers.base import GeneratedImage, ImageStore, PermanentError, TransientError
 from storywink.providers.fetch import ImageFetcher
-from storywink.styles import STYLES, asset_url
 
 REFERENCES_DIR: Final = Path(__file__).parent / "style_references"
 PUBLIC_ID_PREFIX: Final = "storywink/styles"

@@ -20,7 +20,7 @@ near the remembered overrun (the quota is still there) lowers the rate by `NEAR_
 one well under it (the quota fell) by `FAR_DECREASE`. The pause after a 429 ends
 RetryInfo's delay after the refused call's slot (the answer may come a latency later).
 
-Pure functions of (state, now): `storywink.quota_store` keeps the row in the database and
+Pure functions of (state, now): `storywink.quota.limiter` keeps the row in the database and
 applies them atomically; the unit tests run them against a simulated provider.
 """
 

@@ -1,15 +1,10 @@
-"""Connections every process builds once: the Temporal client and the database."""
+"""The Temporal client every process builds once, and the checks it passes at start."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -24,26 +19,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from storywink import contract
 from storywink.config import Settings
-from storywink.db.engine import (
-    DatabaseNotReady,
-    DatabaseUnavailable,
-    check_schema_current,
-    is_sqlite,
-    make_engine,
-    make_session_factory,
-    upgrade_to_head,
-)
 
 __all__ = [
-    "Database",
-    "DatabaseNotReady",
-    "DatabaseUnavailable",
     "TemporalConnectionLost",
     "TemporalUnavailable",
     "connect_temporal",
     "ensure_search_attributes",
     "is_connection_lost",
-    "open_database",
 ]
 
 # The start-up checks' calls to Temporal: a server that accepts the connection but does not
@@ -200,36 +182,3 @@ def _first_line(exc: BaseException, secrets: list[str] | None = None) -> str:
     for secret in secrets or []:
         line = line.replace(secret, "**********")
     return line
-
-
-def refuse_missing_sqlite_file(settings: Settings) -> None:
-    url = make_url(settings.resolved_database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return
-    if not Path(url.database).is_file():
-        origin = "DATABASE_URL" if settings.database_url.get_secret_value() else "the default"
-        raise DatabaseUnavailable(
-            f"database {url.render_as_string(hide_password=True)} ({origin}): no such file; "
-            "a worker (python worker.py) or `storywink db upgrade` creates it"
-        )
-
-
-@dataclass(frozen=True)
-class Database:
-    engine: Engine
-    sessions: sessionmaker[Session]
-
-
-def open_database(settings: Settings, *, create: bool = False) -> Database:
-    """Open the database; an embedded SQLite file is migrated to the latest schema.
-
-    Only a process meant to create the database (`create`: the worker, `storywink db
-    upgrade`, the demo) creates a SQLite file that does not exist; any other refuses it,
-    naming DATABASE_URL, instead of answering from a new, empty file."""
-    if not create:
-        refuse_missing_sqlite_file(settings)
-    engine = make_engine(settings.resolved_database_url)
-    if is_sqlite(settings.resolved_database_url):
-        upgrade_to_head(engine)
-    check_schema_current(engine)
-    return Database(engine, make_session_factory(engine))

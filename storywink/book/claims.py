@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from storywink import books
+from storywink.book.refusals import BookBusy
 from storywink.contract import BookStatus
 from storywink.db.engine import in_session
-from storywink.errors import BookBusy
+from storywink.illustration import records as books
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from storywink.connections import Database
 from storywink.contract import BookStatus, ModerationStatus, NotificationType, page_public_id
+from storywink.db.connection import Database
 from tests.support.fakes.gemini_server import Fault
 from tests.support.helpers import create_book, load_book, running_worker, start
 from tests.support.provider_fakes import Fakes, SettingsFactory

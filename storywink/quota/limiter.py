@@ -1,11 +1,11 @@
 """The image model's limiter, shared by every worker through one database row.
 
 Each change is one short transaction: take the row's lock (an UPDATE, so SQLite takes its
-write lock at once and PostgreSQL locks the row), read it, apply `storywink.quota`, write
+write lock at once and PostgreSQL locks the row), read it, apply `storywink.quota.slots`, write
 it back. At an image model's rates (a few calls a second at most) that is nothing for
 either database.
 
-Within a process the waiting calls form a local queue (`storywink.quota_queue`) and the
+Within a process the waiting calls form a local queue (`storywink.quota.queue`) and the
 process holds at most one reservation in the row: when that slot comes, it goes to the best
 call waiting at that moment (priority, then the owner served least, then arrival), so a page
 taken later can still go first.
@@ -23,10 +23,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storywink import quota
 from storywink.db.engine import in_session
 from storywink.db.models import ModelQuota
-from storywink.quota_queue import LocalQueue
+from storywink.quota import slots as quota
+from storywink.quota.queue import LocalQueue
 
 T = TypeVar("T")
 log = logging.getLogger("storywink.quota")

@@ -11,13 +11,13 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
-from storywink import books
-from storywink.books import get_book
+from storywink.book.refusals import BookBusy, BookError
 from storywink.contract import STORY_WRITABLE_STATUSES, BookStatus, StoryOutcome
 from storywink.db.models import Book, Page
-from storywink.errors import BookBusy, BookError
+from storywink.illustration import records as books
+from storywink.illustration.records import get_book
 from storywink.redact import shorten
-from storywink.story_answer import PageText, clean_text, page_text_problem
+from storywink.story.answer import PageText, clean_text, page_text_problem
 
 REASON_LIMIT = 400
 

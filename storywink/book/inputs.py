@@ -19,11 +19,11 @@ from pydantic import (
     field_validator,
 )
 
+from storywink.book.plain_text import control_character
 from storywink.db.models import Book, column_length
+from storywink.illustration.styles import STYLES
 from storywink.images import NotAnImage, photo_header
-from storywink.plain_text import control_character
-from storywink.story_answer import clean_text, page_text_problem
-from storywink.styles import STYLES
+from storywink.story.answer import clean_text, page_text_problem
 
 PHOTO_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 

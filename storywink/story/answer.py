@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from storywink.plain_text import control_character
+from storywink.book.plain_text import control_character
 from storywink.providers.story import StoryAnswer, UnusableAnswer
 from storywink.redact import shorten
 

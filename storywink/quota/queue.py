@@ -8,7 +8,7 @@ fairness key) served least, then the earliest arrival.
 
 An owner's count starts level with the least-served owner waiting when it arrives, so one
 who arrives late neither overtakes everybody until it has caught up nor starves.
-Pure bookkeeping, no clock and no asyncio: `storywink.quota_store` drives it.
+Pure bookkeeping, no clock and no asyncio: `storywink.quota.limiter` drives it.
 """
 
 from __future__ import annotations

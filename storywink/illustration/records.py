@@ -12,6 +12,7 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from storywink.book.refusals import BookNotFound, BookNotReady, PageNotFound
 from storywink.contract import (
     ILLUSTRATABLE_STATUSES,
     BookOutcome,
@@ -21,7 +22,6 @@ from storywink.contract import (
     PageResult,
 )
 from storywink.db.models import Book, Notification, Page, PageDraft, column_length
-from storywink.errors import BookNotFound, BookNotReady, PageNotFound
 from storywink.redact import shorten
 
 NOT_STARTED = "before this page was started"
@@ -236,7 +236,7 @@ def load_draft(session: Session, page_id: str, run_ids: Sequence[str]) -> tuple[
 
 
 def book_status_for(pages: Sequence[Page]) -> BookStatus:
-    """SPEC's finalize rule."""
+    """The finalize rule (docs/behaviour.md, "Settling a book")."""
     if pages and all(page.has_image for page in pages):
         return BookStatus.COMPLETED
     if any(page.has_image or (page.text or "").strip() for page in pages):

@@ -1,0 +1,415 @@
+"""The Python client a web backend imports: start, watch and cancel a book's illustration.
+
+client = await IllustrationClient.connect(load_settings())
+run = await client.start_illustration(book_id)      # BookNotFound -> 404, BookNotReady -> 409
+progress = await client.progress(book_id)
+end = await client.wait_for_end(book_id)            # how the run ended, and the book after it
+
+Every call follows the run that holds the book's claim, whatever its workflow id (a run
+started from the `temporal` CLI under another id included), and follows a reset: the
+handle is by workflow id, never pinned to a run id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Final, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import (
+    CancelledError,
+    FailureError,
+    TerminatedError,
+)
+from temporalio.exceptions import TimeoutError as WorkflowTimeout
+from temporalio.service import RPCError, RPCStatusCode
+
+from storywink import contract
+from storywink.book.claims import describe_claim, describe_run, workflow_working_on
+from storywink.book.refusals import BookNotReady, NotIllustrating, RunEnded
+from storywink.config import Settings
+from storywink.contract import (
+    ILLUSTRATABLE_STATUSES,
+    BookOutcome,
+    BookStatus,
+    IllustrationRequest,
+    ModerationStatus,
+    Progress,
+)
+from storywink.db.connection import open_database
+from storywink.db.engine import in_session
+from storywink.db.fleet import FLEET_MEMO, database_fleet
+from storywink.db.models import Book
+from storywink.illustration import records as books
+from storywink.temporal.connection import (
+    TemporalConnectionLost,
+    connect_temporal,
+    is_connection_lost,
+)
+
+T = TypeVar("T")
+QUERY_TIMEOUT: Final = timedelta(seconds=3)
+# How long a client following a run keeps trying through a lost connection to Temporal
+# (a server restart, a network blip) before it gives up following; the run goes on.
+CONNECTION_LOSS_LIMIT: Final = timedelta(seconds=60)
+_RECONNECT_EVERY_SECONDS: Final = 1.0
+# A poller's last access is when its current long poll (up to ~70 s) began.
+LIVE_POLLER_WINDOW: Final = timedelta(seconds=90)
+SETTLED_STATUSES: Final = frozenset({BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED})
+
+
+@dataclass(frozen=True)
+class IllustrationRun:
+    book_id: str
+    workflow_id: str
+    run_id: str | None
+
+
+class RunEnding(StrEnum):
+    """How the run a caller waited for ended."""
+
+    COMPLETED = "completed"  # returned its outcome
+    CANCELLED = "cancelled"  # the book is still settled by the run's finalize
+    TERMINATED = "terminated"
+    TIMED_OUT = "timed out"
+    FAILED = "failed"  # the run itself failed (e.g. refused the book)
+    ALREADY_SETTLED = "already settled"  # no run worked on the book: it was settled before
+
+
+@dataclass(frozen=True)
+class BookState:
+    """The book as the database has it."""
+
+    status: BookStatus
+    pages_total: int
+    pages_with_image: int
+    pages_flagged: int
+    pages_failed: int
+
+    @property
+    def settled(self) -> bool:
+        return self.status in SETTLED_STATUSES
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    book_id: str
+    workflow_id: str | None
+    run_id: str | None
+    ending: RunEnding
+    book: BookState  # read after the run ended
+    outcome: BookOutcome | None  # the run's own result, when it completed
+    reason: str | None = None  # why it ended, for the endings other than COMPLETED
+
+
+@dataclass(frozen=True)
+class QueuePollers:
+    task_queue: str
+    kind: str  # "workflow" or "activity"
+    live: int  # pollers seen within LIVE_POLLER_WINDOW
+    listed: int  # every poller the server still lists
+    last_seen: datetime | None
+
+
+class IllustrationClient:
+    def __init__(
+        self,
+        temporal: Client,
+        sessions: sessionmaker[Session],
+        task_queue: str,
+        page_task_queue: str | None = None,
+        *,
+        on_connection: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_connection` hears, in one line each, that the connection to Temporal was
+        lost while following a run, and that it is back."""
+        self._on_connection = on_connection
+        self._temporal = temporal
+        self._sessions = sessions
+        self._task_queue = task_queue
+        self._page_task_queue = page_task_queue
+
+    @classmethod
+    async def connect(
+        cls, settings: Settings, on_connection: Callable[[str], None] | None = None
+    ) -> IllustrationClient:
+        database = open_database(settings)
+        temporal = await connect_temporal(settings)
+        return cls(
+            temporal,
+            database.sessions,
+            settings.temporal_task_queue,
+            settings.temporal_illustration_task_queue,
+            on_connection=on_connection,
+        )
+
+    async def start_illustration(
+        self, book_id: str, priority: int | None = None
+    ) -> IllustrationRun:
+        """Start the book's run, or return the one already running for it. `priority`:
+        1 (its pages first) to 5 (last); unset, 3. A running run keeps its own.
+
+        Raises `BookNotFound` or `BookNotReady` (a clear refusal, HTTP 409).
+        """
+        claim = await in_session(self._sessions, books.read_claim, book_id)
+        if claim.status is BookStatus.ILLUSTRATING and claim.workflow_id:
+            holder = await describe_claim(self._temporal, claim.workflow_id, claim.run_id or "")
+            if holder.running:
+                return IllustrationRun(book_id, claim.workflow_id, claim.run_id)
+            # The run holding the book ended without settling it (terminated): a new run
+            # takes the claim over when it prepares.
+        elif claim.status not in ILLUSTRATABLE_STATUSES:
+            raise BookNotReady(book_id, claim.status)
+        fleet_id = await in_session(self._sessions, database_fleet)
+        handle: WorkflowHandle[object, BookOutcome] = await self._temporal.start_workflow(
+            contract.BOOK_ILLUSTRATION_WORKFLOW,
+            IllustrationRequest(book_id=book_id, priority=priority),
+            id=contract.workflow_id_for(book_id),
+            task_queue=self._task_queue,
+            result_type=BookOutcome,
+            # Double clicks, two web replicas, the CLI: all land on the same run.
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            # Workers of another database leave the run to ours (activities.fleet_check).
+            memo={FLEET_MEMO: fleet_id} if fleet_id else None,
+        )
+        return IllustrationRun(book_id, handle.id, handle.result_run_id)
+
+    async def workflow_working_on(self, book_id: str) -> str | None:
+        """The workflow id whose latest run works on the book, or None when none does.
+        See `claims.workflow_working_on`."""
+        claim = await in_session(self._sessions, books.read_claim, book_id)
+        return await workflow_working_on(
+            self._temporal, claim, BookStatus.ILLUSTRATING, contract.workflow_id_for(book_id)
+        )
+
+    def handle(self, book_id: str) -> WorkflowHandle[object, BookOutcome]:
+        """The book's own workflow (`book-illustration-<id>`), latest run."""
+        return self._temporal.get_workflow_handle(
+            contract.workflow_id_for(book_id), result_type=BookOutcome
+        )
+
+    async def progress(self, book_id: str) -> Progress:
+        """Live progress from the run working on the book, or the database's state."""
+        workflow_id = await self.workflow_working_on(book_id)
+        if workflow_id is not None:
+            handle = self._temporal.get_workflow_handle(workflow_id)
+            try:
+                progress = await handle.query(
+                    contract.PROGRESS_QUERY, result_type=Progress, rpc_timeout=QUERY_TIMEOUT
+                )
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+                pass  # no worker answered in time, or the run is gone: the database knows
+            else:
+                assert isinstance(progress, Progress)
+                return progress
+        return progress_from_book(await in_session(self._sessions, _load_book, book_id))
+
+    async def wait_for_end(self, book_id: str) -> RunEnd:
+        """Wait until the run working on the book ends (following a reset's new run), and
+        say how it ended; a book no run works on that is settled returns at once.
+
+        Raises `BookNotFound`, or `NotIllustrating` for a book that is neither settled
+        nor worked on (e.g. STORY_READY and never started)."""
+        workflow_id = await self._through_outages(lambda: self.workflow_working_on(book_id))
+        if workflow_id is None:
+            book = await in_session(self._sessions, _load_book, book_id)
+            if book.status not in SETTLED_STATUSES:
+                raise NotIllustrating(book_id, book.status)
+            return RunEnd(book_id, None, None, RunEnding.ALREADY_SETTLED, book_state(book), None)
+        return await self._follow(book_id, workflow_id)
+
+    async def _through_outages(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, again after a lost connection to Temporal, for CONNECTION_LOSS_LIMIT
+        at most; then `TemporalConnectionLost`. Refusals by the server are raised at once."""
+        lost_at: float | None = None
+        while True:
+            try:
+                result = await call()
+            except RPCError as exc:
+                if not is_connection_lost(exc):
+                    raise
+                now = time.monotonic()
+                limit = CONNECTION_LOSS_LIMIT.total_seconds()
+                if lost_at is None:
+                    lost_at = now
+                    self._say(
+                        f"lost the connection to Temporal ({exc.message}); "
+                        f"still following the run for up to {limit:g} s"
+                    )
+                elif now - lost_at > limit:
+                    raise TemporalConnectionLost(
+                        f"no connection to Temporal for {limit:g} s ({exc.message}); the run "
+                        "goes on: run the command again to follow it"
+                    ) from None
+                await asyncio.sleep(_RECONNECT_EVERY_SECONDS)
+                continue
+            if lost_at is not None:
+                self._say("connection to Temporal is back")
+            return result
+
+    def _say(self, line: str) -> None:
+        if self._on_connection is not None:
+            self._on_connection(line)
+
+    async def _follow(self, book_id: str, workflow_id: str) -> RunEnd:
+        while True:
+            described = await self._through_outages(
+                lambda: describe_run(self._temporal, workflow_id)
+            )
+            if described is None:
+                book = await in_session(self._sessions, _load_book, book_id)
+                unknown = f"Temporal knows no run of workflow {workflow_id}"
+                return RunEnd(
+                    book_id, workflow_id, None, RunEnding.FAILED, book_state(book), None, unknown
+                )
+            run_id = described.run_id
+            handle = self._temporal.get_workflow_handle(
+                workflow_id, run_id=run_id, result_type=BookOutcome
+            )
+            outcome: BookOutcome | None = None
+            reason: str | None = None
+            try:
+                outcome = await self._through_outages(handle.result)
+                ending = RunEnding.COMPLETED
+            except WorkflowFailureError as failure:
+                ending, reason = _ending_of(failure)
+                latest = await self._through_outages(
+                    lambda: describe_run(self._temporal, workflow_id)
+                )
+                if ending is RunEnding.TERMINATED and latest and latest.run_id != run_id:
+                    continue  # a reset terminated this run and a new one carries on
+            book = await in_session(self._sessions, _load_book, book_id)
+            return RunEnd(book_id, workflow_id, run_id, ending, book_state(book), outcome, reason)
+
+    async def wait(self, book_id: str) -> BookOutcome:
+        """The outcome of the run working on the book (or of the book, already settled).
+
+        Raises `RunEnded` when the run ended without an outcome (cancelled, terminated,
+        timed out, failed)."""
+        end = await self.wait_for_end(book_id)
+        if end.outcome is not None:
+            return end.outcome
+        if end.ending is RunEnding.ALREADY_SETTLED:
+            book = await in_session(self._sessions, _load_book, book_id)
+            return outcome_from_book(book)
+        raise RunEnded(book_id, end.ending.value, end.book.status, end.reason)
+
+    async def cancel(self, book_id: str) -> bool:
+        """Ask the run working on the book to stop; pages in flight stop promptly and the
+        book is still settled. False when no run works on it."""
+        workflow_id = await self.workflow_working_on(book_id)
+        if workflow_id is None:
+            return False
+        try:
+            await self._temporal.get_workflow_handle(workflow_id).cancel()
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return False  # it ended meanwhile
+        return True
+
+    async def task_queue_pollers(self) -> list[QueuePollers]:
+        """Who polls the workflow queue (and the page queue, when known)."""
+        queues = [(self._task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)]
+        if self._page_task_queue:
+            queues.append((self._page_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
+        return [await self._pollers(name, kind) for name, kind in queues]
+
+    async def _pollers(self, task_queue: str, kind: TaskQueueType.ValueType) -> QueuePollers:
+        response = await self._temporal.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self._temporal.namespace,
+                task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+                task_queue_type=kind,
+            )
+        )
+        seen = [
+            poller.last_access_time.ToDatetime(tzinfo=UTC)
+            for poller in response.pollers
+            if poller.HasField("last_access_time")
+        ]
+        now = datetime.now(UTC)
+        return QueuePollers(
+            task_queue=task_queue,
+            kind="workflow" if kind == TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW else "activity",
+            live=sum(now - moment <= LIVE_POLLER_WINDOW for moment in seen),
+            listed=len(response.pollers),
+            last_seen=max(seen, default=None),
+        )
+
+
+def _ending_of(failure: WorkflowFailureError) -> tuple[RunEnding, str | None]:
+    cause = failure.cause
+    if isinstance(cause, CancelledError):
+        return RunEnding.CANCELLED, None
+    if isinstance(cause, TerminatedError):
+        return RunEnding.TERMINATED, cause.message or None
+    if isinstance(cause, WorkflowTimeout):
+        return RunEnding.TIMED_OUT, None
+    return RunEnding.FAILED, failure_message(cause)
+
+
+def failure_message(error: BaseException | None) -> str | None:
+    """The innermost message of a Temporal failure chain (an activity's own error)."""
+    message = None
+    while error is not None:
+        if isinstance(error, FailureError) and error.message:
+            message = error.message
+        error = error.__cause__ if isinstance(error, FailureError) else None
+    return message
+
+
+def _load_book(session: Session, book_id: str) -> Book:
+    book = books.get_book(session, book_id)
+    _ = book.pages  # load before the session closes
+    session.expunge_all()
+    return book
+
+
+def book_state(book: Book) -> BookState:
+    statuses = [page.moderation_status for page in book.pages]
+    return BookState(
+        status=book.status,
+        pages_total=len(statuses),
+        pages_with_image=sum(page.has_image for page in book.pages),
+        pages_flagged=statuses.count(ModerationStatus.FLAGGED),
+        pages_failed=statuses.count(ModerationStatus.FAILED),
+    )
+
+
+def outcome_from_book(book: Book) -> BookOutcome:
+    """The outcome of a settled book, as its last run's finalize returned it."""
+    return books.outcome_of(book, book.status)
+
+
+def progress_from_book(book: Book) -> Progress:
+    statuses = [page.moderation_status for page in book.pages]
+    flagged = statuses.count(ModerationStatus.FLAGGED)
+    failed = statuses.count(ModerationStatus.FAILED)
+    return Progress(
+        book_id=book.id,
+        phase="illustrating" if book.status is BookStatus.ILLUSTRATING else "settled",
+        total=len(statuses),
+        to_draw=len(statuses),
+        done=len(statuses) - statuses.count(ModerationStatus.PENDING),
+        flagged=flagged,
+        failed=failed,
+        status=book.status,
+    )
