@@ -79,7 +79,7 @@ async def test_a_book_the_last_release_was_drawing_finishes_on_this_code_each_pa
         listed = await asyncio.to_thread(
             subprocess.run,
             [str(STORYWINK), "runs", "upgrade", "--dry-run"],
-            env=cli_env(tmp_path) | {"TEMPORAL_ADDRESS": address},
+            env=cli_env(tmp_path) | {"TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": queue},
             capture_output=True,
             text=True,
             timeout=60,
@@ -89,6 +89,15 @@ async def test_a_book_the_last_release_was_drawing_finishes_on_this_code_each_pa
             break
         await asyncio.sleep(1)
     assert line in listed.stdout
+    every_run = await asyncio.to_thread(
+        subprocess.run,
+        [str(STORYWINK), "runs", "upgrade", "--dry-run", "--all"],
+        env=cli_env(tmp_path) | {"TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": queue},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert every_run.stdout == listed.stdout  # the same run: the queue holds no other
     assert (await old.describe()).status is WorkflowExecutionStatus.RUNNING
 
     settings = provider_settings().model_copy(

@@ -182,7 +182,8 @@ def runs_upgrade(
     from storywink.worker.assembly import WORKFLOWS
 
     settings = settings_or_exit()
-    query = run_upgrade.ALL_OPEN_RUNS if every_run else run_upgrade.RUNS_WITHOUT_BOOK_ID
+    queue = settings.temporal_task_queue
+    query = (run_upgrade.all_open_runs if every_run else run_upgrade.runs_without_book_id)(queue)
 
     async def go() -> int:
         temporal = await connect_temporal(settings)

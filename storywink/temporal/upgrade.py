@@ -34,17 +34,24 @@ from storywink import contract
 
 log = logging.getLogger("storywink.upgrade")
 
-# Runs no release since the search attributes can have started: no `BookId` yet. A run
-# whose first workflow task has not completed matches too, and replays: it is left alone.
-RUNS_WITHOUT_BOOK_ID: str = (
-    f"WorkflowType = '{contract.BOOK_ILLUSTRATION_WORKFLOW}' AND ExecutionStatus = 'Running'"
-    f" AND {contract.BOOK_ID_ATTRIBUTE.name} IS NULL"
-)
-# Every open run of ours, for `storywink runs upgrade --all` after a future break.
-ALL_OPEN_RUNS: str = (
-    f"WorkflowType IN ('{contract.BOOK_ILLUSTRATION_WORKFLOW}', "
-    f"'{contract.STORY_WORKFLOW}') AND ExecutionStatus = 'Running'"
-)
+
+def runs_without_book_id(task_queue: str) -> str:
+    """Runs no release since the search attributes can have started: no `BookId` yet. A
+    run whose first workflow task has not completed matches too, and replays: it is left
+    alone. Only the runs of `task_queue`: another app's runs in the namespace are not ours."""
+    return (
+        f"WorkflowType = '{contract.BOOK_ILLUSTRATION_WORKFLOW}' AND ExecutionStatus = "
+        f"'Running' AND TaskQueue = '{task_queue}' AND {contract.BOOK_ID_ATTRIBUTE.name} IS NULL"
+    )
+
+
+def all_open_runs(task_queue: str) -> str:
+    """Every open run of ours, for `storywink runs upgrade --all` after a future break."""
+    return (
+        f"WorkflowType IN ('{contract.BOOK_ILLUSTRATION_WORKFLOW}', "
+        f"'{contract.STORY_WORKFLOW}') AND ExecutionStatus = 'Running' "
+        f"AND TaskQueue = '{task_queue}'"
+    )
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class MovedRun:
 
 
 async def stranded_runs(
-    client: Client, workflows: Sequence[type], query: str = RUNS_WITHOUT_BOOK_ID
+    client: Client, workflows: Sequence[type], query: str
 ) -> AsyncIterator[StrandedRun]:
     """The runs `query` finds whose history `workflows` refuse with a nondeterminism error."""
     replayer = Replayer(
@@ -132,7 +139,7 @@ async def move_to_this_code(client: Client, run: StrandedRun) -> MovedRun | None
 
 
 async def move_stranded_runs(
-    client: Client, workflows: Sequence[type], query: str = RUNS_WITHOUT_BOOK_ID
+    client: Client, workflows: Sequence[type], query: str
 ) -> list[MovedRun]:
     """Find and move every stranded run; one log line each."""
     moved = []

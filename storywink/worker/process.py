@@ -54,7 +54,7 @@ from storywink.temporal.connection import (
     connect_temporal,
     ensure_search_attributes,
 )
-from storywink.temporal.upgrade import move_stranded_runs
+from storywink.temporal.upgrade import move_stranded_runs, runs_without_book_id
 from storywink.worker.assembly import (
     WORKFLOWS,
     build_page_worker,
@@ -169,13 +169,13 @@ def warn_if_photos_leave_the_host(settings: Settings) -> None:
         )
 
 
-async def move_runs_of_earlier_releases(client: Client) -> None:
+async def move_runs_of_earlier_releases(client: Client, task_queue: str) -> None:
     """Runs an earlier release started that this code cannot replay go on from their first
     workflow task (storywink/temporal/upgrade.py). A failure here only delays those runs:
     it never stops the worker, and `storywink runs upgrade` does the same on demand."""
     try:
         async with asyncio.timeout(UPGRADE_SECONDS):
-            await move_stranded_runs(client, WORKFLOWS)
+            await move_stranded_runs(client, WORKFLOWS, runs_without_book_id(task_queue))
     except Exception as exc:  # anything: the worker must start regardless
         log.warning(
             "runs of earlier releases not checked (%s): run `storywink runs upgrade`",
@@ -183,13 +183,15 @@ async def move_runs_of_earlier_releases(client: Client) -> None:
         )
 
 
-async def keep_moving_runs_of_earlier_releases(client: Client, every: float) -> None:
+async def keep_moving_runs_of_earlier_releases(
+    client: Client, task_queue: str, every: float
+) -> None:
     """Again every `every` seconds while the worker runs: a run the start's check missed
     (the server's list not yet up to date, or an old worker still finishing its first
     workflow task during a rolling deploy) is not stranded for longer."""
     while True:
         await asyncio.sleep(every)
-        await move_runs_of_earlier_releases(client)
+        await move_runs_of_earlier_releases(client, task_queue)
 
 
 class Poller(Protocol):
@@ -292,9 +294,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 stop.set()
 
         # Before polling, so that no page of a run about to be moved is taken.
-        await move_runs_of_earlier_releases(client)
+        await move_runs_of_earlier_releases(client, settings.temporal_task_queue)
         upgrades = asyncio.create_task(
-            keep_moving_runs_of_earlier_releases(client, settings.upgrade_check_seconds)
+            keep_moving_runs_of_earlier_releases(
+                client, settings.temporal_task_queue, settings.upgrade_check_seconds
+            )
         )
         fleet = FleetHealth()
         own_fleet = worker_fleet(settings, database, on_wrong_fleet)
