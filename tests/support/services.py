@@ -89,6 +89,7 @@ def test_settings(
         "page_heartbeat_timeout_seconds": 5.0,
         "page_retry_initial_seconds": 0.2,
         "page_retry_max_seconds": 1.0,
+        "fleet_fault_retry_seconds": 0.5,  # a refused key's page tries again this soon
         "shutdown_grace_seconds": 2.0,
         "illustration_concurrency": 9,
     }
