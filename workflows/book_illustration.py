@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareInput,
         Progress,
     )
-    from workflows.common import failure_reason, request_from
+    from workflows.common import book_step, failure_reason, request_from
 
 
 def _page_priority(user_id: str, priority: int | None) -> Priority:
@@ -63,12 +63,9 @@ class BookIllustration:
         claim = info.first_execution_run_id
         cancelled = False
         try:
-            plan = await workflow.execute_activity_method(
+            plan = await book_step(
                 PrepareActivities.prepare_illustration,
                 PrepareInput(book_id=request.book_id, workflow_id=info.workflow_id, run_id=claim),
-                start_to_close_timeout=contract.BOOK_ACTIVITY_TIMEOUT,
-                schedule_to_close_timeout=contract.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
-                retry_policy=contract.BOOK_ACTIVITY_RETRY,
             )
         except asyncio.CancelledError:
             cancelled = True
@@ -78,7 +75,7 @@ class BookIllustration:
                 self._page_priority = _page_priority(plan.user_id, request.priority)
             cancelled = await self._illustrate_pages(plan)
         self._set_progress(phase="finalizing")
-        outcome = await workflow.execute_activity_method(
+        outcome = await book_step(
             FinalizeActivities.finalize_book,
             FinalizeInput(
                 book_id=request.book_id,
@@ -86,9 +83,6 @@ class BookIllustration:
                 settling_run_id=info.run_id,
                 cancelled=cancelled,
             ),
-            start_to_close_timeout=contract.BOOK_ACTIVITY_TIMEOUT,
-            schedule_to_close_timeout=contract.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
-            retry_policy=contract.BOOK_ACTIVITY_RETRY,
         )
         workflow.upsert_search_attributes(
             [contract.OUTCOME_ATTRIBUTE.value_set(outcome.status.value)]
@@ -144,14 +138,11 @@ class BookIllustration:
         """Record a page that gave up; if even that fails for good (the page was deleted),
         count it failed and let finalize settle the book."""
         try:
-            return await workflow.execute_activity_method(
+            return await book_step(
                 FinalizeActivities.record_page_failure,
                 PageFailure(
                     book_id=page.book_id, page_id=page.page_id, run_id=page.run_id, reason=reason
                 ),
-                start_to_close_timeout=contract.BOOK_ACTIVITY_TIMEOUT,
-                schedule_to_close_timeout=contract.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
-                retry_policy=contract.BOOK_ACTIVITY_RETRY,
             )
         except ActivityError as error:
             if is_cancelled_exception(error):

@@ -5,15 +5,40 @@ Deterministic helpers only; the workflows import this module through the sandbox
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import pydantic
+from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
+from temporalio.types import MethodAsyncSingleParam
 
 from storywink import contract
 
 Request = TypeVar("Request", bound=pydantic.BaseModel)
+StepInput = TypeVar("StepInput")
+StepResult = TypeVar("StepResult")
+
+
+def book_step(
+    step: MethodAsyncSingleParam[Any, StepInput, StepResult],
+    arg: StepInput,
+    *,
+    cancellation_type: workflow.ActivityCancellationType = (
+        workflow.ActivityCancellationType.TRY_CANCEL
+    ),
+) -> Awaitable[StepResult]:
+    """A book step (claim, prepare, record a failure, settle) on the workflow's own queue,
+    with the book steps' timeouts and retries."""
+    return workflow.execute_activity_method(
+        step,
+        arg,
+        start_to_close_timeout=contract.BOOK_ACTIVITY_TIMEOUT,
+        schedule_to_close_timeout=contract.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
+        retry_policy=contract.BOOK_ACTIVITY_RETRY,
+        cancellation_type=cancellation_type,
+    )
 
 
 def request_from(model: type[Request], workflow_name: str, inputs: tuple[object, ...]) -> Request:

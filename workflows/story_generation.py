@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         StoryProgress,
         StoryRequest,
     )
-    from workflows.common import failure_reason, request_from
+    from workflows.common import book_step, failure_reason, request_from
 
 CANCELLED_REASON = "cancelled: the story run was cancelled before the story was written"
 
@@ -46,14 +46,11 @@ class StoryGeneration:
         try:
             # Waits for a cancelled claim to end, so a book claimed as the cancel came is
             # still released below.
-            plan = await workflow.execute_activity_method(
+            plan = await book_step(
                 StoryBookActivities.claim_story,
                 StoryClaimInput(
                     book_id=request.book_id, workflow_id=info.workflow_id, run_id=claim
                 ),
-                start_to_close_timeout=contract.BOOK_ACTIVITY_TIMEOUT,
-                schedule_to_close_timeout=contract.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
-                retry_policy=contract.BOOK_ACTIVITY_RETRY,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             self._set_progress(phase="writing", pages=len(plan.pages))
@@ -92,12 +89,9 @@ class StoryGeneration:
             )
 
     async def _record_failure(self, book_id: str, run_id: str, reason: str) -> StoryOutcome:
-        return await workflow.execute_activity_method(
+        return await book_step(
             StoryBookActivities.record_story_failure,
             StoryFailure(book_id=book_id, run_id=run_id, reason=reason),
-            start_to_close_timeout=contract.BOOK_ACTIVITY_TIMEOUT,
-            schedule_to_close_timeout=contract.BOOK_ACTIVITY_SCHEDULE_TO_CLOSE,
-            retry_policy=contract.BOOK_ACTIVITY_RETRY,
         )
 
     def _settle(self, outcome: StoryOutcome) -> None:
