@@ -147,7 +147,7 @@ async def bench(sessions: sessionmaker[Session], tmp_path: Path) -> AsyncIterato
             pages=[books.NewPage(photo.as_uri(), text=f"Page {n}.") for n in (1, 2)],
             status=BookStatus.STORY_READY,
         )
-        books.claim_book(session, book.id, contract.workflow_id_for(book.id), run_id)
+        books.claim_book(session, book.id, contract.illustration_workflow_id(book.id), run_id)
         page = book.pages[1]
         task = PageTask(
             book_id=book.id,

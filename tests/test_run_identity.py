@@ -50,11 +50,11 @@ async def test_a_run_under_one_book_s_workflow_id_with_another_book_s_input_is_r
     handle = await temporal_client.start_workflow(
         contract.BOOK_ILLUSTRATION_WORKFLOW,
         IllustrationRequest(book_id=book_b),
-        id=contract.workflow_id_for(book_a),
+        id=contract.illustration_workflow_id(book_a),
         task_queue=settings.temporal_task_queue,
     )
     # What `storywink illustrate A` follows while that run runs.
-    following = asyncio.create_task(client.wait_for_end(book_a))
+    following = asyncio.create_task(client.wait_for_illustration_end(book_a))
     async with running_worker(temporal_client, settings, database):
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
@@ -120,7 +120,7 @@ def test_finalize_never_settles_a_book_with_a_page_the_run_has_no_outcome_for(
         book = books.claim_book(session, book_id, "wf", "run-1")
         pages = [page.id for page in book.pages]
         books.record_page(session, pages[0], "run-1", ModerationStatus.OK, image_url="file:///a")
-        outcome = books.finalize_book(
+        outcome = books.settle_book(
             session, book_id, "run-1", settling_run_id="run-1", cancelled=False
         )
     _, settled, _ = load_book(database, book_id)
@@ -218,7 +218,7 @@ async def test_a_run_reaching_a_book_worker_of_another_database_waits_for_one_of
         run = await client.start_illustration(book_id)
         await wait_until(lambda: len(heard) >= 1)
     async with running_worker(temporal_client, settings, database):
-        outcome = await client.wait(book_id)
+        outcome = await client.wait_for_illustration(book_id)
     other.engine.dispose()
 
     assert outcome.status is BookStatus.COMPLETED

@@ -189,8 +189,8 @@ def books_in_progress(session: Session) -> list[BookInProgress]:
                 title=book.title,
                 status=book.status,
                 pages=pages,
-                workflow_id=book.illustration_workflow_id,
-                run_id=book.illustration_run_id,
+                workflow_id=book.claim_workflow_id,
+                run_id=book.claim_run_id,
                 updated_at=max(updated_at, page_changed) if page_changed else updated_at,
             )
         )
@@ -224,7 +224,7 @@ def current_claims(
     session: Session, book_ids: Sequence[str]
 ) -> dict[str, tuple[BookStatus, str | None]]:
     rows = session.execute(
-        select(Book.id, Book.status, Book.illustration_run_id).where(Book.id.in_(book_ids))
+        select(Book.id, Book.status, Book.claim_run_id).where(Book.id.in_(book_ids))
     )
     return {book_id: (status, run_id) for book_id, status, run_id in rows}
 
@@ -232,7 +232,7 @@ def current_claims(
 def _start_command(book_id: str, task_queue: str) -> str:
     return (
         f"temporal workflow start --type {contract.BOOK_ILLUSTRATION_WORKFLOW} "
-        f"--task-queue {task_queue} --workflow-id {contract.workflow_id_for(book_id)} "
+        f"--task-queue {task_queue} --workflow-id {contract.illustration_workflow_id(book_id)} "
         f'--input \'{{"book_id": "{book_id}"}}\''
     )
 
@@ -313,7 +313,7 @@ def _own_workflow_id(book: BookInProgress) -> str:
     """The book's own workflow for its status: its story run or its illustration run."""
     if book.status is BookStatus.GENERATING:
         return story_workflow_id(book.book_id)
-    return contract.workflow_id_for(book.book_id)
+    return contract.illustration_workflow_id(book.book_id)
 
 
 async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> RunCheck:
