@@ -104,6 +104,8 @@ class BookStatus(StrEnum):
 
 
 ILLUSTRATABLE_STATUSES = frozenset({BookStatus.STORY_READY, BookStatus.PARTIAL, BookStatus.FAILED})
+# A book in one of these has its final status for its last run (and its one notification).
+SETTLED_STATUSES: Final = frozenset({BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED})
 
 
 class ModerationStatus(StrEnum):

@@ -26,6 +26,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from typer.testing import CliRunner, Result
 
 from storywink import contract
+from storywink.book import records as book_records
 from storywink.book.report import (
     BookInProgress,
     BooksReport,
@@ -106,7 +107,13 @@ def in_progress(report: BooksReport, book_id: str) -> BookInProgress:
 
 def _claim(database: Database, book_id: str, run_id: str) -> None:
     with database.sessions() as session:
-        books.claim_book(session, book_id, contract.illustration_workflow_id(book_id), run_id)
+        book_records.claim(
+            session,
+            books.ILLUSTRATION_RUN,
+            book_id,
+            contract.illustration_workflow_id(book_id),
+            run_id,
+        )
 
 
 async def test_settled_books_are_recent_outcomes_newest_first_with_page_counts(
@@ -338,7 +345,13 @@ async def test_a_book_whose_run_failed_is_stuck_with_the_reason_and_ids_are_neve
     @activity.defn(name="claim_book_for_test")
     def claim(request: ClaimInput) -> None:
         with own_database.sessions() as session:
-            books.claim_book(session, request.book_id, request.workflow_id, request.run_id)
+            book_records.claim(
+                session,
+                books.ILLUSTRATION_RUN,
+                request.book_id,
+                request.workflow_id,
+                request.run_id,
+            )
 
     queue = f"{own_settings.temporal_task_queue}-fails"
     async with (

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storywink import contract
+from storywink.book import records as book_records
 from storywink.book.records import get_book, read_claim
 from storywink.book.refusals import BookBusy, BookNotFound, BookNotReady, PageNotFound
 from storywink.contract import BookStatus, ModerationStatus, NotificationType
@@ -65,8 +66,9 @@ def new_book(
 
 
 def claim(session: Session, book_id: str, run_id: str, stale_run_id: str | None = None) -> Book:
-    return books.claim_book(
+    return book_records.claim(
         session,
+        books.ILLUSTRATION_RUN,
         book_id,
         contract.illustration_workflow_id(book_id),
         run_id,
@@ -311,7 +313,9 @@ def test_each_settled_outcome_of_one_claim_gets_its_own_notification(
     book_id = new_book(session, ("T", "a"))
     chain = illustrate(session, book_id, [image(1), FAIL])
     books.settle_book(session, book_id, chain, settling_run_id=chain, cancelled=False)
-    books.claim_book(session, book_id, contract.illustration_workflow_id(book_id), chain)
+    book_records.claim(
+        session, books.ILLUSTRATION_RUN, book_id, contract.illustration_workflow_id(book_id), chain
+    )
     books.settle_book(session, book_id, chain, settling_run_id=new_run(), cancelled=False)
 
     assert len(stored(database, book_id).notifications) == 2

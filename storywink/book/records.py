@@ -22,7 +22,6 @@ from storywink.db.models import Book
 class RunKind:
     """One kind of run that claims a book: what holds it, and what refuses it."""
 
-    name: str  # "illustration", "story": for messages
     holding: BookStatus  # the book's status while a run of this kind holds it
     start_from: frozenset[BookStatus]  # the statuses a run may claim the book from
     workflow_type: str

@@ -33,11 +33,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
-from temporalio.exceptions import (
-    CancelledError,
-    FailureError,
-    TerminatedError,
-)
+from temporalio.exceptions import CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as WorkflowTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -47,6 +43,7 @@ from storywink.book.records import get_book
 from storywink.book.refusals import NotIllustrating, RunEnded
 from storywink.config import Settings
 from storywink.contract import (
+    SETTLED_STATUSES,
     BookOutcome,
     BookStatus,
     IllustrationRequest,
@@ -63,6 +60,7 @@ from storywink.temporal.connection import (
     connect_temporal,
     is_connection_lost,
 )
+from storywink.temporal.failures import innermost_message
 
 T = TypeVar("T")
 QUERY_TIMEOUT: Final = timedelta(seconds=3)
@@ -72,7 +70,6 @@ CONNECTION_LOSS_LIMIT: Final = timedelta(seconds=60)
 _RECONNECT_EVERY_SECONDS: Final = 1.0
 # A poller's last access is when its current long poll (up to ~70 s) began.
 LIVE_POLLER_WINDOW: Final = timedelta(seconds=90)
-SETTLED_STATUSES: Final = frozenset({BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED})
 
 
 IllustrationRun = BookRun
@@ -377,17 +374,7 @@ def _ending_of(failure: WorkflowFailureError) -> tuple[RunEnding, str | None]:
         return RunEnding.TERMINATED, cause.message or None
     if isinstance(cause, WorkflowTimeout):
         return RunEnding.TIMED_OUT, None
-    return RunEnding.FAILED, failure_message(cause)
-
-
-def failure_message(error: BaseException | None) -> str | None:
-    """The innermost message of a Temporal failure chain (an activity's own error)."""
-    message = None
-    while error is not None:
-        if isinstance(error, FailureError) and error.message:
-            message = error.message
-        error = error.__cause__ if isinstance(error, FailureError) else None
-    return message
+    return RunEnding.FAILED, innermost_message(cause)
 
 
 def _load_book(session: Session, book_id: str) -> Book:

@@ -12,7 +12,7 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storywink.book.records import RunKind, claim, get_book, holds, release
+from storywink.book.records import RunKind, get_book, holds, release
 from storywink.book.refusals import BookBusy, BookNotReady, PageNotFound
 from storywink.contract import (
     BOOK_ILLUSTRATION_WORKFLOW,
@@ -48,8 +48,9 @@ def _reset_pages_to_draw(book: Book, claimed_from: BookStatus) -> None:
             page.illustrated_by_run_id = None
 
 
+# An illustration run claims the book through storywink.book.records.claim: the pages it
+# will draw are reset (smart retry keeps pictures and refusals).
 ILLUSTRATION_RUN = RunKind(
-    name="illustration",
     holding=BookStatus.ILLUSTRATING,
     start_from=ILLUSTRATABLE_STATUSES,
     workflow_type=BOOK_ILLUSTRATION_WORKFLOW,
@@ -59,19 +60,6 @@ ILLUSTRATION_RUN = RunKind(
     check_book=_check_style,
     reset_book=_reset_pages_to_draw,
 )
-
-
-def claim_book(
-    session: Session,
-    book_id: str,
-    workflow_id: str,
-    run_id: str,
-    *,
-    stale_run_id: str | None = None,
-) -> Book:
-    """Atomically move the book to ILLUSTRATING for this run (`book.records.claim`), the
-    pages it will draw reset (smart retry keeps pictures and refusals)."""
-    return claim(session, ILLUSTRATION_RUN, book_id, workflow_id, run_id, stale_run_id=stale_run_id)
 
 
 def needs_drawing(page: Page) -> bool:

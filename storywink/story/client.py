@@ -36,9 +36,9 @@ from storywink.contract import (
 )
 from storywink.db.connection import open_database
 from storywink.db.engine import in_session
-from storywink.illustration.client import failure_message
 from storywink.story import records as story_books
 from storywink.temporal.connection import connect_temporal
+from storywink.temporal.failures import innermost_message
 
 QUERY_TIMEOUT: Final = timedelta(seconds=3)
 
@@ -125,7 +125,9 @@ class StoryClient:
                 outcome = await handle.result()
             except WorkflowFailureError as failure:
                 state = await in_session(self._sessions, story_books.story_state, book_id)
-                raise StoryRunEnded(book_id, failure_message(failure.cause), state.status) from None
+                raise StoryRunEnded(
+                    book_id, innermost_message(failure.cause), state.status
+                ) from None
             assert isinstance(outcome, StoryOutcome)
             return outcome
         return await in_session(self._sessions, story_books.story_state, book_id)

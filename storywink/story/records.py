@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
-from storywink.book.records import RunKind, claim, get_book, holds, release
+from storywink.book.records import RunKind, get_book, holds, release
 from storywink.book.refusals import BookBusy, BookError
 from storywink.contract import (
     STORY_WORKFLOW,
@@ -58,8 +58,9 @@ class PageTextBusy(PageTextRefused):
     """Refused because a story or illustration run works on the book (HTTP 409)."""
 
 
+# A story run claims the book through storywink.book.records.claim, clearing the last
+# story's error with it.
 STORY_RUN = RunKind(
-    name="story",
     holding=BookStatus.GENERATING,
     start_from=STORY_WRITABLE_STATUSES,
     workflow_type=STORY_WORKFLOW,
@@ -68,18 +69,6 @@ STORY_RUN = RunKind(
     busy=StoryBusy,
     reset_columns={"story_error": None},
 )
-
-
-def claim_story(
-    session: Session,
-    book_id: str,
-    workflow_id: str,
-    run_id: str,
-    *,
-    stale_run_id: str | None = None,
-) -> Book:
-    """Atomically move the book to GENERATING for this run (`book.records.claim`)."""
-    return claim(session, STORY_RUN, book_id, workflow_id, run_id, stale_run_id=stale_run_id)
 
 
 def _holds(book: Book, run_id: str) -> bool:

@@ -21,9 +21,9 @@ from temporalio.service import RPCError
 
 from storywink.book.records import get_book
 from storywink.book.refusals import BookNotFound
-from storywink.contract import BookStatus, ModerationStatus, Progress
+from storywink.contract import SETTLED_STATUSES, BookStatus, ModerationStatus, Progress
 from storywink.db.engine import DatabaseNotReady, in_session
-from storywink.illustration.client import SETTLED_STATUSES, IllustrationClient
+from storywink.illustration.client import IllustrationClient
 
 log = logging.getLogger(__name__)
 

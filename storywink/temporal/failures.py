@@ -1,0 +1,20 @@
+"""How a Temporal failure reads in one line: the message at the bottom of its chain.
+
+Free of I/O and of the clock: the workflows may import it (through the sandbox's
+pass-through), as the clients and the operator's report do.
+"""
+
+from __future__ import annotations
+
+from temporalio.exceptions import FailureError
+
+
+def innermost_message(error: BaseException | None) -> str | None:
+    """The innermost message of a Temporal failure chain (an activity's own error below
+    the workflow's "Activity task failed"), or None when no level has one."""
+    message = None
+    while error is not None:
+        if isinstance(error, FailureError) and error.message:
+            message = error.message
+        error = error.__cause__ if isinstance(error, FailureError) else None
+    return message
