@@ -1,7 +1,9 @@
 """How a Temporal failure reads in one line: the message at the bottom of its chain.
 
-Free of I/O and of the clock: the workflows may import it (through the sandbox's
-pass-through), as the clients and the operator's report do.
+For the clients and the operator's report. Free of I/O, so a workflow may import it too
+(through `workflow.unsafe.imports_passed_through()`); the workflows' `failure_reason`
+reads the activity's own message one level down instead, as the inputs of the commands in
+their recorded histories hold it.
 """
 
 from __future__ import annotations
