@@ -50,7 +50,7 @@ class FinalizeActivities:
         await self._check_fleet()
         outcome = await in_session(
             self._sessions,
-            books.finalize_book,
+            books.settle_book,
             request.book_id,
             request.run_id,
             settling_run_id=request.settling_run_id,

@@ -8,19 +8,15 @@ from temporalio.client import Client
 
 from activities.failures import book_step
 from activities.fleet_check import WorkerFleet
-from storywink.book.claims import stale_claim
-from storywink.book.refusals import check_workflow_id_names
+from storywink.book.claims import claim_for_run
 from storywink.config import Settings
 from storywink.contract import (
-    WORKFLOW_ID_PREFIX,
     ActivityOptions,
-    BookStatus,
     IllustrationPlan,
     PageTask,
     PrepareInput,
     StyleSnapshot,
 )
-from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
 from storywink.illustration import records as books
 from storywink.illustration.styles import resolve_style
@@ -42,23 +38,17 @@ class PrepareActivities:
     @activity.defn
     @book_step
     async def prepare_illustration(self, request: PrepareInput) -> IllustrationPlan:
-        check_workflow_id_names(request.book_id, request.workflow_id, WORKFLOW_ID_PREFIX)
         if self._fleet is not None:
             await self._fleet.check_run(self._temporal)
-        stale_run_id = await stale_claim(
+        fleet_id = self._fleet.fleet_id if self._fleet else None
+        plan = await claim_for_run(
             self._sessions,
             self._temporal,
-            request.book_id,
-            request.run_id,
-            held_as=BookStatus.ILLUSTRATING,
-        )
-        plan = await in_session(
-            self._sessions,
-            _claim_and_plan,
+            books.ILLUSTRATION_RUN,
             request,
-            stale_run_id,
-            self._settings,
-            self._fleet.fleet_id if self._fleet else None,
+            lambda book, stale_run_id: _plan(
+                book, request.run_id, stale_run_id, self._settings, fleet_id
+            ),
         )
         activity.logger.info(
             "book %s claimed: %d of %d pages to draw in style %s (%s)",
@@ -84,20 +74,11 @@ def _page_options(s: Settings) -> ActivityOptions:
     )
 
 
-def _claim_and_plan(
-    session: Session,
-    request: PrepareInput,
-    stale_run_id: str | None,
-    settings: Settings,
-    fleet_id: str | None,
+def _plan(
+    book: Book, run_id: str, stale_run_id: str | None, settings: Settings, fleet_id: str | None
 ) -> IllustrationPlan:
-    # Resolve the style first: an unknown style must refuse the run before claiming the book.
-    style = resolve_style(
-        books.get_book(session, request.book_id).art_style, settings.style_assets_url
-    )
-    book = books.claim_book(
-        session, request.book_id, request.workflow_id, request.run_id, stale_run_id=stale_run_id
-    )
+    # The claim refused an unknown style before it claimed the book.
+    style = resolve_style(book.art_style, settings.style_assets_url)
     return IllustrationPlan(
         book_id=book.id,
         user_id=book.user_id,
@@ -105,9 +86,7 @@ def _claim_and_plan(
         style=style,
         total_pages=len(book.pages),
         pages=tuple(
-            _page_task(
-                book, page, style, request.run_id, earlier_run_id=stale_run_id, fleet_id=fleet_id
-            )
+            _page_task(book, page, style, run_id, earlier_run_id=stale_run_id, fleet_id=fleet_id)
             for page in books.pages_to_draw(book)
         ),
         page_options=_page_options(settings),

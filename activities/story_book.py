@@ -7,11 +7,9 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.failures import book_step
-from storywink.book.claims import stale_claim
-from storywink.book.refusals import check_workflow_id_names
+from storywink.book.claims import claim_for_run
 from storywink.config import Settings
 from storywink.contract import (
-    STORY_WORKFLOW_ID_PREFIX,
     ActivityOptions,
     BookStatus,
     StoryClaimInput,
@@ -21,6 +19,7 @@ from storywink.contract import (
     StoryPlan,
 )
 from storywink.db.engine import in_session
+from storywink.db.models import Book
 from storywink.illustration.styles import STYLES
 from storywink.story import records as story_books
 from storywink.story.metrics import StoryFailureReason, story_failure, story_settled
@@ -45,16 +44,13 @@ class StoryBookActivities:
     @activity.defn
     @book_step
     async def claim_story(self, request: StoryClaimInput) -> StoryPlan:
-        check_workflow_id_names(request.book_id, request.workflow_id, STORY_WORKFLOW_ID_PREFIX)
-        stale_run_id = await stale_claim(
+        plan = await claim_for_run(
             self._sessions,
             self._temporal,
-            request.book_id,
-            request.run_id,
-            held_as=BookStatus.GENERATING,
-            busy=story_books.StoryBusy,
+            story_books.STORY_RUN,
+            request,
+            lambda book, _stale_run_id: self._plan(book, request.run_id),
         )
-        plan = await in_session(self._sessions, self._claim, request, stale_run_id)
         activity.logger.info(
             "book %s claimed for its story: %d pages", plan.book_id, len(plan.pages)
         )
@@ -71,17 +67,12 @@ class StoryBookActivities:
             story_settled(BookStatus.FAILED.value)
         return outcome
 
-    def _claim(
-        self, session: Session, request: StoryClaimInput, stale_run_id: str | None
-    ) -> StoryPlan:
-        book = story_books.claim_story(
-            session, request.book_id, request.workflow_id, request.run_id, stale_run_id=stale_run_id
-        )
+    def _plan(self, book: Book, run_id: str) -> StoryPlan:
         style = STYLES.get(book.art_style)
         s = self._settings
         return StoryPlan(
             book_id=book.id,
-            run_id=request.run_id,
+            run_id=run_id,
             title=book.title,
             child_name=book.child_name,
             style_label=style.label if style else book.art_style,

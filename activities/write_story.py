@@ -98,7 +98,7 @@ class WriteStoryActivities:
             else:
                 with self._stage("record"):
                     outcome = await in_session(
-                        self._sessions, story_books.write_story, plan.book_id, plan.run_id, texts
+                        self._sessions, story_books.record_story, plan.book_id, plan.run_id, texts
                     )
         if outcome.status in (BookStatus.STORY_READY, BookStatus.FAILED):
             story_settled(outcome.status.value, time.monotonic() - started)

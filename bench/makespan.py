@@ -49,7 +49,9 @@ async def run(client: Client, quick: bool) -> BenchResult:
                 calls_before = bench.fakes.gemini.call_count
                 outcome, seconds, book_id = await bench.illustrate(pages, within=60 + 3 * latency)
                 arrivals = [call.at for call in bench.fakes.gemini.requests[calls_before:]]
-                handle = bench.client.get_workflow_handle(contract.workflow_id_for(book_id))
+                handle = bench.client.get_workflow_handle(
+                    contract.illustration_workflow_id(book_id)
+                )
                 used = len(await page_identities(handle))
                 result.rows.append(
                     {

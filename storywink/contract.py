@@ -31,7 +31,7 @@ DATA_CONVERTER: Final = pydantic_data_converter
 
 BOOK_ILLUSTRATION_WORKFLOW: Final = "BookIllustration"
 PROGRESS_QUERY: Final = "progress"
-WORKFLOW_ID_PREFIX: Final = "book-illustration-"
+ILLUSTRATION_WORKFLOW_ID_PREFIX: Final = "book-illustration-"
 
 # Custom search attributes, so an operator finds every run of a book (or of a parent's
 # account) whatever its workflow id: `temporal workflow list --query "BookId='…'"`.
@@ -83,9 +83,9 @@ BOOK_ACTIVITY_SCHEDULE_TO_CLOSE: Final = timedelta(hours=1)
 PAGE_PRIORITY_PATCH: Final = "page-priority-fairness"
 
 
-def workflow_id_for(book_id: str) -> str:
+def illustration_workflow_id(book_id: str) -> str:
     """One workflow id per book, so starting twice can only ever find the running one."""
-    return f"{WORKFLOW_ID_PREFIX}{book_id}"
+    return f"{ILLUSTRATION_WORKFLOW_ID_PREFIX}{book_id}"
 
 
 def page_public_id(book_id: str, page_number: int) -> str:
@@ -104,6 +104,8 @@ class BookStatus(StrEnum):
 
 
 ILLUSTRATABLE_STATUSES = frozenset({BookStatus.STORY_READY, BookStatus.PARTIAL, BookStatus.FAILED})
+# A book in one of these has its final status for its last run (and its one notification).
+SETTLED_STATUSES: Final = frozenset({BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED})
 
 
 class ModerationStatus(StrEnum):

@@ -9,7 +9,7 @@ from sqlalchemy import exc as sa
 from activities.failures import database_failure
 from storywink import contract
 
-STATEMENT = "UPDATE books SET illustration_workflow_id=%(wf)s WHERE books.id = %(id)s"
+STATEMENT = "UPDATE books SET claim_workflow_id=%(wf)s WHERE books.id = %(id)s"
 PARAMS = {"wf": "x" * 5000, "id": "b1"}
 
 

@@ -26,6 +26,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from typer.testing import CliRunner, Result
 
 from storywink import contract
+from storywink.book import records as book_records
 from storywink.book.report import (
     BookInProgress,
     BooksReport,
@@ -106,7 +107,13 @@ def in_progress(report: BooksReport, book_id: str) -> BookInProgress:
 
 def _claim(database: Database, book_id: str, run_id: str) -> None:
     with database.sessions() as session:
-        books.claim_book(session, book_id, contract.workflow_id_for(book_id), run_id)
+        book_records.claim(
+            session,
+            books.ILLUSTRATION_RUN,
+            book_id,
+            contract.illustration_workflow_id(book_id),
+            run_id,
+        )
 
 
 async def test_settled_books_are_recent_outcomes_newest_first_with_page_counts(
@@ -155,14 +162,14 @@ async def test_flagged_and_failed_pages_are_counted_and_recent_is_limited(
     run_id = str(uuid.uuid4())
     _claim(own_database, older, run_id)
     with own_database.sessions() as session:
-        books.finalize_book(session, older, run_id, settling_run_id=run_id, cancelled=True)
+        books.settle_book(session, older, run_id, settling_run_id=run_id, cancelled=True)
     _claim(own_database, book_id, run_id)
     _, pages, _ = load_book(own_database, book_id)
     with own_database.sessions() as session:
         books.record_page(session, pages[0].id, run_id, ModerationStatus.OK, image_url="x:1")
         books.record_page(session, pages[1].id, run_id, ModerationStatus.FLAGGED, reason="r")
         books.record_page(session, pages[2].id, run_id, ModerationStatus.FAILED, reason="r")
-        books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=True)
+        books.settle_book(session, book_id, run_id, settling_run_id=run_id, cancelled=True)
 
         newest = recent_outcomes(session, limit=1)
         both = recent_outcomes(session)
@@ -199,13 +206,12 @@ async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_st
         await temporal_cli(own_settings, *command[1:])
         await wait_until(
             lambda: (
-                load_book(own_database, book_id)[0].illustration_run_id
-                not in (None, handle.result_run_id)
+                load_book(own_database, book_id)[0].claim_run_id not in (None, handle.result_run_id)
             )
         )
         held.gate.release()
         outcome = await temporal_client.get_workflow_handle(
-            contract.workflow_id_for(book_id), result_type=BookOutcome
+            contract.illustration_workflow_id(book_id), result_type=BookOutcome
         ).result()
     after = await report_for(temporal_client, own_database, own_settings)
 
@@ -275,7 +281,7 @@ async def test_claims_without_a_running_workflow_are_stuck_and_the_command_exits
     by_id = {book["book_id"]: book for book in document["in_progress"]}
     assert waiting not in by_id
     assert by_id[never_started]["run"]["state"] == "not_found"
-    assert by_id[never_started]["workflow_id"] == contract.workflow_id_for(never_started)
+    assert by_id[never_started]["workflow_id"] == contract.illustration_workflow_id(never_started)
     assert "temporal workflow start" in by_id[never_started]["run"]["hint"]
     assert by_id[no_run]["run"]["state"] == "no_run"
     assert f"storywink illustrate {no_run}" in by_id[no_run]["run"]["hint"]
@@ -339,7 +345,13 @@ async def test_a_book_whose_run_failed_is_stuck_with_the_reason_and_ids_are_neve
     @activity.defn(name="claim_book_for_test")
     def claim(request: ClaimInput) -> None:
         with own_database.sessions() as session:
-            books.claim_book(session, request.book_id, request.workflow_id, request.run_id)
+            book_records.claim(
+                session,
+                books.ILLUSTRATION_RUN,
+                request.book_id,
+                request.workflow_id,
+                request.run_id,
+            )
 
     queue = f"{own_settings.temporal_task_queue}-fails"
     async with (

@@ -12,7 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storywink import contract
-from storywink.book.refusals import BookNotFound, BookNotReady, PageNotFound
+from storywink.book import records as book_records
+from storywink.book.records import get_book, read_claim
+from storywink.book.refusals import BookBusy, BookNotFound, BookNotReady, PageNotFound
 from storywink.contract import BookStatus, ModerationStatus, NotificationType
 from storywink.db.connection import Database
 from storywink.db.models import Book, Notification
@@ -64,13 +66,18 @@ def new_book(
 
 
 def claim(session: Session, book_id: str, run_id: str, stale_run_id: str | None = None) -> Book:
-    return books.claim_book(
-        session, book_id, contract.workflow_id_for(book_id), run_id, stale_run_id=stale_run_id
+    return book_records.claim(
+        session,
+        books.ILLUSTRATION_RUN,
+        book_id,
+        contract.illustration_workflow_id(book_id),
+        run_id,
+        stale_run_id=stale_run_id,
     )
 
 
 def record(session: Session, book_id: str, run_id: str, outcomes: Sequence[Outcome]) -> None:
-    pages = books.get_book(session, book_id).pages
+    pages = get_book(session, book_id).pages
     assert len(pages) == len(outcomes)
     for page, outcome in zip(pages, outcomes, strict=True):
         if outcome is not None:
@@ -110,7 +117,7 @@ class BookState:
 def stored(database: Database, book_id: str) -> BookState:
     """The book as a fresh session reads it from the database."""
     with database.sessions() as session:
-        book = books.get_book(session, book_id)
+        book = get_book(session, book_id)
         notes = session.scalars(
             select(Notification)
             .where(Notification.book_id == book_id)
@@ -118,8 +125,8 @@ def stored(database: Database, book_id: str) -> BookState:
         )
         return BookState(
             status=book.status,
-            workflow_id=book.illustration_workflow_id,
-            run_id=book.illustration_run_id,
+            workflow_id=book.claim_workflow_id,
+            run_id=book.claim_run_id,
             image_count=book.image_count,
             updated_at=book.updated_at,
             pages=tuple(
@@ -193,10 +200,10 @@ def test_finalize_sets_status_by_the_rule_and_notifies_the_owner_once(
     notification: NotificationType,
 ) -> None:
     book_id = new_book(session, texts)
-    owner = books.get_book(session, book_id).user_id
+    owner = get_book(session, book_id).user_id
     run_id = illustrate(session, book_id, outcomes)
 
-    outcome = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
+    outcome = books.settle_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
 
     assert outcome.status is expected
     assert outcome.notification_type is notification
@@ -210,7 +217,7 @@ def test_finalize_outcome_counts_pages(session: Session) -> None:
     book_id = new_book(session, ("T", "a", "b", "c"))
     run_id = illustrate(session, book_id, [image(1), FLAG, FAIL, image(4)])
 
-    outcome = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
+    outcome = books.settle_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
 
     assert (outcome.pages_total, outcome.pages_with_image) == (4, 2)
     assert (outcome.pages_flagged, outcome.pages_failed) == (1, 1)
@@ -221,10 +228,10 @@ def test_finalize_twice_changes_nothing_the_second_time(
 ) -> None:
     book_id = new_book(session)
     run_id = illustrate(session, book_id, [image(1), image(2), FAIL])
-    first = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
+    first = books.settle_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
     after_first = stored(database, book_id)
 
-    second = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
+    second = books.settle_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
 
     assert first.status is second.status is BookStatus.PARTIAL
     assert stored(database, book_id) == after_first
@@ -239,7 +246,7 @@ def test_finalize_by_a_run_without_the_claim_changes_nothing(
     holder = illustrate(session, book_id, [image(1), None, None])
     before = stored(database, book_id)
 
-    books.finalize_book(session, book_id, new_run(), settling_run_id=new_run(), cancelled=cancelled)
+    books.settle_book(session, book_id, new_run(), settling_run_id=new_run(), cancelled=cancelled)
 
     after = stored(database, book_id)
     assert after == before
@@ -253,7 +260,7 @@ def test_cancelled_finalize_fails_the_pages_not_drawn_and_settles_the_book(
     book_id = new_book(session, ("T", "a", "b", "c"))
     run_id = illustrate(session, book_id, [image(1), FLAG, None, None])
 
-    outcome = books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=True)
+    outcome = books.settle_book(session, book_id, run_id, settling_run_id=run_id, cancelled=True)
 
     assert outcome.status is BookStatus.PARTIAL
     assert outcome.cancelled
@@ -276,7 +283,7 @@ def test_a_cancelled_run_is_told_as_stopped_not_as_partly_illustrated(
     book_id = new_book(session, ("T", "a", "b"))
     run_id = illustrate(session, book_id, [None, None, None])
 
-    books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=True)
+    books.settle_book(session, book_id, run_id, settling_run_id=run_id, cancelled=True)
 
     with database.sessions() as fresh:
         note = fresh.scalars(select(Notification).where(Notification.book_id == book_id)).one()
@@ -291,7 +298,7 @@ def test_the_notification_title_fits_its_column_whatever_the_book_title(
     book_id = new_book(session, ("T", "a"), title="T" * 200)
     run_id = illustrate(session, book_id, [FAIL, FAIL])
 
-    books.finalize_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
+    books.settle_book(session, book_id, run_id, settling_run_id=run_id, cancelled=False)
 
     with database.sessions() as fresh:
         note = fresh.scalars(select(Notification).where(Notification.book_id == book_id)).one()
@@ -305,9 +312,11 @@ def test_each_settled_outcome_of_one_claim_gets_its_own_notification(
     """A reset run keeps its chain's claim; settling again is a new outcome to tell."""
     book_id = new_book(session, ("T", "a"))
     chain = illustrate(session, book_id, [image(1), FAIL])
-    books.finalize_book(session, book_id, chain, settling_run_id=chain, cancelled=False)
-    books.claim_book(session, book_id, contract.workflow_id_for(book_id), chain)
-    books.finalize_book(session, book_id, chain, settling_run_id=new_run(), cancelled=False)
+    books.settle_book(session, book_id, chain, settling_run_id=chain, cancelled=False)
+    book_records.claim(
+        session, books.ILLUSTRATION_RUN, book_id, contract.illustration_workflow_id(book_id), chain
+    )
+    books.settle_book(session, book_id, chain, settling_run_id=new_run(), cancelled=False)
 
     assert len(stored(database, book_id).notifications) == 2
 
@@ -320,7 +329,7 @@ def test_retry_of_a_partial_book_redraws_only_pages_without_image_that_were_not_
 ) -> None:
     book_id = new_book(session, ("T", "a", "b", "c"))
     first_run = illustrate(session, book_id, [image(1), FLAG, FAIL, (OK, None, None)])
-    books.finalize_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
+    books.settle_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
     assert stored(database, book_id).status is BookStatus.PARTIAL
 
     second_run = new_run()
@@ -335,7 +344,7 @@ def test_retry_of_a_partial_book_redraws_only_pages_without_image_that_were_not_
 def test_retry_of_a_failed_book_keeps_flagged_pages(database: Database, session: Session) -> None:
     book_id = new_book(session, (None, None))
     first_run = illustrate(session, book_id, [FLAG, FAIL])
-    books.finalize_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
+    books.settle_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
     assert stored(database, book_id).status is BookStatus.FAILED
 
     book = claim(session, book_id, new_run())
@@ -349,12 +358,12 @@ def test_retry_with_nothing_left_to_draw_settles_without_changing_pages(
 ) -> None:
     book_id = new_book(session)
     first_run = illustrate(session, book_id, [image(1), image(2), FLAG])
-    books.finalize_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
+    books.settle_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
     second_run = new_run()
 
     book = claim(session, book_id, second_run)
     assert books.pages_to_draw(book) == []
-    outcome = books.finalize_book(
+    outcome = books.settle_book(
         session, book_id, second_run, settling_run_id=second_run, cancelled=False
     )
 
@@ -372,9 +381,9 @@ def test_claim_of_a_story_ready_book_redraws_every_page(
 ) -> None:
     book_id = new_book(session)
     first_run = illustrate(session, book_id, [image(1), FLAG, FAIL])
-    books.finalize_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
+    books.settle_book(session, book_id, first_run, settling_run_id=first_run, cancelled=False)
     # The story was rewritten since: the book is STORY_READY again with old pictures.
-    books.get_book(session, book_id).status = BookStatus.STORY_READY
+    get_book(session, book_id).status = BookStatus.STORY_READY
     session.commit()
 
     book = claim(session, book_id, new_run())
@@ -418,7 +427,7 @@ def test_only_one_of_two_concurrent_claims_wins(database: Database) -> None:
         book_id = new_book(setup)
     first, second = new_run(), new_run()
     with database.sessions() as one, database.sessions() as two:
-        books.get_book(two, book_id)  # the second caller read the book before the first claimed
+        get_book(two, book_id)  # the second caller read the book before the first claimed
         claim(one, book_id, first)
         with pytest.raises(BookNotReady):
             claim(two, book_id, second)
@@ -434,7 +443,7 @@ def test_claim_by_the_same_run_twice_keeps_recorded_pages(
 
     book = claim(session, book_id, run_id)  # e.g. a retried prepare activity
 
-    assert book.illustration_run_id == run_id
+    assert book.claim_run_id == run_id
     state = stored(database, book_id)
     assert (state.status, state.run_id) == (BookStatus.ILLUSTRATING, run_id)
     assert page_outcomes(state) == [image(1), FLAG, (PENDING, None, None)]
@@ -452,7 +461,7 @@ def test_takeover_from_the_stale_run_keeps_pages_it_finished(
     assert [p.page_number for p in books.pages_to_draw(book)] == [2, 3]
     state = stored(database, book_id)
     assert (state.status, state.run_id) == (BookStatus.ILLUSTRATING, successor)
-    assert state.workflow_id == contract.workflow_id_for(book_id)
+    assert state.workflow_id == contract.illustration_workflow_id(book_id)
     assert page_outcomes(state) == [image(1), (PENDING, None, None), (PENDING, None, None)]
 
 
@@ -463,7 +472,7 @@ def test_takeover_naming_the_wrong_stale_run_is_refused(
     holder = illustrate(session, book_id, [image(1), None, None])
     before = stored(database, book_id)
 
-    with pytest.raises(BookNotReady):
+    with pytest.raises(BookBusy):
         claim(session, book_id, new_run(), stale_run_id=new_run())
 
     assert stored(database, book_id) == before
@@ -478,7 +487,7 @@ def test_record_page_repeated_by_the_same_run_returns_the_first_outcome(
 ) -> None:
     book_id = new_book(session)
     run_id = illustrate(session, book_id, [None, None, None])
-    page_id = books.get_book(session, book_id).pages[1].id
+    page_id = get_book(session, book_id).pages[1].id
     first = books.record_page(session, page_id, run_id, OK, image_url="https://cdn.example/a.png")
     before = stored(database, book_id)
 
@@ -497,7 +506,7 @@ def test_a_run_that_lost_the_claim_cannot_overwrite_a_page(
     stale = illustrate(session, book_id, [None, None, None])
     successor = new_run()
     claim(session, book_id, successor, stale_run_id=stale)
-    page_id = books.get_book(session, book_id).pages[0].id
+    page_id = get_book(session, book_id).pages[0].id
     books.record_page(session, page_id, successor, OK, image_url="https://cdn.example/new.png")
 
     # A late activity of the stale run finishes after the takeover.
@@ -515,7 +524,7 @@ def test_record_page_of_an_unknown_page_fails(session: Session) -> None:
 def test_a_run_without_the_claim_has_nothing_to_draw(database: Database, session: Session) -> None:
     book_id = new_book(session, ("T", "a"))
     holder = illustrate(session, book_id, [image(1), None])
-    page_id = books.get_book(session, book_id).pages[1].id
+    page_id = get_book(session, book_id).pages[1].id
 
     assert books.settled_result(session, page_id, holder) is None  # pending: draw it
     as_it_stands = books.settled_result(session, page_id, new_run())
@@ -524,7 +533,7 @@ def test_a_run_without_the_claim_has_nothing_to_draw(database: Database, session
 
 def test_a_draft_is_found_for_the_runs_named_only(session: Session) -> None:
     book_id = new_book(session, ("T",))
-    page_id = books.get_book(session, book_id).pages[0].id
+    page_id = get_book(session, book_id).pages[0].id
     earlier = new_run()
     books.save_draft(session, page_id, earlier, b"png", "image/png")
 
@@ -537,7 +546,7 @@ def test_count_model_call_counts_on_the_page_and_its_book_only(
 ) -> None:
     book_id = new_book(session)
     other_id = new_book(session)
-    pages = books.get_book(session, book_id).pages
+    pages = get_book(session, book_id).pages
 
     books.count_model_call(session, pages[0].id)
     books.count_model_call(session, pages[0].id)
@@ -559,13 +568,13 @@ def test_unknown_book_is_not_found(session: Session, operation: str) -> None:
     book_id = uuid.uuid4().hex
     with pytest.raises(BookNotFound) as missing:
         if operation == "get":
-            books.get_book(session, book_id)
+            get_book(session, book_id)
         elif operation == "read_claim":
-            books.read_claim(session, book_id)
+            read_claim(session, book_id)
         elif operation == "claim":
             claim(session, book_id, new_run())
         else:
-            books.finalize_book(
+            books.settle_book(
                 session, book_id, new_run(), settling_run_id=new_run(), cancelled=False
             )
     assert missing.value.book_id == book_id

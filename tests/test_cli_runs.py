@@ -127,7 +127,9 @@ async def test_a_cancelled_run_is_one_line_with_the_settled_book_and_exit_6(
     ):
         await cli.line_containing("illustrating book")
         await wait_until(lambda: claimed(database, book_id))
-        await temporal_client.get_workflow_handle(contract.workflow_id_for(book_id)).cancel()
+        await temporal_client.get_workflow_handle(
+            contract.illustration_workflow_id(book_id)
+        ).cancel()
         code, lines = await cli.finish()
 
     assert code == ExitCode.CANCELLED, lines
@@ -147,7 +149,7 @@ async def test_a_terminated_run_is_one_line_naming_the_stuck_book_and_exit_7(
     ):
         await cli.line_containing("illustrating book")
         await wait_until(lambda: claimed(database, book_id))
-        handle = temporal_client.get_workflow_handle(contract.workflow_id_for(book_id))
+        handle = temporal_client.get_workflow_handle(contract.illustration_workflow_id(book_id))
         await handle.terminate(reason="operator gave up")
         code, lines = await cli.finish()
 
@@ -162,7 +164,7 @@ async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
     temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
     book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
-    workflow_id = contract.workflow_id_for(book_id)
+    workflow_id = contract.illustration_workflow_id(book_id)
     async with (
         held_worker(temporal_client, settings, database) as held,
         storywink_illustrate(settings, tmp_path, book_id) as cli,
@@ -177,7 +179,7 @@ async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
         )  # fmt: skip
         described = await temporal_client.get_workflow_handle(workflow_id).describe()
         assert described.run_id != first_run
-        assert load_book(database, book_id)[0].illustration_run_id == first_run
+        assert load_book(database, book_id)[0].claim_run_id == first_run
         held.gate.release()
         code, lines = await cli.finish()
 
@@ -191,9 +193,9 @@ async def test_with_no_worker_illustrate_says_so_then_ends_when_the_run_does(
     book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
     async with storywink_illustrate(settings, tmp_path, book_id) as cli:
         warning = await cli.line_containing("no worker is polling")
-        await temporal_client.get_workflow_handle(contract.workflow_id_for(book_id)).terminate(
-            reason="no worker"
-        )
+        await temporal_client.get_workflow_handle(
+            contract.illustration_workflow_id(book_id)
+        ).terminate(reason="no worker")
         code, lines = await cli.finish()
 
     assert warning == (
@@ -225,14 +227,14 @@ async def test_a_run_under_another_workflow_id_is_followed_by_illustrate_and_the
         await wait_until(lambda: claimed(database, book_id))
         # The claim is written inside prepare; the run's progress moves once prepare returns.
         async with asyncio.timeout(30):
-            progress = await client.progress(book_id)
+            progress = await client.illustration_progress(book_id)
             while progress.phase == "preparing":
-                progress = await client.progress(book_id)
+                progress = await client.illustration_progress(book_id)
         async with storywink_illustrate(settings, tmp_path, book_id) as cli:
             started = await cli.line_containing("illustrating book")
             held.gate.release()
             code, lines = await cli.finish()
-        waited = await client.wait_for_end(book_id)
+        waited = await client.wait_for_illustration_end(book_id)
 
     assert (progress.phase, progress.to_draw, progress.total) == ("illustrating", 3, 3)
     assert started == f"illustrating book {book_id} (workflow {ops_id})"
@@ -259,11 +261,11 @@ async def test_the_client_cancels_and_waits_for_a_run_under_another_workflow_id(
             task_queue=settings.temporal_task_queue,
         )
         await wait_until(lambda: claimed(database, book_id))
-        waiting = asyncio.ensure_future(client.wait(book_id))
+        waiting = asyncio.ensure_future(client.wait_for_illustration(book_id))
         assert await client.cancel(book_id)
         with pytest.raises(RunEnded) as ended:
             await waiting
-        end = await client.wait_for_end(book_id)
+        end = await client.wait_for_illustration_end(book_id)
 
     assert (ended.value.ending, ended.value.status) == ("cancelled", BookStatus.PARTIAL)
     assert end.ending is RunEnding.ALREADY_SETTLED

@@ -11,13 +11,16 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Engine, MetaData, Table, select
 
+from storywink.book.records import Claim, get_book, read_claim
 from storywink.contract import BookStatus, ModerationStatus
 from storywink.db.connection import Database
 from storywink.db.engine import alembic_config, make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Base
 from storywink.illustration import records as books
+from storywink.story import records as story_books
+from storywink.story.answer import PageText
 from tests.support.services import postgres_database
 
 pytestmark = pytest.mark.each_database
@@ -32,9 +35,10 @@ def test_migrated_schema_matches_the_models(database: Database) -> None:
 def test_upgrading_a_database_with_a_book_mid_run_keeps_it_and_its_claim(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """The migrations since 0002 (model quota, story columns) run on a database that holds
-    a book being illustrated, as a deploy meets it: the rows, the claim and the drawn page
-    survive, and the current code reads them."""
+    """The migrations since 0002 (model quota, story columns, the claim columns' names) run
+    on a database that holds a book being illustrated, as a deploy meets it: the rows, the
+    claim and the drawn page survive, and the current code reads them and settles the book
+    for the run that holds it."""
     with _fresh_database(database_url, tmp_path_factory) as url:
         engine = make_engine(url)
         try:
@@ -42,17 +46,53 @@ def test_upgrading_a_database_with_a_book_mid_run_keeps_it_and_its_claim(
             _insert_book_mid_run(engine)
             upgrade_to_head(engine)
             with make_session_factory(engine)() as session:
-                book = books.get_book(session, "old-book")
-                claim = books.read_claim(session, "old-book")
+                book = get_book(session, "old-book")
+                claim = read_claim(session, "old-book")
                 pages = [(p.moderation_status, p.generated_image_url) for p in book.pages]
+                new_columns = (book.story_error, book.pages[0].text_problem)
+            with make_session_factory(engine)() as session:
+                outcome = books.settle_book(
+                    session, "old-book", RUN_ID, settling_run_id=RUN_ID, cancelled=False
+                )
+                settled = read_claim(session, "old-book")
         finally:
             engine.dispose()
-    assert claim == books.Claim(BookStatus.ILLUSTRATING, "book-illustration-old-book", RUN_ID)
-    assert book.story_error is None and book.pages[0].text_problem is None
+    assert claim == Claim(BookStatus.ILLUSTRATING, "book-illustration-old-book", RUN_ID)
+    assert new_columns == (None, None)
     assert pages == [
         (ModerationStatus.OK, "https://cdn.example/p1.png"),
         (ModerationStatus.PENDING, None),
     ]
+    assert outcome.status is BookStatus.PARTIAL
+    assert settled == Claim(BookStatus.PARTIAL, None, None)
+
+
+def test_the_claim_columns_rename_keeps_a_story_run_s_claim_both_ways(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """0006 renames the claim's columns on a book a story run holds, and back on downgrade:
+    the claim is the same run's before, after and after again, and the run's story is
+    recorded after the upgrade."""
+    story_claim = ("book-story-old-book", RUN_ID)
+    with _fresh_database(database_url, tmp_path_factory) as url:
+        engine = make_engine(url)
+        try:
+            command.upgrade(alembic_config(engine), "0005")
+            _insert_book_mid_run(engine, status="GENERATING", claim=story_claim)
+            command.upgrade(alembic_config(engine), "0006")
+            with make_session_factory(engine)() as session:
+                upgraded = read_claim(session, "old-book")
+            command.downgrade(alembic_config(engine), "0005")
+            downgraded = _old_claim_columns(engine)
+            upgrade_to_head(engine)
+            with make_session_factory(engine)() as session:
+                texts = [PageText(n, f"Text {n}", None) for n in (1, 2)]
+                outcome = story_books.record_story(session, "old-book", RUN_ID, texts)
+        finally:
+            engine.dispose()
+    assert upgraded == Claim(BookStatus.GENERATING, *story_claim)
+    assert downgraded == ("GENERATING", *story_claim)
+    assert (outcome.status, outcome.pages_written) == (BookStatus.STORY_READY, 2)
 
 
 RUN_ID = "0190a9b2-0000-7000-8000-000000000001"
@@ -66,7 +106,27 @@ def _fresh_database(kind_of: str, tmp: pytest.TempPathFactory) -> Iterator[str]:
         yield from postgres_database(f"storywink_old_{uuid.uuid4().hex[:12]}")
 
 
-def _insert_book_mid_run(engine: Engine) -> None:
+def _old_claim_columns(engine: Engine) -> tuple[str, str, str]:
+    books_table = Table("books", MetaData(), autoload_with=engine)
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(
+                books_table.c.status,
+                books_table.c.illustration_workflow_id,
+                books_table.c.illustration_run_id,
+            )
+        ).one()
+    return row[0], row[1], row[2]
+
+
+def _insert_book_mid_run(
+    engine: Engine,
+    *,
+    status: str = "ILLUSTRATING",
+    claim: tuple[str, str] = ("book-illustration-old-book", RUN_ID),
+) -> None:
+    """A book as the schema before 0006 holds it: its claim in the `illustration_*`
+    columns (which held a story run's claim too)."""
     tables = MetaData()
     tables.reflect(engine, only=["books", "pages"])
     now = datetime.now(UTC)
@@ -76,9 +136,9 @@ def _insert_book_mid_run(engine: Engine) -> None:
             tables.tables["books"].insert(),
             {
                 "id": "old-book", "user_id": "u", "title": "Old", "child_name": "Mia",
-                "status": "ILLUSTRATING", "art_style": "vignette", "page_length": 2,
-                "illustration_workflow_id": "book-illustration-old-book",
-                "illustration_run_id": RUN_ID, "created_at": now, "updated_at": now,
+                "status": status, "art_style": "vignette", "page_length": 2,
+                "illustration_workflow_id": claim[0],
+                "illustration_run_id": claim[1], "created_at": now, "updated_at": now,
                 **counters,
             },
         )  # fmt: skip

@@ -28,6 +28,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.illustrate_page import IllustratePageActivities
 from storywink import contract
+from storywink.book import records as book_records
 from storywink.contract import BookStatus, ModerationStatus, PageResult, PageTask
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page, PageDraft
@@ -147,7 +148,13 @@ async def bench(sessions: sessionmaker[Session], tmp_path: Path) -> AsyncIterato
             pages=[books.NewPage(photo.as_uri(), text=f"Page {n}.") for n in (1, 2)],
             status=BookStatus.STORY_READY,
         )
-        books.claim_book(session, book.id, contract.workflow_id_for(book.id), run_id)
+        book_records.claim(
+            session,
+            books.ILLUSTRATION_RUN,
+            book.id,
+            contract.illustration_workflow_id(book.id),
+            run_id,
+        )
         page = book.pages[1]
         task = PageTask(
             book_id=book.id,
@@ -361,8 +368,13 @@ async def test_a_run_that_no_longer_holds_the_book_returns_the_page_as_it_stands
 ) -> None:
     """A late attempt of a run whose claim was taken over must neither draw nor record."""
     with bench.sessions() as session:
-        books.claim_book(
-            session, bench.task.book_id, "someone", _new_run(), stale_run_id=bench.task.run_id
+        book_records.claim(
+            session,
+            books.ILLUSTRATION_RUN,
+            bench.task.book_id,
+            "someone",
+            _new_run(),
+            stale_run_id=bench.task.run_id,
         )
 
     result = await bench.attempt(attempt=3, details=[{"stage": "upload", "image_url": "x"}])

@@ -63,7 +63,7 @@ async def test_starting_twice_gives_one_run(
     async with running_worker(temporal_client, settings, database):
         runs = await asyncio.gather(*(client.start_illustration(book_id) for _ in range(5)))
         again = await client.start_illustration(book_id)
-        outcome = await client.wait(book_id)
+        outcome = await client.wait_for_illustration(book_id)
 
     assert len({run.run_id for run in [*runs, again]}) == 1
     assert outcome.status is BookStatus.COMPLETED
@@ -88,13 +88,13 @@ async def test_a_claim_left_by_a_terminated_run_is_taken_over_by_the_next_start(
     book_worker, *_ = build_workers(temporal_client, unpolled, database, build_providers(unpolled))
     async with book_worker:
         first = await client.start_illustration(book_id)
-        await wait_until(lambda: load_book(database, book_id)[0].illustration_run_id is not None)
+        await wait_until(lambda: load_book(database, book_id)[0].claim_run_id is not None)
         await client.handle(book_id).terminate("operator gave up on it")
     assert load_book(database, book_id)[0].status is BookStatus.ILLUSTRATING  # left behind
 
     async with running_worker(temporal_client, settings, database):
         second = await client.start_illustration(book_id)
-        outcome = await client.wait(book_id)
+        outcome = await client.wait_for_illustration(book_id)
 
     assert second.run_id != first.run_id
     assert outcome.status is BookStatus.COMPLETED
@@ -138,10 +138,10 @@ async def test_temporal_cli_plain_json_input_illustrates_the_book(
     book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
     async with running_worker(temporal_client, settings, database):
         await _cli_start(
-            settings, contract.workflow_id_for(book_id), json.dumps({"book_id": book_id})
+            settings, contract.illustration_workflow_id(book_id), json.dumps({"book_id": book_id})
         )
         result = await temporal_client.get_workflow_handle(
-            contract.workflow_id_for(book_id)
+            contract.illustration_workflow_id(book_id)
         ).result()
     assert result["status"] == "COMPLETED"
 

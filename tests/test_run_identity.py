@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from temporalio.client import Client, WorkflowFailureError
 
 from storywink import contract
+from storywink.book import records as book_records
 from storywink.cli.watch import ending_line
 from storywink.config import Settings
 from storywink.contract import BookStatus, IllustrationRequest, ModerationStatus
@@ -23,11 +24,12 @@ from storywink.db.engine import make_engine, make_session_factory, upgrade_to_he
 from storywink.db.fleet import MARKER_NAME, ensure_database_fleet
 from storywink.demo.sample_book import sample_photo_bytes
 from storywink.illustration import records as books
-from storywink.illustration.client import IllustrationClient, RunEnding, failure_message
+from storywink.illustration.client import IllustrationClient, RunEnding
 from storywink.providers import local_storage
 from storywink.providers.base import GeneratedImage, TransientError
 from storywink.providers.factory import build_providers
 from storywink.temporal.connection import connect_temporal
+from storywink.temporal.failures import innermost_message
 from storywink.worker.assembly import build_workers
 from tests.support.commands import run_worker
 from tests.support.helpers import (
@@ -50,11 +52,11 @@ async def test_a_run_under_one_book_s_workflow_id_with_another_book_s_input_is_r
     handle = await temporal_client.start_workflow(
         contract.BOOK_ILLUSTRATION_WORKFLOW,
         IllustrationRequest(book_id=book_b),
-        id=contract.workflow_id_for(book_a),
+        id=contract.illustration_workflow_id(book_a),
         task_queue=settings.temporal_task_queue,
     )
     # What `storywink illustrate A` follows while that run runs.
-    following = asyncio.create_task(client.wait_for_end(book_a))
+    following = asyncio.create_task(client.wait_for_illustration_end(book_a))
     async with running_worker(temporal_client, settings, database):
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
@@ -63,7 +65,7 @@ async def test_a_run_under_one_book_s_workflow_id_with_another_book_s_input_is_r
     expected = (
         f"workflow book-illustration-{book_a} names book {book_a} but its input names book {book_b}"
     )
-    assert failure_message(failed.value.cause) == expected
+    assert innermost_message(failed.value.cause) == expected
     assert end.ending is RunEnding.FAILED
     assert expected in ending_line(end)
     for book_id in (book_a, book_b):  # neither book was claimed or changed
@@ -117,10 +119,10 @@ def test_finalize_never_settles_a_book_with_a_page_the_run_has_no_outcome_for(
 ) -> None:
     book_id = create_book(database, [None, None, None])
     with database.sessions() as session:
-        book = books.claim_book(session, book_id, "wf", "run-1")
+        book = book_records.claim(session, books.ILLUSTRATION_RUN, book_id, "wf", "run-1")
         pages = [page.id for page in book.pages]
         books.record_page(session, pages[0], "run-1", ModerationStatus.OK, image_url="file:///a")
-        outcome = books.finalize_book(
+        outcome = books.settle_book(
             session, book_id, "run-1", settling_run_id="run-1", cancelled=False
         )
     _, settled, _ = load_book(database, book_id)
@@ -218,7 +220,7 @@ async def test_a_run_reaching_a_book_worker_of_another_database_waits_for_one_of
         run = await client.start_illustration(book_id)
         await wait_until(lambda: len(heard) >= 1)
     async with running_worker(temporal_client, settings, database):
-        outcome = await client.wait(book_id)
+        outcome = await client.wait_for_illustration(book_id)
     other.engine.dispose()
 
     assert outcome.status is BookStatus.COMPLETED

@@ -39,7 +39,7 @@ async def test_a_draft_gets_its_story_then_its_pictures(
     assert outcome.pages_written == 5
     book, pages, _ = load_book(database, book_id)
     assert book.status is BookStatus.STORY_READY
-    assert book.illustration_run_id is None
+    assert book.claim_run_id is None
     assert pages[0].text == book.title
     assert [p.text for p in pages[1:]] == [
         f"Page {n}: the child plays outside. What fun!" for n in range(2, 6)

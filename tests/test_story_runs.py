@@ -16,9 +16,9 @@ from temporalio.client import Client, WorkflowFailureError
 from storywink.book import report as book_report
 from storywink.contract import STORY_WORKFLOW, BookStatus, story_workflow_id
 from storywink.db.connection import Database
-from storywink.illustration.client import failure_message
 from storywink.story.client import StoryClient
 from storywink.story.records import PageTextRefused, StoryNotAllowed
+from storywink.temporal.failures import innermost_message
 from tests.support.fakes.gemini_server import Fault
 from tests.support.helpers import draft_book, load_book, running_worker, temporal_cli, wait_until
 from tests.support.provider_fakes import Fakes, SettingsFactory
@@ -63,7 +63,7 @@ async def test_double_start_is_one_run_and_one_model_call(
     assert first == second == third
     assert first.workflow_id == story_workflow_id(book_id)
     assert f"book {book_id} is held by workflow {first.workflow_id}" in str(
-        failure_message(refused.value.cause)
+        innermost_message(refused.value.cause)
     )
     assert progress.phase == "writing" and progress.pages == 3
     (in_progress,) = [b for b in report.in_progress if b.book_id == book_id]

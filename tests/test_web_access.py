@@ -149,7 +149,7 @@ def book_state(database: Database, book_id: str) -> tuple[object, ...]:
     book, pages, notes = load_book(database, book_id)
     return (
         book.status,
-        book.illustration_workflow_id,
+        book.claim_workflow_id,
         tuple((p.text, p.moderation_status, p.generated_image_url) for p in pages),
         len(notes),
     )
@@ -216,7 +216,7 @@ async def test_every_route_refuses_bad_tokens_and_other_parents_books(
             storage_files(access_settings),
             book_count_after,
         ) == before
-        assert await not_started(temporal_client, contract.workflow_id_for(book_id))
+        assert await not_started(temporal_client, contract.illustration_workflow_id(book_id))
         assert await not_started(temporal_client, story_workflow_id(book_id))
 
         # The control: the owner's token changes the text (so the check above can fail).

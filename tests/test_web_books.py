@@ -112,11 +112,11 @@ async def test_a_reconnect_with_last_event_id_gets_every_page_it_missed_once(
 ) -> None:
     book_id = create_book(database, [None] * 4, user_id="parent-a")
     with database.sessions() as session:
-        from storywink.illustration import records as books
+        from storywink.book.records import get_book
 
-        book = books.get_book(session, book_id)
+        book = get_book(session, book_id)
         book.status = BookStatus.COMPLETED
-        book.illustration_run_id = "run-chain-1"
+        book.claim_run_id = "run-chain-1"
         for page in book.pages:
             page.moderation_status = ModerationStatus.OK
             page.generated_image_url = f"https://cdn.example/{page.page_number}.png"

@@ -73,7 +73,7 @@ async def test_the_app_mounted_and_the_router_included(
             other = await http.get(f"{prefix}/books/{book_id}", headers=bearer(token_for("x")))
             ready = await http.get(f"{prefix}/readyz")
             if app is included:  # your own routes call the same clients
-                progress = await seen_clients[0].illustrations.progress(book_id)
+                progress = await seen_clients[0].illustrations.illustration_progress(book_id)
                 assert progress.total == 1
         assert book.status_code == 200, book.text
         assert other.status_code == 404 and other.headers["content-type"] == (

@@ -18,23 +18,28 @@ from pydantic import computed_field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.api.enums.v1 import EventType
-from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEventFilterType
 from temporalio.service import RPCError
 
 from storywink import contract
 from storywink.book.claims import describe_claim, describe_run
-from storywink.contract import BookStatus, Frozen, ModerationStatus, story_workflow_id
+from storywink.contract import (
+    SETTLED_STATUSES,
+    BookStatus,
+    Frozen,
+    ModerationStatus,
+    story_workflow_id,
+)
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
 from storywink.redact import shorten
 from storywink.temporal.connection import TemporalUnavailable
+from storywink.temporal.failures import innermost_message
 
 T = TypeVar("T")
 
 IN_PROGRESS_STATUSES = (BookStatus.ILLUSTRATING, BookStatus.GENERATING)
-SETTLED_STATUSES = (BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED)
 DEFAULT_RECENT = 10
 MAX_CONCURRENT_DESCRIBES = 8
 REASON_LIMIT = 200
@@ -189,8 +194,8 @@ def books_in_progress(session: Session) -> list[BookInProgress]:
                 title=book.title,
                 status=book.status,
                 pages=pages,
-                workflow_id=book.illustration_workflow_id,
-                run_id=book.illustration_run_id,
+                workflow_id=book.claim_workflow_id,
+                run_id=book.claim_run_id,
                 updated_at=max(updated_at, page_changed) if page_changed else updated_at,
             )
         )
@@ -202,7 +207,7 @@ def recent_outcomes(session: Session, limit: int = DEFAULT_RECENT) -> list[Recen
     found = list(
         session.scalars(
             select(Book)
-            .where(Book.status.in_(SETTLED_STATUSES))
+            .where(Book.status.in_(sorted(SETTLED_STATUSES)))
             .order_by(Book.updated_at.desc(), Book.id)
             .limit(limit)
         )
@@ -224,7 +229,7 @@ def current_claims(
     session: Session, book_ids: Sequence[str]
 ) -> dict[str, tuple[BookStatus, str | None]]:
     rows = session.execute(
-        select(Book.id, Book.status, Book.illustration_run_id).where(Book.id.in_(book_ids))
+        select(Book.id, Book.status, Book.claim_run_id).where(Book.id.in_(book_ids))
     )
     return {book_id: (status, run_id) for book_id, status, run_id in rows}
 
@@ -232,7 +237,7 @@ def current_claims(
 def _start_command(book_id: str, task_queue: str) -> str:
     return (
         f"temporal workflow start --type {contract.BOOK_ILLUSTRATION_WORKFLOW} "
-        f"--task-queue {task_queue} --workflow-id {contract.workflow_id_for(book_id)} "
+        f"--task-queue {task_queue} --workflow-id {contract.illustration_workflow_id(book_id)} "
         f'--input \'{{"book_id": "{book_id}"}}\''
     )
 
@@ -272,22 +277,14 @@ async def _unless_unreachable(describing: Awaitable[T], workflow_id: str) -> T:
         raise TemporalUnavailable(f"cannot describe workflow {workflow_id}: {exc}") from None
 
 
-def _innermost_message(failure: Failure) -> str:
-    """An activity's own error sits below the workflow's "Activity task failed"."""
-    message = failure.message
-    while failure.HasField("cause"):
-        failure = failure.cause
-        message = failure.message or message
-    return message
-
-
-def _close_reason(event: HistoryEvent) -> str | None:
+async def _close_reason(temporal: Client, event: HistoryEvent) -> str | None:
     if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
         reason = event.workflow_execution_terminated_event_attributes.reason
         return reason or "no reason given"
     if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
         failure = event.workflow_execution_failed_event_attributes.failure
-        return _innermost_message(failure)
+        error = await temporal.data_converter.decode_failure(failure)
+        return innermost_message(error) or ""
     if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
         return "the run outlived its run or execution timeout"
     if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
@@ -302,7 +299,7 @@ async def run_end_reason(temporal: Client, workflow_id: str, run_id: str) -> str
         async for event in handle.fetch_history_events(
             event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
         ):
-            reason = _close_reason(event)
+            reason = await _close_reason(temporal, event)
             return shorten(reason, REASON_LIMIT) if reason else None
     except RPCError:
         return None  # purged meanwhile, or unreadable: the status alone still says a lot
@@ -313,7 +310,7 @@ def _own_workflow_id(book: BookInProgress) -> str:
     """The book's own workflow for its status: its story run or its illustration run."""
     if book.status is BookStatus.GENERATING:
         return story_workflow_id(book.book_id)
-    return contract.workflow_id_for(book.book_id)
+    return contract.illustration_workflow_id(book.book_id)
 
 
 async def check_run(temporal: Client, book: BookInProgress, task_queue: str) -> RunCheck:

@@ -17,6 +17,7 @@ from storywink import contract
 from storywink.book import report as book_report
 from storywink.book.inputs import NewBook, photos_in, story_pages
 from storywink.book.plain_text import printable
+from storywink.book.records import get_book
 from storywink.book.report import BooksReport
 from storywink.book.upload import create_book_from_photos
 from storywink.cli.exits import (
@@ -39,7 +40,6 @@ from storywink.config import DEFAULT_DATA_DIR, Settings
 from storywink.db.connection import open_database
 from storywink.db.engine import make_engine, upgrade_to_head
 from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_url
-from storywink.illustration import records as books
 from storywink.illustration.client import IllustrationClient, RunEnd
 from storywink.illustration.style_assets import publish_references
 from storywink.illustration.styles import DEFAULT_STYLE, STYLES
@@ -119,7 +119,7 @@ def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     with one_line_errors():
         database = open_database(settings)
         with database.sessions() as session:
-            book = book_json(books.get_book(session, book_id))
+            book = book_json(get_book(session, book_id))
     if as_json:
         print(json.dumps(book, indent=2))
         return
@@ -259,7 +259,7 @@ def demo(pages: Annotated[int, typer.Option(min=1, max=30)] = 6) -> None:
     book_id, outcome_status, gallery = run_or_exit(
         _demo(settings, pages, DEFAULT_DATA_DIR / "demo")
     )
-    workflow_id = contract.workflow_id_for(book_id)
+    workflow_id = contract.illustration_workflow_id(book_id)
     err.print(f"\nThe book is {outcome_status}.")
     err.print(f"The book:        {gallery.resolve().as_uri()}")
     err.print(f"Pictures:        {settings.storage_dir.resolve() / 'storywink' / book_id}")

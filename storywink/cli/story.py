@@ -11,12 +11,12 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from storywink.book.records import get_book
 from storywink.cli.commands import app
 from storywink.cli.exits import ExitCode, err, one_line_errors, run_or_exit, settings_or_exit
 from storywink.cli.watch import watch_story
 from storywink.contract import BookStatus, StoryOutcome
 from storywink.db.connection import open_database
-from storywink.illustration import records as books
 from storywink.story import records as story_books
 from storywink.story.client import StoryClient
 
@@ -27,7 +27,7 @@ app.add_typer(page_app, name="page")
 def print_story(book_id: str) -> None:
     settings = settings_or_exit()
     with one_line_errors(), open_database(settings).sessions() as session:
-        for page in books.get_book(session, book_id).pages:
+        for page in get_book(session, book_id).pages:
             text = page.text or f"(no text: {page.text_problem or 'not written'})"
             print(f"{page.page_number:>2}. {text}")
 

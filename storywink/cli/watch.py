@@ -77,10 +77,10 @@ async def watch_illustration(
     ) as bar:
         task = bar.add_task("pages", total=None, detail="")
         watch = _NoWorkerWatch(client, err)
-        ending = asyncio.ensure_future(client.wait_for_end(book_id))
+        ending = asyncio.ensure_future(client.wait_for_illustration_end(book_id))
         while not ending.done():
             try:
-                progress = await client.progress(book_id)
+                progress = await client.illustration_progress(book_id)
                 bar.update(
                     task,
                     total=progress.to_draw or None,

@@ -63,10 +63,10 @@ class Book(Timestamps, Base):
     art_style: Mapped[str] = mapped_column(String(64))
     page_length: Mapped[int] = mapped_column(Integer)
     cover_page_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # Which workflow run holds the book while it is ILLUSTRATING or GENERATING (our claim
-    # on it): the illustration run, or the story run.
-    illustration_workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    illustration_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The claim: which workflow and run chain hold the book while it is ILLUSTRATING or
+    # GENERATING (the illustration run, or the story run); storywink.book.records.
+    claim_workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    claim_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     image_count: Mapped[int] = mapped_column(Integer, default=0)

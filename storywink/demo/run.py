@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storywink.book.inputs import NewBook
+from storywink.book.records import get_book
 from storywink.book.upload import create_book_from_photos
 from storywink.config import Settings
 from storywink.db.connection import Database
@@ -17,7 +18,6 @@ from storywink.demo.sample_book import (
     SAMPLE_TITLE,
     write_sample_photos,
 )
-from storywink.illustration import records as books
 from storywink.illustration.client import IllustrationClient
 from storywink.illustration.styles import DEFAULT_STYLE
 from storywink.providers.factory import build_providers, build_store
@@ -70,7 +70,7 @@ async def workers_in_process(settings: Settings, database: Database) -> AsyncIte
 def write_book_gallery(database: Database, book_id: str, status: str, path: Path) -> Path:
     """An HTML page with every page's photo, text and picture."""
     with database.sessions() as session:
-        book = books.get_book(session, book_id)
+        book = get_book(session, book_id)
         return write_gallery(
             path,
             title=book.title,

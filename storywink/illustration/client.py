@@ -2,8 +2,9 @@
 
 client = await IllustrationClient.connect(load_settings())
 run = await client.start_illustration(book_id)      # BookNotFound -> 404, BookNotReady -> 409
-progress = await client.progress(book_id)
-end = await client.wait_for_end(book_id)            # how the run ended, and the book after it
+progress = await client.illustration_progress(book_id)
+end = await client.wait_for_illustration_end(book_id)  # how the run ended, and the book after
+outcome = await client.wait_for_illustration(book_id)  # its outcome, or RunEnded
 
 Every call follows the run that holds the book's claim, whatever its workflow id (a run
 started from the `temporal` CLI under another id included), and follows a reset: the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,21 +33,17 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import (
-    CancelledError,
-    FailureError,
-    TerminatedError,
-)
+from temporalio.exceptions import CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as WorkflowTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from storywink import contract
-from storywink.book.claims import describe_claim, describe_run, workflow_working_on
-from storywink.book.refusals import BookNotReady, NotIllustrating, RunEnded
+from storywink.book.claims import BookRun, describe_run, join_or_start, workflow_working_on
+from storywink.book.records import get_book
+from storywink.book.refusals import NotIllustrating, RunEnded
 from storywink.config import Settings
 from storywink.contract import (
-    ILLUSTRATABLE_STATUSES,
+    SETTLED_STATUSES,
     BookOutcome,
     BookStatus,
     IllustrationRequest,
@@ -62,6 +60,7 @@ from storywink.temporal.connection import (
     connect_temporal,
     is_connection_lost,
 )
+from storywink.temporal.failures import innermost_message
 
 T = TypeVar("T")
 QUERY_TIMEOUT: Final = timedelta(seconds=3)
@@ -71,14 +70,9 @@ CONNECTION_LOSS_LIMIT: Final = timedelta(seconds=60)
 _RECONNECT_EVERY_SECONDS: Final = 1.0
 # A poller's last access is when its current long poll (up to ~70 s) began.
 LIVE_POLLER_WINDOW: Final = timedelta(seconds=90)
-SETTLED_STATUSES: Final = frozenset({BookStatus.COMPLETED, BookStatus.PARTIAL, BookStatus.FAILED})
 
 
-@dataclass(frozen=True)
-class IllustrationRun:
-    book_id: str
-    workflow_id: str
-    run_id: str | None
+IllustrationRun = BookRun
 
 
 class RunEnding(StrEnum):
@@ -167,47 +161,35 @@ class IllustrationClient:
 
         Raises `BookNotFound` or `BookNotReady` (a clear refusal, HTTP 409).
         """
-        claim = await in_session(self._sessions, books.read_claim, book_id)
-        if claim.status is BookStatus.ILLUSTRATING and claim.workflow_id:
-            holder = await describe_claim(self._temporal, claim.workflow_id, claim.run_id or "")
-            if holder.running:
-                return IllustrationRun(book_id, claim.workflow_id, claim.run_id)
-            # The run holding the book ended without settling it (terminated): a new run
-            # takes the claim over when it prepares.
-        elif claim.status not in ILLUSTRATABLE_STATUSES:
-            raise BookNotReady(book_id, claim.status)
         fleet_id = await in_session(self._sessions, database_fleet)
-        handle: WorkflowHandle[object, BookOutcome] = await self._temporal.start_workflow(
-            contract.BOOK_ILLUSTRATION_WORKFLOW,
+        return await join_or_start(
+            self._sessions,
+            self._temporal,
+            books.ILLUSTRATION_RUN,
+            book_id,
             IllustrationRequest(book_id=book_id, priority=priority),
-            id=contract.workflow_id_for(book_id),
             task_queue=self._task_queue,
             result_type=BookOutcome,
-            # Double clicks, two web replicas, the CLI: all land on the same run.
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             # Workers of another database leave the run to ours (activities.fleet_check).
             memo={FLEET_MEMO: fleet_id} if fleet_id else None,
         )
-        return IllustrationRun(book_id, handle.id, handle.result_run_id)
 
-    async def workflow_working_on(self, book_id: str) -> str | None:
+    async def illustration_workflow_working_on(self, book_id: str) -> str | None:
         """The workflow id whose latest run works on the book, or None when none does.
-        See `claims.workflow_working_on`."""
-        claim = await in_session(self._sessions, books.read_claim, book_id)
+        See `book.claims.workflow_working_on`."""
         return await workflow_working_on(
-            self._temporal, claim, BookStatus.ILLUSTRATING, contract.workflow_id_for(book_id)
+            self._sessions, self._temporal, books.ILLUSTRATION_RUN, book_id
         )
 
     def handle(self, book_id: str) -> WorkflowHandle[object, BookOutcome]:
         """The book's own workflow (`book-illustration-<id>`), latest run."""
         return self._temporal.get_workflow_handle(
-            contract.workflow_id_for(book_id), result_type=BookOutcome
+            contract.illustration_workflow_id(book_id), result_type=BookOutcome
         )
 
-    async def progress(self, book_id: str) -> Progress:
+    async def illustration_progress(self, book_id: str) -> Progress:
         """Live progress from the run working on the book, or the database's state."""
-        workflow_id = await self.workflow_working_on(book_id)
+        workflow_id = await self.illustration_workflow_working_on(book_id)
         if workflow_id is not None:
             handle = self._temporal.get_workflow_handle(workflow_id)
             try:
@@ -221,13 +203,15 @@ class IllustrationClient:
                 return progress
         return progress_from_book(await in_session(self._sessions, _load_book, book_id))
 
-    async def wait_for_end(self, book_id: str) -> RunEnd:
+    async def wait_for_illustration_end(self, book_id: str) -> RunEnd:
         """Wait until the run working on the book ends (following a reset's new run), and
         say how it ended; a book no run works on that is settled returns at once.
 
         Raises `BookNotFound`, or `NotIllustrating` for a book that is neither settled
         nor worked on (e.g. STORY_READY and never started)."""
-        workflow_id = await self._through_outages(lambda: self.workflow_working_on(book_id))
+        workflow_id = await self._through_outages(
+            lambda: self.illustration_workflow_working_on(book_id)
+        )
         if workflow_id is None:
             book = await in_session(self._sessions, _load_book, book_id)
             if book.status not in SETTLED_STATUSES:
@@ -298,12 +282,12 @@ class IllustrationClient:
             book = await in_session(self._sessions, _load_book, book_id)
             return RunEnd(book_id, workflow_id, run_id, ending, book_state(book), outcome, reason)
 
-    async def wait(self, book_id: str) -> BookOutcome:
+    async def wait_for_illustration(self, book_id: str) -> BookOutcome:
         """The outcome of the run working on the book (or of the book, already settled).
 
         Raises `RunEnded` when the run ended without an outcome (cancelled, terminated,
         timed out, failed)."""
-        end = await self.wait_for_end(book_id)
+        end = await self.wait_for_illustration_end(book_id)
         if end.outcome is not None:
             return end.outcome
         if end.ending is RunEnding.ALREADY_SETTLED:
@@ -311,10 +295,31 @@ class IllustrationClient:
             return outcome_from_book(book)
         raise RunEnded(book_id, end.ending.value, end.book.status, end.reason)
 
+    # The names of an earlier release, kept for a web backend that calls them.
+    async def progress(self, book_id: str) -> Progress:
+        """Deprecated: `illustration_progress`."""
+        _deprecated("progress", "illustration_progress")
+        return await self.illustration_progress(book_id)
+
+    async def wait_for_end(self, book_id: str) -> RunEnd:
+        """Deprecated: `wait_for_illustration_end`."""
+        _deprecated("wait_for_end", "wait_for_illustration_end")
+        return await self.wait_for_illustration_end(book_id)
+
+    async def wait(self, book_id: str) -> BookOutcome:
+        """Deprecated: `wait_for_illustration`."""
+        _deprecated("wait", "wait_for_illustration")
+        return await self.wait_for_illustration(book_id)
+
+    async def workflow_working_on(self, book_id: str) -> str | None:
+        """Deprecated: `illustration_workflow_working_on`."""
+        _deprecated("workflow_working_on", "illustration_workflow_working_on")
+        return await self.illustration_workflow_working_on(book_id)
+
     async def cancel(self, book_id: str) -> bool:
         """Ask the run working on the book to stop; pages in flight stop promptly and the
         book is still settled. False when no run works on it."""
-        workflow_id = await self.workflow_working_on(book_id)
+        workflow_id = await self.illustration_workflow_working_on(book_id)
         if workflow_id is None:
             return False
         try:
@@ -355,6 +360,12 @@ class IllustrationClient:
         )
 
 
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"IllustrationClient.{old} is deprecated: use {new}", DeprecationWarning, stacklevel=3
+    )
+
+
 def _ending_of(failure: WorkflowFailureError) -> tuple[RunEnding, str | None]:
     cause = failure.cause
     if isinstance(cause, CancelledError):
@@ -363,21 +374,11 @@ def _ending_of(failure: WorkflowFailureError) -> tuple[RunEnding, str | None]:
         return RunEnding.TERMINATED, cause.message or None
     if isinstance(cause, WorkflowTimeout):
         return RunEnding.TIMED_OUT, None
-    return RunEnding.FAILED, failure_message(cause)
-
-
-def failure_message(error: BaseException | None) -> str | None:
-    """The innermost message of a Temporal failure chain (an activity's own error)."""
-    message = None
-    while error is not None:
-        if isinstance(error, FailureError) and error.message:
-            message = error.message
-        error = error.__cause__ if isinstance(error, FailureError) else None
-    return message
+    return RunEnding.FAILED, innermost_message(cause)
 
 
 def _load_book(session: Session, book_id: str) -> Book:
-    book = books.get_book(session, book_id)
+    book = get_book(session, book_id)
     _ = book.pages  # load before the session closes
     session.expunge_all()
     return book

@@ -12,9 +12,12 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storywink.book.refusals import BookNotFound, BookNotReady, PageNotFound
+from storywink.book.records import RunKind, get_book, holds, release
+from storywink.book.refusals import BookBusy, BookNotReady, PageNotFound
 from storywink.contract import (
+    BOOK_ILLUSTRATION_WORKFLOW,
     ILLUSTRATABLE_STATUSES,
+    ILLUSTRATION_WORKFLOW_ID_PREFIX,
     BookOutcome,
     BookStatus,
     ModerationStatus,
@@ -22,112 +25,41 @@ from storywink.contract import (
     PageResult,
 )
 from storywink.db.models import Book, Notification, Page, PageDraft, column_length
+from storywink.illustration.styles import STYLES, UnknownStyle
 from storywink.redact import shorten
 
 NOT_STARTED = "before this page was started"
 _REDRAW_ALL_FROM = frozenset({BookStatus.STORY_READY})
 
 
-@dataclass(frozen=True)
-class Claim:
-    """Who holds the book right now."""
-
-    status: BookStatus
-    workflow_id: str | None
-    run_id: str | None
+def _check_style(book: Book) -> None:
+    """An unknown style refuses the run before it claims the book."""
+    if book.art_style not in STYLES:
+        raise UnknownStyle(book.art_style)
 
 
-def get_book(session: Session, book_id: str) -> Book:
-    book = session.get(Book, book_id)
-    if book is None:
-        raise BookNotFound(book_id)
-    return book
-
-
-def read_claim(session: Session, book_id: str) -> Claim:
-    book = get_book(session, book_id)
-    return Claim(book.status, book.illustration_workflow_id, book.illustration_run_id)
-
-
-def claim_book(
-    session: Session,
-    book_id: str,
-    workflow_id: str,
-    run_id: str,
-    *,
-    stale_run_id: str | None = None,
-) -> Book:
-    """Atomically move the book to ILLUSTRATING for this run.
-
-    Succeeds when the book is illustratable, already ours (a retried activity), or held
-    by `stale_run_id` (a run the caller has checked is no longer running).
-    """
-    book = get_book(session, book_id)
-    if book.status is BookStatus.ILLUSTRATING and book.illustration_run_id == run_id:
-        return book
-    previous_status = book.status
-    takeover = book.status is BookStatus.ILLUSTRATING and stale_run_id is not None
-    if not takeover and book.status not in ILLUSTRATABLE_STATUSES:
-        raise BookNotReady(book_id, book.status)
-    if not take_claim(
-        session,
-        book,
-        BookStatus.ILLUSTRATING,
-        from_statuses=ILLUSTRATABLE_STATUSES,
-        workflow_id=workflow_id,
-        run_id=run_id,
-        stale_run_id=stale_run_id if takeover else None,
-    ):
-        raise BookNotReady(book_id, get_book(session, book_id).status)
-    _reset_pages_to_draw(session, book, redraw_all=previous_status in _REDRAW_ALL_FROM)
-    session.commit()
-    session.refresh(book)
-    return book
-
-
-def take_claim(
-    session: Session,
-    book: Book,
-    holding: BookStatus,
-    *,
-    from_statuses: frozenset[BookStatus],
-    workflow_id: str,
-    run_id: str,
-    stale_run_id: str | None,
-    **values: object,
-) -> bool:
-    """One atomic UPDATE moves the book to `holding` for this run: from one of
-    `from_statuses`, or, given `stale_run_id`, from the claim of that run (one the caller
-    checked has ended). False, with the session rolled back, when another run got there
-    first: at most one run ever holds a book."""
-    guard = (
-        Book.illustration_run_id == stale_run_id
-        if stale_run_id is not None
-        else Book.status.in_(from_statuses)
-    )
-    claimed = session.execute(
-        update(Book)
-        .where(Book.id == book.id, guard)
-        .values(
-            status=holding,
-            illustration_workflow_id=workflow_id,
-            illustration_run_id=run_id,
-            **values,
-        )
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
-        return False
-    return True
-
-
-def _reset_pages_to_draw(session: Session, book: Book, *, redraw_all: bool) -> None:
+def _reset_pages_to_draw(book: Book, claimed_from: BookStatus) -> None:
+    redraw_all = claimed_from in _REDRAW_ALL_FROM
     for page in book.pages:
         if redraw_all or needs_drawing(page):
             page.moderation_status = ModerationStatus.PENDING
             page.moderation_reason = None
             page.generated_image_url = None
             page.illustrated_by_run_id = None
+
+
+# An illustration run claims the book through storywink.book.records.claim: the pages it
+# will draw are reset (smart retry keeps pictures and refusals).
+ILLUSTRATION_RUN = RunKind(
+    holding=BookStatus.ILLUSTRATING,
+    start_from=ILLUSTRATABLE_STATUSES,
+    workflow_type=BOOK_ILLUSTRATION_WORKFLOW,
+    workflow_id_prefix=ILLUSTRATION_WORKFLOW_ID_PREFIX,
+    not_ready=BookNotReady,
+    busy=BookBusy,
+    check_book=_check_style,
+    reset_book=_reset_pages_to_draw,
+)
 
 
 def needs_drawing(page: Page) -> bool:
@@ -146,7 +78,7 @@ def settled_result(session: Session, page_id: str, run_id: str) -> PageResult | 
     page = session.get(Page, page_id)
     if page is None:
         raise PageNotFound(page_id)
-    holds_claim = page.book.illustration_run_id == run_id
+    holds_claim = page.book.claim_run_id == run_id
     if holds_claim and page.moderation_status is ModerationStatus.PENDING:
         return None
     return page_result(page)
@@ -196,7 +128,7 @@ def record_page(
         page.moderation_status is not ModerationStatus.PENDING
     )
     # A late activity of a run that no longer holds the book must not overwrite its pages.
-    if already_recorded or page.book.illustration_run_id != run_id:
+    if already_recorded or page.book.claim_run_id != run_id:
         session.rollback()
         return page_result(page)
     page.moderation_status = status
@@ -318,13 +250,13 @@ def outcome_of(book: Book, status: BookStatus, *, cancelled: bool = False) -> Bo
     )
 
 
-def finalize_book(
+def settle_book(
     session: Session, book_id: str, run_id: str, *, settling_run_id: str, cancelled: bool
 ) -> BookOutcome:
     """Settle the book held by `run_id`: status by the finalize rule, and one
     notification per settled outcome (keyed by the run that settles it)."""
     book = get_book(session, book_id)
-    holds_claim = book.illustration_run_id == run_id and book.status is BookStatus.ILLUSTRATING
+    holds_claim = holds(book, ILLUSTRATION_RUN, run_id)
     if holds_claim and cancelled:
         _stop_pending_pages(book, run_id)
     elif holds_claim:
@@ -335,12 +267,10 @@ def finalize_book(
         # A repeat of this finalize (or a run whose claim was taken over): change nothing.
         session.rollback()
         return outcome
-    book.status = status
     # Drafts left by pages that failed after generating are of no further use.
     page_ids = select(Page.id).where(Page.book_id == book_id)
     session.execute(delete(PageDraft).where(PageDraft.page_id.in_(page_ids)))
-    book.illustration_run_id = None
-    book.illustration_workflow_id = None
+    release(book, status)
     already_notified = session.scalar(
         select(
             exists().where(Notification.book_id == book_id, Notification.run_id == settling_run_id)

@@ -12,7 +12,6 @@ started from the `temporal` CLI under another id included).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
@@ -23,38 +22,28 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
-from storywink.book.claims import describe_claim, workflow_working_on
+from storywink.book.claims import BookRun, join_or_start, workflow_working_on
 from storywink.book.refusals import BookError
 from storywink.config import Settings
 from storywink.contract import (
     STORY_PROGRESS_QUERY,
-    STORY_WORKFLOW,
-    STORY_WRITABLE_STATUSES,
     BookStatus,
     StoryOutcome,
     StoryProgress,
     StoryRequest,
-    story_workflow_id,
 )
 from storywink.db.connection import open_database
 from storywink.db.engine import in_session
-from storywink.illustration import records as books
-from storywink.illustration.client import failure_message
 from storywink.story import records as story_books
-from storywink.story.records import StoryNotAllowed
 from storywink.temporal.connection import connect_temporal
+from storywink.temporal.failures import innermost_message
 
 QUERY_TIMEOUT: Final = timedelta(seconds=3)
 
 
-@dataclass(frozen=True)
-class StoryRun:
-    book_id: str
-    workflow_id: str
-    run_id: str | None
+StoryRun = BookRun
 
 
 class StoryRunEnded(BookError):
@@ -87,31 +76,20 @@ class StoryClient:
 
         Raises `BookNotFound` or `StoryNotAllowed` (the book is STORY_READY, or being
         illustrated)."""
-        claim = await in_session(self._sessions, books.read_claim, book_id)
-        if claim.status is BookStatus.GENERATING and claim.workflow_id:
-            holder = await describe_claim(self._temporal, claim.workflow_id, claim.run_id or "")
-            if holder.running:
-                return StoryRun(book_id, claim.workflow_id, claim.run_id)
-            # Its run ended without settling it: a new run takes the claim over.
-        elif claim.status not in STORY_WRITABLE_STATUSES:
-            raise StoryNotAllowed(book_id, claim.status)
-        handle = await self._temporal.start_workflow(
-            STORY_WORKFLOW,
+        return await join_or_start(
+            self._sessions,
+            self._temporal,
+            story_books.STORY_RUN,
+            book_id,
             StoryRequest(book_id=book_id),
-            id=story_workflow_id(book_id),
             task_queue=self._task_queue,
             result_type=StoryOutcome,
-            # Double clicks, two web replicas, the CLI: all land on the same run.
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
-        return StoryRun(book_id, handle.id, handle.result_run_id)
 
     async def story_workflow_working_on(self, book_id: str) -> str | None:
         """The workflow id whose run writes the book's story, or None when none does."""
-        claim = await in_session(self._sessions, books.read_claim, book_id)
         return await workflow_working_on(
-            self._temporal, claim, BookStatus.GENERATING, story_workflow_id(book_id)
+            self._sessions, self._temporal, story_books.STORY_RUN, book_id
         )
 
     async def story_progress(self, book_id: str) -> StoryProgress:
@@ -147,7 +125,9 @@ class StoryClient:
                 outcome = await handle.result()
             except WorkflowFailureError as failure:
                 state = await in_session(self._sessions, story_books.story_state, book_id)
-                raise StoryRunEnded(book_id, failure_message(failure.cause), state.status) from None
+                raise StoryRunEnded(
+                    book_id, innermost_message(failure.cause), state.status
+                ) from None
             assert isinstance(outcome, StoryOutcome)
             return outcome
         return await in_session(self._sessions, story_books.story_state, book_id)

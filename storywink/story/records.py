@@ -1,8 +1,8 @@
 """Every database read and write of a story run, each idempotent.
 
-The story run holds the book through the same claim columns as an illustration run
-(`illustration_workflow_id`, `illustration_run_id`): a book is GENERATING or ILLUSTRATING,
-never both, so one claim says which run may change it.
+The story run holds the book through the same claim as an illustration run
+(`storywink.book.records`): a book is GENERATING or ILLUSTRATING, never both, so one
+claim says which run may change it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,17 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
+from storywink.book.records import RunKind, get_book, holds, release
 from storywink.book.refusals import BookBusy, BookError
-from storywink.contract import STORY_WRITABLE_STATUSES, BookStatus, StoryOutcome
+from storywink.contract import (
+    STORY_WORKFLOW,
+    STORY_WORKFLOW_ID_PREFIX,
+    STORY_WRITABLE_STATUSES,
+    BookStatus,
+    StoryOutcome,
+)
 from storywink.db.models import Book, Page
 from storywink.illustration import records as books
-from storywink.illustration.records import get_book
 from storywink.redact import shorten
 from storywink.story.answer import PageText, clean_text, page_text_problem
 
@@ -52,50 +58,21 @@ class PageTextBusy(PageTextRefused):
     """Refused because a story or illustration run works on the book (HTTP 409)."""
 
 
-def claim_story(
-    session: Session,
-    book_id: str,
-    workflow_id: str,
-    run_id: str,
-    *,
-    stale_run_id: str | None = None,
-) -> Book:
-    """Atomically move the book to GENERATING for this run: from a writable status, when
-    already ours (a retried activity), or from a GENERATING claim of `stale_run_id` (a run
-    the caller checked has ended)."""
-    book = get_book(session, book_id)
-    if book.status is BookStatus.GENERATING and book.illustration_run_id == run_id:
-        return book
-    takeover = book.status is BookStatus.GENERATING and stale_run_id is not None
-    if not takeover and book.status not in STORY_WRITABLE_STATUSES:
-        raise StoryNotAllowed(book_id, book.status)
-    if not books.take_claim(
-        session,
-        book,
-        BookStatus.GENERATING,
-        from_statuses=STORY_WRITABLE_STATUSES,
-        workflow_id=workflow_id,
-        run_id=run_id,
-        stale_run_id=stale_run_id if takeover else None,
-        story_error=None,
-    ):
-        current = get_book(session, book_id)
-        if current.status is BookStatus.GENERATING and current.illustration_workflow_id:
-            raise StoryBusy(book_id, current.illustration_workflow_id)
-        raise StoryNotAllowed(book_id, current.status)
-    session.commit()
-    session.refresh(book)
-    return book
+# A story run claims the book through storywink.book.records.claim, clearing the last
+# story's error with it.
+STORY_RUN = RunKind(
+    holding=BookStatus.GENERATING,
+    start_from=STORY_WRITABLE_STATUSES,
+    workflow_type=STORY_WORKFLOW,
+    workflow_id_prefix=STORY_WORKFLOW_ID_PREFIX,
+    not_ready=StoryNotAllowed,
+    busy=StoryBusy,
+    reset_columns={"story_error": None},
+)
 
 
 def _holds(book: Book, run_id: str) -> bool:
-    return book.status is BookStatus.GENERATING and book.illustration_run_id == run_id
-
-
-def _release(book: Book, status: BookStatus) -> None:
-    book.status = status
-    book.illustration_run_id = None
-    book.illustration_workflow_id = None
+    return holds(book, STORY_RUN, run_id)
 
 
 def _outcome(book: Book, reason: str | None = None) -> StoryOutcome:
@@ -114,7 +91,7 @@ def settled_story(session: Session, book_id: str, run_id: str) -> StoryOutcome |
     return None if _holds(book, run_id) else _outcome(book)
 
 
-def write_story(
+def record_story(
     session: Session, book_id: str, run_id: str, texts: Sequence[PageText]
 ) -> StoryOutcome:
     """Every page's text and notes, and STORY_READY, in one transaction. A repeat, or a
@@ -130,7 +107,7 @@ def write_story(
         page.illustration_notes = written.illustration_notes
         page.text_problem = None
     book.story_error = None
-    _release(book, BookStatus.STORY_READY)
+    release(book, BookStatus.STORY_READY)
     session.commit()
     return _outcome(book)
 
@@ -153,7 +130,7 @@ def fail_story(
         problem = (page_problems or {}).get(page.page_number)
         page.text_problem = shorten(problem, REASON_LIMIT) if problem else None
     book.story_error = reason
-    _release(book, BookStatus.FAILED)
+    release(book, BookStatus.FAILED)
     session.commit()
     return _outcome(book, reason)
 

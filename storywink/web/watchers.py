@@ -19,11 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.service import RPCError
 
+from storywink.book.records import get_book
 from storywink.book.refusals import BookNotFound
-from storywink.contract import BookStatus, ModerationStatus, Progress
+from storywink.contract import SETTLED_STATUSES, BookStatus, ModerationStatus, Progress
 from storywink.db.engine import DatabaseNotReady, in_session
-from storywink.illustration import records as books
-from storywink.illustration.client import SETTLED_STATUSES, IllustrationClient
+from storywink.illustration.client import IllustrationClient
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class BookSnapshot:
 def _read_pages(
     session: Session, book_id: str
 ) -> tuple[BookStatus, str | None, str | None, tuple[PageState, ...]]:
-    book = books.get_book(session, book_id)
+    book = get_book(session, book_id)
     pages = tuple(
         PageState(
             page_number=page.page_number,
@@ -83,7 +83,7 @@ def _read_pages(
         )
         for page in book.pages
     )
-    return book.status, book.illustration_run_id, book.story_error, pages
+    return book.status, book.claim_run_id, book.story_error, pages
 
 
 class BookWatcher:
@@ -141,7 +141,7 @@ class BookWatcher:
     async def _read(self) -> BookSnapshot:
         try:
             PROGRESS_READS.inc()
-            progress = await self._illustrations.progress(self.book_id)
+            progress = await self._illustrations.illustration_progress(self.book_id)
             status, claim, story_error, pages = await in_session(
                 self._sessions, _read_pages, self.book_id
             )

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
 
 from storywink import contract
+from storywink.book.records import get_book
 from storywink.config import Settings
 from storywink.contract import (
     STORY_WORKFLOW,
@@ -83,7 +84,7 @@ async def start(
     return await client.start_workflow(
         contract.BOOK_ILLUSTRATION_WORKFLOW,
         IllustrationRequest(book_id=book_id, priority=priority),
-        id=contract.workflow_id_for(book_id),
+        id=contract.illustration_workflow_id(book_id),
         task_queue=settings.temporal_task_queue,
         result_type=BookOutcome,
     )
@@ -109,7 +110,7 @@ async def illustrate(
 
 def load_book(database: Database, book_id: str) -> tuple[Book, list[Page], list[Notification]]:
     with database.sessions() as session:
-        book = books.get_book(session, book_id)
+        book = get_book(session, book_id)
         pages = list(book.pages)
         notes = list(session.scalars(select(Notification).where(Notification.book_id == book_id)))
         session.expunge_all()

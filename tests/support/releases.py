@@ -178,7 +178,7 @@ def release_env(address: str, fakes: Fakes, database: Path, queue: str) -> dict[
 
 async def start_run(address: str, queue: str, book_id: str) -> str:
     """`temporal workflow start` with plain JSON input, as every release accepts it."""
-    workflow_id = contract.workflow_id_for(book_id)
+    workflow_id = contract.illustration_workflow_id(book_id)
     process = await asyncio.create_subprocess_exec(
         tool_path("temporal"),
         "workflow",
