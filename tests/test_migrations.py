@@ -35,7 +35,7 @@ def test_migrated_schema_matches_the_models(database: Database) -> None:
 def test_upgrading_a_database_with_a_book_mid_run_keeps_it_and_its_claim(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """The migrations since 0002 (model quota, story columns, the claim columns' names) run
+    """The migrations since 0002 (model quota, story columns, the fleet identity) run
     on a database that holds a book being illustrated, as a deploy meets it: the rows, the
     claim and the drawn page survive, and the current code reads them and settles the book
     for the run that holds it."""
@@ -67,32 +67,29 @@ def test_upgrading_a_database_with_a_book_mid_run_keeps_it_and_its_claim(
     assert settled == Claim(BookStatus.PARTIAL, None, None)
 
 
-def test_the_claim_columns_rename_keeps_a_story_run_s_claim_both_ways(
+def test_a_claim_is_where_the_previous_release_reads_it(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """0006 renames the claim's columns on a book a story run holds, and back on downgrade:
-    the claim is the same run's before, after and after again, and the run's story is
-    recorded after the upgrade."""
+    """The claim is `claim_workflow_id` / `claim_run_id` in the code and stays in the
+    columns the previous release's workers read (`illustration_*`): a story run's claim
+    written there is today's claim, and one today's code takes is read there, so both
+    releases agree on who holds a book while the old one drains."""
     story_claim = ("book-story-old-book", RUN_ID)
     with _fresh_database(database_url, tmp_path_factory) as url:
         engine = make_engine(url)
         try:
-            command.upgrade(alembic_config(engine), "0005")
-            _insert_book_mid_run(engine, status="GENERATING", claim=story_claim)
-            command.upgrade(alembic_config(engine), "0006")
-            with make_session_factory(engine)() as session:
-                upgraded = read_claim(session, "old-book")
-            command.downgrade(alembic_config(engine), "0005")
-            downgraded = _old_claim_columns(engine)
             upgrade_to_head(engine)
+            _insert_book_mid_run(engine, status="GENERATING", claim=story_claim)
             with make_session_factory(engine)() as session:
+                read_today = read_claim(session, "old-book")
                 texts = [PageText(n, f"Text {n}", None) for n in (1, 2)]
                 outcome = story_books.record_story(session, "old-book", RUN_ID, texts)
+            released = _old_claim_columns(engine)
         finally:
             engine.dispose()
-    assert upgraded == Claim(BookStatus.GENERATING, *story_claim)
-    assert downgraded == ("GENERATING", *story_claim)
+    assert read_today == Claim(BookStatus.GENERATING, *story_claim)
     assert (outcome.status, outcome.pages_written) == (BookStatus.STORY_READY, 2)
+    assert released == ("STORY_READY", None, None)
 
 
 RUN_ID = "0190a9b2-0000-7000-8000-000000000001"
@@ -106,7 +103,7 @@ def _fresh_database(kind_of: str, tmp: pytest.TempPathFactory) -> Iterator[str]:
         yield from postgres_database(f"storywink_old_{uuid.uuid4().hex[:12]}")
 
 
-def _old_claim_columns(engine: Engine) -> tuple[str, str, str]:
+def _old_claim_columns(engine: Engine) -> tuple[str, str | None, str | None]:
     books_table = Table("books", MetaData(), autoload_with=engine)
     with engine.connect() as connection:
         row = connection.execute(
@@ -125,8 +122,8 @@ def _insert_book_mid_run(
     status: str = "ILLUSTRATING",
     claim: tuple[str, str] = ("book-illustration-old-book", RUN_ID),
 ) -> None:
-    """A book as the schema before 0006 holds it: its claim in the `illustration_*`
-    columns (which held a story run's claim too)."""
+    """A book as the previous releases write it: its claim in the `illustration_*`
+    columns (which hold a story run's claim too)."""
     tables = MetaData()
     tables.reflect(engine, only=["books", "pages"])
     now = datetime.now(UTC)

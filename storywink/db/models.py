@@ -64,9 +64,15 @@ class Book(Timestamps, Base):
     page_length: Mapped[int] = mapped_column(Integer)
     cover_page_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The claim: which workflow and run chain hold the book while it is ILLUSTRATING or
-    # GENERATING (the illustration run, or the story run); storywink.book.records.
-    claim_workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    claim_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # GENERATING (the illustration run, or the story run); storywink.book.records. The
+    # columns keep their first names: the workers of the previous release share this
+    # database while they drain their books (docs/deploying.md), and they read those.
+    claim_workflow_id: Mapped[str | None] = mapped_column(
+        "illustration_workflow_id", String(200), nullable=True
+    )
+    claim_run_id: Mapped[str | None] = mapped_column(
+        "illustration_run_id", String(64), nullable=True
+    )
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
