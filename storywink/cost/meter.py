@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
@@ -52,6 +53,22 @@ OPEN_TRIES: Final = 3
 OPEN_RETRY_SECONDS: Final = 0.5
 
 
+class UnclosedCall(BaseModel):
+    """A call's ending the database could not take when the call ended: carried (in a
+    page's heartbeat details) until it can, so a call answered during an outage is still
+    priced, not left "may have been billed"."""
+
+    call_id: str
+    outcome: CallOutcome
+    usage: Usage | None = None
+    cost_micro_usd: int | None = None
+
+    async def close(self, sessions: sessionmaker[Session]) -> None:
+        await in_session(
+            sessions, close_call, self.call_id, self.outcome, self.usage, self.cost_micro_usd
+        )
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """The models a worker calls, as the ledger names and prices them."""
@@ -84,12 +101,21 @@ class CallMeter:
         return price.micro_usd(expected_story_usage(pages))
 
     async def image_call(
-        self, *, book_id: str, page_id: str, run_id: str, call: Callable[[], Awaitable[T]]
+        self,
+        *,
+        book_id: str,
+        page_id: str,
+        run_id: str,
+        call: Callable[[], Awaitable[T]],
+        unclosed: Callable[[UnclosedCall], None] | None = None,
     ) -> T:
-        """`call()`, made only once its row is written and its cost reserved."""
+        """`call()`, made only once its row is written and its cost reserved; `unclosed`
+        is given the call's ending if the database cannot take it now."""
         model = self._models.image_model
         usage = expected_image_usage(model, self._models.image_size)
-        return await self._metered(CallKind.IMAGE, model, usage, book_id, page_id, run_id, call)
+        return await self._metered(
+            CallKind.IMAGE, model, usage, book_id, page_id, run_id, call, unclosed
+        )
 
     async def story_call(
         self, *, book_id: str, run_id: str, pages: int, call: Callable[[], Awaitable[T]]
@@ -107,6 +133,7 @@ class CallMeter:
         page_id: str | None,
         run_id: str,
         call: Callable[[], Awaitable[T]],
+        unclosed: Callable[[UnclosedCall], None] | None = None,
     ) -> T:
         now = datetime.now(UTC)
         price = self._prices.price(model, now.date())
@@ -132,9 +159,10 @@ class CallMeter:
         try:
             result = await call()
         except BaseException as exc:
-            await self._close(plan, price, _outcome_of(exc), getattr(exc, "usage", None))
+            ending = _outcome_of(exc)
+            await self._close(plan, price, ending, getattr(exc, "usage", None), unclosed)
             raise
-        await self._close(plan, price, CallOutcome.ANSWERED, _usage_of(result))
+        await self._close(plan, price, CallOutcome.ANSWERED, _usage_of(result), unclosed)
         return result
 
     def _book_limit(self, now: datetime) -> BookLimit:
@@ -166,16 +194,22 @@ class CallMeter:
         price: CallPrice,
         outcome: CallOutcome,
         reported: TokenUsage | None,
+        unclosed: Callable[[UnclosedCall], None] | None,
     ) -> None:
         usage = billed_usage(reported) if reported is not None else None
         cost = price.micro_usd(usage) if usage is not None and price.known else None
+        ending = UnclosedCall(
+            call_id=plan.call_id, outcome=outcome, usage=usage, cost_micro_usd=cost
+        )
         try:
             # Shielded: a cancel that cut the call off must not also lose its record.
-            await asyncio.shield(
-                in_session(self._sessions, close_call, plan.call_id, outcome, usage, cost)
+            await asyncio.shield(ending.close(self._sessions))
+        except Exception as exc:
+            log.warning(
+                "model call %s: ending not in the ledger yet (%s)", plan.call_id, type(exc).__name__
             )
-        except Exception as exc:  # the row stays open: counted as may have been billed
-            log.warning("model call %s not closed in the ledger (%s)", plan.call_id, type(exc))
+            if unclosed is not None:
+                unclosed(ending)
         if outcome in MAYBE_BILLED or (usage is None and outcome is CallOutcome.ANSWERED):
             metrics.maybe_billed(plan.model, plan.kind.value)
         metrics.call_settled(plan.model, plan.kind.value, cost, usage)

@@ -188,6 +188,7 @@ def _complete(prices: Prices, kind: ModelKind) -> bool:
 def _fill(prices: Prices | None, estimate: Mapping[str, float], on: date) -> Prices:
     if prices is None:
         return Prices(read_on=on, source="estimate", **estimate)
+
     def pick(field: str) -> float:
         value = _fields(prices)[field]
         return value if value is not None else estimate[field]
