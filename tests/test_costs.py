@@ -8,8 +8,10 @@ database decides (the reservation's atomicity).
 from __future__ import annotations
 
 import asyncio
+import signal
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +26,18 @@ from storywink.db.connection import Database
 from storywink.db.models import CostBudget, ModelCall
 from storywink.providers.gemini_models import CATALOG, DEFAULT_IMAGE_MODEL
 from storywink.temporal.connection import connect_temporal
+from tests.support.fakes.cloudinary_server import CloudFault
 from tests.support.fakes.gemini_server import Fault, RecordedRequest
-from tests.support.helpers import create_book, illustrate, load_book, running_worker, start
+from tests.support.helpers import (
+    create_book,
+    illustrate,
+    load_book,
+    running_worker,
+    start,
+    wait_until,
+)
 from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.worker_processes import wait_until_ready, worker_processes
 
 PRICES = CATALOG[DEFAULT_IMAGE_MODEL].prices
 assert PRICES is not None and PRICES.output_image is not None
@@ -42,7 +53,7 @@ def priced(usage: dict[str, Any]) -> int:
         * (PRICES.output_text or 0)
         + by_modality.get("IMAGE", 0) * (PRICES.output_image or 0)
     )
-    return round(dollars)
+    return round(float(dollars))
 
 
 def answered(fakes: Fakes, marker: str = "") -> list[RecordedRequest]:
@@ -60,7 +71,8 @@ def one_image(settings: Settings) -> int:
         None,  # type: ignore[arg-type]  # pricing reads no database
         ModelChoice(settings.gemini_image_model, settings.gemini_image_size),
     )
-    return meter.expected_page_micro_usd(datetime.now(UTC))
+    expected: int = meter.expected_page_micro_usd(datetime.now(UTC))
+    return expected
 
 
 @pytest.mark.each_database
@@ -170,9 +182,7 @@ async def test_a_parents_daily_budget_stops_their_second_book_not_another_parent
     other = create_book(database, fakes.photo_urls("day3", 3), user_id=f"{parent}-other")
 
     assert (await illustrate(temporal_client, settings, database, first)).pages_with_image == 3
-    statuses = await _illustrate_on_workers(
-        temporal_client, settings, database, [second, other], 1
-    )
+    statuses = await _illustrate_on_workers(temporal_client, settings, database, [second, other], 1)
 
     assert statuses == [BookStatus.PARTIAL, BookStatus.COMPLETED]
     _, pages, _ = load_book(database, second)
@@ -184,3 +194,52 @@ async def test_a_parents_daily_budget_stops_their_second_book_not_another_parent
         by_user = costs_since(session, datetime.now(UTC) - timedelta(hours=1), CostGrouping.USER)
     calls = {line.key: line.calls for line in by_user.lines}
     assert calls[parent] == 4 and calls[f"{parent}-other"] == 3
+
+
+async def test_cost_per_delivered_page_stays_one_image_under_cdn_500s(
+    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+) -> None:
+    """Every page's first upload answers 500: the retry stores the kept draft, so each
+    delivered page cost exactly one image's price (docs/behaviour.md, never paying twice)."""
+    settings = provider_settings(page_retry_attempts=3)
+    fakes.cloudinary.fail_next_uploads(3, CloudFault.server_error(500))
+    book_id = create_book(database, fakes.photo_urls("cdn500", 3))
+
+    outcome = await illustrate(temporal_client, settings, database, book_id)
+
+    assert outcome.status is BookStatus.COMPLETED
+    image = priced(answered(fakes)[0].usage or {})
+    with database.sessions() as session:
+        cost = book_cost(session, book_id)
+    assert [round(cost.pages[n].cost_usd * 1e6) for n in (1, 2, 3)] == [image] * 3
+    assert round(cost.total.cost_usd * 1e6) == 3 * image and cost.total.calls == 3
+
+
+@pytest.mark.process
+async def test_kill_9_during_the_model_call_leaves_a_may_have_been_billed_row(
+    temporal_client: Client,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
+) -> None:
+    """A worker killed with kill -9 while the model draws: its call's row was written
+    before the call, so it stays, never closed, counted as "may have been billed" at the
+    expected cost."""
+    settings = provider_settings()
+    fakes.gemini.fail_when("Mia", Fault.hang(60), times=1)
+    book_id = create_book(database, fakes.photo_urls("kill9", 1))
+    with worker_processes(settings, fakes, 1, tmp_path) as (victim,):
+        await wait_until_ready([victim])
+        handle = await start(temporal_client, settings, book_id)
+        await wait_until(lambda: fakes.gemini.call_count == 1)
+        victim.signal(signal.SIGKILL)
+        await victim.exit_code(within=5)
+    rows = ledger(database, book_id)
+    assert [(row.outcome, row.cost_micro_usd) for row in rows] == [(None, None)]
+    with database.sessions() as session:
+        cost = book_cost(session, book_id)
+    assert cost.total.maybe_billed_calls == 1
+    assert round(cost.total.maybe_billed_usd * 1e6) == one_image(settings)
+
+    await handle.terminate("test over")  # a survivor would draw it (test_crashes)
