@@ -30,10 +30,12 @@ from tests.support.fakes.cloudinary_server import CloudFault
 from tests.support.fakes.gemini_server import Fault, RecordedRequest
 from tests.support.helpers import (
     create_book,
+    draft_book,
     illustrate,
     load_book,
     running_worker,
     start,
+    start_story,
     wait_until,
 )
 from tests.support.provider_fakes import Fakes, SettingsFactory
@@ -243,3 +245,36 @@ async def test_kill_9_during_the_model_call_leaves_a_may_have_been_billed_row(
     assert round(cost.total.maybe_billed_usd * 1e6) == one_image(settings)
 
     await handle.terminate("test over")  # a survivor would draw it (test_crashes)
+
+
+async def test_a_storys_call_is_priced_by_model_prices_and_stopped_by_a_budget(
+    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+) -> None:
+    """The text model's prices are not in the table (its call is recorded, cost unknown)
+    until MODEL_PRICES gives them; a book budget too small for the story fails it at once
+    (`write: budget: …`) without calling the model."""
+    text_prices = {"input_text": 0.1, "input_image": 0.1, "output_text": 0.4}
+    plain = provider_settings()
+    overridden = provider_settings(model_prices={plain.gemini_text_model: text_prices})
+    starved = provider_settings(book_budget_usd=0.000001)
+    books = [draft_book(database, fakes.photo_urls(f"story{n}", 2)) for n in range(3)]
+    outcomes = []
+    for settings, book_id in zip((plain, overridden, starved), books, strict=True):
+        async with running_worker(temporal_client, settings, database):
+            handle = await start_story(temporal_client, settings.temporal_task_queue, book_id)
+            outcomes.append(await handle.result())
+
+    assert [o.status for o in outcomes] == [BookStatus.STORY_READY] * 2 + [BookStatus.FAILED]
+    assert (outcomes[2].reason or "").startswith("write: budget: book budget (BOOK_BUDGET_USD)")
+    assert fakes.gemini.call_count == 2
+    (unknown,), (known,) = ledger(database, books[0]), ledger(database, books[1])
+    assert ledger(database, books[2]) == []
+    assert (unknown.kind, unknown.outcome, unknown.cost_micro_usd) == ("story", "answered", None)
+    usage = fakes.gemini.requests[1].usage or {}
+    dollars = (
+        usage["promptTokenCount"] * 0.1
+        + (usage["candidatesTokenCount"] + usage["thoughtsTokenCount"]) * 0.4
+    )
+    assert known.cost_micro_usd == round(dollars) > 0
+    with database.sessions() as session:
+        assert book_cost(session, books[0]).story.unknown_cost_calls == 1
