@@ -55,10 +55,10 @@ def _assert_drawn_once(
 ) -> None:
     """Every page OK, stored exactly once, paid for exactly once; one notification.
 
-    `pages.model_calls` is counted just before the call; with the database cut, in the
-    heartbeat details until the page is recorded, so no call goes uncounted. A count whose
-    commit went through but whose answer the cut lost is counted again with the page (at
-    most once more a call): `fakes.gemini` has the calls really made."""
+    `pages.model_calls` is counted by the call's ledger row, written before the call. A
+    row whose commit went through but whose answer the cut lost, after the attempt's
+    retries, is left open and counted (at most once more a call, "may have been billed"):
+    `fakes.gemini` has the calls really made. Each delivered page cost one image."""
     book, pages, notes = load_book(database, book_id)
     assert book.status is BookStatus.COMPLETED
     assert len(notes) == 1

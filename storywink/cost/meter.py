@@ -198,6 +198,8 @@ class CallMeter:
     ) -> None:
         usage = billed_usage(reported) if reported is not None else None
         cost = price.micro_usd(usage) if usage is not None and price.known else None
+        if price.free:  # the offline providers report no usage and cost nothing
+            cost = 0
         ending = UnclosedCall(
             call_id=plan.call_id, outcome=outcome, usage=usage, cost_micro_usd=cost
         )
@@ -210,7 +212,9 @@ class CallMeter:
             )
             if unclosed is not None:
                 unclosed(ending)
-        if outcome in MAYBE_BILLED or (usage is None and outcome is CallOutcome.ANSWERED):
+        if not price.free and (
+            outcome in MAYBE_BILLED or (usage is None and outcome is CallOutcome.ANSWERED)
+        ):
             metrics.maybe_billed(plan.model, plan.kind.value)
         metrics.call_settled(plan.model, plan.kind.value, cost, usage)
 

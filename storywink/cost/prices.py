@@ -23,6 +23,7 @@ from storywink.providers.gemini_models import CATALOG, ModelKind, Prices, spec_f
 
 # Models that cost nothing: the offline providers.
 FREE_MODELS: Final = frozenset({"local", "offline"})
+FREE: Final = "free"
 MICRO: Final = 1_000_000
 # What a call is expected to use before it is made (docs/costs.md says why these).
 IMAGE_PROMPT_TOKENS: Final = 1_300  # the prompt and two ~560-token images
@@ -88,6 +89,10 @@ class CallPrice:
     prices: Prices
     known: bool
 
+    @property
+    def free(self) -> bool:
+        return self.prices.source == FREE
+
     def micro_usd(self, usage: Usage) -> int:
         return _micro_usd(usage, self.prices)
 
@@ -104,7 +109,7 @@ class PriceBook:
     def price(self, model: str, on: date) -> CallPrice:
         name = model.removeprefix("models/")
         if name in FREE_MODELS:
-            return CallPrice(Prices(read_on=date.min, source="free", **_ZERO), known=True)
+            return CallPrice(Prices(read_on=date.min, source=FREE, **_ZERO), known=True)
         prices = self._prices(name, on)
         if prices is not None and _complete(prices, self._kind(name)):
             return CallPrice(prices, known=True)
