@@ -196,7 +196,8 @@ class CallMeter:
         reported: TokenUsage | None,
         unclosed: Callable[[UnclosedCall], None] | None,
     ) -> None:
-        usage = billed_usage(reported) if reported is not None else None
+        image_call = plan.kind is CallKind.IMAGE
+        usage = billed_usage(reported, image_call=image_call) if reported is not None else None
         cost = price.micro_usd(usage) if usage is not None and price.known else None
         if price.free:  # the offline providers report no usage and cost nothing
             cost = 0

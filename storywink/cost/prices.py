@@ -65,14 +65,15 @@ class Usage:
         return self.input_text + self.input_image + self.output_text + self.output_image
 
 
-def billed_usage(reported: TokenUsage) -> Usage:
+def billed_usage(reported: TokenUsage, *, image_call: bool) -> Usage:
     """A call's usage as the answer reported it. Input is priced as text and image alike
     by today's models; an answer without per-modality output details (2025's format) is
     all image for an image model's call, all text for a text model's."""
     image_out = reported.output_by_modality.get("IMAGE")
     text_out = reported.output_by_modality.get("TEXT")
     if image_out is None and text_out is None:
-        image_out, text_out = 0, reported.output_tokens
+        total = reported.output_tokens
+        image_out, text_out = (total, 0) if image_call else (0, total)
     return Usage(
         input_text=reported.prompt_tokens,
         output_text=(text_out or 0) + reported.thought_tokens,
