@@ -40,6 +40,10 @@ class BudgetExceeded(PermanentError):
         self.budget = budget
 
 
+class BudgetMissing(Exception):
+    """A budget's row does not exist yet (`ensure_budgets` creates it)."""
+
+
 def book_scope(book_id: str) -> str:
     return f"book:{book_id}"
 
@@ -76,9 +80,9 @@ def reserve(
     user_day: tuple[str, int | None],
 ) -> Reservation:
     """Reserve `amount` micro-dollars against the book's budget and the parent's day's
-    (scope, limit in micro-dollars; None: unlimited), their rows made by `ensure_budgets`;
-    `BudgetExceeded` naming the first budget it would exceed, with the session rolled
-    back. Does not commit."""
+    (scope, limit in micro-dollars; None: unlimited); `BudgetExceeded` naming the first
+    budget it would exceed, or `BudgetMissing` when a row is yet to be made
+    (`ensure_budgets`), with the session rolled back. Does not commit."""
     for scope, limit in (book, user_day):
         guard = CostBudget.charged_micro_usd + amount <= limit if limit is not None else true()
         taken = session.execute(
@@ -91,8 +95,10 @@ def reserve(
             row = session.get(CostBudget, scope, populate_existing=True)
             held = row.charged_micro_usd if row is not None else 0
             session.rollback()
-            if limit is None:
-                raise RuntimeError(f"budget row {scope!r} is missing")
+            # Missing, or created by another worker after this UPDATE's snapshot (PostgreSQL
+            # reads each statement's own): either way, not a refusal.
+            if row is None or limit is None or held + amount <= limit:
+                raise BudgetMissing(scope)
             label = (
                 "book budget (BOOK_BUDGET_USD)"
                 if scope == book[0]

@@ -21,6 +21,8 @@ from storywink.cost import budgets
 from storywink.cost.prices import Usage
 from storywink.db.models import Book, ModelCall, Page
 
+_RESERVE_TRIES: Final = 3
+
 
 class CallKind(StrEnum):
     IMAGE = "image"
@@ -94,13 +96,17 @@ def open_call(session: Session, call: PlannedCall) -> None:
     day = now.date().isoformat()
     book_scope = budgets.book_scope(call.book_id)
     user_scope = budgets.user_day_scope(user_id, day)
-    budgets.ensure_budgets(session, (book_scope, user_scope))
-    budgets.reserve(
-        session,
-        call.expected_micro_usd,
-        book=(book_scope, call.book_limit.for_pages(pages)),
-        user_day=(user_scope, call.user_daily_limit_micro_usd),
-    )
+    session.commit()  # ends the read: the reservation's transaction begins with its UPDATE
+    book_limit = (book_scope, call.book_limit.for_pages(pages))
+    user_limit = (user_scope, call.user_daily_limit_micro_usd)
+    for tries_left in range(_RESERVE_TRIES - 1, -1, -1):
+        try:
+            budgets.reserve(session, call.expected_micro_usd, book=book_limit, user_day=user_limit)
+            break
+        except budgets.BudgetMissing:  # the first call against one of them: create, again
+            if not tries_left:
+                raise
+            budgets.ensure_budgets(session, (book_scope, user_scope))
     session.add(
         ModelCall(
             id=call.call_id,
@@ -139,7 +145,14 @@ def close_call(
     """Record how the call ended and settle its budgets: with its cost when known, to 0
     when the API bills no such answer, else (may have been billed, or price unknown)
     keeping the reservation. A repeat changes nothing."""
-    row = session.get(ModelCall, call_id, with_for_update=True)
+    # An UPDATE first: SQLite takes its write lock at once, PostgreSQL locks the row.
+    session.execute(
+        update(ModelCall)
+        .where(ModelCall.id == call_id)
+        .values(attempt=ModelCall.attempt)
+        .execution_options(synchronize_session=False)
+    )
+    row = session.get(ModelCall, call_id, populate_existing=True)
     if row is None or row.outcome is not None:
         session.rollback()
         return
@@ -158,19 +171,15 @@ def close_call(
     scopes = (budgets.book_scope(row.book_id), budgets.user_day_scope(row.user_id, row.budget_day))
     budgets.adjust(session, scopes, settled - row.reserved_micro_usd)
     row.reserved_micro_usd = settled
-    if cost_micro_usd:
-        session.execute(
-            update(Book)
-            .where(Book.id == row.book_id)
-            .values(cost_micro_usd=Book.cost_micro_usd + cost_micro_usd)
-        )
-    if usage is not None:
+    if cost_micro_usd or usage is not None:  # in SQL: the book's other pages settle too
         session.execute(
             update(Book)
             .where(Book.id == row.book_id)
             .values(
-                prompt_tokens=Book.prompt_tokens + usage.prompt_tokens,
-                output_tokens=Book.output_tokens + usage.output_text + usage.output_image,
+                cost_micro_usd=Book.cost_micro_usd + (cost_micro_usd or 0),
+                prompt_tokens=Book.prompt_tokens + (usage.prompt_tokens if usage else 0),
+                output_tokens=Book.output_tokens
+                + (usage.output_text + usage.output_image if usage else 0),
             )
         )
     session.commit()
