@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from temporalio.client import Client
@@ -21,6 +22,7 @@ from temporalio.client import Client
 from storywink.config import Settings
 from storywink.contract import BookStatus, ModerationStatus
 from storywink.cost.meter import CallMeter, ModelChoice
+from storywink.cost.metrics import MODEL_COST, MODEL_TOKENS
 from storywink.cost.report import CostGrouping, book_cost, costs_since
 from storywink.db.connection import Database
 from storywink.db.models import CostBudget, ModelCall
@@ -39,7 +41,7 @@ from tests.support.helpers import (
     wait_until,
 )
 from tests.support.provider_fakes import Fakes, SettingsFactory
-from tests.support.worker_processes import wait_until_ready, worker_processes
+from tests.support.worker_processes import free_port, wait_until_ready, worker_processes
 
 PRICES = CATALOG[DEFAULT_IMAGE_MODEL].prices
 assert PRICES is not None and PRICES.output_image is not None
@@ -278,3 +280,35 @@ async def test_a_storys_call_is_priced_by_model_prices_and_stopped_by_a_budget(
     assert known.cost_micro_usd == round(dollars) > 0
     with database.sessions() as session:
         assert book_cost(session, books[0]).story.unknown_cost_calls == 1
+
+
+@pytest.mark.process
+async def test_a_worker_exports_what_its_calls_cost_for_prometheus(
+    temporal_client: Client,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
+) -> None:
+    """`storywink_model_cost_micro_usd_total{model,kind}` and the tokens by kind, on the
+    worker's METRICS_PORT, add up to the ledger's figures."""
+    settings = provider_settings()
+    book_id = create_book(database, fakes.photo_urls("metrics", 2))
+    port = free_port()
+    with worker_processes(settings, fakes, 1, tmp_path, {"METRICS_PORT": str(port)}) as workers:
+        await wait_until_ready(workers)
+        outcome = await (await start(temporal_client, settings, book_id)).result()
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert outcome.status is BookStatus.COMPLETED
+    labels = f'kind="image",model="{DEFAULT_IMAGE_MODEL}"'
+    costs = [line for line in text.splitlines() if line.startswith(MODEL_COST) and labels in line]
+    assert len(costs) == 1, text[-3000:]
+    exported = float(costs[0].rsplit(" ", 1)[1])
+    assert exported == sum(row.cost_micro_usd or 0 for row in ledger(database, book_id)) > 0
+    image_tokens = [
+        line
+        for line in text.splitlines()
+        if line.startswith(MODEL_TOKENS) and 'token_kind="output_image"' in line
+    ]
+    assert image_tokens and float(image_tokens[0].rsplit(" ", 1)[1]) == 2 * 1120
