@@ -35,6 +35,7 @@ from activities.fleet_check import WorkerFleet
 from storywink import contract
 from storywink.book.refusals import BookError
 from storywink.contract import ModerationStatus, PageResult, PageTask
+from storywink.cost.meter import CallMeter, UnclosedCall
 from storywink.db.engine import in_session
 from storywink.illustration import metrics
 from storywink.illustration import records as books
@@ -100,7 +101,9 @@ class IllustratePageActivities:
         fleet: FleetHealth | None = None,
         fleet_policy: FleetFaultPolicy | None = None,
         own_fleet: WorkerFleet | None = None,
+        meter: CallMeter | None = None,
     ) -> None:
+        self._meter = meter or CallMeter(sessions)
         self._fleet = fleet
         self._fleet_policy = fleet_policy or FleetFaultPolicy()
         self._own_fleet = own_fleet
@@ -123,6 +126,7 @@ class IllustratePageActivities:
         async with _heartbeating() as heartbeat:
             if heartbeat.previous is not None:
                 attempt.uncounted_calls = heartbeat.previous.uncounted_calls
+                attempt.unclosed_calls = list(heartbeat.previous.unclosed_calls)
             work = asyncio.create_task(self._settle(task, heartbeat, attempt))
             result = await self._unless_stopped(task, work, attempt)
         metrics.page_settled(result.moderation_status, time.monotonic() - started)
@@ -287,8 +291,24 @@ class IllustratePageActivities:
         self, task: PageTask, job: IllustrationJob, attempt: _Attempt, heartbeat: _Heartbeat
     ) -> GeneratedImage:
         """One model call, in a slot of the fleet's shared rate when one is set; a 429
-        slows the whole fleet down (storywink.quota.slots)."""
-        await self._count_model_call(task, attempt, heartbeat)
+        slows the whole fleet down (storywink.quota.slots). The call's ledger row (which
+        counts it on the page) and its budget reservation are written first: with the
+        database away the call is not made (no budget could be kept), and a budget that
+        cannot take it ends the page FAILED (`generate: budget: …`), not retried."""
+
+        def carry(ending: UnclosedCall) -> None:
+            attempt.unclosed_calls.append(ending)
+            heartbeat.checkpoint(attempt.checkpoint(Stage.GENERATE))
+
+        return await self._meter.image_call(
+            book_id=task.book_id,
+            page_id=task.page_id,
+            run_id=task.run_id,
+            call=lambda: self._call_in_slot(job),
+            unclosed=carry,
+        )
+
+    async def _call_in_slot(self, job: IllustrationJob) -> GeneratedImage:
         # The worker's next slot goes to its best waiting page, by the page's Priority
         # (storywink.quota.queue). Nothing between the slot and the call: the limiter's
         # headroom is for jitter only.
@@ -305,22 +325,6 @@ class IllustratePageActivities:
                 await self._limiter.rejected(slot, exc.retry_after)
             raise
 
-    async def _count_model_call(
-        self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
-    ) -> None:
-        """Count the call about to be made: in the database at once (so a call cut off by
-        a killed worker is counted too) or, when the database cannot take it now, in the
-        heartbeat details, which later attempts carry on until the page's outcome is
-        recorded with them (`books.record_page`). Never retried: a retry after a commit
-        whose answer was lost would count twice."""
-        try:
-            await in_session(self._sessions, books.count_model_call, task.page_id)
-        except Exception as exc:
-            attempt.uncounted_calls += 1
-            heartbeat.checkpoint(attempt.checkpoint(Stage.GENERATE))
-            message = "model call counted with the page's outcome (%s)"
-            _log_for(task, message, type(exc).__name__, level=WARNING)
-
     async def _record(
         self,
         task: PageTask,
@@ -330,6 +334,8 @@ class IllustratePageActivities:
         image_url: str | None = None,
         reason: str | None = None,
     ) -> PageResult:
+        for ending in attempt.unclosed_calls:  # calls that ended while the database was away
+            await self._in_stage(Stage.RECORD, ending.close(self._sessions))
         return await self._in_stage(
             Stage.RECORD,
             in_session(
@@ -420,12 +426,19 @@ class _Attempt:
     def __init__(self) -> None:
         self.stage = Stage.RECORD
         self.stored: StoredImage | None = None
-        # Model calls of this run for this page that the database has not counted yet.
+        # Model calls of this run for this page that the database has not counted yet:
+        # carried from the heartbeat details of a worker before the ledger (each call is
+        # now counted by its ledger row, written before the call).
         self.uncounted_calls = 0
+        # Endings of this page's calls the ledger could not take yet (storywink.cost.meter).
+        self.unclosed_calls: list[UnclosedCall] = []
 
     def checkpoint(self, stage: Stage, image_url: str | None = None) -> PageCheckpoint:
         return PageCheckpoint(
-            stage=stage, image_url=image_url, uncounted_calls=self.uncounted_calls
+            stage=stage,
+            image_url=image_url,
+            uncounted_calls=self.uncounted_calls,
+            unclosed_calls=self.unclosed_calls,
         )
 
 
@@ -472,6 +485,7 @@ class PageCheckpoint(BaseModel):
     stage: Stage
     image_url: str | None = None
     uncounted_calls: int = 0  # model calls to add to the page's count when it is recorded
+    unclosed_calls: list[UnclosedCall] = []  # call endings to write to the ledger
 
 
 class _Heartbeat:

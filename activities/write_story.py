@@ -30,6 +30,7 @@ from storywink.contract import (
     StoryOutcome,
     StoryPlan,
 )
+from storywink.cost.meter import CallMeter
 from storywink.db.engine import in_session
 from storywink.providers.base import ContentRefused, PermanentError, TransientError
 from storywink.providers.fetch import ImageFetcher
@@ -64,7 +65,9 @@ class WriteStoryActivities:
         writer: StoryWriter,
         fetcher: ImageFetcher,
         redactor: Redactor,
+        meter: CallMeter | None = None,
     ) -> None:
+        self._meter = meter or CallMeter(sessions)
         self._sessions = sessions
         self._writer = writer
         self._fetcher = fetcher
@@ -127,7 +130,13 @@ class WriteStoryActivities:
             pages=tuple(pages),
         )
         with self._stage("write"):
-            answer = await timed_story_call(self._writer.write(job))
+            # Its ledger row and budget reservation first (storywink.cost.meter).
+            answer = await self._meter.story_call(
+                book_id=plan.book_id,
+                run_id=plan.run_id,
+                pages=len(plan.pages),
+                call=lambda: timed_story_call(self._writer.write(job)),
+            )
             return check_answer(
                 answer,
                 title=plan.title,

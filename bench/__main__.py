@@ -14,7 +14,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from bench import adaptive, fair, makespan, memory, quota, recovery, throughput, web
+from bench import adaptive, fair, ledger, makespan, memory, quota, recovery, throughput, web
 from bench.harness import LOCAL_HOSTS, temporal_server
 from bench.report import RESULTS_DIR, BenchResult, format_table, write_json
 
@@ -29,6 +29,7 @@ BENCHES: dict[str, Bench] = {
     "throughput": throughput.run,
     "memory": memory.run,
     "web": web.run,
+    "ledger": ledger.run,
 }
 # Upper bounds, well above a normal run on a loaded 2-core machine.
 TIME_LIMIT_SECONDS = {"full": 360.0, "quick": 90.0}

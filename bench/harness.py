@@ -290,7 +290,7 @@ async def rig(client: Client) -> AsyncIterator[Rig]:
             illustrator="local",
             storage="local",
         )
-        database = await asyncio.to_thread(open_database, settings)  # migrates SQLite
+        database = await asyncio.to_thread(open_database, settings, create=True)  # migrates SQLite
         try:
             photos = fakes.photo_urls(queue, DISTINCT_PHOTOS)
             yield Rig(client, settings, database, fakes, directory, photos)

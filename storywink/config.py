@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from temporalio.envconfig import ClientConfigProfile
 
+from storywink.cost.prices import PriceOverride
 from storywink.providers.gemini_models import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_IMAGE_SIZE,
@@ -164,6 +165,20 @@ class Settings(BaseSettings):
     story_rate_limit: float | None = Field(
         default=None, gt=0, description="Text-model requests per minute across all workers."
     )
+
+    # Cost (storywink.cost, docs/costs.md)
+    book_budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="US dollars one book's model calls may cost (unset: twice its expected cost).",
+    )
+    user_daily_budget_usd: float | None = Field(
+        default=None, gt=0, description="US dollars one parent's model calls may cost a UTC day."
+    )
+    model_prices: dict[str, list[PriceOverride]] = Field(
+        default_factory=dict,
+        description="JSON: per model, prices per million tokens from a date on (overrides).",
+    )
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
@@ -231,6 +246,14 @@ class Settings(BaseSettings):
     _temporal_origin: dict[str, str] = PrivateAttr(
         default_factory=lambda: {"address": "TEMPORAL_ADDRESS", "namespace": "TEMPORAL_NAMESPACE"}
     )
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _one_or_more_prices(cls, value: object) -> object:
+        # {"model": {...}} means {"model": [{...}]}
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, dict) else v for k, v in value.items()}
+        return value
 
     @field_validator("log_level")
     @classmethod

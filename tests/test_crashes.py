@@ -20,6 +20,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
+from storywink.cost.report import book_cost
 from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory
 from storywink.temporal.connection import connect_temporal
@@ -54,10 +55,10 @@ def _assert_drawn_once(
 ) -> None:
     """Every page OK, stored exactly once, paid for exactly once; one notification.
 
-    `pages.model_calls` is counted just before the call; with the database cut, in the
-    heartbeat details until the page is recorded, so no call goes uncounted. A count whose
-    commit went through but whose answer the cut lost is counted again with the page (at
-    most once more a call): `fakes.gemini` has the calls really made."""
+    `pages.model_calls` is counted by the call's ledger row, written before the call. A
+    row whose commit went through but whose answer the cut lost, after the attempt's
+    retries, is left open and counted (at most once more a call, "may have been billed"):
+    `fakes.gemini` has the calls really made. Each delivered page cost one image."""
     book, pages, notes = load_book(database, book_id)
     assert book.status is BookStatus.COMPLETED
     assert len(notes) == 1
@@ -73,6 +74,18 @@ def _assert_drawn_once(
             assert page.model_calls == 1, f"page {page.page_number} counted {page.model_calls}"
         else:
             assert 1 <= page.model_calls <= 2, f"page {page.page_number}: {page.model_calls}"
+    # Never paying twice, in money: each delivered page cost one image's price (an answer
+    # that came while the database was away is priced when it is back).
+    with database.sessions() as session:
+        cost = book_cost(session, book_id)
+    one_image = round(cost.pages[1].cost_usd * 1e6)
+    assert one_image > 0
+    for page in pages:
+        line = cost.pages[page.page_number]
+        assert (line.answered, round(line.cost_usd * 1e6)) == (1, one_image), line
+        assert line.unknown_cost_calls == 0
+        if counted_exactly:  # else a count whose commit's answer was lost stays open
+            assert line.maybe_billed_calls == 0, line
 
 
 # ----- a worker killed with kill -9 -----

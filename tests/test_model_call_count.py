@@ -1,6 +1,6 @@
-"""The count of paid model calls survives a database outage the run survives: a call the
-database cannot count when it is made is carried in the page's heartbeat details and
-recorded with the page's outcome (the cost ledger builds on `pages.model_calls`)."""
+"""The count of paid model calls survives a database outage the run survives: each call is
+counted by its ledger row, written before the call (storywink.cost), so with the database
+away no call is made, and once it is back every page is drawn and counted once."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ async def test_model_calls_made_while_the_database_is_away_are_counted(
             ):
                 handle = await start(temporal_client, cut_off, book_id)
                 await wait_until(lambda: held.waiting == 3)
-                proxy.cut()  # every page now counts, draws, stores, and fails to record
+                proxy.cut()  # no page can write its call's row: none calls the model
                 held.release.set()
                 await asyncio.sleep(2)
                 proxy.restore()

@@ -113,6 +113,7 @@ class RecentOutcome(Frozen):
     status: BookStatus
     pages: PageCounts
     updated_at: datetime
+    cost_usd: float = 0.0  # the book's model calls at known prices (storywink.cost)
 
 
 class BooksReport(Frozen):
@@ -220,6 +221,7 @@ def recent_outcomes(session: Session, limit: int = DEFAULT_RECENT) -> list[Recen
             status=book.status,
             pages=stats[book.id][0],
             updated_at=as_utc(book.updated_at),
+            cost_usd=book.cost_micro_usd / 1_000_000,
         )
         for book in found
     ]

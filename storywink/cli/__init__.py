@@ -1,5 +1,6 @@
 """The `storywink` command line (console script `storywink = storywink.cli:app`)."""
 
+from storywink.cli import costs as _costs  # noqa: F401  (registers `costs`)
 from storywink.cli import models as _models  # noqa: F401  (registers `models`)
 from storywink.cli.commands import app
 from storywink.cli.exits import ExitCode

@@ -37,6 +37,7 @@ from storywink.cli.watch import (
     watch_story,
 )
 from storywink.config import DEFAULT_DATA_DIR, Settings
+from storywink.cost.report import book_cost, describe
 from storywink.db.connection import open_database
 from storywink.db.engine import make_engine, upgrade_to_head
 from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_url
@@ -120,14 +121,20 @@ def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         database = open_database(settings)
         with database.sessions() as session:
             book = book_json(get_book(session, book_id))
+            cost = book_cost(session, book_id)
     if as_json:
-        print(json.dumps(book, indent=2))
+        print(json.dumps({**book, "cost": cost.model_dump(mode="json")}, indent=2))
         return
     title = printable(book["title"])
     print(f"{title} ({book['id']}): {book['status']}, style {book['art_style']}")
     for page in book["pages"]:
         reason = f" — {printable(page['moderation_reason'])}" if page["moderation_reason"] else ""
-        print(f"  page {page['page_number']:>2}: {page['moderation_status']}{reason}")
+        line = cost.pages.get(page["page_number"])
+        spent = f"  [{describe(line)}]" if line is not None else ""
+        print(f"  page {page['page_number']:>2}: {page['moderation_status']}{reason}{spent}")
+    if cost.story.calls:
+        print(f"  story: {describe(cost.story)}")
+    print(f"  cost: {describe(cost.total)}")
 
 
 @app.command("books")

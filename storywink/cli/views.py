@@ -88,9 +88,10 @@ def print_books_report(report: BooksReport) -> None:
     out.print()
     outcomes = Table(title="Recent outcomes", title_justify="left")
     _add_id_and_title_columns(outcomes)
-    for column in ("status", "ok", "flagged", "failed", "pages", "updated"):
+    for column in ("status", "ok", "flagged", "failed", "pages", "cost", "updated"):
         outcomes.add_column(
-            column, justify="right" if column in ("ok", "flagged", "failed", "pages") else "left"
+            column,
+            justify="right" if column in ("ok", "flagged", "failed", "pages", "cost") else "left",
         )
     for outcome in report.recent:
         colour = _STATUS_COLOURS.get(outcome.status, "default")
@@ -102,6 +103,7 @@ def print_books_report(report: BooksReport) -> None:
             str(outcome.pages.flagged),
             str(outcome.pages.failed),
             str(outcome.pages.total),
+            f"${outcome.cost_usd:.2f}",
             report.ago(outcome.updated_at),
         )
     out.print(outcomes if report.recent else "No book has settled yet.")

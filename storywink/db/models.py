@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -179,3 +180,45 @@ class FleetIdentity(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     fleet_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelCall(Base):
+    """One call to a paid model (storywink.cost.ledger): written before the call, completed
+    after. `outcome` NULL: the call was made or about to be and never completed (a worker
+    killed mid-call), so it may have been billed. No foreign key: spend outlives its book."""
+
+    __tablename__ = "model_calls"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # image | story
+    model: Mapped[str] = mapped_column(String(100))
+    book_id: Mapped[str] = mapped_column(String(64), index=True)
+    page_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    run_id: Mapped[str] = mapped_column(String(64))  # the run chain's claim
+    workflow_run_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    budget_day: Mapped[str] = mapped_column(String(10))  # the UTC day its user budget holds
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    output_text_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    output_image_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    thought_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    total_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    price_read_on: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    expected_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    # What the budgets hold for the call: the expected cost until it is settled, then its
+    # cost (or, if unknown, still the expected cost).
+    reserved_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    cost_micro_usd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class CostBudget(Base):
+    """What is spent or reserved against one budget: `book:<id>` or `user:<id>:<day>`."""
+
+    __tablename__ = "cost_budgets"
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    charged_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0)

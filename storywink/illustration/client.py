@@ -50,6 +50,7 @@ from storywink.contract import (
     ModerationStatus,
     Progress,
 )
+from storywink.cost.report import BookCost, book_cost
 from storywink.db.connection import open_database
 from storywink.db.engine import in_session
 from storywink.db.fleet import FLEET_MEMO, database_fleet
@@ -173,6 +174,11 @@ class IllustrationClient:
             # Workers of another database leave the run to ours (activities.fleet_check).
             memo={FLEET_MEMO: fleet_id} if fleet_id else None,
         )
+
+    async def cost_of(self, book_id: str) -> BookCost:
+        """What the book's model calls cost so far, in total, for its story and per page,
+        from the ledger (docs/costs.md). Raises `BookNotFound`."""
+        return await in_session(self._sessions, book_cost, book_id)
 
     async def illustration_workflow_working_on(self, book_id: str) -> str | None:
         """The workflow id whose latest run works on the book, or None when none does.

@@ -201,13 +201,29 @@ def _notification_text(book: Book, outcome: BookOutcome) -> tuple[str, str]:
         title = "{} is partly illustrated"
         message = (
             f"{drawn} of {total} pages are illustrated; {outcome.pages_flagged} were declined "
-            f"by the image model and {outcome.pages_failed} failed. You can retry the missing "
-            "pages."
+            f"by the image model and {outcome.pages_failed} failed.{_budget_note(book)} You "
+            "can retry the missing pages."
         )
     else:
         title, message = "{} could not be illustrated", "No page could be illustrated. Try again."
     room = _TITLE_LIMIT - len(title.format(""))
     return title.format(shorten(book.title, room)), message
+
+
+BUDGET_REASON = "generate: budget:"
+
+
+def _budget_note(book: Book) -> str:
+    """Why pages failed when a budget stopped them (storywink.cost.budgets)."""
+    stopped = [p for p in book.pages if (p.moderation_reason or "").startswith(BUDGET_REASON)]
+    if not stopped:
+        return ""
+    which = (
+        "daily budget"
+        if "USER_DAILY_BUDGET_USD" in (stopped[0].moderation_reason or "")
+        else ("book's budget")
+    )
+    return f" {len(stopped)} were not drawn: the {which} for image generation was reached."
 
 
 def _stop_pending_pages(book: Book, run_id: str) -> None:

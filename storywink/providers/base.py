@@ -16,7 +16,10 @@ from typing import Protocol
 
 
 class ProviderError(Exception):
-    """Base of the errors providers raise on purpose. `reason` is short and secret-free."""
+    """Base of the errors providers raise on purpose. `reason` is short and secret-free.
+    `usage`: what the call used when the model answered (a refusal, an unusable answer)."""
+
+    usage: TokenUsage | None = None
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

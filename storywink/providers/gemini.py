@@ -186,6 +186,15 @@ def build_contents(job: IllustrationJob) -> list[types.Content]:
 def read_image(
     response: types.GenerateContentResponse, secrets: Sequence[str] = ()
 ) -> GeneratedImage:
+    """`_read_image`, its errors carrying the answer's usage (the call was billed)."""
+    try:
+        return _read_image(response, secrets)
+    except ProviderError as error:
+        error.usage = read_usage(response)
+        raise
+
+
+def _read_image(response: types.GenerateContentResponse, secrets: Sequence[str]) -> GeneratedImage:
     """The final image, or the error that says why there is none.
 
     A thinking image model may send interim images before the final one, flagged

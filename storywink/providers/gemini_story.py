@@ -88,6 +88,15 @@ def build_story_contents(job: StoryJob) -> list[types.Content]:
 
 
 def read_story(response: types.GenerateContentResponse, secrets: Sequence[str] = ()) -> StoryAnswer:
+    """`_read_story`, its errors carrying the answer's usage (the call was billed)."""
+    try:
+        return _read_story(response, secrets)
+    except ProviderError as error:
+        error.usage = read_usage(response)
+        raise
+
+
+def _read_story(response: types.GenerateContentResponse, secrets: Sequence[str]) -> StoryAnswer:
     """The answer as a `StoryAnswer`, or the error that says why there is none."""
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:

@@ -32,6 +32,9 @@ class BookSummary(BaseModel):
 
 class BookView(BookSummary):
     story_error: str | None
+    cost_usd: float = Field(
+        description="What the book's model calls cost so far, at known prices (docs/costs.md)."
+    )
     pages: list[PageView]
 
 

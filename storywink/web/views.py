@@ -52,6 +52,7 @@ def book_view(book: Book, public_url: PublicUrl) -> BookView:
     return BookView(
         **book_summary(book).model_dump(),
         story_error=book.story_error,
+        cost_usd=book.cost_micro_usd / 1_000_000,
         pages=[
             PageView(
                 page_number=page.page_number,

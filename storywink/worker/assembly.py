@@ -16,7 +16,10 @@ from activities.finalize import FinalizeActivities
 from activities.fleet_check import WorkerFleet
 from activities.illustrate_page import FleetFaultPolicy, IllustratePageActivities
 from activities.prepare import PrepareActivities
-from storywink.config import Settings, StorageKind
+from storywink.config import IllustratorKind, Settings, StorageKind, StoryWriterKind
+from storywink.cost.budgets import BudgetLimits
+from storywink.cost.meter import CallMeter, ModelChoice
+from storywink.cost.prices import PriceBook
 from storywink.db.connection import Database
 from storywink.db.fleet import ensure_database_fleet
 from storywink.providers.factory import Providers
@@ -96,6 +99,7 @@ def build_page_worker(
             bound=timedelta(hours=settings.fleet_fault_max_hours),
         ),
         own_fleet,
+        call_meter(settings, database),
     )
     return Worker(
         client,
@@ -105,6 +109,28 @@ def build_page_worker(
         identity=worker_identity(settings),
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
         deployment_config=deployment_config(settings),
+    )
+
+
+def call_meter(settings: Settings, database: Database) -> CallMeter:
+    """The ledger and budgets every model call of this worker goes through."""
+    return CallMeter(
+        database.sessions,
+        ModelChoice(
+            image_model=(
+                settings.gemini_image_model
+                if settings.illustrator_kind is IllustratorKind.GEMINI
+                else "local"
+            ),
+            image_size=settings.gemini_image_size,
+            text_model=(
+                settings.gemini_text_model
+                if settings.story_writer_kind is StoryWriterKind.GEMINI
+                else "offline"
+            ),
+        ),
+        PriceBook(settings.model_prices),
+        BudgetLimits(settings.book_budget_usd, settings.user_daily_budget_usd),
     )
 
 
@@ -167,5 +193,6 @@ def build_workers(
         identity=identity,
         graceful_shutdown_timeout=grace,
         deployment_config=versioning,
+        meter=call_meter(settings, database),
     )
     return [book_worker, page_worker, story_worker]

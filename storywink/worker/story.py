@@ -17,6 +17,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 from activities.story_book import StoryBookActivities
 from activities.write_story import WriteStoryActivities
 from storywink.config import Settings
+from storywink.cost.meter import CallMeter
 from storywink.db.connection import Database
 from storywink.providers.factory import build_story_writer
 from storywink.providers.fetch import ImageFetcher
@@ -46,11 +47,12 @@ def build_story_worker(
     graceful_shutdown_timeout: timedelta,
     deployment_config: WorkerDeploymentConfig | None,
     writer: StoryWriter | None = None,
+    meter: CallMeter | None = None,
 ) -> Worker:
     """The poller of the story task queue."""
     per_second = settings.story_rate_limit / 60 if settings.story_rate_limit else None
     activities = WriteStoryActivities(
-        database.sessions, writer or build_story_writer(settings), fetcher, redactor
+        database.sessions, writer or build_story_writer(settings), fetcher, redactor, meter
     )
     return Worker(
         client,

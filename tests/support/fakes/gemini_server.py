@@ -308,6 +308,7 @@ class RecordedRequest:
     headers: dict[str, str] = field(repr=False)
     at: float
     outcome: str = ""
+    usage: dict[str, Any] | None = None  # the answer's usageMetadata, once answered
 
     @property
     def parts(self) -> list[dict[str, Any]]:
@@ -604,7 +605,9 @@ class FakeGeminiServer(BackgroundServer):
             return _http_fault(fault)
         if fault.kind == "delay" and not await self.pause(fault.seconds):
             return _google_error(503, "The fake server is shutting down.")
-        return web.json_response(_response_body(record, fault, self.answer_format))
+        body = _response_body(record, fault, self.answer_format)
+        record.usage = body.get("usageMetadata")  # what the answer says it used
+        return web.json_response(body)
 
 
 def decode_base64(text: str) -> bytes:
