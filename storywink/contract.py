@@ -271,6 +271,9 @@ class BookOutcome(Frozen):
     pages_failed: int
     notification_type: NotificationType
     cancelled: bool = False
+    # What the book's model calls have cost when it settled, from the ledger (the run's
+    # result in the Web UI shows it); None from releases before the ledger.
+    cost_usd: float | None = None
 
 
 class Progress(Frozen):

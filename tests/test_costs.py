@@ -115,6 +115,7 @@ async def test_a_books_recorded_cost_is_its_answered_calls_times_the_price(
     assert budget is not None and budget.charged_micro_usd == expected  # settled, not held
     book, _, _ = load_book(database, book_id)
     assert book.cost_micro_usd == expected
+    assert outcome.cost_usd is not None and round(outcome.cost_usd * 1e6) == expected
 
 
 async def _illustrate_on_workers(

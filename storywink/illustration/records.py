@@ -263,6 +263,7 @@ def outcome_of(book: Book, status: BookStatus, *, cancelled: bool = False) -> Bo
         pages_failed=sum(p.moderation_status is ModerationStatus.FAILED for p in book.pages),
         notification_type=_NOTIFICATION_FOR.get(status, NotificationType.BOOK_FAILED),
         cancelled=cancelled,
+        cost_usd=book.cost_micro_usd / 1_000_000,
     )
 
 
