@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page
 from tests.support import forked_cli
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

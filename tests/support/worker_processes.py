@@ -23,9 +23,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
 from storywink.config import Settings
+from tests.support.paths import ROOT
 from tests.support.provider_fakes import Fakes
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def worker_env(

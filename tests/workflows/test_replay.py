@@ -5,7 +5,7 @@ decide differently on an old run's history fails here with the nondeterminism er
 The histories of the workflow code before this one must be here (recorded from that
 commit by `python -m tests.support.record_histories`); a release whose runs cannot replay
 says so in its `release.json`, and its runs are moved by the worker at start
-(storywink/temporal/upgrade.py; tests/test_upgrade.py proves it).
+(storywink/temporal/upgrade.py; tests/temporal/test_upgrade.py proves it).
 tests/histories/README.md says how to record a history and when one may be retired.
 """
 
@@ -22,6 +22,7 @@ from temporalio.workflow import NondeterminismError
 
 from storywink import contract
 from storywink.contract import BookOutcome
+from tests.support.paths import HISTORY_DIR
 from tests.support.releases import (
     ReleaseUnavailable,
     previous_workflow_code,
@@ -32,7 +33,6 @@ from tests.support.services import missing
 from workflows.book_illustration import BookIllustration
 from workflows.story_generation import StoryGeneration
 
-HISTORY_DIR = Path(__file__).parent / "histories"
 # One folder a release: its runs and `release.json` (the commit, how they were recorded).
 RELEASES = {
     path.parent: json.loads(path.read_text()) for path in HISTORY_DIR.glob("*/release.json")

@@ -19,8 +19,9 @@ from storywink.config import ConfigurationError, Settings, load_settings
 from storywink.contract import BookStatus
 from storywink.db.connection import Database
 from storywink.temporal.connection import TemporalUnavailable, connect_temporal
-from tests.support.commands import BIN, ROOT, clean_env
+from tests.support.commands import BIN, clean_env
 from tests.support.helpers import create_book, photo_urls, start
+from tests.support.paths import ROOT
 from tests.support.services import test_settings, tool_path
 from tests.support.tls_proxy import make_test_ca, tls_proxy
 from tests.support.worker_processes import Replica, free_port, wait_until_ready

@@ -20,8 +20,9 @@ from storywink.db.connection import Database
 from storywink.illustration import style_assets
 from storywink.illustration.style_assets import REFERENCES_DIR, publish_references, reference_paths
 from storywink.providers.factory import build_store
-from tests.support.commands import ROOT, clean_env
+from tests.support.commands import clean_env
 from tests.support.helpers import create_book, illustrate
+from tests.support.paths import ROOT
 from tests.support.provider_fakes import (
     GEMINI_KEY,
     Fakes,

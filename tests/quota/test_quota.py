@@ -70,7 +70,7 @@ async def test_three_replicas_stay_within_the_model_quota_and_use_most_of_it(
     )
     assert [outcome.status for outcome in outcomes] == [BookStatus.COMPLETED] * BOOKS
     # A call reaching the model a little early (the first of a process is slower) may be
-    # answered 429 once; the limiter then shifts its schedule (tests/test_quota_limiter.py),
+    # answered 429 once; the limiter then shifts its schedule (tests/quota/test_quota_limiter.py),
     # and that page's call is made again.
     assert fakes.gemini.quota_rejections <= 1
     assert len(calls) == BOOKS * PAGES + fakes.gemini.quota_rejections

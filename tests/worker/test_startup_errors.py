@@ -20,7 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 from storywink import contract
 from storywink.config import load_settings
 from storywink.worker.process import warn_if_photos_leave_the_host
-from tests.support.commands import ROOT, clean_env, run_worker
+from tests.support.commands import clean_env, run_worker
+from tests.support.paths import ROOT
 from tests.support.services import PG_ADMIN_URL
 from tests.support.temporal_server import dev_server
 from tests.support.worker_processes import free_port

@@ -35,10 +35,9 @@ from storywink.telemetry import worker_runtime
 from storywink.temporal.connection import connect_temporal
 from tests.support.commands import clean_env
 from tests.support.helpers import create_book, load_book, start
+from tests.support.paths import ROOT
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.worker_processes import worker_env
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:

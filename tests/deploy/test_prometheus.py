@@ -17,12 +17,12 @@ from storywink.config import Settings
 from storywink.contract import BookStatus
 from storywink.db.connection import Database
 from tests.support.helpers import create_book, photo_urls, start
+from tests.support.paths import ROOT
 from tests.support.services import required_tool
 from tests.support.worker_processes import free_port
 
 pytestmark = pytest.mark.process
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = 3
 
 

@@ -15,10 +15,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from storywink.db.engine import MIGRATIONS_DIR
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.process
 
-ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 6
 ROUNDS = 2
 

@@ -1,14 +1,17 @@
 """A real `python worker.py` process draws a whole book, and a model call that hangs past
 its timeout fails only its own page.
 
-The same book with several processes is tests/test_replicas.py
+The same book with several processes is tests/worker/test_replicas.py
 (`test_three_replicas_draw_every_page_exactly_once`); in-process runs of a nine-page book
-are tests/test_pipeline.py (`test_nine_page_book_is_completed_with_one_notification`) and
-tests/test_pipeline_providers.py (`test_nine_pages_drawn_by_gemini_and_stored_on_cloudinary`,
-and `test_safety_block_is_flagged_once_and_a_hanging_call_is_retried` for a call that hangs
+are tests/workflows/test_pipeline.py
+(`test_nine_page_book_is_completed_with_one_notification`) and
+tests/providers/test_pipeline_providers.py
+(`test_nine_pages_drawn_by_gemini_and_stored_on_cloudinary`, and
+`test_safety_block_is_flagged_once_and_a_hanging_call_is_retried` for a call that hangs
 once and then answers); the production timeouts on the time-skipping server are in
-tests/test_workflow_time_skipping.py. Temporal and the database going away mid-run are
-tests/test_crashes.py: no page fails there, the runs go on once the service is back.
+tests/workflows/test_workflow_time_skipping.py. Temporal and the database going away
+mid-run are tests/worker/test_crashes.py: no page fails there, the runs go on once the
+service is back.
 """
 
 from __future__ import annotations

@@ -25,11 +25,11 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from storywink import contract
+from tests.support.paths import ROOT
 from tests.support.services import required_tool, tool_path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = REPO_ROOT / "docker-compose.temporal.yml"
-DOCS_FILE = REPO_ROOT / "docs" / "temporal-server.md"
+COMPOSE_FILE = ROOT / "docker-compose.temporal.yml"
+DOCS_FILE = ROOT / "docs" / "temporal-server.md"
 
 FRONTEND_PORT = 7233
 UI_PORT = 8080
@@ -455,7 +455,7 @@ def test_mounted_repo_files_exist(services: dict[str, dict[str, Any]]) -> None:
             assert not source.startswith(("/", "~")), f"{name}: host-specific mount {source!r}"
             path = (COMPOSE_FILE.parent / source).resolve()
             assert path.exists(), f"{name} mounts {source!r}, which does not exist"
-            assert path.is_relative_to(REPO_ROOT), f"{name} mounts {source!r} outside the repo"
+            assert path.is_relative_to(ROOT), f"{name} mounts {source!r} outside the repo"
             found += 1
     assert found, "expected at least the dynamic config mount"
 
@@ -555,8 +555,8 @@ async def test_the_namespace_job_script_creates_namespace_and_search_attributes_
 
 # --------------------------------------------------------------------------- the Storywink stack
 
-DOCKERFILE = REPO_ROOT / "Dockerfile"
-PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
+DOCKERFILE = ROOT / "Dockerfile"
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 WORKER = "storywink-worker"
 MIGRATE = "storywink-migrate"
 PROMETHEUS = "prometheus"
@@ -581,7 +581,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_worker_is_built_from_the_dockerfile_tagged_with_the_package_version(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     for name in (WORKER, MIGRATE):
         svc = services[name]
         context = svc.get("build")
@@ -807,7 +807,7 @@ def test_alert_rules_use_metrics_the_worker_exports() -> None:
     used = set(re.findall(r"\b(storywink_[a-z_]+|temporal_[a-z_]+)\b", exprs))
     used = {re.sub(r"_bucket$", "", name) for name in used}
     assert ours <= used
-    # Names read off a scraped worker (tests/test_prometheus.py checks them live).
+    # Names read off a scraped worker (tests/deploy/test_prometheus.py checks them live).
     sdk = {
         "temporal_activity_schedule_to_start_latency",
         "temporal_request_failure",
@@ -826,24 +826,24 @@ def test_dockerfile_copies_existing_sources_and_runs_the_worker_as_non_root() ->
     assert base == "python:3.11-slim"
     ignored = {
         line.strip()
-        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
     copies = [line.split()[1:] for line in lines if line.startswith("COPY ")]
     assert copies
     for *sources, _dest in copies:
         for source in sources:
-            assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repo"
+            assert (ROOT / source).exists(), f"COPY {source}: not in the repo"
             assert source not in ignored, f"COPY {source}: excluded by .dockerignore"
     copied = {source for *sources, _ in copies for source in sources}
     for needed in ("pyproject.toml", "worker.py", "storywink", "workflows", "activities"):
         assert needed in copied, f"{needed} is not copied: `pip install .` needs it"
-    readme = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["readme"]
+    readme = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
     assert readme in copied, "pyproject's readme must be in the build context"
     assert any(line.startswith("RUN ") and "pip install ." in line for line in lines)
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in {"root", "0"}
     (cmd,) = [line for line in lines if line.startswith("CMD ")]
     assert json.loads(cmd[4:]) == ["python", "worker.py"], "exec form: SIGTERM reaches python"
-    assert (REPO_ROOT / "worker.py").is_file()
+    assert (ROOT / "worker.py").is_file()
     assert {".env", ".git", ".venv", "tests"} <= ignored, "secrets and bulk stay out"

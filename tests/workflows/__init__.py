@@ -1,0 +1,1 @@
+"""The two workflows' orchestration: whole runs, replay, operator actions, a run's identity."""
