@@ -25,7 +25,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from storywink import contract
-from tests.support.paths import ROOT
+from tests.support.paths import ROOT, WORKER_SCRIPT
 from tests.support.services import required_tool, tool_path
 
 COMPOSE_FILE = ROOT / "docker-compose.temporal.yml"
@@ -845,5 +845,5 @@ def test_dockerfile_copies_existing_sources_and_runs_the_worker_as_non_root() ->
     assert users and users[-1] not in {"root", "0"}
     (cmd,) = [line for line in lines if line.startswith("CMD ")]
     assert json.loads(cmd[4:]) == ["python", "worker.py"], "exec form: SIGTERM reaches python"
-    assert (ROOT / "worker.py").is_file()
+    assert WORKER_SCRIPT.is_file()
     assert {".env", ".git", ".venv", "tests"} <= ignored, "secrets and bulk stay out"

@@ -17,7 +17,7 @@ from storywink.config import Settings
 from storywink.contract import BookStatus
 from storywink.db.connection import Database
 from tests.support.helpers import create_book, photo_urls, start
-from tests.support.paths import ROOT
+from tests.support.paths import WORKER_SCRIPT
 from tests.support.services import required_tool
 from tests.support.worker_processes import free_port
 
@@ -75,7 +75,7 @@ async def test_prometheus_reads_a_books_page_counts_from_a_worker(
         NO_PROXY="127.0.0.1,localhost",
     )
     book_id = create_book(database, photo_urls(settings.storage_dir / "photos", PAGES))
-    worker = _spawn([sys.executable, str(ROOT / "worker.py")], tmp_path / "worker.log", env)
+    worker = _spawn([sys.executable, str(WORKER_SCRIPT)], tmp_path / "worker.log", env)
     server = _spawn(
         [
             prometheus,

@@ -22,7 +22,7 @@ from storywink.illustration.style_assets import REFERENCES_DIR, publish_referenc
 from storywink.providers.factory import build_store
 from tests.support.commands import clean_env
 from tests.support.helpers import create_book, illustrate
-from tests.support.paths import ROOT
+from tests.support.paths import WORKER_SCRIPT
 from tests.support.provider_fakes import (
     GEMINI_KEY,
     Fakes,
@@ -86,7 +86,7 @@ def test_a_worker_with_a_real_model_names_each_missing_reference_and_exits_2(
         f"{fakes.cloudinary.cloud_name}/image/upload/v1/storywink/styles/nothing-here/"
     )
     result = subprocess.run(
-        [sys.executable, str(ROOT / "worker.py")],
+        [sys.executable, str(WORKER_SCRIPT)],
         cwd=tmp_path,
         env=clean_env(
             tmp_path,

@@ -21,7 +21,7 @@ from storywink.db.connection import Database
 from storywink.temporal.connection import TemporalUnavailable, connect_temporal
 from tests.support.commands import BIN, clean_env
 from tests.support.helpers import create_book, photo_urls, start
-from tests.support.paths import ROOT
+from tests.support.paths import WORKER_SCRIPT
 from tests.support.services import test_settings, tool_path
 from tests.support.tls_proxy import make_test_ca, tls_proxy
 from tests.support.worker_processes import Replica, free_port, wait_until_ready
@@ -83,7 +83,7 @@ def profile_worker(settings: Settings, tmp_path: Path, config_file: Path) -> Ite
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")],
+            [sys.executable, str(WORKER_SCRIPT)],
             cwd=tmp_path,
             env=env,
             stdout=out,

@@ -35,7 +35,7 @@ from storywink.telemetry import worker_runtime
 from storywink.temporal.connection import connect_temporal
 from tests.support.commands import clean_env
 from tests.support.helpers import create_book, load_book, start
-from tests.support.paths import ROOT
+from tests.support.paths import WORKER_SCRIPT
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.worker_processes import worker_env
 
@@ -98,7 +98,7 @@ def samples(text: str, name: str, **labels: str) -> list[float]:
 def worker_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")],
+            [sys.executable, str(WORKER_SCRIPT)],
             cwd=log_path.parent,
             env=env,
             stdout=log,

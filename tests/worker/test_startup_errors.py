@@ -21,7 +21,7 @@ from storywink import contract
 from storywink.config import load_settings
 from storywink.worker.process import warn_if_photos_leave_the_host
 from tests.support.commands import clean_env, run_worker
-from tests.support.paths import ROOT
+from tests.support.paths import WORKER_SCRIPT
 from tests.support.services import PG_ADMIN_URL
 from tests.support.temporal_server import dev_server
 from tests.support.worker_processes import free_port
@@ -105,7 +105,7 @@ async def custom_search_attributes(address: str) -> dict[str, int]:
 
 def start_worker(tmp_path: Path, address: str, health_port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "worker.py")],
+        [sys.executable, str(WORKER_SCRIPT)],
         cwd=tmp_path,
         env=clean_env(
             tmp_path, TEMPORAL_ADDRESS=address, HEALTH_PORT=str(health_port), OPS_HOST="127.0.0.1"
