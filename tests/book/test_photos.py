@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageCms
-from temporalio.client import Client
 
-from storywink.config import Settings
 from storywink.contract import ModerationStatus
-from storywink.db.connection import Database
 from storywink.images import (
     MAX_PHOTO_PIXELS,
     PHOTO_MAX_SIDE,
@@ -22,7 +19,7 @@ from storywink.images import (
     normalise_photo,
 )
 from tests.support.commands import book_count, create, original_photos
-from tests.support.helpers import create_book, load_book, running_worker, start
+from tests.support.pipeline import Pipeline
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -171,18 +168,18 @@ def test_book_create_refuses_a_photo_with_too_many_pixels_by_name(
 
 
 async def test_a_photo_with_too_many_pixels_from_elsewhere_fails_its_page_by_name(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
     photos = tmp_path / "storage" / "photos"
     photos.mkdir(parents=True)
     (photos / "ok.jpg").write_bytes(with_orientation(left_blue_right_red(), 6))
     (photos / "huge.png").write_bytes(panorama_13000())
-    book_id = create_book(database, [(photos / n).as_uri() for n in ("ok.jpg", "huge.png")])
+    book_id = pipeline.book([(photos / n).as_uri() for n in ("ok.jpg", "huge.png")])
 
-    async with running_worker(temporal_client, settings, database):
-        await (await start(temporal_client, settings, book_id)).result()
+    async with pipeline.worker():
+        await (await pipeline.start(book_id)).result()
 
-    _, pages, _ = load_book(database, book_id)
+    _, pages, _ = pipeline.load(book_id)
     assert pages[0].moderation_status is ModerationStatus.OK
     assert pages[1].moderation_status is ModerationStatus.FAILED
     assert "huge.png: 13000x13000 pixels (169 MP)" in (pages[1].moderation_reason or "")

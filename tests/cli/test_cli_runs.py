@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
 
 from storywink import contract
 from storywink.book.refusals import RunEnded
@@ -38,6 +37,7 @@ from tests.support.helpers import (
     temporal_cli,
     wait_until,
 )
+from tests.support.pipeline import Pipeline
 from tests.support.temporal_server import dev_server
 
 pytestmark = pytest.mark.process
@@ -104,12 +104,10 @@ def assert_ends_with_one_line(lines: list[str], expected: str) -> None:
 
 
 @asynccontextmanager
-async def held_worker(
-    client: Client, settings: Settings, database: Database
-) -> AsyncIterator[GatedIllustrator]:
-    providers = build_providers(settings)
+async def held_worker(pipeline: Pipeline) -> AsyncIterator[GatedIllustrator]:
+    providers = build_providers(pipeline.settings)
     held = GatedIllustrator(providers.illustrator, Gate(pass_first=0))  # holds every page
-    async with running_worker(client, settings, database, replace(providers, illustrator=held)):
+    async with pipeline.worker(replace(providers, illustrator=held)):
         yield held
 
 
@@ -118,16 +116,16 @@ def claimed(database: Database, book_id: str) -> bool:
 
 
 async def test_a_cancelled_run_is_one_line_with_the_settled_book_and_exit_6(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 3))
+    book_id = pipeline.book(3)
     async with (
-        held_worker(temporal_client, settings, database),
-        storywink_illustrate(settings, tmp_path, book_id) as cli,
+        held_worker(pipeline),
+        storywink_illustrate(pipeline.settings, tmp_path, book_id) as cli,
     ):
         await cli.line_containing("illustrating book")
-        await wait_until(lambda: claimed(database, book_id))
-        await temporal_client.get_workflow_handle(
+        await wait_until(lambda: claimed(pipeline.database, book_id))
+        await pipeline.client.get_workflow_handle(
             contract.illustration_workflow_id(book_id)
         ).cancel()
         code, lines = await cli.finish()
@@ -136,20 +134,20 @@ async def test_a_cancelled_run_is_one_line_with_the_settled_book_and_exit_6(
     assert_ends_with_one_line(
         lines, f"book {book_id}: cancelled (book is PARTIAL: 0/3 pages illustrated"
     )
-    assert load_book(database, book_id)[0].status is BookStatus.PARTIAL
+    assert pipeline.load(book_id)[0].status is BookStatus.PARTIAL
 
 
 async def test_a_terminated_run_is_one_line_naming_the_stuck_book_and_exit_7(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
+    book_id = pipeline.book(2)
     async with (
-        held_worker(temporal_client, settings, database),
-        storywink_illustrate(settings, tmp_path, book_id) as cli,
+        held_worker(pipeline),
+        storywink_illustrate(pipeline.settings, tmp_path, book_id) as cli,
     ):
         await cli.line_containing("illustrating book")
-        await wait_until(lambda: claimed(database, book_id))
-        handle = temporal_client.get_workflow_handle(contract.illustration_workflow_id(book_id))
+        await wait_until(lambda: claimed(pipeline.database, book_id))
+        handle = pipeline.client.get_workflow_handle(contract.illustration_workflow_id(book_id))
         await handle.terminate(reason="operator gave up")
         code, lines = await cli.finish()
 
@@ -161,25 +159,25 @@ async def test_a_terminated_run_is_one_line_naming_the_stuck_book_and_exit_7(
 
 
 async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
+    book_id = pipeline.book(2)
     workflow_id = contract.illustration_workflow_id(book_id)
     async with (
-        held_worker(temporal_client, settings, database) as held,
-        storywink_illustrate(settings, tmp_path, book_id) as cli,
+        held_worker(pipeline) as held,
+        storywink_illustrate(pipeline.settings, tmp_path, book_id) as cli,
     ):
         await cli.line_containing("illustrating book")
-        await wait_until(lambda: claimed(database, book_id))
-        first_run = (await temporal_client.get_workflow_handle(workflow_id).describe()).run_id
+        await wait_until(lambda: claimed(pipeline.database, book_id))
+        first_run = (await pipeline.client.get_workflow_handle(workflow_id).describe()).run_id
         # The new run prepares again, under the claim of its chain (kept by the reset).
         await temporal_cli(
-            settings, "workflow", "reset", "--workflow-id", workflow_id,
+            pipeline.settings, "workflow", "reset", "--workflow-id", workflow_id,
             "--type", "FirstWorkflowTask", "--reason", "redeploy",
         )  # fmt: skip
-        described = await temporal_client.get_workflow_handle(workflow_id).describe()
+        described = await pipeline.client.get_workflow_handle(workflow_id).describe()
         assert described.run_id != first_run
-        assert load_book(database, book_id)[0].claim_run_id == first_run
+        assert pipeline.load(book_id)[0].claim_run_id == first_run
         held.gate.release()
         code, lines = await cli.finish()
 
@@ -188,18 +186,18 @@ async def test_after_a_reset_the_cli_follows_the_new_run_to_its_outcome(
 
 
 async def test_with_no_worker_illustrate_says_so_then_ends_when_the_run_does(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
-    async with storywink_illustrate(settings, tmp_path, book_id) as cli:
+    book_id = pipeline.book(1)
+    async with storywink_illustrate(pipeline.settings, tmp_path, book_id) as cli:
         warning = await cli.line_containing("no worker is polling")
-        await temporal_client.get_workflow_handle(
+        await pipeline.client.get_workflow_handle(
             contract.illustration_workflow_id(book_id)
         ).terminate(reason="no worker")
         code, lines = await cli.finish()
 
     assert warning == (
-        f"no worker is polling workflow task queue {settings.temporal_task_queue} "
+        f"no worker is polling workflow task queue {pipeline.settings.temporal_task_queue} "
         "(0 pollers); start one with: python worker.py"
     )
     assert code == ExitCode.TERMINATED, lines
@@ -207,30 +205,30 @@ async def test_with_no_worker_illustrate_says_so_then_ends_when_the_run_does(
 
 
 async def test_a_run_under_another_workflow_id_is_followed_by_illustrate_and_the_client(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 3))
+    book_id = pipeline.book(3)
     client = IllustrationClient(
-        temporal_client,
-        database.sessions,
-        settings.temporal_task_queue,
-        settings.temporal_illustration_task_queue,
+        pipeline.client,
+        pipeline.database.sessions,
+        pipeline.settings.temporal_task_queue,
+        pipeline.settings.temporal_illustration_task_queue,
     )
     ops_id = f"ops-rerun-{uuid.uuid4().hex[:8]}"
-    async with held_worker(temporal_client, settings, database) as held:
-        await temporal_client.start_workflow(
+    async with held_worker(pipeline) as held:
+        await pipeline.client.start_workflow(
             contract.BOOK_ILLUSTRATION_WORKFLOW,
             IllustrationRequest(book_id=book_id),
             id=ops_id,
-            task_queue=settings.temporal_task_queue,
+            task_queue=pipeline.settings.temporal_task_queue,
         )
-        await wait_until(lambda: claimed(database, book_id))
+        await wait_until(lambda: claimed(pipeline.database, book_id))
         # The claim is written inside prepare; the run's progress moves once prepare returns.
         async with asyncio.timeout(30):
             progress = await client.illustration_progress(book_id)
             while progress.phase == "preparing":
                 progress = await client.illustration_progress(book_id)
-        async with storywink_illustrate(settings, tmp_path, book_id) as cli:
+        async with storywink_illustrate(pipeline.settings, tmp_path, book_id) as cli:
             started = await cli.line_containing("illustrating book")
             held.gate.release()
             code, lines = await cli.finish()
@@ -248,19 +246,19 @@ async def test_a_run_under_another_workflow_id_is_followed_by_illustrate_and_the
 
 
 async def test_the_client_cancels_and_waits_for_a_run_under_another_workflow_id(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
-    client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
+    book_id = pipeline.book(2)
+    client = pipeline.illustration_client()
     ops_id = f"ops-rerun-{uuid.uuid4().hex[:8]}"
-    async with held_worker(temporal_client, settings, database):
-        await temporal_client.start_workflow(
+    async with held_worker(pipeline):
+        await pipeline.client.start_workflow(
             contract.BOOK_ILLUSTRATION_WORKFLOW,
             IllustrationRequest(book_id=book_id),
             id=ops_id,
-            task_queue=settings.temporal_task_queue,
+            task_queue=pipeline.settings.temporal_task_queue,
         )
-        await wait_until(lambda: claimed(database, book_id))
+        await wait_until(lambda: claimed(pipeline.database, book_id))
         waiting = asyncio.ensure_future(client.wait_for_illustration(book_id))
         assert await client.cancel(book_id)
         with pytest.raises(RunEnded) as ended:

@@ -7,13 +7,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
 
 from storywink.cli import ExitCode
 from storywink.config import Settings
-from storywink.db.connection import Database
 from tests.support.commands import STORYWINK, cli_env
-from tests.support.helpers import draft_book, load_book, photo_urls, running_worker
+from tests.support.helpers import draft_book, photo_urls
+from tests.support.pipeline import Pipeline
 
 pytestmark = pytest.mark.process
 
@@ -39,15 +38,19 @@ async def storywink(settings: Settings, tmp_path: Path, *args: str) -> tuple[int
 
 
 async def test_story_prints_the_text_and_a_page_can_be_edited_before_illustration(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = draft_book(database, photo_urls(tmp_path / "storage" / "p", 3), "Mia at the Sea")
-    async with running_worker(temporal_client, settings, database):
-        code, out, err = await storywink(settings, tmp_path, "story", book_id)
-        again, _, refused = await storywink(settings, tmp_path, "story", book_id)
-    edited, _, _ = await storywink(settings, tmp_path, "page", "set-text", book_id, "2", "Hi!")
+    book_id = draft_book(
+        pipeline.database, photo_urls(tmp_path / "storage" / "p", 3), "Mia at the Sea"
+    )
+    async with pipeline.worker():
+        code, out, err = await storywink(pipeline.settings, tmp_path, "story", book_id)
+        again, _, refused = await storywink(pipeline.settings, tmp_path, "story", book_id)
+    edited, _, _ = await storywink(
+        pipeline.settings, tmp_path, "page", "set-text", book_id, "2", "Hi!"
+    )
     too_long, _, why = await storywink(
-        settings, tmp_path, "page", "set-text", book_id, "2", "A. B. C. D."
+        pipeline.settings, tmp_path, "page", "set-text", book_id, "2", "A. B. C. D."
     )
 
     assert code == ExitCode.OK, err
@@ -58,5 +61,5 @@ async def test_story_prints_the_text_and_a_page_can_be_edited_before_illustratio
     assert again == ExitCode.REFUSED and "is STORY_READY" in refused
     assert edited == ExitCode.OK
     assert too_long == ExitCode.REFUSED and "at most 3 sentences" in why
-    _, pages, _ = load_book(database, book_id)
+    _, pages, _ = pipeline.load(book_id)
     assert pages[1].text == "Hi!"

@@ -8,14 +8,11 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
-from temporalio.client import Client
 
-from storywink.config import Settings
 from storywink.contract import BookStatus, ModerationStatus
 from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory
@@ -23,14 +20,12 @@ from storywink.providers.base import SourceImage
 from storywink.providers.factory import build_providers
 from storywink.providers.fetch import ImageFetcher
 from tests.support.helpers import (
-    create_book,
-    load_book,
-    photo_urls,
     running_worker,
     start,
     wait_until,
 )
 from tests.support.pg_proxy import PostgresProxy
+from tests.support.pipeline import Pipeline
 
 
 class HeldFetcher(ImageFetcher):
@@ -60,15 +55,11 @@ def proxied(database_url: str) -> Iterator[tuple[PostgresProxy, str]]:
 
 @pytest.mark.postgresql_only  # an embedded SQLite file cannot become unreachable
 async def test_model_calls_made_while_the_database_is_away_are_counted(
-    temporal_client: Client,
-    settings: Settings,
-    database: Database,
-    database_url: str,
-    tmp_path: Path,
+    pipeline: Pipeline, database_url: str
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 3))
+    book_id = pipeline.book(3)
     with proxied(database_url) as (proxy, proxied_url):
-        cut_off = settings.model_copy(
+        cut_off = pipeline.settings.model_copy(
             update={"database_url": SecretStr(proxied_url), "page_retry_attempts": 30}
         )
         engine = make_engine(proxied_url)
@@ -77,9 +68,9 @@ async def test_model_calls_made_while_the_database_is_away_are_counted(
         try:
             through_proxy = Database(engine, make_session_factory(engine))
             async with running_worker(
-                temporal_client, cut_off, through_proxy, replace(providers, fetcher=held)
+                pipeline.client, cut_off, through_proxy, replace(providers, fetcher=held)
             ):
-                handle = await start(temporal_client, cut_off, book_id)
+                handle = await start(pipeline.client, cut_off, book_id)
                 await wait_until(lambda: held.waiting == 3)
                 proxy.cut()  # no page can write its call's row: none calls the model
                 held.release.set()
@@ -90,7 +81,7 @@ async def test_model_calls_made_while_the_database_is_away_are_counted(
             engine.dispose()
 
     assert outcome.status is BookStatus.COMPLETED
-    book, pages, _ = load_book(database, book_id)
+    book, pages, _ = pipeline.load(book_id)
     assert [p.moderation_status for p in pages] == [ModerationStatus.OK] * 3
     assert [p.model_calls for p in pages] == [1, 1, 1]
     assert book.image_count == 3

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 
 import pytest
 from temporalio import workflow
@@ -32,15 +31,13 @@ with workflow.unsafe.imports_passed_through():
     from storywink.worker.assembly import build_workers
     from tests.support.gated_providers import Gate, GatedIllustrator
     from tests.support.helpers import (
-        create_book,
-        load_book,
         model_calls,
-        photo_urls,
         recorded,
         start,
         temporal_cli,
         wait_until,
     )
+    from tests.support.pipeline import Pipeline
     from workflows.book_illustration import BookIllustration
 
 
@@ -130,27 +127,23 @@ async def timers_of(handle: WorkflowHandle[object, BookOutcome]) -> int:
 
 
 async def test_a_new_version_takes_new_books_and_books_in_flight_finish_on_theirs(
-    temporal_client: Client,
-    settings: Settings,
-    database: Database,
-    tmp_path: Path,
+    pipeline: Pipeline,
 ) -> None:
     deployment = f"storywink-test-{uuid.uuid4().hex[:8]}"
-    v1 = as_version(settings, deployment, "v1")
-    v2 = as_version(settings, deployment, "v2")
-    photos = tmp_path / "storage" / "photos"
-    in_flight = create_book(database, photo_urls(photos / "a", 2))
-    after_switch = create_book(database, photo_urls(photos / "b", 2))
+    v1 = as_version(pipeline.settings, deployment, "v1")
+    v2 = as_version(pipeline.settings, deployment, "v2")
+    in_flight = pipeline.book(2, photos="photos/a")
+    after_switch = pipeline.book(2, photos="photos/b")
     held = Gate(held={2})
 
-    async with version_worker(temporal_client, v1, database, BookIllustration, held):
+    async with version_worker(pipeline.client, v1, pipeline.database, BookIllustration, held):
         await make_current(v1, deployment, "v1")
-        first = await start(temporal_client, v1, in_flight)
-        await wait_until(lambda: held.waiting(2) and recorded(database, in_flight, 1))
+        first = await start(pipeline.client, v1, in_flight)
+        await wait_until(lambda: held.waiting(2) and recorded(pipeline.database, in_flight, 1))
 
-        async with version_worker(temporal_client, v2, database, BookIllustrationV2):
+        async with version_worker(pipeline.client, v2, pipeline.database, BookIllustrationV2):
             await make_current(v2, deployment, "v2")
-            second = await start(temporal_client, v2, after_switch)
+            second = await start(pipeline.client, v2, after_switch)
             # Finishes while v1 still holds page 2 of the first book: the new book's
             # pages, page 2 included, went to v2's page workers, not to v1's.
             second_outcome = await asyncio.wait_for(second.result(), timeout=15)
@@ -163,8 +156,8 @@ async def test_a_new_version_takes_new_books_and_books_in_flight_finish_on_their
     assert first_outcome.status is BookStatus.COMPLETED
     assert second_outcome.status is BookStatus.COMPLETED
     for book_id in (in_flight, after_switch):
-        assert load_book(database, book_id)[0].status is BookStatus.COMPLETED
-        assert model_calls(database, book_id) == [1, 1]
+        assert pipeline.load(book_id)[0].status is BookStatus.COMPLETED
+        assert model_calls(pipeline.database, book_id) == [1, 1]
     assert held.reached[2] == 1
     assert await build_ids_of_workflow_tasks(first) == {"v1"}
     assert await build_ids_of_workflow_tasks(second) == {"v2"}

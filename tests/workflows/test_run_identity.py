@@ -12,19 +12,18 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 
 from storywink import contract
 from storywink.book import records as book_records
 from storywink.cli.watch import ending_line
-from storywink.config import Settings
 from storywink.contract import BookStatus, IllustrationRequest, ModerationStatus
 from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.fleet import MARKER_NAME, ensure_database_fleet
 from storywink.demo.sample_book import sample_photo_bytes
 from storywink.illustration import records as books
-from storywink.illustration.client import IllustrationClient, RunEnding
+from storywink.illustration.client import RunEnding
 from storywink.providers import local_storage
 from storywink.providers.base import GeneratedImage, TransientError
 from storywink.providers.factory import build_providers
@@ -35,29 +34,27 @@ from tests.support.commands import run_worker
 from tests.support.helpers import (
     create_book,
     load_book,
-    photo_urls,
-    running_worker,
-    start,
     wait_until,
 )
 from tests.support.page_fakes import CountingIllustrator
+from tests.support.pipeline import Pipeline
 
 
 async def test_a_run_under_one_book_s_workflow_id_with_another_book_s_input_is_refused(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
-    urls = photo_urls(tmp_path / "storage" / "photos", 1)
-    book_a, book_b = create_book(database, urls), create_book(database, urls)
-    client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
-    handle = await temporal_client.start_workflow(
+    urls = pipeline.photos("photos", 1)
+    book_a, book_b = pipeline.book(urls), pipeline.book(urls)
+    client = pipeline.illustration_client()
+    handle = await pipeline.client.start_workflow(
         contract.BOOK_ILLUSTRATION_WORKFLOW,
         IllustrationRequest(book_id=book_b),
         id=contract.illustration_workflow_id(book_a),
-        task_queue=settings.temporal_task_queue,
+        task_queue=pipeline.settings.temporal_task_queue,
     )
     # What `storywink illustrate A` follows while that run runs.
     following = asyncio.create_task(client.wait_for_illustration_end(book_a))
-    async with running_worker(temporal_client, settings, database):
+    async with pipeline.worker():
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
         end = await following
@@ -69,7 +66,7 @@ async def test_a_run_under_one_book_s_workflow_id_with_another_book_s_input_is_r
     assert end.ending is RunEnding.FAILED
     assert expected in ending_line(end)
     for book_id in (book_a, book_b):  # neither book was claimed or changed
-        assert load_book(database, book_id)[0].status is BookStatus.STORY_READY
+        assert pipeline.load(book_id)[0].status is BookStatus.STORY_READY
 
 
 def wrong_database(tmp_path: Path) -> tuple[Database, str]:
@@ -81,23 +78,23 @@ def wrong_database(tmp_path: Path) -> tuple[Database, str]:
 
 
 async def test_a_page_reaching_a_worker_of_another_database_waits_for_one_of_its_own(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
+    book_id = pipeline.book(2)
     other, other_url = wrong_database(tmp_path)
-    elsewhere = settings.model_copy(update={"database_url": SecretStr(other_url)})
+    elsewhere = pipeline.settings.model_copy(update={"database_url": SecretStr(other_url)})
     heard: list[str] = []
     drawn = CountingIllustrator()
     providers = replace(build_providers(elsewhere), illustrator=drawn)
     book_poller, own_pages, _ = build_workers(
-        temporal_client, settings, database, build_providers(settings)
+        pipeline.client, pipeline.settings, pipeline.database, build_providers(pipeline.settings)
     )
     _, wrong_pages, _ = build_workers(  # another process's client, as another worker has
         await connect_temporal(elsewhere), elsewhere, other, providers, on_wrong_fleet=heard.append
     )
     async with book_poller:
         async with wrong_pages:  # the only page worker, at first
-            handle = await start(temporal_client, settings, book_id)
+            handle = await pipeline.start(book_id)
             await wait_until(lambda: len(heard) >= 2)
         async with own_pages:
             outcome = await handle.result()
@@ -105,7 +102,7 @@ async def test_a_page_reaching_a_worker_of_another_database_waits_for_one_of_its
 
     assert outcome.status is BookStatus.COMPLETED
     assert drawn.calls == 0  # nothing fetched, paid for or written by the wrong worker
-    with database.sessions() as session:
+    with pipeline.database.sessions() as session:
         ours = ensure_database_fleet(session)
     with other.sessions() as session:
         theirs = ensure_database_fleet(session)
@@ -162,22 +159,20 @@ def test_a_worker_whose_database_and_storage_disagree_refuses_to_start(
     assert "(STORAGE_DIR) belongs to fleet f1" in line
 
 
-async def test_a_priority_given_as_a_string_fails_the_start_naming_it(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
-) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
-    async with running_worker(temporal_client, settings, database):
-        handle = await temporal_client.start_workflow(
+async def test_a_priority_given_as_a_string_fails_the_start_naming_it(pipeline: Pipeline) -> None:
+    book_id = pipeline.book(1)
+    async with pipeline.worker():
+        handle = await pipeline.client.start_workflow(
             contract.BOOK_ILLUSTRATION_WORKFLOW,
             {"book_id": book_id, "priority": "1"},  # as `temporal workflow start --input`
             id=f"string-priority-{book_id}",
-            task_queue=settings.temporal_task_queue,
+            task_queue=pipeline.settings.temporal_task_queue,
         )
         with pytest.raises(WorkflowFailureError) as failure:
             await asyncio.wait_for(handle.result(), timeout=15)
 
     assert "priority: Input should be a valid integer" in str(failure.value.cause)
-    assert load_book(database, book_id)[0].status is BookStatus.STORY_READY
+    assert pipeline.load(book_id)[0].status is BookStatus.STORY_READY
 
 
 def test_a_full_disk_names_the_file_and_the_setting(
@@ -200,11 +195,11 @@ def test_a_full_disk_names_the_file_and_the_setting(
 
 
 async def test_a_run_reaching_a_book_worker_of_another_database_waits_for_one_of_its_own(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 1))
+    book_id = pipeline.book(1)
     other, other_url = wrong_database(tmp_path)
-    elsewhere = settings.model_copy(update={"database_url": SecretStr(other_url)})
+    elsewhere = pipeline.settings.model_copy(update={"database_url": SecretStr(other_url)})
     heard: list[str] = []
     wrong_books, _, _ = build_workers(
         await connect_temporal(elsewhere),
@@ -213,13 +208,13 @@ async def test_a_run_reaching_a_book_worker_of_another_database_waits_for_one_of
         build_providers(elsewhere),
         on_wrong_fleet=heard.append,
     )
-    with database.sessions() as session:  # the fleet its workers made (alone, none yet)
+    with pipeline.database.sessions() as session:  # the fleet its workers made (alone, none yet)
         ensure_database_fleet(session)
-    client = IllustrationClient(temporal_client, database.sessions, settings.temporal_task_queue)
+    client = pipeline.illustration_client()
     async with wrong_books:  # the only book worker, at first: today `book … not found`
         run = await client.start_illustration(book_id)
         await wait_until(lambda: len(heard) >= 1)
-    async with running_worker(temporal_client, settings, database):
+    async with pipeline.worker():
         outcome = await client.wait_for_illustration(book_id)
     other.engine.dispose()
 
