@@ -15,27 +15,16 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
 from storywink.db.connection import Database
 from storywink.db.models import Page, PageDraft
 from tests.support.fakes.cloudinary_server import CloudFault
 from tests.support.fakes.gemini_server import ANSWER_FORMATS, Fault, interim_png
-from tests.support.helpers import (
-    create_book,
-    illustrate,
-    load_book,
-    running_worker,
-    start,
-    wait_until,
-)
-from tests.support.provider_fakes import (
-    CLOUD,
-    GEMINI_KEY,
-    Fakes,
-    SettingsFactory,
-)
+from tests.support.helpers import wait_until
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import CLOUD, GEMINI_KEY, Fakes
 from tests.support.services import PG_ADMIN_URL
 
 ATTEMPTS = 3  # page_retry_attempts for the matrix: "retried" rows use all of them
@@ -160,12 +149,9 @@ def _reason_problem(row: Row, reason: str) -> str | None:
 
 @pytest.mark.parametrize("fakes", ANSWER_FORMATS, indirect=True)
 async def test_every_model_and_photo_failure_ends_in_its_outcome(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
-    settings = provider_settings(
+    pipeline = fake_pipeline.with_settings(
         page_retry_attempts=ATTEMPTS,
         # Short enough for the hanging row (30 s) to time out soon, long enough that an
         # answered call never does while the parallel suite loads the machine.
@@ -181,13 +167,11 @@ async def test_every_model_and_photo_failure_ends_in_its_outcome(
         for fault in row.faults:
             fakes.gemini.fail_when(_marker(number), fault, times=1)
     assert ROWS[0].status is ModerationStatus.OK and not ROWS[0].faults
-    book_id = create_book(database, urls)
+    book_id = pipeline.book(urls)
 
-    outcome = await illustrate(
-        temporal_client, settings, database, book_id, history="partial_flagged_failed_retried"
-    )
+    outcome = await pipeline.illustrate(book_id, history="partial_flagged_failed_retried")
 
-    _, pages, _ = load_book(database, book_id)
+    _, pages, _ = pipeline.load(book_id)
     problems = []
     for page, row in zip(pages, ROWS, strict=True):
         seen = (page.moderation_status, page.model_calls)
@@ -227,16 +211,16 @@ async def _last_attempt(handle: WorkflowHandle[object, BookOutcome]) -> int:
 
 
 async def test_model_unreachable_is_retried_then_failed(
-    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
     closed_port = fakes.gemini.base_url.rsplit(":", 1)[0] + ":9"  # discard port: refused
-    settings = provider_settings(gemini_base_url=closed_port, page_retry_attempts=2)
-    book_id = create_book(database, fakes.photo_urls("refused", 1))
-    async with running_worker(temporal_client, settings, database):
-        handle = await start(temporal_client, settings, book_id)
+    pipeline = fake_pipeline.with_settings(gemini_base_url=closed_port, page_retry_attempts=2)
+    book_id = pipeline.book(1, photos="refused")
+    async with pipeline.worker():
+        handle = await pipeline.start(book_id)
         outcome = await handle.result()
 
-    _, (page,), _ = load_book(database, book_id)
+    _, (page,), _ = pipeline.load(book_id)
     assert outcome.pages_with_image == 0 and outcome.pages_failed == outcome.pages_total
     assert page.moderation_status is ModerationStatus.FAILED
     assert (page.moderation_reason or "").startswith("generate: connection error")
@@ -244,13 +228,13 @@ async def test_model_unreachable_is_retried_then_failed(
 
 
 async def test_style_reference_unreachable_fails_pages_without_calling_the_model(
-    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
-    settings = provider_settings(style_assets_url=fakes.gemini.url("/nowhere/"))
-    book_id = create_book(database, fakes.photo_urls("nostyle", 2))
-    outcome = await illustrate(temporal_client, settings, database, book_id)
+    pipeline = fake_pipeline.with_settings(style_assets_url=fakes.gemini.url("/nowhere/"))
+    book_id = pipeline.book(2, photos="nostyle")
+    outcome = await pipeline.illustrate(book_id)
 
-    _, pages, _ = load_book(database, book_id)
+    _, pages, _ = pipeline.load(book_id)
     assert outcome.pages_with_image == 0 and outcome.pages_failed == outcome.pages_total
     for page in pages:
         reason = page.moderation_reason or ""
@@ -270,51 +254,51 @@ def _draft_count(database: Database, book_id: str) -> int:
 
 
 async def test_cdn_outage_is_retried_and_the_image_is_not_generated_again(
-    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
-    settings = provider_settings(page_retry_attempts=5, fetch_timeout_seconds=1.5)
+    pipeline = fake_pipeline.with_settings(page_retry_attempts=5, fetch_timeout_seconds=1.5)
     for fault in (CloudFault.server_error(500), CloudFault.rate_limited(), CloudFault.reset()):
         fakes.cloudinary.fail_next_uploads(1, fault)
-    book_id = create_book(database, fakes.photo_urls("cdn", 1))
-    outcome = await illustrate(temporal_client, settings, database, book_id)
+    book_id = pipeline.book(1, photos="cdn")
+    outcome = await pipeline.illustrate(book_id)
 
-    _, (page,), _ = load_book(database, book_id)
+    _, (page,), _ = pipeline.load(book_id)
     assert outcome.status is BookStatus.COMPLETED
     assert fakes.cloudinary.upload_attempts == 4
     assert (page.model_calls, fakes.gemini.call_count) == (1, 1)  # never paid twice
     asset = fakes.cloudinary.asset(page_public_id(book_id, 1))
     assert asset is not None and page.generated_image_url == fakes.cloudinary.delivery_url(asset)
-    assert _draft_count(database, book_id) == 0  # the checkpoint is gone once recorded
+    assert _draft_count(pipeline.database, book_id) == 0  # the checkpoint is gone once recorded
 
 
 async def test_cdn_timeout_is_retried_without_a_second_model_call(
-    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
-    settings = provider_settings(page_retry_attempts=4, fetch_timeout_seconds=1.0)
+    pipeline = fake_pipeline.with_settings(page_retry_attempts=4, fetch_timeout_seconds=1.0)
     fakes.cloudinary.fail_next_uploads(1, CloudFault.hang(3))
-    book_id = create_book(database, fakes.photo_urls("cdnslow", 1))
-    outcome = await illustrate(temporal_client, settings, database, book_id)
+    book_id = pipeline.book(1, photos="cdnslow")
+    outcome = await pipeline.illustrate(book_id)
 
-    _, (page,), _ = load_book(database, book_id)
+    _, (page,), _ = pipeline.load(book_id)
     assert outcome.status is BookStatus.COMPLETED
     assert page.moderation_status is ModerationStatus.OK
     assert (page.model_calls, fakes.gemini.call_count) == (1, 1)
 
 
 async def test_cdn_bad_credentials_wait_and_never_draw_the_page_twice(
-    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
     # A fleet fault: the page is not settled for it but tried again (here twice in all,
     # without the pausing worker process); the image drawn once is reused from the draft.
-    settings = provider_settings(
+    pipeline = fake_pipeline.with_settings(
         cloudinary_url=fakes.cloudinary.cloudinary_url("wrong-secret"),
         fleet_fault_retry_seconds=0.5,
         page_retry_attempts=2,
     )
-    book_id = create_book(database, fakes.photo_urls("cdn401", 1))
-    outcome = await illustrate(temporal_client, settings, database, book_id)
+    book_id = pipeline.book(1, photos="cdn401")
+    outcome = await pipeline.illustrate(book_id)
 
-    _, (page,), _ = load_book(database, book_id)
+    _, (page,), _ = pipeline.load(book_id)
     assert outcome.pages_with_image == 0 and outcome.pages_failed == outcome.pages_total
     reason = page.moderation_reason or ""
     assert reason.startswith("upload: unauthorized: ") and "(fleet fault: CLOUDINARY_URL)" in reason
@@ -323,18 +307,18 @@ async def test_cdn_bad_credentials_wait_and_never_draw_the_page_twice(
     # same refusal.
     assert fakes.cloudinary.upload_attempts == 1 and fakes.cloudinary.admin_calls == 1
     assert fakes.gemini.call_count == 1  # the second attempt reused the draft
-    assert _draft_count(database, book_id) == 0  # finalize cleared the unused draft
+    assert _draft_count(pipeline.database, book_id) == 0  # finalize cleared the unused draft
 
 
 async def test_a_fleet_fault_fails_the_page_once_its_bound_has_passed(
-    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
     fakes.gemini.revoke_key()
-    settings = provider_settings(fleet_fault_max_hours=1e-9)
-    book_id = create_book(database, fakes.photo_urls("fleetbound", 1))
-    outcome = await illustrate(temporal_client, settings, database, book_id)
+    pipeline = fake_pipeline.with_settings(fleet_fault_max_hours=1e-9)
+    book_id = pipeline.book(1, photos="fleetbound")
+    outcome = await pipeline.illustrate(book_id)
 
-    _, (page,), _ = load_book(database, book_id)
+    _, (page,), _ = pipeline.load(book_id)
     assert outcome.pages_failed == 1
     assert page.moderation_reason == (
         "generate: HTTP 400 INVALID_ARGUMENT: API key not valid. Please pass a valid API key."
@@ -370,20 +354,16 @@ class _Outage:
 
 @pytest.mark.postgresql_only  # an embedded SQLite file cannot become unreachable
 async def test_database_down_while_recording_reuses_the_stored_image(
-    temporal_client: Client,
-    database: Database,
-    database_url: str,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
+    fake_pipeline: Pipeline, database_url: str, fakes: Fakes
 ) -> None:
-    settings = provider_settings(page_retry_attempts=30, page_retry_max_seconds=0.5)
-    book_id = create_book(database, fakes.photo_urls("dbdown", 1))
+    pipeline = fake_pipeline.with_settings(page_retry_attempts=30, page_retry_max_seconds=0.5)
+    book_id = pipeline.book(1, photos="dbdown")
     # The model takes 2 s: the database goes down while it draws, so the draft cannot be
     # kept and the outcome cannot be recorded, but the upload works.
     fakes.gemini.set_latency(2)
     outage = _Outage(str(make_url(database_url).database))
-    async with running_worker(temporal_client, settings, database):
-        handle = await start(temporal_client, settings, book_id)
+    async with pipeline.worker():
+        handle = await pipeline.start(book_id)
         await wait_until(lambda: fakes.gemini.call_count > 0)
         outage.begin()
         try:
@@ -394,7 +374,7 @@ async def test_database_down_while_recording_reuses_the_stored_image(
             outage.end()
         outcome = await handle.result()
 
-    _, (page,), _ = load_book(database, book_id)
+    _, (page,), _ = pipeline.load(book_id)
     assert outcome.status is BookStatus.COMPLETED
     assert page.moderation_status is ModerationStatus.OK
     assert (page.model_calls, fakes.gemini.call_count) == (1, 1)

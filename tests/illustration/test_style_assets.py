@@ -10,24 +10,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from storywink.cli import app
 from storywink.contract import BookStatus
-from storywink.db.connection import Database
 from storywink.illustration import style_assets
 from storywink.illustration.style_assets import REFERENCES_DIR, publish_references, reference_paths
 from storywink.providers.factory import build_store
 from tests.support.commands import clean_env
-from tests.support.helpers import create_book, illustrate
 from tests.support.paths import WORKER_SCRIPT
-from tests.support.provider_fakes import (
-    GEMINI_KEY,
-    Fakes,
-    SettingsFactory,
-)
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import GEMINI_KEY, Fakes
 
 
 def _publish_with_the_cli(fakes: Fakes, tmp_path: Path) -> tuple[str, str]:
@@ -114,16 +108,13 @@ def test_a_worker_with_a_real_model_names_each_missing_reference_and_exits_2(
 
 
 async def test_the_model_is_sent_the_published_references(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
-    published = await publish_references(build_store(provider_settings()))
-    settings = provider_settings(style_assets_url=published.assets_url)
-    book_id = create_book(database, fakes.photo_urls("styled", 2))
+    published = await publish_references(build_store(fake_pipeline.configure()))
+    pipeline = fake_pipeline.with_settings(style_assets_url=published.assets_url)
+    book_id = pipeline.book(2, photos="styled")
 
-    outcome = await illustrate(temporal_client, settings, database, book_id)
+    outcome = await pipeline.illustrate(book_id)
 
     assert outcome.status is BookStatus.COMPLETED
     sent = [image for request in fakes.gemini.requests for _, image in request.inline_images]

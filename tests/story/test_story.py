@@ -6,38 +6,26 @@ from __future__ import annotations
 import json
 
 import pytest
-from temporalio.client import Client
 
-from storywink.contract import (
-    BookStatus,
-    ModerationStatus,
-)
-from storywink.db.connection import Database
-from tests.support.helpers import (
-    draft_book,
-    illustrate,
-    keep_history,
-    load_book,
-    running_worker,
-    start_story,
-)
-from tests.support.provider_fakes import Fakes, SettingsFactory
+from storywink.contract import BookStatus, ModerationStatus
+from tests.support.helpers import keep_history
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import Fakes
 
 
 @pytest.mark.each_database  # every page text in one transaction
 async def test_a_draft_gets_its_story_then_its_pictures(
-    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
-    settings = provider_settings()
-    book_id = draft_book(database, fakes.photo_urls("story5", 5))
-    async with running_worker(temporal_client, settings, database):
-        handle = await start_story(temporal_client, settings.temporal_task_queue, book_id)
+    book_id = fake_pipeline.draft(5, photos="story5")
+    async with fake_pipeline.worker():
+        handle = await fake_pipeline.start_story(book_id)
         outcome = await handle.result()
     await keep_history(handle, "story_ready")
 
     assert outcome.status is BookStatus.STORY_READY
     assert outcome.pages_written == 5
-    book, pages, _ = load_book(database, book_id)
+    book, pages, _ = fake_pipeline.load(book_id)
     assert book.status is BookStatus.STORY_READY
     assert book.claim_run_id is None
     assert pages[0].text == book.title
@@ -46,15 +34,15 @@ async def test_a_draft_gets_its_story_then_its_pictures(
     ]
     assert all(p.illustration_notes and p.text_problem is None for p in pages)
     (request,) = fakes.gemini.requests
-    assert request.wants_json and request.model == settings.gemini_text_model
+    assert request.wants_json and request.model == fake_pipeline.settings.gemini_text_model
     assert len(request.inline_images) == 5  # the photos, in page order
     assert "Mia" in request.prompt and book.title in request.prompt
     schema = json.dumps(request.generation_config.get("responseSchema"))
     assert "illustration_notes" in schema
 
-    outcome_after = await illustrate(temporal_client, settings, database, book_id)
+    outcome_after = await fake_pipeline.illustrate(book_id)
     assert outcome_after.status is BookStatus.COMPLETED
-    _, pages, _ = load_book(database, book_id)
+    _, pages, _ = fake_pipeline.load(book_id)
     assert all(p.moderation_status is ModerationStatus.OK for p in pages)
     # The notes reached the image prompt.
     image_prompts = [r.prompt for r in fakes.gemini.requests if not r.wants_json]

@@ -8,17 +8,11 @@ import asyncio
 import json
 from dataclasses import dataclass
 
-from temporalio.client import Client
-
 from storywink.contract import BookStatus
-from storywink.db.connection import Database
 from tests.support.fakes.gemini_server import Fault
-from tests.support.helpers import draft_book, keep_history, load_book, running_worker, start_story
-from tests.support.provider_fakes import (
-    GEMINI_KEY,
-    Fakes,
-    SettingsFactory,
-)
+from tests.support.helpers import keep_history
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import GEMINI_KEY, Fakes
 
 ATTEMPTS = 3
 PAGES = 4
@@ -88,9 +82,9 @@ def _title(index: int) -> str:
 
 
 async def test_every_text_model_answer_ends_in_its_outcome(
-    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
-    settings = provider_settings(
+    pipeline = fake_pipeline.with_settings(
         story_retry_attempts=ATTEMPTS,
         story_retry_initial_seconds=0.2,
         story_retry_max_seconds=0.5,
@@ -102,20 +96,16 @@ async def test_every_text_model_answer_ends_in_its_outcome(
         title = _title(index)
         for fault in row.faults:
             fakes.gemini.fail_when(f'title is "{title}"', fault, times=1)
-        urls = fakes.photo_urls(f"row{index}", PAGES)
-        book_ids.append(draft_book(database, urls, title))
+        book_ids.append(pipeline.draft(PAGES, photos=f"row{index}", title=title))
 
-    async with running_worker(temporal_client, settings, database):
-        handles = [
-            await start_story(temporal_client, settings.temporal_task_queue, book_id)
-            for book_id in book_ids
-        ]
+    async with pipeline.worker():
+        handles = [await pipeline.start_story(book_id) for book_id in book_ids]
         outcomes = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
     await keep_history(handles[-1], "story_failed_after_retries")  # "503 every time"
 
     problems = []
     for index, (row, book_id, outcome) in enumerate(zip(ROWS, book_ids, outcomes, strict=True)):
-        book, pages, _ = load_book(database, book_id)
+        book, pages, _ = pipeline.load(book_id)
         calls = fakes.gemini.calls_with(f'title is "{_title(index)}"')
         marked = tuple(p.page_number for p in pages if p.text_problem)
         reason = book.story_error or ""

@@ -11,50 +11,49 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 
 from storywink.book import report as book_report
 from storywink.contract import STORY_WORKFLOW, BookStatus, story_workflow_id
-from storywink.db.connection import Database
-from storywink.story.client import StoryClient
 from storywink.story.records import PageTextRefused, StoryNotAllowed
 from storywink.temporal.failures import innermost_message
 from tests.support.fakes.gemini_server import Fault
-from tests.support.helpers import draft_book, load_book, running_worker, temporal_cli, wait_until
-from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.helpers import temporal_cli, wait_until
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import Fakes
 from tests.support.worker_processes import free_port, wait_until_ready, worker_processes
 
 pytestmark = pytest.mark.process
 
 
 async def test_double_start_is_one_run_and_one_model_call(
-    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
     # The model thinks long enough for every check below to see the run at work, even on
     # a loaded machine.
-    settings = provider_settings(model_timeout_seconds=15)
+    pipeline = fake_pipeline.with_settings(model_timeout_seconds=15)
     title = "Twice Started"
     fakes.gemini.fail_when(f'title is "{title}"', Fault.delay(10), times=1)
-    book_id = draft_book(database, fakes.photo_urls("twice", 3), title)
-    client = StoryClient(temporal_client, database.sessions, settings.temporal_task_queue)
-    async with running_worker(temporal_client, settings, database):
+    book_id = pipeline.draft(3, photos="twice", title=title)
+    client = pipeline.story_client()
+    async with pipeline.worker():
         first = await client.start_story(book_id)
         second = await client.start_story(book_id)
         await wait_until(lambda: fakes.gemini.call_count == 1)  # the model is thinking
         third = await client.start_story(book_id)
         other_id = f"operator-story-{book_id}"
         await temporal_cli(
-            settings,
+            pipeline.settings,
             *("workflow", "start", "--type", STORY_WORKFLOW),
-            *("--task-queue", settings.temporal_task_queue, "--workflow-id", other_id),
+            *("--task-queue", pipeline.settings.temporal_task_queue, "--workflow-id", other_id),
             *("--input", json.dumps({"book_id": book_id})),
         )
         with pytest.raises(WorkflowFailureError) as refused:
-            await temporal_client.get_workflow_handle(other_id).result()
+            await pipeline.client.get_workflow_handle(other_id).result()
 
         progress = await client.story_progress(book_id)
         report = await book_report.build_report(
-            temporal_client, database.sessions, settings.temporal_task_queue
+            pipeline.client, pipeline.database.sessions, pipeline.settings.temporal_task_queue
         )
         with pytest.raises(PageTextRefused):
             await client.update_page_text(book_id, 2, "Too early.")
@@ -73,7 +72,7 @@ async def test_double_start_is_one_run_and_one_model_call(
 
     # A parent's edit, now that no run works on the book; a second story is refused.
     await client.update_page_text(book_id, 2, "  Mia found a   shell. ")
-    _, pages, _ = load_book(database, book_id)
+    _, pages, _ = pipeline.load(book_id)
     assert pages[1].text == "Mia found a shell."
     for bad in ("", "One. Two. Three. Four.", "x" * 601):
         with pytest.raises(PageTextRefused):
@@ -83,27 +82,22 @@ async def test_double_start_is_one_run_and_one_model_call(
 
 
 async def test_a_worker_killed_during_the_story_call_the_story_completes_on_another(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path
 ) -> None:
-    settings = provider_settings()
     heartbeat_timeout = 3.0
     title = "Killed Mid Story"
     fakes.gemini.fail_when(f'title is "{title}"', Fault.hang(60), times=1)
-    book_id = draft_book(database, fakes.photo_urls("killed", 3), title)
+    book_id = fake_pipeline.draft(3, photos="killed", title=title)
     env = {
         "STORY_HEARTBEAT_TIMEOUT_SECONDS": str(heartbeat_timeout),
         "STORY_RETRY_INITIAL_SECONDS": "0.2",
     }
-    client = StoryClient(temporal_client, database.sessions, settings.temporal_task_queue)
-    with worker_processes(settings, fakes, 2, tmp_path, env) as replicas:
+    client = fake_pipeline.story_client()
+    with worker_processes(fake_pipeline.settings, fakes, 2, tmp_path, env) as replicas:
         await wait_until_ready(replicas)
         run = await client.start_story(book_id)
         await wait_until(lambda: fakes.gemini.call_count == 1)
-        handle = temporal_client.get_workflow_handle(run.workflow_id)
+        handle = fake_pipeline.client.get_workflow_handle(run.workflow_id)
         (pending,) = (await handle.describe()).raw_description.pending_activities
         victim = next(r for r in replicas if r.identity == pending.last_worker_identity)
         victim.signal(signal.SIGKILL)
@@ -115,7 +109,7 @@ async def test_a_worker_killed_during_the_story_call_the_story_completes_on_anot
         history = await handle.fetch_history()
 
     assert outcome.status is BookStatus.STORY_READY
-    book, pages, _ = load_book(database, book_id)
+    book, pages, _ = fake_pipeline.load(book_id)
     assert book.status is BookStatus.STORY_READY and all(p.text for p in pages)
     # The killed call was paid for; the retry on the survivor is the only other one.
     assert fakes.gemini.calls_with(f'title is "{title}"') == 2
@@ -129,21 +123,16 @@ async def test_a_worker_killed_during_the_story_call_the_story_completes_on_anot
 
 
 async def test_a_worker_exports_story_runs_model_calls_and_failures(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path
 ) -> None:
-    settings = provider_settings()
     fakes.gemini.fail_when('title is "Refused Story"', Fault.blocked("SAFETY"))
     fakes.gemini.fail_when('title is "Slow Start"', Fault.http(503), times=1)
-    ready = draft_book(database, fakes.photo_urls("m1", 2), "Slow Start")
-    refused = draft_book(database, fakes.photo_urls("m2", 2), "Refused Story")
+    ready = fake_pipeline.draft(2, photos="m1", title="Slow Start")
+    refused = fake_pipeline.draft(2, photos="m2", title="Refused Story")
     metrics_port = free_port()
     env = {"METRICS_PORT": str(metrics_port), "STORY_RETRY_INITIAL_SECONDS": "0.2"}
-    client = StoryClient(temporal_client, database.sessions, settings.temporal_task_queue)
-    with worker_processes(settings, fakes, 1, tmp_path, env) as replicas:
+    client = fake_pipeline.story_client()
+    with worker_processes(fake_pipeline.settings, fakes, 1, tmp_path, env) as replicas:
         await wait_until_ready(replicas)
         for book_id in (ready, refused):
             await client.start_story(book_id)

@@ -176,7 +176,7 @@ async def start_story(
     )
 
 
-def draft_book(database: Database, urls: list[str], title: str = "Mia's Big Day") -> str:
+def draft_book(database: Database, urls: Sequence[str], title: str = "Mia's Big Day") -> str:
     """A book as `storywink book create` leaves it without --story: DRAFT, no text."""
     with database.sessions() as session:
         return books.create_book(

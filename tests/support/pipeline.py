@@ -15,11 +15,12 @@ from dataclasses import dataclass, replace
 from temporalio.client import Client, WorkflowHandle
 
 from storywink.config import Settings
-from storywink.contract import BookOutcome, BookStatus
+from storywink.contract import BookOutcome, BookStatus, StoryOutcome
 from storywink.db.connection import Database
 from storywink.db.models import Book, Notification, Page
 from storywink.illustration.client import IllustrationClient
 from storywink.providers.factory import Providers
+from storywink.story.client import StoryClient
 from tests.support import helpers
 from tests.support.provider_fakes import SettingsFactory
 
@@ -50,6 +51,13 @@ class Pipeline:
         urls = self.photos(photos, pages) if isinstance(pages, int) else pages
         return helpers.create_book(self.database, urls, status=status, title=title, user_id=user_id)
 
+    def draft(
+        self, pages: int | Sequence[str], *, photos: str = "photos", title: str = "Mia's Big Day"
+    ) -> str:
+        """A book as `storywink book create` leaves it without --story: DRAFT, no text."""
+        urls = self.photos(photos, pages) if isinstance(pages, int) else list(pages)
+        return helpers.draft_book(self.database, urls, title)
+
     def worker(self, providers: Providers | None = None) -> AbstractAsyncContextManager[Providers]:
         """A real worker (both pollers) in this process, as `python worker.py` builds it."""
         return helpers.running_worker(self.client, self.settings, self.database, providers)
@@ -64,6 +72,12 @@ class Pipeline:
         return await helpers.illustrate(
             self.client, self.settings, self.database, book_id, history=history
         )
+
+    async def start_story(self, book_id: str) -> WorkflowHandle[object, StoryOutcome]:
+        return await helpers.start_story(self.client, self.settings.temporal_task_queue, book_id)
+
+    def story_client(self) -> StoryClient:
+        return StoryClient(self.client, self.database.sessions, self.settings.temporal_task_queue)
 
     def illustration_client(self) -> IllustrationClient:
         return IllustrationClient(

@@ -17,7 +17,8 @@ from storywink.config import Settings
 from storywink.contract import BookStatus, ModerationStatus
 from storywink.db.connection import Database
 from tests.support.helpers import create_book, load_book, running_worker, wait_until
-from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import Fakes
 from tests.support.sse import collect_until_outcome, events_of, until_outcome
 from tests.support.web_app import WEB_SETTINGS, api_client, photo_parts, running_app
 
@@ -167,17 +168,14 @@ async def test_my_books_newest_first_a_page_at_a_time(database: Database, web_ur
 
 
 async def test_cancel_stops_the_run_and_the_stream_tells_the_settled_book(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
-    settings = provider_settings(**WEB_SETTINGS)
+    pipeline = fake_pipeline.with_settings(**WEB_SETTINGS)
     fakes.gemini.set_latency(30)  # every page is still in its model call when cancelled
-    book_id = create_book(database, fakes.photo_urls("cancel", 3), user_id="parent-cancel")
+    book_id = pipeline.book(3, photos="cancel", user_id="parent-cancel")
     async with (
-        running_app(settings) as web_url,
-        running_worker(temporal_client, settings, database),
+        running_app(pipeline.settings) as web_url,
+        pipeline.worker(),
         api_client(web_url, "parent-cancel") as http,
     ):
         started = await http.post(f"/books/{book_id}/illustration")
