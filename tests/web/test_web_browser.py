@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from temporalio.client import Client
 
-from storywink.db.connection import Database
 from storywink.demo.sample_book import write_sample_photos
 from tests.support.fakes.gemini_server import Fault
-from tests.support.helpers import running_worker
-from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import Fakes
 from tests.support.services import missing
 from tests.support.web_app import WEB_SETTINGS, running_app, token_for
 
@@ -63,24 +61,19 @@ async def browser_page() -> AsyncIterator[object]:
 
 
 async def test_a_parent_watches_their_book_fill_in_on_the_live_page(
-    browser_page: object,
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
+    browser_page: object, fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path
 ) -> None:
     from playwright.async_api import Page, expect
 
     page = browser_page
     assert isinstance(page, Page)
-    settings = provider_settings(**WEB_SETTINGS)
+    pipeline = fake_pipeline.with_settings(**WEB_SETTINGS)
     fakes.gemini.fail_when("Page 3: the child", Fault.blocked("SAFETY"))
     photos = write_sample_photos(tmp_path / "photos", 3)
 
     async with (
-        running_app(settings) as url,
-        running_worker(temporal_client, settings, database),
+        running_app(pipeline.settings) as url,
+        pipeline.worker(),
     ):
         await page.goto(f"{url}/#token={token_for('parent-browser')}")
         await expect(page.locator("#who")).to_have_text("signed in as parent-browser")

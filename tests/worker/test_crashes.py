@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
 from storywink.cost.report import book_cost
@@ -27,6 +28,7 @@ from storywink.temporal.connection import connect_temporal
 from tests.support.fakes.cloudinary_server import CloudFault
 from tests.support.helpers import create_book, load_book, running_worker, start, wait_until
 from tests.support.pg_proxy import PostgresProxy
+from tests.support.pipeline import Pipeline
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.temporal_server import dev_server
 from tests.support.worker_processes import (
@@ -92,22 +94,17 @@ def _assert_drawn_once(
 
 
 async def test_worker_killed_after_upload_pages_finish_elsewhere_without_redrawing(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path
 ) -> None:
     """kill -9 a replica while it holds three pages whose images the CDN has stored but not
     yet confirmed: another replica finishes them within the heartbeat timeout plus a few
     seconds, finds each stored image by its id and run, and neither redraws nor re-uploads."""
-    settings = provider_settings()
     fakes.cloudinary.fail_next_uploads(9, CloudFault.stored_then_hang(60))
-    book_id = create_book(database, fakes.photo_urls("kill", 9))
+    book_id = fake_pipeline.book(9, photos="kill")
     cdn_port = urlsplit(fakes.cloudinary.base_url).port or 0
-    with worker_processes(settings, fakes, 3, tmp_path) as replicas:
+    with worker_processes(fake_pipeline.settings, fakes, 3, tmp_path) as replicas:
         await wait_until_ready(replicas)
-        handle = await start(temporal_client, settings, book_id)
+        handle = await fake_pipeline.start(book_id)
         # Three pages per replica (ILLUSTRATION_CONCURRENCY=3): all nine stored, unanswered.
         await wait_until(lambda: len(fakes.cloudinary.held_uploads) == 9)
         held = fakes.cloudinary.held_uploads
@@ -123,7 +120,7 @@ async def test_worker_killed_after_upload_pages_finish_elsewhere_without_redrawi
         fakes.cloudinary.release_held_uploads()  # the survivors get their answers
 
         def victim_pages_recorded() -> bool:
-            _, pages, _ = load_book(database, book_id)
+            _, pages, _ = fake_pipeline.load(book_id)
             recorded = {
                 page_public_id(book_id, p.page_number) for p in pages if p.generated_image_url
             }
@@ -145,7 +142,7 @@ async def test_worker_killed_after_upload_pages_finish_elsewhere_without_redrawi
     assert sum(identities.values()) == 9 and victim.identity not in identities
     assert fakes.gemini.call_count == 9  # the three stored images were not drawn again
     assert fakes.cloudinary.admin_calls == 3  # each found once by its id (run id checked)
-    _assert_drawn_once(fakes, database, book_id)
+    _assert_drawn_once(fakes, fake_pipeline.database, book_id)
 
 
 # ----- the Temporal server stopped and restarted -----
@@ -197,26 +194,25 @@ def _proxied(database_url: str) -> Iterator[tuple[PostgresProxy, str]]:
 
 @pytest.mark.postgresql_only  # an embedded SQLite file cannot become unreachable
 async def test_postgresql_unreachable_mid_run_activities_retry_and_nothing_is_duplicated(
-    temporal_client: Client,
-    database: Database,
-    database_url: str,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
+    fake_pipeline: Pipeline, database_url: str, fakes: Fakes
 ) -> None:
     """Every database connection of the worker is cut for 4 s while pages are being drawn
     (tests/support/pg_proxy.py: as far as the app can tell, that is PostgreSQL going away).
     Activities retry through it; both books settle, each page drawn, stored and recorded
     once, one notification per book."""
     fakes.gemini.set_latency(1.0)
-    book_ids = [create_book(database, fakes.photo_urls(f"pg{n}", 4)) for n in range(2)]
+    book_ids = [fake_pipeline.book(4, photos=f"pg{n}") for n in range(2)]
     with _proxied(database_url) as (proxy, proxied_url):
-        settings = provider_settings(page_retry_attempts=30, page_retry_max_seconds=0.5)
-        settings = settings.model_copy(update={"database_url": SecretStr(proxied_url)})
+        settings = fake_pipeline.configure(page_retry_attempts=30, page_retry_max_seconds=0.5)
         engine = make_engine(proxied_url)
-        through_proxy = Database(engine, make_session_factory(engine))
+        proxied = replace(
+            fake_pipeline,
+            settings=settings.model_copy(update={"database_url": SecretStr(proxied_url)}),
+            database=Database(engine, make_session_factory(engine)),
+        )
         try:
-            async with running_worker(temporal_client, settings, through_proxy):
-                handles = [await start(temporal_client, settings, book_id) for book_id in book_ids]
+            async with proxied.worker():
+                handles = [await proxied.start(book_id) for book_id in book_ids]
                 await wait_until(lambda: fakes.gemini.call_count >= 2)
                 proxy.cut()
                 await asyncio.sleep(4)
@@ -236,4 +232,4 @@ async def test_postgresql_unreachable_mid_run_activities_retry_and_nothing_is_du
     assert [outcome.status for outcome in outcomes] == [BookStatus.COMPLETED] * 2
     assert fakes.gemini.call_count == 8  # each of the 8 pages paid for once
     for book_id in book_ids:
-        _assert_drawn_once(fakes, database, book_id, counted_exactly=False)
+        _assert_drawn_once(fakes, fake_pipeline.database, book_id, counted_exactly=False)

@@ -12,13 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 from temporalio.client import WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 
-from storywink.config import Settings
 from storywink.contract import BookOutcome, BookStatus, ModerationStatus
 from storywink.db.connection import Database
-from tests.support.helpers import create_book, load_book, start, wait_until
-from tests.support.provider_fakes import GEMINI_KEY, Fakes, SettingsFactory
+from tests.support.helpers import load_book, wait_until
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import GEMINI_KEY, Fakes
 from tests.support.worker_processes import (
     Replica,
     free_port,
@@ -63,18 +62,10 @@ def _assert_nothing_settled(database: Database, book_ids: list[str]) -> None:
 
 
 async def _books_in_flight(
-    temporal_env: WorkflowEnvironment,
-    database: Database,
-    fakes: Fakes,
-    settings: Settings,
-    books: int = BOOKS,
-    pages: int = PAGES,
+    pipeline: Pipeline, books: int = BOOKS, pages: int = PAGES
 ) -> tuple[list[str], list[WorkflowHandle[object, BookOutcome]]]:
-    book_ids = [
-        create_book(database, fakes.photo_urls(f"fleet{n}", pages), title=f"Book {n}")
-        for n in range(books)
-    ]
-    handles = [await start(temporal_env.client, settings, book_id) for book_id in book_ids]
+    book_ids = [pipeline.book(pages, photos=f"fleet{n}", title=f"Book {n}") for n in range(books)]
+    handles = [await pipeline.start(book_id) for book_id in book_ids]
     return book_ids, handles
 
 
@@ -85,13 +76,9 @@ async def _metric(port: int, name: str) -> list[str]:
 
 
 async def test_a_revoked_key_pauses_the_worker_and_it_finishes_every_book_once_fixed(
-    temporal_env: WorkflowEnvironment,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path
 ) -> None:
-    settings = provider_settings()
+    settings, database = fake_pipeline.settings, fake_pipeline.database
     fakes.gemini.set_latency(0.5)
     metrics_port = free_port()
     env = {
@@ -102,7 +89,7 @@ async def test_a_revoked_key_pauses_the_worker_and_it_finishes_every_book_once_f
     }
     with worker_processes(settings, fakes, 1, tmp_path, env) as (worker,):
         await wait_until_ready([worker])
-        book_ids, handles = await _books_in_flight(temporal_env, database, fakes, settings)
+        book_ids, handles = await _books_in_flight(fake_pipeline)
         await wait_until(lambda: _answered(fakes) >= 2)  # pages in flight, some drawn
         fakes.gemini.revoke_key()
 
@@ -137,21 +124,15 @@ async def test_a_revoked_key_pauses_the_worker_and_it_finishes_every_book_once_f
 
 
 async def test_a_shut_down_model_waits_for_a_worker_with_the_right_settings(
-    temporal_env: WorkflowEnvironment,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path
 ) -> None:
-    settings = provider_settings()
+    settings, database = fake_pipeline.settings, fake_pipeline.database
     fakes.gemini.set_latency(0.5)
     for folder in ("old", "new"):
         (tmp_path / folder).mkdir()
     with worker_processes(settings, fakes, 1, tmp_path / "old", FAST_FLEET) as (old,):
         await wait_until_ready([old])
-        book_ids, handles = await _books_in_flight(
-            temporal_env, database, fakes, settings, books=2, pages=4
-        )
+        book_ids, handles = await _books_in_flight(fake_pipeline, books=2, pages=4)
         await wait_until(lambda: _answered(fakes) >= 1)
         fakes.gemini.retire_model(settings.gemini_image_model)  # Google shut it down
 

@@ -26,7 +26,6 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from storywink.config import ConfigurationError, Settings, load_settings
 from storywink.contract import BookStatus, ModerationStatus
-from storywink.db.connection import Database
 from storywink.health import Readiness, State, serve_health
 from storywink.illustration import metrics
 from storywink.logs import JsonFormatter
@@ -34,9 +33,9 @@ from storywink.providers.base import ContentRefused
 from storywink.telemetry import worker_runtime
 from storywink.temporal.connection import connect_temporal
 from tests.support.commands import clean_env
-from tests.support.helpers import create_book, load_book, start
 from tests.support.paths import WORKER_SCRIPT
-from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import Fakes
 from tests.support.worker_processes import worker_env
 
 
@@ -239,22 +238,17 @@ def ops_env(settings: Settings, fakes: Fakes, identity: str) -> tuple[dict[str, 
 @pytest.mark.process
 @pytest.mark.alone
 async def test_a_worker_is_ready_when_polling_exports_metrics_and_drains_unready(
-    temporal_env: WorkflowEnvironment,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path
 ) -> None:
-    settings = provider_settings()
     identity = f"ops-{uuid.uuid4().hex[:6]}"
-    env, health, metrics_url = ops_env(settings, fakes, identity)
-    book_id = create_book(database, fakes.photo_urls("ops", 2))
+    env, health, metrics_url = ops_env(fake_pipeline.settings, fakes, identity)
+    book_id = fake_pipeline.book(2, photos="ops")
     log_path = tmp_path / "worker.log"
     with worker_process(env, log_path) as process:
         await wait_for(f"{health}/readyz", 200)
         assert "polling" in log_path.read_text()  # ready only once it polls
 
-        handle = await start(temporal_env.client, settings, book_id)
+        handle = await fake_pipeline.start(book_id)
         outcome = await asyncio.wait_for(handle.result(), timeout=60)  # a bound, not a figure
         assert outcome.status is BookStatus.COMPLETED
 
@@ -273,15 +267,15 @@ async def test_a_worker_is_ready_when_polling_exports_metrics_and_drains_unready
         # Draining: a page in flight, SIGTERM; not ready any more, alive until it ends.
         fakes.gemini.set_latency(3.0)
         calls = fakes.gemini.call_count
-        drained_book = create_book(database, fakes.photo_urls("d", 1))
-        draining = await start(temporal_env.client, settings, drained_book)
+        drained_book = fake_pipeline.book(1, photos="d")
+        draining = await fake_pipeline.start(drained_book)
         await until(lambda: fakes.gemini.call_count > calls, within=15)
         process.send_signal(signal.SIGTERM)
         assert await wait_for(f"{health}/readyz", 503, within=2) == "stopping\n"
         assert (await get(f"{health}/healthz"))[0] == 200
         assert process.poll() is None  # still finishing the page
         assert await asyncio.to_thread(process.wait, 15) == 0
-        _, (page,), _ = load_book(database, drained_book)
+        _, (page,), _ = fake_pipeline.load(drained_book)
         assert page.moderation_status is ModerationStatus.OK  # drained, not dropped
         await draining.terminate()  # no worker is left to finalize the book
 

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 
 from storywink.contract import BookStatus, page_public_id
-from storywink.db.connection import Database
-from tests.support.helpers import create_book, load_book, start, wait_until
-from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.helpers import wait_until
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import Fakes
 from tests.support.worker_processes import (
     page_identities,
     wait_until_ready,
@@ -29,20 +29,15 @@ pytestmark = pytest.mark.process
 
 @pytest.mark.each_database  # claims taken by three processes at once: the engine's locking
 async def test_three_replicas_draw_every_page_exactly_once(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path
 ) -> None:
     """Seed validation test 2 (multiple worker instances): 3 replicas, a 9-page book; all
     9 pages complete, spread over the replicas, each drawn once."""
-    settings = provider_settings()
     fakes.gemini.set_latency(1.0)  # slow enough that one replica cannot take every page
-    book_id = create_book(database, fakes.photo_urls("r9", 9))
-    with worker_processes(settings, fakes, 3, tmp_path) as replicas:
+    book_id = fake_pipeline.book(9, photos="r9")
+    with worker_processes(fake_pipeline.settings, fakes, 3, tmp_path) as replicas:
         await wait_until_ready(replicas)
-        handle = await start(temporal_client, settings, book_id)
+        handle = await fake_pipeline.start(book_id)
         outcome = await asyncio.wait_for(handle.result(), timeout=90)
         identities = await page_identities(handle)
         # SIGTERM with nothing in flight: each replica stops within its grace period.
@@ -56,7 +51,7 @@ async def test_three_replicas_draw_every_page_exactly_once(
     assert len(identities) > 1, f"pages were not spread over replicas: {identities}"
     assert set(identities) <= {"replica-0", "replica-1", "replica-2"}
     assert fakes.gemini.call_count == 9
-    _, pages, notes = load_book(database, book_id)
+    _, pages, notes = fake_pipeline.load(book_id)
     assert all(page.model_calls == 1 for page in pages)
     for page in pages:
         assert fakes.cloudinary.uploads_of(page_public_id(book_id, page.page_number)) == 1
@@ -71,26 +66,19 @@ async def test_three_replicas_draw_every_page_exactly_once(
     ],
 )
 async def test_sigterm_stops_polling_and_loses_no_page(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
-    grace: float,
-    in_flight_finish: bool,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path, grace: float, in_flight_finish: bool
 ) -> None:
     """SIGTERM to a replica holding 3 pages while 3 more wait in the queue: it takes no new
     page, and its in-flight pages either finish within SHUTDOWN_GRACE_SECONDS or are handed
     back and drawn by the other replica. The book completes, every page stored once."""
-    settings = provider_settings()
     latency = 2.5
     fakes.gemini.set_latency(latency)
-    book_id = create_book(database, fakes.photo_urls("term", 9))
+    book_id = fake_pipeline.book(9, photos="term")
     env = {"SHUTDOWN_GRACE_SECONDS": str(grace)}  # 3 pages at a time per replica
-    with worker_processes(settings, fakes, 2, tmp_path, env) as replicas:
+    with worker_processes(fake_pipeline.settings, fakes, 2, tmp_path, env) as replicas:
         leaving, staying = replicas
         await wait_until_ready(replicas)
-        handle = await start(temporal_client, settings, book_id)
+        handle = await fake_pipeline.start(book_id)
         # Six model calls in flight (3 per replica): three pages still wait in the queue.
         await wait_until(lambda: fakes.gemini.call_count >= 6)
         signalled = time.monotonic()
@@ -103,7 +91,7 @@ async def test_sigterm_stops_polling_and_loses_no_page(
     assert code == 0
     assert stopped_after < grace + 4, f"stopped {stopped_after:.1f}s after SIGTERM"
     assert outcome.status is BookStatus.COMPLETED
-    _, pages, notes = load_book(database, book_id)
+    _, pages, notes = fake_pipeline.load(book_id)
     for page in pages:
         assert fakes.cloudinary.uploads_of(page_public_id(book_id, page.page_number)) == 1
     assert len(notes) == 1
@@ -120,12 +108,7 @@ async def test_sigterm_stops_polling_and_loses_no_page(
 
 @pytest.mark.parametrize("cancelled_run", [True, False], ids=["after-cancelled-run", "idle"])
 async def test_sigterm_exits_within_the_grace_period_with_a_rate_limit(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
-    cancelled_run: bool,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path, cancelled_run: bool
 ) -> None:
     """A worker with ILLUSTRATION_RATE_LIMIT (the bench's quota runs), SIGTERM'd after its
     run was cancelled and ended, exits 0 within SHUTDOWN_GRACE_SECONDS + 5 s.
@@ -138,15 +121,14 @@ async def test_sigterm_exits_within_the_grace_period_with_a_rate_limit(
     such as the warnings for pages of the cancelled run finishing after it ended; it did so
     with or without the rate limit, and never for an idle worker. worker.py now ends the
     process with `os._exit` after its own orderly shutdown."""
-    settings = provider_settings()
     fakes.gemini.set_latency(0.5)
     grace = 2.0
     env = {"ILLUSTRATION_RATE_LIMIT": "120", "SHUTDOWN_GRACE_SECONDS": str(grace)}
-    with worker_processes(settings, fakes, 1, tmp_path, env) as (replica,):
+    with worker_processes(fake_pipeline.settings, fakes, 1, tmp_path, env) as (replica,):
         await wait_until_ready([replica])
         if cancelled_run:
-            book_id = create_book(database, fakes.photo_urls("cancel", 12))
-            handle = await start(temporal_client, settings, book_id)
+            book_id = fake_pipeline.book(12, photos="cancel")
+            handle = await fake_pipeline.start(book_id)
             await wait_until(lambda: fakes.gemini.call_count >= 3)
             await handle.cancel()
             with contextlib.suppress(WorkflowFailureError):

@@ -22,31 +22,24 @@ import time
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
 
 from storywink.contract import BookStatus, ModerationStatus, NotificationType, page_public_id
-from storywink.db.connection import Database
 from tests.support.fakes.gemini_server import Fault
-from tests.support.helpers import create_book, load_book, running_worker, start
-from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.pipeline import Pipeline
+from tests.support.provider_fakes import Fakes
 from tests.support.worker_processes import page_identities, wait_until_ready, worker_processes
 
 
 @pytest.mark.process
 async def test_one_worker_process_draws_a_nine_page_book(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
-    tmp_path: Path,
+    fake_pipeline: Pipeline, fakes: Fakes, tmp_path: Path
 ) -> None:
     """One worker process, a 9-page book: all 9 pages complete, each drawn and stored once."""
-    settings = provider_settings()
     fakes.gemini.set_latency(0.5)
-    book_id = create_book(database, fakes.photo_urls("one-process", 9))
-    with worker_processes(settings, fakes, 1, tmp_path) as replicas:
+    book_id = fake_pipeline.book(9, photos="one-process")
+    with worker_processes(fake_pipeline.settings, fakes, 1, tmp_path) as replicas:
         await wait_until_ready(replicas)
-        handle = await start(temporal_client, settings, book_id)
+        handle = await fake_pipeline.start(book_id)
         outcome = await asyncio.wait_for(handle.result(), timeout=60)
         identities = await page_identities(handle)
         replicas[0].signal(signal.SIGTERM)
@@ -56,7 +49,7 @@ async def test_one_worker_process_draws_a_nine_page_book(
     assert outcome.status is BookStatus.COMPLETED
     assert (outcome.pages_total, outcome.pages_with_image) == (9, 9)
     assert identities == {"replica-0": 9}
-    _, pages, notes = load_book(database, book_id)
+    _, pages, notes = fake_pipeline.load(book_id)
     assert [note.type for note in notes] == [NotificationType.BOOK_COMPLETED]
     for page in pages:
         assert page.moderation_status is ModerationStatus.OK
@@ -65,24 +58,23 @@ async def test_one_worker_process_draws_a_nine_page_book(
 
 
 async def test_a_model_call_past_its_timeout_fails_only_its_page(
-    temporal_client: Client,
-    database: Database,
-    fakes: Fakes,
-    provider_settings: SettingsFactory,
+    fake_pipeline: Pipeline, fakes: Fakes
 ) -> None:
     """Scaled down (a 1 s model timeout, the model answering in 60 s): the call is abandoned
     at the timeout, retried, and the page ends FAILED with a timeout reason after its
     attempts; the other pages and the book are unaffected."""
     timeout, attempts = 1.0, 2
-    settings = provider_settings(model_timeout_seconds=timeout, page_retry_attempts=attempts)
+    pipeline = fake_pipeline.with_settings(
+        model_timeout_seconds=timeout, page_retry_attempts=attempts
+    )
     fakes.gemini.fail_when("Page 2 of the story", Fault.hang(60))
-    book_id = create_book(database, fakes.photo_urls("model-timeout", 3))
-    async with running_worker(temporal_client, settings, database):
+    book_id = pipeline.book(3, photos="model-timeout")
+    async with pipeline.worker():
         started = time.monotonic()
-        outcome = await (await start(temporal_client, settings, book_id)).result()
+        outcome = await (await pipeline.start(book_id)).result()
         elapsed = time.monotonic() - started
 
-    _, pages, notes = load_book(database, book_id)
+    _, pages, notes = pipeline.load(book_id)
     by_number = {page.page_number: page for page in pages}
     assert by_number[2].moderation_status is ModerationStatus.FAILED
     assert by_number[2].moderation_reason == "generate: timeout"
