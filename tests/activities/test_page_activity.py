@@ -29,7 +29,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.illustrate_page import IllustratePageActivities
 from storywink import contract
 from storywink.book import records as book_records
-from storywink.contract import BookStatus, ModerationStatus, PageResult, PageTask
+from storywink.contract import ModerationStatus, PageResult, PageTask
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page, PageDraft
 from storywink.illustration import records as books
@@ -38,6 +38,7 @@ from storywink.providers.base import ContentRefused, PermanentError, TransientEr
 from storywink.quota import slots as quota
 from storywink.quota.limiter import SharedLimiter
 from storywink.redact import Redactor
+from tests.support.builders import new_book, task_for
 from tests.support.page_fakes import CountingFetcher, CountingIllustrator, MemoryStore
 
 SECRET = "sk-page-test-0123456789-secret"
@@ -139,14 +140,8 @@ async def bench(sessions: sessionmaker[Session], tmp_path: Path) -> AsyncIterato
     photo.write_bytes(buffer.getvalue())
     run_id = _new_run()
     with sessions() as session:
-        book = books.create_book(
-            session,
-            user_id="user-1",
-            title="Mia's Big Day",
-            child_name="Mia",
-            art_style=STYLE.key,
-            pages=[books.NewPage(photo.as_uri(), text=f"Page {n}.") for n in (1, 2)],
-            status=BookStatus.STORY_READY,
+        book = new_book(
+            session, [photo.as_uri()] * 2, texts=["Page 1.", "Page 2."], art_style=STYLE.key
         )
         book_records.claim(
             session,
@@ -155,19 +150,7 @@ async def bench(sessions: sessionmaker[Session], tmp_path: Path) -> AsyncIterato
             contract.illustration_workflow_id(book.id),
             run_id,
         )
-        page = book.pages[1]
-        task = PageTask(
-            book_id=book.id,
-            book_title=book.title,
-            page_id=page.id,
-            page_number=page.page_number,
-            is_title_page=page.is_title_page,
-            original_image_url=page.original_image_url,
-            text=page.text,
-            illustration_notes=None,
-            style=STYLE,
-            run_id=run_id,
-        )
+        task = task_for(book, book.pages[1], STYLE, run_id)
     fetcher = CountingFetcher(file_root=tmp_path)
     yield Bench(sessions, fetcher, task)
     await fetcher.aclose()

@@ -17,7 +17,7 @@ from storywink.cost.records import (
     open_call,
 )
 from storywink.db.engine import make_engine, make_session_factory
-from storywink.illustration import records as books
+from tests.support.builders import new_book
 from tests.support.commands import ensure_database, storywink
 
 IMAGE = 67_885  # micro-dollars
@@ -29,14 +29,12 @@ def _book_with_calls(tmp_path: Path) -> str:
     engine = make_engine(f"sqlite:///{tmp_path / 'storywink.db'}")
     sessions = make_session_factory(engine)
     with sessions() as session:
-        book = books.create_book(
+        book = new_book(
             session,
-            user_id="parent-a",
-            title="Mia's Day",
-            child_name="Mia",
-            art_style="vignette",
-            pages=[books.NewPage("file:///a.jpg"), books.NewPage("file:///b.jpg")],
+            ["file:///a.jpg", "file:///b.jpg"],
             status=BookStatus.PARTIAL,
+            title="Mia's Day",
+            user_id="parent-a",
         )
         book_id, page_ids = book.id, [page.id for page in book.pages]
     calls = [

@@ -19,6 +19,7 @@ from storywink.contract import BookStatus, ModerationStatus, NotificationType
 from storywink.db.connection import Database
 from storywink.db.models import Book, Notification
 from storywink.illustration import records as books
+from tests.support import builders
 
 pytestmark = pytest.mark.each_database
 
@@ -50,19 +51,11 @@ def new_book(
     status: BookStatus = BookStatus.STORY_READY,
     title: str = "Mia's Big Day",
 ) -> str:
-    book = books.create_book(
-        session,
-        user_id=f"user-{uuid.uuid4().hex[:8]}",
-        title=title,
-        child_name="Mia",
-        art_style="vignette",
-        pages=[
-            books.NewPage(f"https://photos.example/{n}.jpg", text=text)
-            for n, text in enumerate(texts, start=1)
-        ],
-        status=status,
-    )
-    return book.id
+    photos = [f"https://photos.example/{n}.jpg" for n in range(1, len(texts) + 1)]
+    user_id = f"user-{uuid.uuid4().hex[:8]}"
+    return builders.new_book(
+        session, photos, texts=texts, status=status, title=title, user_id=user_id
+    ).id
 
 
 def claim(session: Session, book_id: str, run_id: str, stale_run_id: str | None = None) -> Book:

@@ -38,6 +38,7 @@ from storywink.contract import (
     StyleSnapshot,
 )
 from storywink.illustration.styles import resolve_style
+from tests.support.builders import page_tasks
 from tests.support.services import tool_path
 from workflows.book_illustration import BookIllustration
 
@@ -87,21 +88,7 @@ class FakeBook:
             book_title="T",
             style=style,
             total_pages=pages,
-            pages=tuple(
-                PageTask(
-                    book_id="b1",
-                    book_title="T",
-                    page_id=f"p{n}",
-                    page_number=n,
-                    is_title_page=n == 1,
-                    original_image_url=f"https://cdn.example/p{n}.jpg",
-                    text="text",
-                    illustration_notes=None,
-                    style=style,
-                    run_id="r",
-                )
-                for n in range(1, pages + 1)
-            ),
+            pages=page_tasks(style, pages),
             page_options=PRODUCTION_PAGE_OPTIONS.model_copy(update={"task_queue": queue}),
         )
         self.failures: list[PageFailure] = []
