@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.illustrate_page import IllustratePageActivities
+from activities.prepare import page_task
 from storywink import contract
 from storywink.book import records as book_records
 from storywink.contract import ModerationStatus, PageResult, PageTask
@@ -38,7 +39,7 @@ from storywink.providers.base import ContentRefused, PermanentError, TransientEr
 from storywink.quota import slots as quota
 from storywink.quota.limiter import SharedLimiter
 from storywink.redact import Redactor
-from tests.support.builders import new_book, task_for
+from tests.support.builders import new_book
 from tests.support.page_fakes import CountingFetcher, CountingIllustrator, MemoryStore
 
 SECRET = "sk-page-test-0123456789-secret"
@@ -150,7 +151,7 @@ async def bench(sessions: sessionmaker[Session], tmp_path: Path) -> AsyncIterato
             contract.illustration_workflow_id(book.id),
             run_id,
         )
-        task = task_for(book, book.pages[1], STYLE, run_id)
+        task = page_task(book, book.pages[1], STYLE, run_id)
     fetcher = CountingFetcher(file_root=tmp_path)
     yield Bench(sessions, fetcher, task)
     await fetcher.aclose()

@@ -1,5 +1,6 @@
 """The records and tasks tests need by the dozen, built in one place: a book with its pages
-in a session, and the task prepare hands a page (one recorded, or a workflow test's own).
+in a session, and page tasks for a workflow test's own activities (a recorded page's task
+is `activities.prepare.page_task`, as prepare builds it).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from storywink.contract import BookStatus, PageTask, StyleSnapshot
-from storywink.db.models import Book, Page
+from storywink.db.models import Book
 from storywink.illustration import records as books
 
 
@@ -40,22 +41,6 @@ def new_book(
 def story_texts(title: str, pages: int) -> list[str]:
     """The texts of a written story: the title on the title page, then "Page n of the story."."""
     return [title, *(f"Page {n} of the story." for n in range(2, pages + 1))]
-
-
-def task_for(book: Book, page: Page, style: StyleSnapshot, run_id: str) -> PageTask:
-    """The task prepare hands out for this recorded page of the book."""
-    return PageTask(
-        book_id=book.id,
-        book_title=book.title,
-        page_id=page.id,
-        page_number=page.page_number,
-        is_title_page=page.is_title_page,
-        original_image_url=page.original_image_url,
-        text=page.text,
-        illustration_notes=page.illustration_notes,
-        style=style,
-        run_id=run_id,
-    )
 
 
 def page_tasks(style: StyleSnapshot, pages: int, book_id: str = "b1") -> tuple[PageTask, ...]:
