@@ -88,9 +88,11 @@ def illustration_workflow_id(book_id: str) -> str:
     return f"{ILLUSTRATION_WORKFLOW_ID_PREFIX}{book_id}"
 
 
-def page_public_id(book_id: str, page_number: int) -> str:
-    """Deterministic CDN id: a retried upload overwrites instead of duplicating."""
-    return f"storywink/{book_id}/generated/page_{page_number}"
+def page_public_id(book_id: str, page_number: int, version: int = 0) -> str:
+    """Deterministic CDN id: a retried upload overwrites instead of duplicating. Each
+    version of a page's picture (a redraw) has its own id, so no cache serves the old one."""
+    suffix = f"_v{version}" if version else ""
+    return f"storywink/{book_id}/generated/page_{page_number}{suffix}"
 
 
 class BookStatus(StrEnum):
