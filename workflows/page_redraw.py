@@ -190,8 +190,14 @@ class PageRedraw:
 
 
 def _one_per_page(asks: list[RedrawAsk], exclude: set[int]) -> tuple[RedrawAsk, ...]:
-    """One ask per page (the last one's note), leaving out pages being drawn already."""
-    latest = {ask.page_number: ask for ask in asks if ask.page_number not in exclude}
+    """One ask per page, with the last note given for it (a click without one keeps it),
+    leaving out the pages being drawn already."""
+    latest: dict[int, RedrawAsk] = {}
+    for ask in asks:
+        if ask.page_number in exclude:
+            continue
+        earlier = latest.get(ask.page_number)
+        latest[ask.page_number] = ask if ask.note or earlier is None else earlier
     return tuple(latest[number] for number in sorted(latest))
 
 
