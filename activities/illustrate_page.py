@@ -186,7 +186,7 @@ class IllustratePageActivities:
                 books.settled_result,
                 task.page_id,
                 task.run_id,
-                task.redraw_version,
+                task.redraw,
             ),
         )
         if done is not None:
@@ -282,7 +282,7 @@ class IllustratePageActivities:
                 book_title=task.book_title,
                 text=task.text,
                 illustration_notes=task.illustration_notes,
-                change_request=task.change_request,
+                change_request=task.redraw.change_request if task.redraw else None,
             ),
             photo=photo,
             style_reference=reference,
@@ -354,8 +354,7 @@ class IllustratePageActivities:
                 image_url=image_url,
                 reason=reason,
                 uncounted_calls=attempt.uncounted_calls,
-                redraw_version=task.redraw_version,
-                change_request=task.change_request,
+                redraw=task.redraw,
             ),
         )
 
@@ -462,7 +461,8 @@ def _may_have_earlier_work(task: PageTask) -> bool:
 
 def _public_id(task: PageTask) -> str:
     """Where this version of the page's picture is stored (a redraw's has its own id)."""
-    return contract.page_public_id(task.book_id, task.page_number, task.redraw_version or 0)
+    version = task.redraw.version if task.redraw else 0
+    return contract.page_public_id(task.book_id, task.page_number, version)
 
 
 def _run_ids(task: PageTask) -> tuple[str, ...]:

@@ -11,9 +11,10 @@ from activities.fleet_check import WorkerFleet
 from activities.prepare import page_options, page_task
 from storywink.book.claims import claim_for_run
 from storywink.config import Settings
-from storywink.contract import RedrawClaimInput, RedrawPlan
+from storywink.contract import RedrawClaimInput, RedrawOf, RedrawPlan
 from storywink.db.models import Book
 from storywink.illustration import redraws
+from storywink.illustration.records import page_result
 from storywink.illustration.styles import resolve_style
 
 
@@ -61,11 +62,15 @@ class RedrawActivities:
                 book, page, style, request.run_id, earlier_run_id=stale_run_id, fleet_id=fleet_id
             ).model_copy(
                 update={
-                    "redraw_version": redraws.next_version(page),
-                    "change_request": ask.note,
+                    "redraw": RedrawOf(
+                        version=redraws.next_version(page),
+                        ask_id=ask.ask_id,
+                        change_request=ask.note,
+                    )
                 }
             )
             for page, ask in asked
+            if page.redraw_ask_id != ask.ask_id
         )
         return RedrawPlan(
             book_id=book.id,
@@ -73,4 +78,7 @@ class RedrawActivities:
             pages=pages,
             page_options=page_options(self._settings),
             refused=tuple(refused),
+            recorded=tuple(
+                page_result(page) for page, ask in asked if page.redraw_ask_id == ask.ask_id
+            ),
         )

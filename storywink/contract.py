@@ -169,6 +169,17 @@ class StyleSnapshot(Frozen):
         return self.reference_image_urls[0]
 
 
+class RedrawOf(Frozen):
+    """What a redraw's page draws: the picture's next version (the page keeps the old one
+    until this one is recorded), for which ask, with the parent's note of what to change."""
+
+    version: int
+    # The run chain's number for the ask (`<chain>/<n>`): a reset run, which plans its
+    # asks again, finds an ask already recorded instead of drawing a version more.
+    ask_id: str
+    change_request: str | None = None
+
+
 class PageTask(Frozen):
     """Everything one page activity needs, so pages never re-read the book."""
 
@@ -188,11 +199,8 @@ class PageTask(Frozen):
     # The fleet (storywink.db.fleet) whose database prepared the run: a page worker of another
     # fleet leaves the page for one of this fleet. None from workers before it existed.
     fleet_id: str | None = None
-    # A redraw (PageRedraw) of a page that was drawn before: the version it draws (the
-    # page's picture keeps the old one until this one is recorded), and the parent's note
-    # of what to change. None: the page's first drawing, version 0.
-    redraw_version: int | None = None
-    change_request: str | None = None
+    # A redraw (PageRedraw) of a page that was drawn before; None: its first drawing.
+    redraw: RedrawOf | None = None
 
 
 class ActivityOptions(Frozen):
@@ -259,7 +267,7 @@ class PageFailure(Frozen):
     page_id: str
     run_id: str
     reason: str
-    redraw_version: int | None = None  # the page's redraw that gave up (PageTask's)
+    redraw: RedrawOf | None = None  # the page task's, when a redraw gave up
 
 
 class FinalizeInput(Frozen):
@@ -426,11 +434,19 @@ class RedrawRequest(Frozen):
         return RedrawAsk(page_number=self.page_number, note=self.note)
 
 
+class NumberedAsk(Frozen):
+    """An ask as the redraw run took it in: numbered in its chain, in the order it came."""
+
+    ask_id: str
+    page_number: int
+    note: str | None = None
+
+
 class RedrawClaimInput(Frozen):
     book_id: str
     workflow_id: str
     run_id: str  # the claim: the run's chain
-    asks: tuple[RedrawAsk, ...]
+    asks: tuple[NumberedAsk, ...]
 
 
 class RedrawPlan(Frozen):
@@ -440,7 +456,9 @@ class RedrawPlan(Frozen):
     user_id: str
     pages: tuple[PageTask, ...]
     page_options: ActivityOptions
-    refused: tuple[str, ...] = ()  # e.g. "page 9: the book has 5 pages"
+    refused: tuple[str, ...] = ()  # e.g. "book B has no page 9 (it has 5)"
+    # Asks this chain has recorded already (a reset run plans them again): as they stand.
+    recorded: tuple[PageResult, ...] = ()
 
 
 class RedrawOutcome(Frozen):

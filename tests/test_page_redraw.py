@@ -22,7 +22,7 @@ from storywink.db.connection import Database
 from storywink.db.models import ModelCall
 from storywink.illustration.client import IllustrationClient
 from storywink.providers.factory import build_providers
-from tests.support.gated_providers import Gate, GatedIllustrator
+from tests.support.gated_providers import Gate, GatedIllustrator, StoredThenHeldStore
 from tests.support.helpers import (
     create_book,
     illustrate,
@@ -264,3 +264,63 @@ async def test_an_operator_starts_a_redraw_from_the_temporal_cli_with_plain_json
     assert outcome.book.status is BookStatus.COMPLETED
     assert load_book(database, book_id)[1][1].change_request == "sunny"
     assert "page: Extra inputs are not permitted" in str(failure.value.cause)
+
+
+async def test_a_reset_redraw_reuses_the_picture_it_stored_and_pays_one_call(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    """The new version is on the CDN but not recorded when the operator resets the redraw
+    run: the reset run (same chain, same claim) finds it and does not call the model."""
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
+    await illustrate(temporal_client, settings, database, book_id)
+    calls_before = model_calls(database, book_id)
+    stored = Gate(held={2})
+    providers = build_providers(settings)
+    providers = dataclasses.replace(providers, store=StoredThenHeldStore(providers.store, stored))
+    client = client_for(temporal_client, settings, database)
+
+    async with running_worker(temporal_client, settings, database, providers):
+        run = await client.redraw_page(book_id, 2)
+        await wait_until(lambda: stored.waiting(2))
+        await temporal_cli(
+            settings,
+            "workflow", "reset", "--workflow-id", run.workflow_id,
+            "--type", "FirstWorkflowTask", "--reason", "operator test",
+        )  # fmt: skip
+        stored.release()
+        outcome = await asyncio.wait_for(client.wait_for_redraw(book_id), timeout=30)
+
+    assert outcome.book.status is BookStatus.COMPLETED
+    assert [page.page_number for page in outcome.redrawn] == [2]
+    with database.sessions() as session:
+        for call in session.scalars(select(ModelCall).where(ModelCall.book_id == book_id)):
+            print(
+                "CALL", call.page_id, call.run_id, call.workflow_run_id, call.attempt, call.outcome
+            )
+    assert model_calls(database, book_id) == calls_before + 1
+    page = load_book(database, book_id)[1][1]
+    assert page.image_version == 1 and page.generated_image_url is not None
+    assert page.generated_image_url.endswith("/page_2_v1.png")
+
+
+async def test_a_cancelled_redraw_keeps_the_picture_and_settles_the_book(
+    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    book_id = create_book(database, photo_urls(tmp_path / "storage" / "photos", 2))
+    await illustrate(temporal_client, settings, database, book_id)
+    old = load_book(database, book_id)[1][1].generated_image_url
+    client = client_for(temporal_client, settings, database)
+    gate = Gate(held={2})
+
+    async with worker_holding(temporal_client, settings, database, gate):
+        await client.redraw_page(book_id, 2)
+        await wait_until(lambda: gate.waiting(2))
+        assert await client.cancel(book_id)  # the run working on the book is the redraw
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(client.wait_for_redraw(book_id), timeout=30)
+
+    book, pages, _ = load_book(database, book_id)
+    assert book.status is BookStatus.COMPLETED and book.claim_run_id is None
+    assert (pages[1].moderation_status, pages[1].generated_image_url) == (ModerationStatus.OK, old)
+    assert pages[1].redraw_problem is not None
+    assert pages[1].redraw_problem.startswith("cancelled: the illustration run was cancelled")

@@ -125,7 +125,7 @@ async def _record_failure(page: PageTask, reason: str) -> PageResult:
                 page_id=page.page_id,
                 run_id=page.run_id,
                 reason=reason,
-                redraw_version=page.redraw_version,
+                redraw=page.redraw,
             ),
         )
     except ActivityError as error:

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from storywink.contract import (
         BookOutcome,
         FinalizeInput,
+        NumberedAsk,
         PageResult,
         RedrawAsk,
         RedrawClaimInput,
@@ -44,7 +45,8 @@ FIRST_ASK_WAIT: Final = timedelta(seconds=30)
 @workflow.defn(name=contract.PAGE_REDRAW_WORKFLOW)
 class PageRedraw:
     def __init__(self) -> None:
-        self._asks: list[RedrawAsk] = []
+        self._asks: list[NumberedAsk] = []
+        self._received = 0  # asks numbered so far: `<chain>/<n>`, in the order they came
         self._drawing: dict[int, asyncio.Task[PageResult]] = {}
         self._redrawn: dict[int, PageResult] = {}
         self._refused: list[str] = []
@@ -52,7 +54,8 @@ class PageRedraw:
 
     @workflow.signal(name=contract.REDRAW_SIGNAL)
     def redraw(self, ask: RedrawAsk) -> None:
-        self._asks.append(ask)
+        self._received += 1
+        self._asks.append(_numbered(ask, self._received))
 
     @workflow.query(name=contract.REDRAW_PROGRESS_QUERY)
     def progress(self) -> RedrawProgress:
@@ -65,7 +68,7 @@ class PageRedraw:
         self._set_progress(book_id=request.book_id)
         first = request.ask()
         if first is not None:
-            self._asks.insert(0, first)
+            self._asks.insert(0, _numbered(first, 0))
         if not await _within(FIRST_ASK_WAIT, lambda: bool(self._asks)):
             raise ApplicationError(
                 f"{contract.PAGE_REDRAW_WORKFLOW} was given no page to draw: give "
@@ -151,6 +154,8 @@ class PageRedraw:
             return False
         workflow.upsert_search_attributes([contract.USER_ID_ATTRIBUTE.value_set(plan.user_id)])
         self._refused.extend(plan.refused)
+        for result in plan.recorded:  # drawn before a reset of this run
+            self._redrawn[result.page_number] = result
         # Fair between parents, as every page is (one fairness key per account).
         priority = Priority(fairness_key=plan.user_id)
         for page in plan.pages:
@@ -189,15 +194,21 @@ class PageRedraw:
         )
 
 
-def _one_per_page(asks: list[RedrawAsk], exclude: set[int]) -> tuple[RedrawAsk, ...]:
-    """One ask per page, with the last note given for it (a click without one keeps it),
-    leaving out the pages being drawn already."""
-    latest: dict[int, RedrawAsk] = {}
+def _numbered(ask: RedrawAsk, number: int) -> NumberedAsk:
+    chain = workflow.info().first_execution_run_id
+    return NumberedAsk(ask_id=f"{chain}/{number}", page_number=ask.page_number, note=ask.note)
+
+
+def _one_per_page(asks: list[NumberedAsk], exclude: set[int]) -> tuple[NumberedAsk, ...]:
+    """One ask per page, the last, with the last note given for it (a click without one
+    keeps it), leaving out the pages being drawn already."""
+    latest: dict[int, NumberedAsk] = {}
     for ask in asks:
         if ask.page_number in exclude:
             continue
         earlier = latest.get(ask.page_number)
-        latest[ask.page_number] = ask if ask.note or earlier is None else earlier
+        note = ask.note or (earlier.note if earlier else None)
+        latest[ask.page_number] = ask.model_copy(update={"note": note})
     return tuple(latest[number] for number in sorted(latest))
 
 

@@ -23,6 +23,7 @@ from storywink.contract import (
     ModerationStatus,
     NotificationType,
     PageResult,
+    RedrawOf,
 )
 from storywink.db.models import Book, Notification, Page, PageDraft, column_length
 from storywink.illustration.styles import STYLES, UnknownStyle
@@ -72,20 +73,20 @@ def pages_to_draw(book: Book) -> list[Page]:
 
 
 def settled_result(
-    session: Session, page_id: str, run_id: str, redraw_version: int | None = None
+    session: Session, page_id: str, run_id: str, redraw: RedrawOf | None = None
 ) -> PageResult | None:
     """The page as it stands when this run has nothing to draw for it: its outcome is
     recorded (by this run, or kept from an earlier one), or the run no longer holds the
     book (a late attempt after a reset, a takeover or the end of the run). None: draw it
-    (or draw `redraw_version` of it)."""
+    (or draw `redraw`'s version of it)."""
     page = session.get(Page, page_id)
     if page is None:
         raise PageNotFound(page_id)
     holds_claim = page.book.claim_run_id == run_id
     to_draw = (
         page.moderation_status is ModerationStatus.PENDING
-        if redraw_version is None
-        else not redraw_recorded(page, redraw_version)
+        if redraw is None
+        else not redraw_recorded(page, redraw.version)
     )
     if holds_claim and to_draw:
         return None
@@ -130,37 +131,37 @@ def record_page(
     image_url: str | None = None,
     reason: str | None = None,
     uncounted_calls: int = 0,
-    redraw_version: int | None = None,
-    change_request: str | None = None,
+    redraw: RedrawOf | None = None,
 ) -> PageResult:
     """Record a page's outcome for this run, with the model calls its attempts made that
     `count_model_call` could not count (the database was away); a repeat, or a run
     without the claim, changes nothing and gets the page as it stands.
 
-    A redraw (`redraw_version` given) replaces the picture only with a new one: a
+    A redraw (`redraw` given) replaces the picture only with a new one: a
     refusal or failure keeps a drawn page's picture, saying why in `redraw_problem`, and
     settles a page that had none as its first drawing would."""
     page = session.get(Page, page_id)
     if page is None:
         raise PageNotFound(page_id)
-    if redraw_version is None:
+    if redraw is None:
         already_recorded = page.illustrated_by_run_id == run_id and (
             page.moderation_status is not ModerationStatus.PENDING
         )
     else:
-        already_recorded = redraw_recorded(page, redraw_version)
+        already_recorded = redraw_recorded(page, redraw.version)
     # A late activity of a run that no longer holds the book must not overwrite its pages.
     if already_recorded or page.book.claim_run_id != run_id:
         session.rollback()
         return page_result(page)
-    if redraw_version is None:
+    if redraw is None:
         page.moderation_status = status
         page.generated_image_url = image_url
         page.moderation_reason = reason
     else:
         _record_redraw(page, status, image_url, reason)
-        page.image_version = redraw_version
-        page.change_request = change_request
+        page.image_version = redraw.version
+        page.change_request = redraw.change_request
+        page.redraw_ask_id = redraw.ask_id
     page.illustrated_by_run_id = run_id
     if uncounted_calls:  # in SQL: other pages of the book count at the same time
         session.execute(

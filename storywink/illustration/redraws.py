@@ -21,7 +21,7 @@ from storywink.contract import (
     PAGE_REDRAW_WORKFLOW_ID_PREFIX,
     REDRAWABLE_STATUSES,
     BookStatus,
-    RedrawAsk,
+    NumberedAsk,
 )
 from storywink.db.models import Book, Page
 from storywink.illustration.records import check_style
@@ -45,10 +45,10 @@ def page_numbered(book: Book, page_number: int) -> Page:
 
 
 def pages_asked(
-    book: Book, asks: Iterable[RedrawAsk]
-) -> tuple[list[tuple[Page, RedrawAsk]], list[str]]:
+    book: Book, asks: Iterable[NumberedAsk]
+) -> tuple[list[tuple[Page, NumberedAsk]], list[str]]:
     """The pages to draw for `asks` (the last ask of a page wins), and the asks refused."""
-    wanted: dict[int, tuple[Page, RedrawAsk]] = {}
+    wanted: dict[int, tuple[Page, NumberedAsk]] = {}
     refused: list[str] = []
     for ask in asks:
         try:
