@@ -191,6 +191,16 @@ async def test_two_clicks_on_a_page_give_one_drawing_and_another_page_joins_the_
     )
 
     assert first.run_id == again.run_id == third.run_id  # one run for the book
+    history = await temporal_client.get_workflow_handle(first.workflow_id).fetch_history()
+    scheduled = [
+        event.activity_task_scheduled_event_attributes
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "illustrate_page"
+    ]
+    # Through the same page work as a book's pages: the quota's queue, fair between parents.
+    assert [s.priority.fairness_key for s in scheduled] == ["user-1", "user-1"]
+    assert {s.task_queue.name for s in scheduled} == {settings.temporal_illustration_task_queue}
     assert [page.page_number for page in outcome.redrawn] == [2, 3]
     assert gate.reached[2] == 1  # the second click did not draw page 2 again
     assert model_calls(database, book_id) == calls_before + 2
