@@ -3,7 +3,6 @@ this process writing stories offline (no API key)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,30 +11,10 @@ from temporalio.client import Client
 from storywink.cli import ExitCode
 from storywink.config import Settings
 from storywink.db.connection import Database
-from tests.support.commands import STORYWINK, cli_env
+from tests.support.commands import storywink_on as storywink
 from tests.support.helpers import draft_book, load_book, photo_urls, running_worker
 
 pytestmark = pytest.mark.process
-
-
-async def storywink(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:
-    env = cli_env(tmp_path)
-    env.update(
-        DATABASE_URL=settings.resolved_database_url,
-        TEMPORAL_ADDRESS=settings.temporal_address,
-        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
-    )
-    process = await asyncio.create_subprocess_exec(
-        str(STORYWINK),
-        *args,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_story_prints_the_text_and_a_page_can_be_edited_before_illustration(
