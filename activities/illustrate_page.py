@@ -180,7 +180,13 @@ class IllustratePageActivities:
         attempt.stage = Stage.RECORD
         done = await self._in_stage(
             Stage.RECORD,
-            in_session(self._sessions, books.settled_result, task.page_id, task.run_id),
+            in_session(
+                self._sessions,
+                books.settled_result,
+                task.page_id,
+                task.run_id,
+                task.redraw,
+            ),
         )
         if done is not None:
             return done
@@ -192,7 +198,7 @@ class IllustratePageActivities:
                 Stage.UPLOAD,
                 self._store.store(
                     image,
-                    contract.page_public_id(task.book_id, task.page_number),
+                    _public_id(task),
                     tags=[f"book_{task.book_id}", f"page_{task.page_number}", task.style.key],
                     context={
                         "run_id": task.run_id,
@@ -213,7 +219,7 @@ class IllustratePageActivities:
         stored for this page in this style, if any."""
         if not _may_have_earlier_work(task):
             return None
-        public_id = contract.page_public_id(task.book_id, task.page_number)
+        public_id = _public_id(task)
         previous = heartbeat.earlier(PageCheckpoint)
         if previous is not None and previous.image_url:
             _log_for(task, "reusing the image an earlier attempt stored")
@@ -275,6 +281,7 @@ class IllustratePageActivities:
                 book_title=task.book_title,
                 text=task.text,
                 illustration_notes=task.illustration_notes,
+                change_request=task.redraw.change_request if task.redraw else None,
             ),
             photo=photo,
             style_reference=reference,
@@ -346,6 +353,7 @@ class IllustratePageActivities:
                 image_url=image_url,
                 reason=reason,
                 uncounted_calls=attempt.uncounted_calls,
+                redraw=task.redraw,
             ),
         )
 
@@ -434,6 +442,12 @@ def _may_have_earlier_work(task: PageTask) -> bool:
     return (
         info.attempt > 1 or task.earlier_run_id is not None or info.workflow_run_id != task.run_id
     )
+
+
+def _public_id(task: PageTask) -> str:
+    """Where this version of the page's picture is stored (a redraw's has its own id)."""
+    version = task.redraw.version if task.redraw else 0
+    return contract.page_public_id(task.book_id, task.page_number, version)
 
 
 def _run_ids(task: PageTask) -> tuple[str, ...]:

@@ -61,7 +61,7 @@ class PrepareActivities:
         return plan
 
 
-def _page_options(s: Settings) -> ActivityOptions:
+def page_options(s: Settings) -> ActivityOptions:
     return ActivityOptions(
         task_queue=s.temporal_illustration_task_queue,
         start_to_close_seconds=s.page_start_to_close_seconds,
@@ -89,7 +89,7 @@ def _plan(
             page_task(book, page, style, run_id, earlier_run_id=stale_run_id, fleet_id=fleet_id)
             for page in books.pages_to_draw(book)
         ),
-        page_options=_page_options(settings),
+        page_options=page_options(settings),
     )
 
 

@@ -179,6 +179,8 @@ async def join_or_start(
     if held.status is kind.holding and held.workflow_id:
         holder = await describe_claim(temporal, held.workflow_id, held.run_id or "")
         if holder.running:
+            if holder.description and holder.description.workflow_type != kind.workflow_type:
+                raise kind.busy(book_id, held.workflow_id)  # e.g. a redraw holds the book
             return BookRun(book_id, held.workflow_id, held.run_id)
         # The run holding the book ended without settling it (terminated): the new run
         # takes the claim over when it claims the book.

@@ -103,3 +103,27 @@ class RunEnded(BookError):
         self.ending = ending
         self.status = status
         self.reason = reason
+
+
+class RedrawNotReady(BookNotReady):
+    """The book's status does not allow a redraw (HTTP 409): it has not been illustrated."""
+
+    def __init__(self, book_id: str, status: BookStatus) -> None:
+        BookError.__init__(
+            self,
+            f"book {book_id} is {status.value}; a redraw needs a COMPLETED or PARTIAL book "
+            "(illustrate it first)",
+        )
+        self.book_id = book_id
+        self.status = status
+
+
+class NoSuchPage(BookError):
+    """A page number the book does not have (HTTP 404)."""
+
+    error_type = contract.PAGE_NOT_FOUND
+
+    def __init__(self, book_id: str, page_number: int, pages: int) -> None:
+        super().__init__(f"book {book_id} has no page {page_number} (it has {pages})")
+        self.book_id = book_id
+        self.page_number = page_number

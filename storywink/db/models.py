@@ -107,6 +107,15 @@ class Page(Timestamps, Base):
     # The run whose outcome is recorded here; lets a retried record be a no-op.
     illustrated_by_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     model_calls: Mapped[int] = mapped_column(Integer, default=0)
+    # The picture's version: 0 for the book's first drawing, one more for each redraw. Each
+    # version is stored under its own asset id, so no cache shows an old one as the new.
+    image_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The parent's last "what to change" for a redraw of this page (shown to the model).
+    change_request: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Why the last redraw left the page as it was (the page keeps its picture).
+    redraw_problem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The redraw ask (`<run chain>/<n>`) whose outcome is recorded here.
+    redraw_ask_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
     book: Mapped[Book] = relationship(back_populates="pages")
 

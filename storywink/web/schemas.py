@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from storywink.contract import BookStatus, ModerationStatus
+from storywink.contract import CHANGE_REQUEST_LIMIT, BookStatus, ModerationStatus
 
 
 class PageView(BaseModel):
@@ -18,6 +18,12 @@ class PageView(BaseModel):
     reason: str | None = Field(description="Why a page is FLAGGED or FAILED.")
     photo_url: str | None = Field(description="The parent's photo.")
     image_url: str | None = Field(description="The illustration, once drawn.")
+    change_request: str | None = Field(
+        default=None, description="The parent's note of the page's last redraw."
+    )
+    redraw_problem: str | None = Field(
+        default=None, description="Why the last redraw left the page as it was."
+    )
 
 
 class BookSummary(BaseModel):
@@ -45,6 +51,14 @@ class BookList(BaseModel):
 
 class PageTextChange(BaseModel):
     text: str = Field(min_length=1, max_length=2000)
+
+
+class RedrawAsk(BaseModel):
+    note: str | None = Field(
+        default=None,
+        max_length=CHANGE_REQUEST_LIMIT,
+        description="What to change, shown to the model (e.g. 'make the dog brown').",
+    )
 
 
 class RunView(BaseModel):

@@ -3,6 +3,7 @@ served by the API itself; one on the CDN keeps its own URL."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC
 from functools import partial
@@ -18,12 +19,14 @@ PublicUrl = Callable[[str | None, int, str], str | None]
 def public_url(
     root: str, book_id: str, stored: str | None, page_number: int, kind: str
 ) -> str | None:
-    """What a browser can load: the CDN's URL, or this API's route for local storage."""
+    """What a browser can load: the CDN's URL, or this API's route for local storage, named
+    for the stored file (a redraw's new version is a new URL: the page shows it)."""
     if not stored:
         return None
     if stored.startswith(("http://", "https://")):
         return stored
-    return f"{root}/books/{book_id}/pages/{page_number}/{kind}"
+    version = hashlib.sha256(stored.encode()).hexdigest()[:12]
+    return f"{root}/books/{book_id}/pages/{page_number}/{kind}?v={version}"
 
 
 def root_of(request: Request) -> str:
@@ -63,6 +66,8 @@ def book_view(book: Book, public_url: PublicUrl) -> BookView:
                 reason=page.moderation_reason,
                 photo_url=public_url(page.original_image_url, page.page_number, "photo"),
                 image_url=public_url(page.generated_image_url, page.page_number, "image"),
+                change_request=page.change_request,
+                redraw_problem=page.redraw_problem,
             )
             for page in book.pages
         ],

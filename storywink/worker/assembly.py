@@ -16,6 +16,7 @@ from activities.finalize import FinalizeActivities
 from activities.fleet_check import WorkerFleet
 from activities.illustrate_page import FleetFaultPolicy, IllustratePageActivities
 from activities.prepare import PrepareActivities
+from activities.redraw import RedrawActivities
 from storywink.config import IllustratorKind, Settings, StorageKind, StoryWriterKind
 from storywink.cost.budgets import BudgetLimits
 from storywink.cost.meter import CallMeter, ModelChoice
@@ -28,9 +29,10 @@ from storywink.redact import Redactor
 from storywink.worker.fleet_health import FleetHealth
 from storywink.worker.story import STORY_WORKFLOWS, build_story_worker, story_book_activities
 from workflows.book_illustration import BookIllustration
+from workflows.page_redraw import PageRedraw
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
-WORKFLOWS: tuple[type, ...] = (BookIllustration, *STORY_WORKFLOWS)
+WORKFLOWS: tuple[type, ...] = (BookIllustration, PageRedraw, *STORY_WORKFLOWS)
 
 
 def worker_identity(settings: Settings) -> str:
@@ -166,9 +168,10 @@ def build_workers(
     book_worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[book_workflow, *STORY_WORKFLOWS],
+        workflows=[book_workflow, PageRedraw, *STORY_WORKFLOWS],
         activities=[
             PrepareActivities(database.sessions, client, settings, own_fleet).prepare_illustration,
+            RedrawActivities(database.sessions, client, settings, own_fleet).claim_redraw,
             finalize.finalize_book,
             finalize.record_page_failure,
             *story_book_activities(client, settings, database),

@@ -3,46 +3,21 @@ this process writing stories offline (no API key)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from storywink.cli import ExitCode
-from storywink.config import Settings
-from tests.support.commands import STORYWINK, cli_env
-from tests.support.helpers import draft_book, photo_urls
+from tests.support.commands import storywink_on as storywink
 from tests.support.pipeline import Pipeline
 
 pytestmark = pytest.mark.process
 
 
-async def storywink(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:
-    env = cli_env(tmp_path)
-    env.update(
-        DATABASE_URL=settings.resolved_database_url,
-        TEMPORAL_ADDRESS=settings.temporal_address,
-        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
-    )
-    process = await asyncio.create_subprocess_exec(
-        str(STORYWINK),
-        *args,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_story_prints_the_text_and_a_page_can_be_edited_before_illustration(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = draft_book(
-        pipeline.database, photo_urls(tmp_path / "storage" / "p", 3), "Mia at the Sea"
-    )
+    book_id = pipeline.draft(3, photos="p", title="Mia at the Sea")
     async with pipeline.worker():
         code, out, err = await storywink(pipeline.settings, tmp_path, "story", book_id)
         again, _, refused = await storywink(pipeline.settings, tmp_path, "story", book_id)

@@ -50,7 +50,8 @@ def page_of(job: IllustrationJob) -> int:
 
 
 def page_of_public_id(public_id: str) -> int:
-    return int(public_id.rsplit("_", 1)[1])
+    """The page number of `.../page_<n>` or of a redraw's `.../page_<n>_v<version>`."""
+    return int(public_id.rsplit("/", 1)[1].split("_")[1])
 
 
 class GatedIllustrator:

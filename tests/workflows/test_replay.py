@@ -31,8 +31,12 @@ from tests.support.releases import (
 )
 from tests.support.services import missing
 from workflows.book_illustration import BookIllustration
+from workflows.page_redraw import PageRedraw
 from workflows.story_generation import StoryGeneration
 
+# Every workflow a worker runs (storywink.worker.assembly.WORKFLOWS; not imported from there:
+# the sandbox re-imports this module to validate the test's own workflows below).
+WORKFLOWS = (BookIllustration, PageRedraw, StoryGeneration)
 # One folder a release: its runs and `release.json` (the commit, how they were recorded).
 RELEASES = {
     path.parent: json.loads(path.read_text()) for path in HISTORY_DIR.glob("*/release.json")
@@ -65,11 +69,18 @@ def test_the_histories_cover_the_runs_a_deploy_meets() -> None:
     assert {"completed", "partial_flagged_failed_retried", "cancelled"} <= names
     assert any(name.startswith("reset_running") for name in names)
     assert {"story_ready", "story_failed_after_retries", "priority_with_fairness_key"} <= names
+    assert {"redraw_completed_partial_book", "redraw_joined_by_a_second_page"} <= names
+
+
+def test_the_replayer_knows_every_workflow_a_worker_runs() -> None:
+    from storywink.worker import assembly
+
+    assert set(WORKFLOWS) == set(assembly.WORKFLOWS)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=history_id)
 async def test_a_recorded_history_replays_on_the_current_code(path: Path) -> None:
-    result = await replayer(BookIllustration, StoryGeneration).replay_workflow(history(path))
+    result = await replayer(*WORKFLOWS).replay_workflow(history(path))
     assert result.replay_failure is None
 
 
@@ -77,7 +88,7 @@ async def test_a_recorded_history_replays_on_the_current_code(path: Path) -> Non
 async def test_a_stranded_releases_history_is_refused_as_nondeterministic(path: Path) -> None:
     """What the worker's start-up move looks for: were this code to replay such a run, or
     to fail it otherwise, the release's `release.json` and the upgrade path would be wrong."""
-    result = await replayer(BookIllustration, StoryGeneration).replay_workflow(
+    result = await replayer(*WORKFLOWS).replay_workflow(
         history(path), raise_on_replay_failure=False
     )
     assert isinstance(result.replay_failure, NondeterminismError)
