@@ -1,1 +1,1 @@
-"""The two workflows' orchestration: whole runs, replay, operator actions, a run's identity."""
+"""The workflows' orchestration: whole runs, redraws, replay, operator actions, a run's identity."""

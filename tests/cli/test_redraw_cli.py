@@ -5,36 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
 
 from storywink.cli import ExitCode
-from storywink.config import Settings
 from storywink.contract import BookStatus
-from storywink.db.connection import Database
 from tests.support.commands import storywink_on
-from tests.support.helpers import create_book, illustrate, load_book, photo_urls, running_worker
+from tests.support.pipeline import Pipeline
 
 pytestmark = pytest.mark.process
 
 
 async def test_page_redraw_draws_the_page_again_with_the_note_and_refuses_clearly(
-    temporal_client: Client, settings: Settings, database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    book_id = create_book(database, photo_urls(tmp_path / "storage" / "p", 2))
-    await illustrate(temporal_client, settings, database, book_id)
-    async with running_worker(temporal_client, settings, database):
+    book_id = pipeline.book(2, photos="p")
+    await pipeline.illustrate(book_id)
+    async with pipeline.worker():
         code, out, err = await storywink_on(
-            settings, tmp_path, "page", "redraw", book_id, "2", "--note", "a blue kite"
+            pipeline.settings, tmp_path, "page", "redraw", book_id, "2", "--note", "a blue kite"
         )
-    missing, _, no_page = await storywink_on(settings, tmp_path, "page", "redraw", book_id, "9")
+    missing, _, no_page = await storywink_on(
+        pipeline.settings, tmp_path, "page", "redraw", book_id, "9"
+    )
     long_note, _, too_long = await storywink_on(
-        settings, tmp_path, "page", "redraw", book_id, "1", "--note", "x" * 501
+        pipeline.settings, tmp_path, "page", "redraw", book_id, "1", "--note", "x" * 501
     )
 
     assert code == ExitCode.OK, err
     assert out.splitlines() == ["  page  2: OK"]
     assert f"book {book_id}: COMPLETED (2/2 pages illustrated)" in err
-    book, pages, _ = load_book(database, book_id)
+    book, pages, _ = pipeline.load(book_id)
     assert book.status is BookStatus.COMPLETED
     assert (pages[1].image_version, pages[1].change_request) == (1, "a blue kite")
     assert missing == ExitCode.REFUSED and f"book {book_id} has no page 9 (it has 2)" in no_page
