@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity, workflow
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -47,12 +47,11 @@ from tests.support.helpers import (
     create_book,
     load_book,
     photo_urls,
-    running_worker,
-    start,
     temporal_cli,
     wait_until,
 )
-from tests.support.services import postgres_database, test_settings
+from tests.support.pipeline import Pipeline, offline_pipeline
+from tests.support.services import postgres_database
 
 pytestmark = pytest.mark.each_database
 
@@ -75,10 +74,11 @@ def own_database(own_database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def own_settings(
-    temporal_env: WorkflowEnvironment, own_database_url: str, tmp_path: Path
-) -> Settings:
-    return test_settings(temporal_env, own_database_url, tmp_path)
+def pipeline(
+    temporal_env: WorkflowEnvironment, own_database_url: str, own_database: Database, tmp_path: Path
+) -> Pipeline:
+    """The pipeline on a database of its own: the report lists every book in it."""
+    return offline_pipeline(temporal_env, own_database_url, own_database, tmp_path)
 
 
 def _invoke(settings: Settings, args: list[str], columns: int = 400) -> Result:
@@ -97,8 +97,10 @@ async def storywink_books(settings: Settings, *args: str, columns: int = 400) ->
     return await asyncio.to_thread(_invoke, settings, list(args), columns)
 
 
-async def report_for(client: Client, database: Database, settings: Settings) -> BooksReport:
-    return await build_report(client, database.sessions, settings.temporal_task_queue)
+async def report_for(pipeline: Pipeline) -> BooksReport:
+    return await build_report(
+        pipeline.client, pipeline.database.sessions, pipeline.settings.temporal_task_queue
+    )
 
 
 def in_progress(report: BooksReport, book_id: str) -> BookInProgress:
@@ -117,23 +119,20 @@ def _claim(database: Database, book_id: str, run_id: str) -> None:
 
 
 async def test_settled_books_are_recent_outcomes_newest_first_with_page_counts(
-    temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    complete = create_book(
-        own_database, photo_urls(tmp_path / "storage" / "a", 3), title="All drawn"
-    )
+    complete = pipeline.book(3, photos="a", title="All drawn")
     missing_photo = (tmp_path / "no-such-photo.jpg").as_uri()
-    partial = create_book(
-        own_database,
-        [*photo_urls(tmp_path / "storage" / "b", 2), missing_photo],
+    partial = pipeline.book(
+        [*pipeline.photos("b", 2), missing_photo],
         title="One missing",
     )
-    async with running_worker(temporal_client, own_settings, own_database):
+    async with pipeline.worker():
         for book_id in (complete, partial):
-            await (await start(temporal_client, own_settings, book_id)).result()
+            await (await pipeline.start(book_id)).result()
 
-    report = await report_for(temporal_client, own_database, own_settings)
-    result = await storywink_books(own_settings)
+    report = await report_for(pipeline)
+    result = await storywink_books(pipeline.settings)
 
     assert report.in_progress == () and report.stuck == ()
     assert [(o.book_id, o.status) for o in report.recent] == [
@@ -181,39 +180,33 @@ async def test_flagged_and_failed_pages_are_counted_and_recent_is_limited(
 
 
 async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_stuck(
-    temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
-    book_id = create_book(own_database, photo_urls(tmp_path / "storage" / "photos", 3))
-    providers = build_providers(own_settings)
+    book_id = pipeline.book(3)
+    providers = build_providers(pipeline.settings)
     held = GatedIllustrator(providers.illustrator, Gate(pass_first=0))  # holds every page
-    async with running_worker(
-        temporal_client, own_settings, own_database, replace(providers, illustrator=held)
-    ):
-        handle = await start(temporal_client, own_settings, book_id)
-        await wait_until(
-            lambda: load_book(own_database, book_id)[0].status is BookStatus.ILLUSTRATING
-        )
-        running = await report_for(temporal_client, own_database, own_settings)
-        running_cli = await storywink_books(own_settings, "--json")
+    async with pipeline.worker(replace(providers, illustrator=held)):
+        handle = await pipeline.start(book_id)
+        await wait_until(lambda: pipeline.load(book_id)[0].status is BookStatus.ILLUSTRATING)
+        running = await report_for(pipeline)
+        running_cli = await storywink_books(pipeline.settings, "--json")
         await handle.terminate("operator test")
-        stuck = await report_for(temporal_client, own_database, own_settings)
-        stuck_cli = await storywink_books(own_settings)
+        stuck = await report_for(pipeline)
+        stuck_cli = await storywink_books(pipeline.settings)
 
         # The hint works: the run it starts takes the stale claim over and settles the book.
         assert stuck.in_progress[0].run is not None
         hint = stuck.in_progress[0].run.hint or ""
         command = shlex.split(hint[hint.index("temporal workflow start") :])
-        await temporal_cli(own_settings, *command[1:])
+        await temporal_cli(pipeline.settings, *command[1:])
         await wait_until(
-            lambda: (
-                load_book(own_database, book_id)[0].claim_run_id not in (None, handle.result_run_id)
-            )
+            lambda: pipeline.load(book_id)[0].claim_run_id not in (None, handle.result_run_id)
         )
         held.gate.release()
-        outcome = await temporal_client.get_workflow_handle(
+        outcome = await pipeline.client.get_workflow_handle(
             contract.illustration_workflow_id(book_id), result_type=BookOutcome
         ).result()
-    after = await report_for(temporal_client, own_database, own_settings)
+    after = await report_for(pipeline)
 
     book = in_progress(running, book_id)
     assert (book.status, book.run_id, book.stuck) == (
@@ -250,27 +243,19 @@ async def test_a_running_book_is_in_progress_until_its_run_is_terminated_then_st
 
 
 async def test_claims_without_a_running_workflow_are_stuck_and_the_command_exits_3(
-    temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
-    never_started = create_book(
-        own_database, photo_urls(tmp_path / "storage" / "a", 2), title="Ghost run"
-    )
-    _claim(own_database, never_started, str(uuid.uuid4()))
+    never_started = pipeline.book(2, photos="a", title="Ghost run")
+    _claim(pipeline.database, never_started, str(uuid.uuid4()))
     # A claim written by the system we replaced: its run id cannot name a Temporal run.
-    foreign = create_book(
-        own_database, photo_urls(tmp_path / "storage" / "e", 1), title="Old system"
-    )
-    _claim(own_database, foreign, "bullmq-job-42")
-    no_run = create_book(
-        own_database, photo_urls(tmp_path / "storage" / "b", 1), status=BookStatus.ILLUSTRATING
-    )
-    generating = create_book(
-        own_database, photo_urls(tmp_path / "storage" / "c", 1), status=BookStatus.GENERATING
-    )
-    waiting = create_book(own_database, photo_urls(tmp_path / "storage" / "d", 1))
+    foreign = pipeline.book(1, photos="e", title="Old system")
+    _claim(pipeline.database, foreign, "bullmq-job-42")
+    no_run = pipeline.book(1, photos="b", status=BookStatus.ILLUSTRATING)
+    generating = pipeline.book(1, photos="c", status=BookStatus.GENERATING)
+    waiting = pipeline.book(1, photos="d")
 
-    as_json = await storywink_books(own_settings, "--json")
-    human = await storywink_books(own_settings)
+    as_json = await storywink_books(pipeline.settings, "--json")
+    human = await storywink_books(pipeline.settings)
 
     assert as_json.exit_code == ExitCode.STUCK, as_json.output
     document: dict[str, Any] = json.loads(as_json.stdout)
@@ -333,18 +318,14 @@ class ClaimsThenFails:
 
 
 async def test_a_book_whose_run_failed_is_stuck_with_the_reason_and_ids_are_never_cut(
-    temporal_client: Client, own_settings: Settings, own_database: Database, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
-    book_id = create_book(
-        own_database, photo_urls(tmp_path / "storage" / "photos", 2), title="Lost " * 30
-    )
-    settled = create_book(
-        own_database, photo_urls(tmp_path / "storage" / "other", 1), title="Done " * 30
-    )
+    book_id = pipeline.book(2, title="Lost " * 30)
+    settled = pipeline.book(1, photos="other", title="Done " * 30)
 
     @activity.defn(name="claim_book_for_test")
     def claim(request: ClaimInput) -> None:
-        with own_database.sessions() as session:
+        with pipeline.database.sessions() as session:
             book_records.claim(
                 session,
                 books.ILLUSTRATION_RUN,
@@ -353,11 +334,11 @@ async def test_a_book_whose_run_failed_is_stuck_with_the_reason_and_ids_are_neve
                 request.run_id,
             )
 
-    queue = f"{own_settings.temporal_task_queue}-fails"
+    queue = f"{pipeline.settings.temporal_task_queue}-fails"
     async with (
-        running_worker(temporal_client, own_settings, own_database),
+        pipeline.worker(),
         Worker(
-            temporal_client,
+            pipeline.client,
             task_queue=queue,
             workflows=[ClaimsThenFails],
             activities=[claim],
@@ -366,14 +347,14 @@ async def test_a_book_whose_run_failed_is_stuck_with_the_reason_and_ids_are_neve
             workflow_runner=UnsandboxedWorkflowRunner(),
         ),
     ):
-        await (await start(temporal_client, own_settings, settled)).result()
-        failing = await temporal_client.start_workflow(
+        await (await pipeline.start(settled)).result()
+        failing = await pipeline.client.start_workflow(
             ClaimsThenFails.run, book_id, id=f"ops-{uuid.uuid4().hex[:8]}", task_queue=queue
         )
         with pytest.raises(WorkflowFailureError):
             await failing.result()
 
-    result = await storywink_books(own_settings, columns=80)
+    result = await storywink_books(pipeline.settings, columns=80)
 
     assert result.exit_code == ExitCode.STUCK, result.output
     lines = result.stdout.splitlines()

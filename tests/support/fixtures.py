@@ -22,8 +22,7 @@ from storywink.config import Settings
 from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from tests.support import forked_cli
-from tests.support.helpers import photo_urls
-from tests.support.pipeline import Pipeline
+from tests.support.pipeline import Pipeline, offline_pipeline
 from tests.support.provider_fakes import Fakes, SettingsFactory, provider_values, running_fakes
 from tests.support.services import DATABASES, postgres_database, test_settings, tool_path
 from tests.support.temporal_server import DevServer, answering
@@ -161,14 +160,7 @@ def pipeline(
     temporal_env: WorkflowEnvironment, database_url: str, database: Database, tmp_path: Path
 ) -> Pipeline:
     """Whole runs on the offline providers (tests.support.pipeline)."""
-
-    def configure(**overrides: object) -> Settings:
-        return test_settings(temporal_env, database_url, tmp_path, **overrides)
-
-    def photos(folder: str, count: int) -> list[str]:
-        return photo_urls(tmp_path / "storage" / folder, count)
-
-    return Pipeline(temporal_env.client, database, configure(), configure, photos)
+    return offline_pipeline(temporal_env, database_url, database, tmp_path)
 
 
 @pytest.fixture

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 from storywink.config import Settings
 from storywink.contract import BookOutcome, BookStatus, StoryOutcome
@@ -23,6 +25,7 @@ from storywink.providers.factory import Providers
 from storywink.story.client import StoryClient
 from tests.support import helpers
 from tests.support.provider_fakes import SettingsFactory
+from tests.support.services import test_settings
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,17 @@ class Pipeline:
 
     def load(self, book_id: str) -> tuple[Book, list[Page], list[Notification]]:
         return helpers.load_book(self.database, book_id)
+
+
+def offline_pipeline(
+    env: WorkflowEnvironment, database_url: str, database: Database, tmp_path: Path
+) -> Pipeline:
+    """A pipeline on the offline providers, its photos under `tmp_path`."""
+
+    def configure(**overrides: object) -> Settings:
+        return test_settings(env, database_url, tmp_path, **overrides)
+
+    def photos(folder: str, count: int) -> list[str]:
+        return helpers.photo_urls(tmp_path / "storage" / folder, count)
+
+    return Pipeline(env.client, database, configure(), configure, photos)
