@@ -99,9 +99,11 @@ def page_task(
     style: StyleSnapshot,
     run_id: str,
     *,
-    earlier_run_id: str | None,
-    fleet_id: str | None,
+    earlier_run_id: str | None = None,
+    fleet_id: str | None = None,
 ) -> PageTask:
+    """What the page activity is handed for this page of the book (the tests build theirs
+    with it too)."""
     return PageTask(
         book_id=book.id,
         book_title=book.title,

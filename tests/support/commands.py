@@ -22,8 +22,8 @@ from storywink.config import Settings
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page
 from tests.support import forked_cli
+from tests.support.paths import WORKER_SCRIPT
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -51,7 +51,7 @@ def run_worker(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str
 def run_worker_script(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str]:
     """`python worker.py` until it exits, started as a user starts it."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "worker.py")],
+        [sys.executable, str(WORKER_SCRIPT)],
         cwd=tmp_path,
         env=clean_env(tmp_path, **values),
         capture_output=True,
