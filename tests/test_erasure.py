@@ -169,7 +169,7 @@ async def test_an_illustrated_book_is_erased_everywhere_and_histories_keep_ids_o
         run = await erasures.erase_book(book_id)
         again = await erasures.erase_book(book_id)  # a double click: the same run
         outcome = await erasures.wait_for_erasure(book_id)
-    await keep_history(temporal_client.get_workflow_handle(run.workflow_id), "erased")
+    await keep_history(temporal_client.get_workflow_handle(run.workflow_id), "erased_completed")
 
     assert (run.workflow_id, again.run_id) == (erasure_workflow_id(book_id), run.run_id)
     assert outcome.found and outcome.assets_deleted == 8
@@ -230,6 +230,9 @@ async def test_a_run_on_the_book_is_stopped_first_and_nothing_starts_during_eras
         refused = await start(temporal_client, settings, book_id)  # the temporal CLI's way
         outcome = await erasures.wait_for_erasure(book_id)
         refused_end = await refused.describe()
+    await keep_history(
+        temporal_client.get_workflow_handle(erasure_workflow_id(book_id)), "erased_after_a_cancel"
+    )
 
     ended = await temporal_client.get_workflow_handle(
         illustration.workflow_id, run_id=illustration.run_id

@@ -29,6 +29,7 @@ from tests.support.releases import (
     working_workflow_code,
 )
 from tests.support.services import missing
+from workflows.book_erasure import BookErasure
 from workflows.book_illustration import BookIllustration
 from workflows.story_generation import StoryGeneration
 
@@ -65,11 +66,14 @@ def test_the_histories_cover_the_runs_a_deploy_meets() -> None:
     assert {"completed", "partial_flagged_failed_retried", "cancelled"} <= names
     assert any(name.startswith("reset_running") for name in names)
     assert {"story_ready", "story_failed_after_retries", "priority_with_fairness_key"} <= names
+    assert {"erased_completed", "erased_after_a_cancel"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=history_id)
 async def test_a_recorded_history_replays_on_the_current_code(path: Path) -> None:
-    result = await replayer(BookIllustration, StoryGeneration).replay_workflow(history(path))
+    result = await replayer(BookIllustration, StoryGeneration, BookErasure).replay_workflow(
+        history(path)
+    )
     assert result.replay_failure is None
 
 
