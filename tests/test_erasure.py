@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import httpx
 import pytest
@@ -42,6 +44,7 @@ from storywink.erasure.contract import (
 from storywink.illustration.client import IllustrationClient
 from storywink.providers.factory import build_store
 from storywink.story.client import StoryClient
+from tests.support import forked_cli
 from tests.support.fakes.cloudinary_server import CloudFault
 from tests.support.helpers import (
     keep_history,
@@ -52,8 +55,18 @@ from tests.support.helpers import (
 )
 from tests.support.pg_proxy import PostgresProxy
 from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.web_app import WEB_SETTINGS, api_client, running_app
 from tests.support.worker_processes import wait_until_ready, worker_processes
 
+SECRET_PREFIXES = (
+    "GEMINI",
+    "GOOGLE",
+    "CLOUDINARY",
+    "DATABASE",
+    "TEMPORAL",
+    "STORAGE",
+    "ILLUSTRATOR",
+)
 URL = re.compile(r"""(?:https?|file)://[^\s"'\\]+""")
 
 
@@ -372,3 +385,87 @@ async def test_a_worker_killed_mid_erasure_another_finishes_it(
     assert outcome.found and outcome.assets_deleted == 3
     assert fakes.cloudinary.assets_under(book_asset_prefix(book_id)) == []
     assert _rows_of(database, book_id)["books"] == 0
+
+
+# ----- the command and the HTTP API -----
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_PREFIXES)}
+    env.update(
+        DATABASE_URL=settings.resolved_database_url,
+        STORAGE_DIR=str(settings.storage_dir),
+        TEMPORAL_ADDRESS=settings.temporal_address,
+        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
+        NO_PROXY="127.0.0.1,localhost",
+        COLUMNS="400",
+    )
+    return env
+
+
+async def _storywink(settings: Settings, tmp_path: Path, *args: str) -> CompletedProcess[str]:
+    return await asyncio.to_thread(
+        forked_cli.run, args, cwd=tmp_path, env=_cli_env(settings), timeout=90
+    )
+
+
+async def test_storywink_book_delete_erases_a_book_then_every_book_of_a_parent(
+    temporal_client: Client, database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    first, _ = await _book_from_photos(settings, database, tmp_path, 2, user_id="parent-cli")
+    second, _ = await _book_from_photos(settings, database, tmp_path, 1, user_id="parent-cli")
+    kept, _ = await _book_from_photos(settings, database, tmp_path, 1, user_id="parent-other")
+    storage = settings.storage_dir / "storywink"
+    async with running_worker(temporal_client, settings, database):
+        neither = await _storywink(settings, tmp_path, "book", "delete")
+        one = await _storywink(settings, tmp_path, "book", "delete", first)
+        status = await _storywink(settings, tmp_path, "status", first)
+        again = await _storywink(settings, tmp_path, "book", "delete", first)
+        every = await _storywink(settings, tmp_path, "book", "delete", "--user", "parent-cli")
+        none_left = await _storywink(settings, tmp_path, "book", "delete", "--user", "parent-cli")
+
+    assert neither.returncode == 2 and "--user" in neither.stderr
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == (
+        f"book {first} erased: 2 assets, 2 pages, 0 notifications deleted"
+    )
+    assert status.returncode == 1 and f"book {first} not found" in status.stderr
+    assert again.returncode == 1 and "not found" in again.stderr
+    assert every.returncode == 0, every.stderr
+    assert every.stdout.splitlines() == [
+        f"book {second} erased: 1 assets, 1 pages, 0 notifications deleted"
+    ]
+    assert none_left.stdout.strip() == "parent parent-cli has no books"
+    assert sorted(p.name for p in storage.iterdir()) == [kept]
+    assert _rows_of(database, kept)["pages"] == 1
+
+
+async def test_delete_books_id_erases_the_owners_book_and_only_theirs(
+    temporal_client: Client,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
+) -> None:
+    settings = provider_settings(**WEB_SETTINGS)
+    book_id, _ = await _book_from_photos(settings, database, tmp_path, 2, user_id="parent-web")
+    async with (
+        running_app(settings) as web_url,
+        running_worker(temporal_client, settings, database),
+        api_client(web_url, "parent-web") as owner,
+        api_client(web_url, "someone-else") as stranger,
+    ):
+        refused = await stranger.delete(f"/books/{book_id}")
+        accepted = await owner.delete(f"/books/{book_id}")
+        joined = await owner.delete(f"/books/{book_id}")
+        await _erasures(temporal_client, settings, database).wait_for_erasure(book_id)
+        gone = await owner.get(f"/books/{book_id}")
+
+    assert refused.status_code == 404  # another parent's book is a book that does not exist
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["workflow_id"] == erasure_workflow_id(book_id)
+    assert joined.status_code in (202, 404)  # the same run, or already erased
+    if joined.status_code == 202:
+        assert joined.json()["run_id"] == accepted.json()["run_id"]
+    assert gone.status_code == 404
+    assert fakes.cloudinary.assets_under(book_asset_prefix(book_id)) == []
