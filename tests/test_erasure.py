@@ -26,6 +26,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from storywink.book.inputs import NewBook
 from storywink.book.refusals import BookBeingErased, BookNotFound
+from storywink.book.report import build_report
 from storywink.book.upload import create_book_from_photos
 from storywink.config import Settings
 from storywink.contract import BookStatus
@@ -288,6 +289,41 @@ async def test_the_temporal_cli_erases_a_local_storage_book_files_and_sidecars(
     assert not folder.exists()
     assert [p for p in settings.storage_dir.rglob("*") if book_id in str(p)] == []
     assert _rows_of(database, book_id)["pages"] == 0
+
+
+async def test_a_terminated_erasure_is_listed_stuck_and_a_new_one_finishes_it(
+    temporal_client: Client,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
+) -> None:
+    settings = provider_settings()
+    book_id, _ = await _book_from_photos(settings, database, tmp_path, 2)
+    fakes.cloudinary.fail_next_admin(1, CloudFault.hang(30))
+    erasures = _erasures(temporal_client, settings, database)
+    async with running_worker(temporal_client, settings, database):
+        first = await erasures.erase_book(book_id)
+        handle = temporal_client.get_workflow_handle(first.workflow_id)
+        await wait_until(lambda: fakes.cloudinary.admin_calls == 1)  # inside its delete
+        await handle.terminate(reason="operator")
+        report = await build_report(
+            temporal_client, database.sessions, settings.temporal_task_queue
+        )
+        with pytest.raises(BookBeingErased):  # a stuck erasure still refuses other runs
+            await IllustrationClient(
+                temporal_client, database.sessions, settings.temporal_task_queue
+            ).start_illustration(book_id)
+        second = await erasures.erase_book(book_id)
+        outcome = await erasures.wait_for_erasure(book_id)
+
+    assert report.stuck == (book_id,)
+    (stuck,) = report.in_progress
+    assert stuck.status is BookStatus.ERASING and stuck.run is not None
+    assert stuck.run.hint and f"storywink book delete {book_id}" in stuck.run.hint
+    assert second.run_id != first.run_id
+    assert outcome.found and outcome.rows.pages == 2
+    assert fakes.cloudinary.assets_under(book_asset_prefix(book_id)) == []
 
 
 # ----- faults: the CDN, the database, a worker killed -----
