@@ -22,7 +22,12 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 
 from storywink.book.inputs import NewBook
 from storywink.book.refusals import BookBeingErased, BookNotFound
@@ -67,6 +72,9 @@ SECRET_PREFIXES = (
     "TEMPORAL",
     "STORAGE",
     "ILLUSTRATOR",
+)
+PNG_PIXEL = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
 URL = re.compile(r"""(?:https?|file)://[^\s"'\\]+""")
 
@@ -324,6 +332,38 @@ async def test_a_terminated_erasure_is_listed_stuck_and_a_new_one_finishes_it(
     assert second.run_id != first.run_id
     assert outcome.found and outcome.rows.pages == 2
     assert fakes.cloudinary.assets_under(book_asset_prefix(book_id)) == []
+
+
+async def test_an_unknown_book_gets_its_folder_swept_and_bad_input_fails_clearly(
+    temporal_client: Client,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+) -> None:
+    """An id with no book (a `book create` that failed after uploading, an erasure asked
+    again) has its folder swept; a start without a book id fails at once, naming it."""
+    settings = provider_settings()
+    stray = "storywink/no-such-book/originals/page_1"
+    fakes.cloudinary.put(stray, PNG_PIXEL)
+    async with running_worker(temporal_client, settings, database):
+        swept: ErasureOutcome = await temporal_client.execute_workflow(
+            BOOK_ERASURE_WORKFLOW,
+            {"book_id": "no-such-book"},
+            id=erasure_workflow_id("no-such-book"),
+            task_queue=settings.temporal_task_queue,
+            result_type=ErasureOutcome,
+        )
+        with pytest.raises(WorkflowFailureError) as bad:
+            await temporal_client.execute_workflow(
+                BOOK_ERASURE_WORKFLOW,
+                {"book": "x"},
+                id=f"{erasure_workflow_id('x')}-bad",
+                task_queue=settings.temporal_task_queue,
+            )
+
+    assert (swept.found, swept.assets_deleted, swept.rows.books) == (False, 1, 0)
+    assert fakes.cloudinary.assets_under("storywink/no-such-book/") == []
+    assert 'BookErasure takes one input, {"book_id": "..."}' in str(bad.value.cause)
 
 
 # ----- faults: the CDN, the database, a worker killed -----
