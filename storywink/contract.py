@@ -64,6 +64,7 @@ PAGE_STAGE_ERROR: Final = "PageStageError"
 DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"  # retried: connection, lock, deadlock
 DATABASE_REJECTED: Final = "DatabaseRejected"  # not retried: the data itself is wrong
 WRONG_FLEET: Final = "WrongFleet"  # retried: a worker of another database or storage
+BOOK_BEING_ERASED: Final = "BookBeingErased"  # not retried: an erasure run holds the book
 
 # Book-level activities only touch the database: quick, retried through outages...
 BOOK_ACTIVITY_TIMEOUT: Final = timedelta(seconds=30)
@@ -103,6 +104,9 @@ class BookStatus(StrEnum):
     COMPLETED = "COMPLETED"
     PARTIAL = "PARTIAL"
     FAILED = "FAILED"
+    # An erasure run holds the book (storywink.erasure): no other run may claim it, and
+    # once the run is done the book is gone. Stored as a plain string: no migration.
+    ERASING = "ERASING"
 
 
 ILLUSTRATABLE_STATUSES = frozenset({BookStatus.STORY_READY, BookStatus.PARTIAL, BookStatus.FAILED})

@@ -22,7 +22,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from storywink.book.records import Claim, RunKind, claim, read_claim
-from storywink.book.refusals import check_workflow_id_names
+from storywink.book.refusals import check_workflow_id_names, refuse_while_erased
+from storywink.contract import BookStatus
 from storywink.db.engine import in_session
 from storywink.db.models import Book
 
@@ -176,6 +177,8 @@ async def join_or_start(
 
     Raises `BookNotFound`, or `kind.not_ready` when the book's status refuses the run."""
     held = await in_session(sessions, read_claim, book_id)
+    if kind.holding is not BookStatus.ERASING:
+        refuse_while_erased(book_id, held.status, held.workflow_id)
     if held.status is kind.holding and held.workflow_id:
         holder = await describe_claim(temporal, held.workflow_id, held.run_id or "")
         if holder.running:

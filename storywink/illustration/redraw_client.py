@@ -18,6 +18,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from storywink import contract
 from storywink.book.claims import BookRun, describe_claim
 from storywink.book.records import Claim, get_book
+from storywink.book.refusals import refuse_while_erased
 from storywink.contract import RedrawAsk, RedrawOutcome, RedrawRequest
 from storywink.db.engine import in_session
 from storywink.illustration import redraws
@@ -43,6 +44,7 @@ async def start_redraw(
     Raises `BookNotFound`, `NoSuchPage`, `RedrawNotReady` (not COMPLETED or PARTIAL) or
     `BookBusy` (an illustration or story run holds the book)."""
     held = await in_session(sessions, _check_page, book_id, ask.page_number)
+    refuse_while_erased(book_id, held.status, held.workflow_id)
     kind = redraws.REDRAW_RUN
     own_id = contract.page_redraw_workflow_id(book_id)
     if held.status is kind.holding and held.workflow_id and held.workflow_id != own_id:

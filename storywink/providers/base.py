@@ -130,3 +130,9 @@ class ImageStore(Protocol):
     async def find(self, public_id: str) -> StoredImage | None:
         """The asset already stored under `public_id` (with its context), or None."""
         ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every asset whose id starts with `prefix` (a folder: it ends with "/"),
+        of every delivery type, until none is left; how many were deleted. A repeat
+        deletes nothing more. Raises `TransientError` while the store cannot answer."""
+        ...

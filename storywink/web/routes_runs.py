@@ -82,3 +82,18 @@ async def redraw_page(
     await in_session(app.database.sessions, check_owner, book_id, parent.user_id)
     run = await app.illustrations.redraw_page(book_id, page_number, ask.note)
     return RunView(book_id=book_id, workflow_id=run.workflow_id, run_id=run.run_id)
+
+
+@router.delete(
+    "/books/{book_id}",
+    status_code=202,
+    response_model=RunView,
+    responses=problems(404, 409, 422, 503),
+    summary="Erase the book: stop its run, delete its photos, pictures and rows",
+)
+async def erase_book(book_id: BookId, parent: CurrentParent, app: ServicesDep) -> RunView:
+    """The durable erasure run (a second request joins it); once it is done the book is
+    unknown (404) on every route."""
+    await in_session(app.database.sessions, check_owner, book_id, parent.user_id)
+    run = await app.erasures.erase_book(book_id)
+    return RunView(book_id=book_id, workflow_id=run.workflow_id, run_id=run.run_id)

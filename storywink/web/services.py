@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from storywink.config import Settings
 from storywink.db.connection import Database, open_database
+from storywink.erasure.client import ErasureClient
 from storywink.illustration.client import IllustrationClient
 from storywink.providers.base import ImageStore
 from storywink.providers.factory import build_store
@@ -28,6 +29,7 @@ class Services:
     temporal: Client
     illustrations: IllustrationClient
     stories: StoryClient
+    erasures: ErasureClient
     store: ImageStore
     verifier: TokenVerifier
     watchers: WatcherRegistry
@@ -51,6 +53,7 @@ class Services:
             temporal=temporal,
             illustrations=illustrations,
             stories=StoryClient(temporal, database.sessions, settings.temporal_task_queue),
+            erasures=ErasureClient(temporal, database.sessions, settings.temporal_task_queue),
             store=build_store(settings),
             verifier=verifier,
             watchers=WatcherRegistry(

@@ -86,3 +86,6 @@ class StoredThenHeldStore:
 
     async def find(self, public_id: str) -> StoredImage | None:
         return await self._inner.find(public_id)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return await self._inner.delete_prefix(prefix)

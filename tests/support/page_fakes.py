@@ -82,6 +82,12 @@ class MemoryStore:
         found = self.assets.get(public_id)
         return found[0] if found else None
 
+    async def delete_prefix(self, prefix: str) -> int:
+        doomed = [public_id for public_id in self.assets if public_id.startswith(prefix)]
+        for public_id in doomed:
+            del self.assets[public_id]
+        return len(doomed)
+
     def data_of(self, public_id: str) -> bytes | None:
         found = self.assets.get(public_id)
         return found[1] if found else None

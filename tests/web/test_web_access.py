@@ -121,6 +121,8 @@ def request_for(method: str, template: str, book_id: str) -> dict[str, Any]:
     request: dict[str, Any] = {"method": method, "url": path}
     if template.endswith("/text"):
         request["json"] = {"text": "Changed by someone else."}
+    if template.endswith("/redraw"):
+        request["json"] = {"note": "Make it someone else's."}
     if (method, template) == ("POST", "/books"):
         request["files"] = photo_parts(1)
         request["data"] = {"title": "Intruder", "child_name": "Eve"}

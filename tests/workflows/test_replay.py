@@ -30,13 +30,14 @@ from tests.support.releases import (
     working_workflow_code,
 )
 from tests.support.services import missing
+from workflows.book_erasure import BookErasure
 from workflows.book_illustration import BookIllustration
 from workflows.page_redraw import PageRedraw
 from workflows.story_generation import StoryGeneration
 
 # Every workflow a worker runs (storywink.worker.assembly.WORKFLOWS; not imported from there:
 # the sandbox re-imports this module to validate the test's own workflows below).
-WORKFLOWS = (BookIllustration, PageRedraw, StoryGeneration)
+WORKFLOWS = (BookIllustration, PageRedraw, StoryGeneration, BookErasure)
 # One folder a release: its runs and `release.json` (the commit, how they were recorded).
 RELEASES = {
     path.parent: json.loads(path.read_text()) for path in HISTORY_DIR.glob("*/release.json")
@@ -70,6 +71,7 @@ def test_the_histories_cover_the_runs_a_deploy_meets() -> None:
     assert any(name.startswith("reset_running") for name in names)
     assert {"story_ready", "story_failed_after_retries", "priority_with_fairness_key"} <= names
     assert {"redraw_completed_partial_book", "redraw_joined_by_a_second_page"} <= names
+    assert {"erased_completed", "erased_after_a_cancel"} <= names
 
 
 def test_the_replayer_knows_every_workflow_a_worker_runs() -> None:
