@@ -75,12 +75,13 @@ async def cancel_illustration(
 async def redraw_page(
     book_id: BookId,
     page_number: PageNumber,
-    ask: RedrawAsk,
     parent: CurrentParent,
     app: ServicesDep,
+    ask: RedrawAsk | None = None,
 ) -> RunView:
+    """No body, or `{}`: draw it again as it is."""
     await in_session(app.database.sessions, check_owner, book_id, parent.user_id)
-    run = await app.illustrations.redraw_page(book_id, page_number, ask.note)
+    run = await app.illustrations.redraw_page(book_id, page_number, ask.note if ask else None)
     return RunView(book_id=book_id, workflow_id=run.workflow_id, run_id=run.run_id)
 
 

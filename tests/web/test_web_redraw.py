@@ -40,11 +40,12 @@ async def test_the_owner_redraws_a_page_over_http_and_sees_the_new_picture(
         async with running_worker(temporal_client, web_settings, database):
             one, two = await asyncio.gather(
                 http.post(f"/books/{book_id}/pages/2/redraw", json={"note": "more sun"}),
-                http.post(f"/books/{book_id}/pages/2/redraw", json={}),
+                # The second click's note is the same drawing's: give it the same note.
+                http.post(f"/books/{book_id}/pages/2/redraw", json={"note": "more sun"}),
             )
             assert one.status_code == two.status_code == 202, (one.text, two.text)
             assert one.json()["run_id"] == two.json()["run_id"]  # one run for two clicks
-            missing = await http.post(f"/books/{book_id}/pages/9/redraw", json={})
+            missing = await http.post(f"/books/{book_id}/pages/9/redraw")  # no body: as is
             too_long = await http.post(f"/books/{book_id}/pages/1/redraw", json={"note": "x" * 501})
             await wait_until(lambda: settled_redraw(database, book_id))
         page = (await http.get(f"/books/{book_id}")).json()["pages"][1]
