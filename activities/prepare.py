@@ -22,7 +22,10 @@ from storywink.illustration import records as books
 from storywink.illustration.styles import resolve_style
 
 
-class PrepareActivities:
+class ClaimingActivities:
+    """What a run kind's claim activity is given: the database, Temporal (to check the run
+    holding a claim), the worker's settings and the fleet it serves."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -35,12 +38,22 @@ class PrepareActivities:
         self._temporal = temporal
         self._settings = settings
 
+    @property
+    def _fleet_id(self) -> str | None:
+        return self._fleet.fleet_id if self._fleet else None
+
+    async def _check_fleet(self) -> None:
+        """Leave a run prepared by another fleet's client to that fleet's workers."""
+        if self._fleet is not None:
+            await self._fleet.check_run(self._temporal)
+
+
+class PrepareActivities(ClaimingActivities):
     @activity.defn
     @book_step
     async def prepare_illustration(self, request: PrepareInput) -> IllustrationPlan:
-        if self._fleet is not None:
-            await self._fleet.check_run(self._temporal)
-        fleet_id = self._fleet.fleet_id if self._fleet else None
+        await self._check_fleet()
+        fleet_id = self._fleet_id
         plan = await claim_for_run(
             self._sessions,
             self._temporal,

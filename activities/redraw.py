@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
-from temporalio.client import Client
 
 from activities.failures import book_step
-from activities.fleet_check import WorkerFleet
-from activities.prepare import page_options, page_task
+from activities.prepare import ClaimingActivities, page_options, page_task
 from storywink.book.claims import claim_for_run
-from storywink.config import Settings
 from storywink.contract import RedrawClaimInput, RedrawOf, RedrawPlan
 from storywink.db.models import Book
 from storywink.illustration import redraws
@@ -18,26 +14,13 @@ from storywink.illustration.records import page_result
 from storywink.illustration.styles import resolve_style
 
 
-class RedrawActivities:
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        temporal: Client,
-        settings: Settings,
-        fleet: WorkerFleet | None = None,
-    ) -> None:
-        self._sessions = sessions
-        self._temporal = temporal
-        self._settings = settings
-        self._fleet = fleet
-
+class RedrawActivities(ClaimingActivities):
     @activity.defn
     @book_step
     async def claim_redraw(self, request: RedrawClaimInput) -> RedrawPlan:
         """Claim the book (or keep the claim this run holds) and plan the asked pages,
         each at its next version. A page the book lacks is refused, not the run."""
-        if self._fleet is not None:
-            await self._fleet.check_run(self._temporal)
+        await self._check_fleet()
         plan = await claim_for_run(
             self._sessions,
             self._temporal,
@@ -55,7 +38,7 @@ class RedrawActivities:
 
     def _plan(self, book: Book, request: RedrawClaimInput, stale_run_id: str | None) -> RedrawPlan:
         style = resolve_style(book.art_style, self._settings.style_assets_url)
-        fleet_id = self._fleet.fleet_id if self._fleet else None
+        fleet_id = self._fleet_id
         asked, refused = redraws.pages_asked(book, request.asks)
         pages = tuple(
             page_task(
