@@ -9,12 +9,19 @@ Within a process the waiting calls form a local queue (`storywink.quota.queue`) 
 process holds at most one reservation in the row: when that slot comes, it goes to the best
 call waiting at that moment (priority, then the owner served least, then arrival), so a page
 taken later can still go first.
+
+A page worker also reserves slots *before* it takes a page (`reserve_ahead`, from
+`storywink.quota.admission`): it polls Temporal for a page only shortly before a slot it
+holds, and the page's call gets that slot (`offer`). A held slot the page does not reach in
+time is dropped, never used late (a late call squeezes the next ones into the provider's
+window), and the call reserves anew.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
@@ -36,6 +43,9 @@ RECHECK_SECONDS: Final = 5.0
 # The last check comes this long before the slot; after the final sleep nothing but the
 # model call follows (a call late by more than the headroom costs a 429).
 FINAL_SECONDS: Final = 0.25
+# A slot reserved ahead is used at most this late: the limiter's headroom (1 % of a window)
+# is all the lateness the provider's window absorbs.
+LATE_SECONDS: Final = 0.05
 
 
 class SharedLimiter:
@@ -56,6 +66,33 @@ class SharedLimiter:
         self._clock = clock
         self._waiting: LocalQueue[asyncio.Future[quota.Slot]] = LocalQueue()
         self._dispatcher: asyncio.Task[None] | None = None
+        # Slots reserved ahead whose page has arrived; `offer` may come from the SDK's
+        # threads, hence the lock.
+        self._offered: list[quota.Slot] = []
+        self._offered_lock = threading.Lock()
+
+    def now(self) -> float:
+        """The clock the slots are on."""
+        return self._clock()
+
+    async def reserve_ahead(self, lead: float) -> quota.Slot:
+        """A slot for a page not yet taken, at least `lead` seconds from now: the time the
+        page needs from the poll to its model call."""
+        return await self._apply(lambda state, now: quota.reserve(state, self._limit, now + lead))
+
+    def offer(self, slot: quota.Slot) -> None:
+        """A slot reserved ahead whose page has arrived: the next call waiting takes it
+        (thread-safe)."""
+        with self._offered_lock:
+            self._offered.append(slot)
+
+    def _take_offered(self) -> quota.Slot | None:
+        """The earliest slot offered that is not yet past (those past are dropped)."""
+        now = self._clock()
+        with self._offered_lock:
+            fresh = (s for s in self._offered if s.at >= now - LATE_SECONDS)
+            self._offered = sorted(fresh, key=lambda s: s.at)
+            return self._offered.pop(0) if self._offered else None
 
     async def acquire(
         self, priority_key: int | None = None, fairness_key: str | None = None
@@ -78,7 +115,8 @@ class SharedLimiter:
         """While calls wait: reserve one slot, wait for it, give it to the best waiter."""
         while len(self._waiting):
             try:
-                slot = await self._until(await self._reserve())
+                held = self._take_offered()
+                slot = await self._until(held if held is not None else await self._reserve())
             except Exception as exc:  # the database: the call that was next fails with it
                 if (waiter := self._next_waiter()) is not None:
                     waiter.set_exception(exc)
