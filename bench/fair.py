@@ -15,10 +15,12 @@ beside the work-conserving bound. Times from the big book's start.
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from temporalio.client import Client
 
@@ -31,6 +33,7 @@ QUOTA = 60  # per minute: the issue's 30/min, twice as fast to bound the bench
 LATENCY = 2.0
 BIG, SMALL, SMALL_BOOKS = 30, 3, 5
 QUICK = (12, 2, 3)
+UNUSED = re.compile(r"(\d+) slot\(s\) of the image model's quota unused")
 FAIR_SERVER: Mapping[str, str] = {**FAIRNESS, **ONE_PARTITION}
 
 
@@ -70,6 +73,7 @@ async def run(client: Client, quick: bool) -> BenchResult:
             Column("priority_s", "priority-1 (s)", ".1f"),
             Column("ideal_priority_s", "ideal", ".1f"),
             Column("rejections", "429s"),
+            Column("unused_slots", "unused slots"),
         ],
         parameters={"quota_per_minute": QUOTA, "model_latency_s": LATENCY, "workers": 3},
         notes=[
@@ -80,6 +84,7 @@ async def run(client: Client, quick: bool) -> BenchResult:
             "priority-1: 3 pages of the big book's owner, started with priority 1 with "
             "the small books; seconds to done",
             "concurrency: ILLUSTRATION_CONCURRENCY, pages each worker runs at once",
+            "unused slots: reserved and not used, from the workers' logs (storywink.quota)",
         ],
     )
     for case in QUICK_CASES if quick else CASES:
@@ -118,6 +123,7 @@ async def _measure(client: Client, case: Case, big: int, small: int, count: int)
 
             times = await asyncio.wait_for(asyncio.gather(*(done(h) for h in handles)), timeout=200)
         rejections = bench.fakes.gemini.quota_rejections
+        unused = sum(_unused_slots(worker.log) for worker in workers)
     books = [Book(arrivals[0], big, "parent-a")]
     books += [
         Book(at, small, f"parent-{n}" if case.owners else "parent-a")
@@ -139,5 +145,11 @@ async def _measure(client: Client, case: Case, big: int, small: int, count: int)
         "priority_s": round(times[-1], 2),
         "ideal_priority_s": round(ideal[-1], 2),
         "rejections": rejections,
+        "unused_slots": unused,
         "arrivals_s": ", ".join(f"{at:.2f}" for at in arrivals),
     }
+
+
+def _unused_slots(log: Path) -> int:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sum(int(n) for n in UNUSED.findall(text))

@@ -82,11 +82,9 @@ class QuotaSlotSupplier(CustomSlotSupplier):
         return None  # no eager page tasks: the pages' queue is not the workflows'
 
     def mark_slot_used(self, ctx: SlotMarkUsedContext) -> None:
-        # Called from the SDK's threads, before the page's activity starts.
-        permit = ctx.permit
-        if isinstance(permit, QuotaPermit) and permit.slot is not None:
-            self._limiter.offer(permit.slot)
-        self._on_loop(self._poll_done, permit)
+        # From the SDK's threads, before the page's activity starts (the loop runs this
+        # callback before the activity's first step).
+        self._on_loop(self._used, ctx.permit)
 
     def release_slot(self, ctx: SlotReleaseContext) -> None:
         self._on_loop(self._released, ctx.permit)
@@ -95,11 +93,18 @@ class QuotaSlotSupplier(CustomSlotSupplier):
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(callback, permit)
 
+    def _used(self, permit: SlotPermit) -> None:
+        if isinstance(permit, QuotaPermit) and permit.slot is not None:
+            self._limiter.offer(permit.slot)
+        self._poll_done(permit)
+
     def _poll_done(self, permit: SlotPermit) -> None:
         if isinstance(permit, QuotaPermit) and permit.polling:
             permit.polling = False
             self._one_poll.release()
 
     def _released(self, permit: SlotPermit) -> None:
+        if isinstance(permit, QuotaPermit) and permit.polling and permit.slot is not None:
+            self._limiter.forgo(permit.slot)
         self._poll_done(permit)
         self._free.release()

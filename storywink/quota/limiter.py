@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
@@ -66,10 +65,11 @@ class SharedLimiter:
         self._clock = clock
         self._waiting: LocalQueue[asyncio.Future[quota.Slot]] = LocalQueue()
         self._dispatcher: asyncio.Task[None] | None = None
-        # Slots reserved ahead whose page has arrived; `offer` may come from the SDK's
-        # threads, hence the lock.
-        self._offered: list[quota.Slot] = []
-        self._offered_lock = threading.Lock()
+        # Slots reserved ahead whose pages have arrived (`offer`), each served on its own,
+        # and slots that came with no call waiting: kept LATE_SECONDS, then dropped.
+        self._serving: set[asyncio.Task[None]] = set()
+        self._ready: list[quota.Slot] = []
+        self.dropped = 0  # slots reserved and never used: quota lost
 
     def now(self) -> float:
         """The clock the slots are on."""
@@ -81,18 +81,18 @@ class SharedLimiter:
         return await self._apply(lambda state, now: quota.reserve(state, self._limit, now + lead))
 
     def offer(self, slot: quota.Slot) -> None:
-        """A slot reserved ahead whose page has arrived: the next call waiting takes it
-        (thread-safe)."""
-        with self._offered_lock:
-            self._offered.append(slot)
+        """A slot reserved ahead whose page has arrived: at its time it goes to the best
+        call waiting, as the slots this limiter reserves itself do."""
+        if slot.at < self._clock() - LATE_SECONDS:
+            self._drop(1, "its page came after it")
+            return
+        serving = asyncio.create_task(self._serve(slot))
+        self._serving.add(serving)
+        serving.add_done_callback(self._serving.discard)
 
-    def _take_offered(self) -> quota.Slot | None:
-        """The earliest slot offered that is not yet past (those past are dropped)."""
-        now = self._clock()
-        with self._offered_lock:
-            fresh = (s for s in self._offered if s.at >= now - LATE_SECONDS)
-            self._offered = sorted(fresh, key=lambda s: s.at)
-            return self._offered.pop(0) if self._offered else None
+    def forgo(self, slot: quota.Slot) -> None:
+        """A slot reserved ahead whose poll brought no page."""
+        self._drop(1, "the poll holding it brought no page")
 
     async def acquire(
         self, priority_key: int | None = None, fairness_key: str | None = None
@@ -101,8 +101,9 @@ class SharedLimiter:
         `priority_key` and `fairness_key` are the calling activity's Temporal Priority."""
         granted: asyncio.Future[quota.Slot] = asyncio.get_running_loop().create_future()
         ticket = self._waiting.join(granted, priority_key, fairness_key)
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.create_task(self._dispatch())
+        if (ready := self._take_ready()) is not None:
+            self._hand_over(ready)
+        self._wake_dispatcher()
         try:
             return await granted
         except asyncio.CancelledError:
@@ -111,21 +112,48 @@ class SharedLimiter:
                 self._hand_over(granted.result())  # the slot came as the caller went away
             raise
 
+    def _wake_dispatcher(self) -> None:
+        if len(self._waiting) > len(self._serving) and (
+            self._dispatcher is None or self._dispatcher.done()
+        ):
+            self._dispatcher = asyncio.create_task(self._dispatch())
+
     async def _dispatch(self) -> None:
-        """While calls wait: reserve one slot, wait for it, give it to the best waiter."""
-        while len(self._waiting):
-            try:
-                held = self._take_offered()
-                slot = await self._until(held if held is not None else await self._reserve())
-            except Exception as exc:  # the database: the call that was next fails with it
-                if (waiter := self._next_waiter()) is not None:
-                    waiter.set_exception(exc)
-                continue
-            self._hand_over(slot)
+        """While more calls wait than slots held for them: reserve one slot, wait for it,
+        give it to the best waiter."""
+        while len(self._waiting) > len(self._serving):
+            await self._serve(None)
+
+    async def _serve(self, held: quota.Slot | None) -> None:
+        """Wait for `held` (or a slot reserved now), then give it to the best waiter."""
+        try:
+            slot = await self._until(held if held is not None else await self._reserve())
+        except Exception as exc:  # the database: the call that was next fails with it
+            if (waiter := self._next_waiter()) is not None:
+                waiter.set_exception(exc)
+            return
+        self._hand_over(slot)
+        if held is not None:
+            self._wake_dispatcher()
 
     def _hand_over(self, slot: quota.Slot) -> None:
         if (waiter := self._next_waiter()) is not None:
             waiter.set_result(slot)
+        else:  # its page is not at its call yet (or went away): a call just late takes it
+            self._ready.append(slot)
+
+    def _take_ready(self) -> quota.Slot | None:
+        """The earliest slot that came with no call waiting, unless it is past."""
+        now = self._clock()
+        fresh = sorted((s for s in self._ready if s.at >= now - LATE_SECONDS), key=lambda s: s.at)
+        if len(fresh) < len(self._ready):
+            self._drop(len(self._ready) - len(fresh), "no call came for it in time")
+        self._ready = fresh[1:]
+        return fresh[0] if fresh else None
+
+    def _drop(self, count: int, why: str) -> None:
+        self.dropped += count
+        log.info("%d slot(s) of the image model's quota unused: %s", count, why)
 
     def _next_waiter(self) -> asyncio.Future[quota.Slot] | None:
         while (waiter := self._waiting.pop()) is not None:
