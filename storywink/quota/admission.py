@@ -63,7 +63,7 @@ class QuotaSlotSupplier(CustomSlotSupplier):
             try:
                 slot = await self._held_slot()
                 if slot is not None:
-                    await asyncio.sleep(max(0.0, slot.at - self._lead - self._limiter.now()))
+                    await self._limiter.wait_until(slot.at - self._lead)
             except BaseException:
                 self._one_poll.release()
                 raise

@@ -44,7 +44,7 @@ RECHECK_SECONDS: Final = 5.0
 FINAL_SECONDS: Final = 0.25
 # A slot reserved ahead is used at most this late: the limiter's headroom (1 % of a window)
 # is all the lateness the provider's window absorbs.
-LATE_SECONDS: Final = 0.05
+LATE_SECONDS: Final = 0.02
 
 
 class SharedLimiter:
@@ -71,9 +71,10 @@ class SharedLimiter:
         self._ready: list[quota.Slot] = []
         self.dropped = 0  # slots reserved and never used: quota lost
 
-    def now(self) -> float:
-        """The clock the slots are on."""
-        return self._clock()
+    async def wait_until(self, at: float) -> None:
+        """Sleep until `at` on the slots' clock."""
+        if (wait := at - self._clock()) > 0:
+            await self._sleep(wait)
 
     async def reserve_ahead(self, lead: float) -> quota.Slot:
         """A slot for a page not yet taken, at least `lead` seconds from now: the time the
