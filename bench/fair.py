@@ -25,7 +25,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from bench.harness import rig, temporal_server
-from bench.ideal import Book, ideal_finish_times, work_conserving_bound
+from bench.ideal import Book, ideal_schedule, work_conserving_bound
 from bench.report import BenchResult, Cell, Column
 from storywink.temporal.server_config import FAIRNESS, ONE_PARTITION
 
@@ -123,6 +123,10 @@ async def _measure(client: Client, case: Case, big: int, small: int, count: int)
 
             times = await asyncio.wait_for(asyncio.gather(*(done(h) for h in handles)), timeout=200)
         rejections = bench.fakes.gemini.quota_rejections
+        book_of = {book: n for n, book in enumerate([big_id, *small_ids, vip])}
+        served = [
+            book_of[upload.public_id.split("/")[1]] for upload in bench.fakes.cloudinary.uploads
+        ]
         unused = sum(_unused_slots(worker.log) for worker in workers)
     books = [Book(arrivals[0], big, "parent-a")]
     books += [
@@ -130,7 +134,7 @@ async def _measure(client: Client, case: Case, big: int, small: int, count: int)
         for n, at in enumerate(arrivals[1 : 1 + count])
     ]
     books.append(Book(arrivals[-1], small, "parent-a", priority_key=1))
-    ideal = ideal_finish_times(books, QUOTA, LATENCY)
+    ideal, ideal_served = ideal_schedule(books, QUOTA, LATENCY)
     bound = work_conserving_bound(books, QUOTA, LATENCY)
     smalls, ideal_smalls = times[1 : 1 + count], ideal[1 : 1 + count]
     return {
@@ -147,9 +151,16 @@ async def _measure(client: Client, case: Case, big: int, small: int, count: int)
         "rejections": rejections,
         "unused_slots": unused,
         "arrivals_s": ", ".join(f"{at:.2f}" for at in arrivals),
+        # The book each model call served, in order (B big, 0-4 small, P priority-1).
+        "served": _order(served, count),
+        "ideal_served": _order(ideal_served, count),
     }
 
 
 def _unused_slots(log: Path) -> int:
     text = log.read_text(errors="replace") if log.exists() else ""
     return sum(int(n) for n in UNUSED.findall(text))
+
+
+def _order(books: list[int], count: int) -> str:
+    return "".join("B" if n == 0 else "P" if n == count + 1 else str(n - 1) for n in books)

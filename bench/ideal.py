@@ -23,12 +23,20 @@ class Book:
 
 def ideal_finish_times(books: list[Book], quota_per_minute: float, latency: float) -> list[float]:
     """Each book's finish time (seconds from the first book's start), in `books`' order."""
+    return ideal_schedule(books, quota_per_minute, latency)[0]
+
+
+def ideal_schedule(
+    books: list[Book], quota_per_minute: float, latency: float
+) -> tuple[list[float], list[int]]:
+    """Each book's finish time, and the book (its index) each slot served."""
     interval = 60.0 / quota_per_minute
     left = [book.pages for book in books]
     finish = [0.0] * len(books)
     first_seen = {book.owner: n for n, book in reversed(list(enumerate(books)))}
     last_served: dict[tuple[int, str], float] = {}
     slot: float | None = None
+    served: list[int] = []
     while any(left):
         next_arrival = min(book.arrival for book, n in zip(books, left, strict=True) if n)
         slot = next_arrival if slot is None else max(slot + interval, next_arrival)
@@ -42,10 +50,11 @@ def ideal_finish_times(books: list[Book], quota_per_minute: float, latency: floa
 
         chosen = min((n for n in waiting if books[n].priority_key == level), key=turn)
         last_served[(level, books[chosen].owner)] = slot
+        served.append(chosen)
         left[chosen] -= 1
         if not left[chosen]:
             finish[chosen] = slot + latency
-    return finish
+    return finish, served
 
 
 def work_conserving_bound(books: list[Book], quota_per_minute: float, latency: float) -> float:
