@@ -62,11 +62,13 @@ STAGES: Final = (
 
 
 class Profiler:
-    def __init__(self, pid: int, output: Path) -> None:
+    def __init__(self, pid: int, output: Path, gil_only: bool = False) -> None:
         self.output = output
         beside = Path(sys.executable).with_name("py-spy")
         py_spy = str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
         command = [py_spy, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--nonblocking"]
+        if gil_only:  # only threads holding the GIL: the interpreter's own CPU
+            command.append("--gil")
         self._process = subprocess.Popen(
             [*command, "--format", "raw", "--output", str(output)],
             stdout=subprocess.DEVNULL,

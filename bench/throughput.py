@@ -11,8 +11,9 @@ process, where that worker runs); and the floor, the Gemini and Cloudinary SDK c
 in a loop against the same fakes (`bench/floor.py`, a process of its own).
 
 `BENCH_PROFILE=1 python -m bench throughput` also attaches py-spy to the worker for the
-measured book and prints where its samples went (`bench/profile.py`); the CPU figures of
-that run include the profiler's pauses, so take them from a run without it.
+measured book and prints where its samples went (`bench/profile.py`; `BENCH_PROFILE=gil`:
+only the samples of the thread holding the GIL); the CPU figures of that run include the
+profiler's sampling, so take them from a run without it.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ async def run(client: Client, quick: bool) -> BenchResult:
             profiler = None
             if os.environ.get("BENCH_PROFILE"):
                 profiled = bench.directory / "page-profile.txt"
-                profiler = profile.Profiler(workers[0].pid, profiled)
+                gil_only = os.environ["BENCH_PROFILE"] == "gil"
+                profiler = profile.Profiler(workers[0].pid, profiled, gil_only)
                 await asyncio.sleep(1.0)  # py-spy attaches
             worker_cpu, server_cpu = cpu_seconds(workers[0].pid), cpu_seconds(server)
             outcome, seconds, _ = await bench.illustrate(pages, within=120)
