@@ -40,17 +40,19 @@ PARTS: Final = (
 )
 
 
-# (stage of the page's work, a substring of a frame), outermost match wins: database work
-# runs in threads whose stacks start at the records' function, not at the activity.
+# (stage of the page's work, a substring of a frame): the first stage any frame of a
+# sample matches, in this order (the model call runs inside the ledger's, so it comes
+# first). Database work runs in threads whose stacks start at the records' function.
 STAGES: Final = (
     ("prepare + finalize (book steps)", "prepare_illustration ("),
     ("prepare + finalize (book steps)", "finalize_book ("),
     ("prepare + finalize (book steps)", "settle_book ("),
+    ("model call: Gemini SDK", "illustrate (storywink/providers/gemini.py"),
+    ("model call: Gemini SDK", "read_image (storywink/providers/gemini.py"),
+    ("upload: Cloudinary SDK", "storywink/providers/cloudinary_store.py"),
     ("photo: fetch + normalise", "_fetch_photo ("),
     ("photo: fetch + normalise", "normalise_photo ("),
     ("model call: ledger rows + budget", "storywink/cost/"),
-    ("model call: Gemini SDK", "illustrate (storywink/providers/gemini.py"),
-    ("upload: Cloudinary SDK", "store (storywink/providers/cloudinary_store.py"),
     ("style reference: fetch", "fetch (storywink/providers/fetch.py"),
     ("draft kept in the database", "save_draft ("),
     ("page recorded", "record_page ("),
@@ -101,10 +103,9 @@ def _shares(raw: Path, classify: Callable[[list[str]], str]) -> list[tuple[str, 
 
 
 def _stage(frames: list[str]) -> str:
-    for frame in frames:
-        for stage, marker in STAGES:
-            if marker in frame:
-                return stage
+    for stage, marker in STAGES:
+        if any(marker in frame for frame in frames):
+            return stage
     return "other (event loop, interpreter)"
 
 
