@@ -63,7 +63,10 @@ async def test_a_held_slot_its_page_reaches_late_is_dropped_and_never_used_late(
     clock, limiter = _limiter(database)
     held = await limiter.reserve_ahead(LEAD)
     limiter.offer(held)
-    await _settle()  # the slot came; its page is not at its call yet
+    async with asyncio.timeout(5):  # the slot comes (the fake clock runs to it); no call yet
+        while clock.now < held.at:  # noqa: ASYNC110 (a fake clock, no event to wait on)
+            await asyncio.sleep(0.01)
+    await _settle()
     clock.now = held.at + 2 * LATE_SECONDS
     slot = await asyncio.wait_for(limiter.acquire(None, "parent-a"), timeout=5)
     assert slot != held
