@@ -98,12 +98,15 @@ async def _measure(client: Client, case: Case, big: int, small: int, count: int)
     async with rig(client) as bench:
         bench.fakes.gemini.set_latency(LATENCY)
         bench.fakes.gemini.set_quota(QUOTA // 6, window_seconds=10.0)
-        big_id = bench.create_book(big, user_id="parent-a")
+        # Each book's title names it in its pages' prompts: the fake's calls give the order.
+        big_id = bench.create_book(big, title=_title("B"), user_id="parent-a")
         small_ids = [
-            bench.create_book(small, user_id=f"parent-{n}" if case.owners else "parent-a")
+            bench.create_book(
+                small, title=_title(str(n)), user_id=f"parent-{n}" if case.owners else "parent-a"
+            )
             for n in range(count)
         ]
-        vip = bench.create_book(small, user_id="parent-a")
+        vip = bench.create_book(small, title=_title("P"), user_id="parent-a")
         env = {"ILLUSTRATION_CONCURRENCY": case.concurrency, "PAGE_RETRY_ATTEMPTS": 20}
         with bench.workers(3, ILLUSTRATION_RATE_LIMIT=QUOTA, **env) as workers:
             await bench.wait_for_workers(workers)
@@ -123,10 +126,7 @@ async def _measure(client: Client, case: Case, big: int, small: int, count: int)
 
             times = await asyncio.wait_for(asyncio.gather(*(done(h) for h in handles)), timeout=200)
         rejections = bench.fakes.gemini.quota_rejections
-        book_of = {book: n for n, book in enumerate([big_id, *small_ids, vip])}
-        served = [
-            book_of[upload.public_id.split("/")[1]] for upload in bench.fakes.cloudinary.uploads
-        ]
+        served = "".join(_book_code(call.prompt) for call in bench.fakes.gemini.requests)
         unused = sum(_unused_slots(worker.log) for worker in workers)
     books = [Book(arrivals[0], big, "parent-a")]
     books += [
@@ -151,8 +151,9 @@ async def _measure(client: Client, case: Case, big: int, small: int, count: int)
         "rejections": rejections,
         "unused_slots": unused,
         "arrivals_s": ", ".join(f"{at:.2f}" for at in arrivals),
-        # The book each model call served, in order (B big, 0-4 small, P priority-1).
-        "served": _order(served, count),
+        # The book each model call served, in order (B big, 0-4 small, P priority-1; a call
+        # answered 429 counts too).
+        "served": served,
         "ideal_served": _order(ideal_served, count),
     }
 
@@ -163,4 +164,14 @@ def _unused_slots(log: Path) -> int:
 
 
 def _order(books: list[int], count: int) -> str:
+    """The books by code: B the big one, 0-4 the small ones, P the priority-1 one."""
     return "".join("B" if n == 0 else "P" if n == count + 1 else str(n - 1) for n in books)
+
+
+def _title(code: str) -> str:
+    return f"Bench book {code}"
+
+
+def _book_code(prompt: str) -> str:
+    found = re.search(r'the book "Bench book (\w)"', prompt)
+    return found.group(1) if found else "?"
