@@ -33,7 +33,7 @@ from storywink.quota.slots import Slot
 
 # From the poll to the page's model call: the poll's answer, the settled-page check, the
 # photo and style fetches, the ledger row. A held slot the call reaches later is dropped.
-LEAD_SECONDS: Final = 0.3
+LEAD_SECONDS: Final = 0.5
 
 
 @dataclass
