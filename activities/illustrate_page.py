@@ -58,6 +58,7 @@ from storywink.redact import Redactor
 from storywink.worker.fleet_health import FleetHealth
 
 T = TypeVar("T")
+STYLE_REFERENCES_KEPT = 32  # a few styles x (page, title page), across style releases
 
 
 class Stage(StrEnum):
@@ -112,6 +113,7 @@ class IllustratePageActivities:
         self._store = store
         self._fetcher = fetcher
         self._redact = redactor
+        self._style_references: dict[tuple[str, str], SourceImage] = {}
 
     @activity.defn
     async def illustrate_page(self, task: PageTask) -> PageResult:
@@ -270,10 +272,7 @@ class IllustratePageActivities:
         reference: SourceImage | None = None
         if self._illustrator.uses_style_reference:
             attempt.stage = Stage.FETCH_STYLE
-            url = task.style.reference_for(task.is_title_page)
-            reference = await self._in_stage(
-                Stage.FETCH_STYLE, self._fetcher.fetch(url, "style reference")
-            )
+            reference = await self._in_stage(Stage.FETCH_STYLE, self._style_reference(task))
         job = IllustrationJob(
             prompt=build_prompt(
                 style=task.style,
@@ -292,6 +291,20 @@ class IllustratePageActivities:
         )
         attempt.stage = Stage.GENERATE
         return await self._in_stage(Stage.GENERATE, self._call_model(task, job, attempt, heartbeat))
+
+    async def _style_reference(self, task: PageTask) -> SourceImage:
+        """The style's reference image, fetched once per worker: a style's references are
+        published under a folder named by their content (`storywink styles publish`), so
+        a URL of a style snapshot (with its content hash) always holds the same image."""
+        url = task.style.reference_for(task.is_title_page)
+        key = (url, task.style.content_hash)
+        if (cached := self._style_references.get(key)) is not None:
+            return cached
+        reference = await self._fetcher.fetch(url, "style reference")
+        if len(self._style_references) >= STYLE_REFERENCES_KEPT:
+            self._style_references.pop(next(iter(self._style_references)))
+        self._style_references[key] = reference
+        return reference
 
     async def _call_model(
         self, task: PageTask, job: IllustrationJob, attempt: _Attempt, heartbeat: Heartbeat
@@ -404,10 +417,11 @@ class IllustratePageActivities:
 
 async def _fetch_photo(fetcher: ImageFetcher, url: str) -> SourceImage:
     """The page's photo, normalised as at `book create` (a photo from elsewhere, e.g. a
-    web backend, gets the same checks); one decode at a time per worker (storywink.images)."""
-    fetched = await fetcher.fetch(url, "photo")
+    web backend, gets the same checks); one decode at a time per worker (storywink.images),
+    and one per photo: normalising it is what checks it."""
+    fetched = await fetcher.fetch_unchecked(url, "photo")
     try:
-        photo = await asyncio.to_thread(normalise_photo, fetched.data)
+        photo = await asyncio.to_thread(normalise_photo, fetched)
     except NotAnImage as exc:
         raise PermanentError(f"photo {redact_url(url)}: {exc}") from None
     return SourceImage(data=photo.data, mime_type=photo.mime_type)

@@ -105,6 +105,7 @@ class ImageFetcher:
         await self.aclose()
 
     async def fetch(self, url: str, role: str) -> SourceImage:
+        """The image at `url`, decoded once to check it is one."""
         where = f"{role} {redact_url(url)}"
         try:
             async with asyncio.timeout(self._timeout_seconds):
@@ -115,6 +116,16 @@ class ImageFetcher:
         except NotAnImage as exc:
             raise PermanentError(f"{where}: {exc}") from None
         return SourceImage(data=data, mime_type=mime_type)
+
+    async def fetch_unchecked(self, url: str, role: str) -> bytes:
+        """The bytes at `url`, not decoded: for a caller that decodes them itself (the
+        page's photo, which `normalise_photo` decodes and checks)."""
+        where = f"{role} {redact_url(url)}"
+        try:
+            async with asyncio.timeout(self._timeout_seconds):
+                return await self._fetch_bytes(url, where)
+        except TimeoutError:
+            raise TransientError(f"{where}: timed out after {self._timeout_seconds:g}s") from None
 
     async def _fetch_bytes(self, url: str, where: str) -> bytes:
         try:

@@ -161,7 +161,8 @@ class GeminiIllustrator:
         response = await generate(
             self._client, self._secrets, self._model, build_contents(job), self._config()
         )
-        return read_image(response, self._secrets)
+        # Reading the image decodes it (storywink.images): not on the event loop.
+        return await asyncio.to_thread(read_image, response, self._secrets)
 
     def _config(self) -> types.GenerateContentConfig:
         return types.GenerateContentConfig(

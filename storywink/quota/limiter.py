@@ -9,6 +9,12 @@ Within a process the waiting calls form a local queue (`storywink.quota.queue`) 
 process holds at most one reservation in the row: when that slot comes, it goes to the best
 call waiting at that moment (priority, then the owner served least, then arrival), so a page
 taken later can still go first.
+
+A page worker also reserves slots *before* it takes a page (`reserve_ahead`, from
+`storywink.quota.admission`): it polls Temporal for a page only shortly before a slot it
+holds, and the page's call gets that slot (`offer`). A held slot the page does not reach in
+time is dropped, never used late (a late call squeezes the next ones into the provider's
+window), and the call reserves anew.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ RECHECK_SECONDS: Final = 5.0
 # The last check comes this long before the slot; after the final sleep nothing but the
 # model call follows (a call late by more than the headroom costs a 429).
 FINAL_SECONDS: Final = 0.25
+# A slot reserved ahead is used at most this late: the limiter's headroom (1 % of a window)
+# is all the lateness the provider's window absorbs.
+LATE_SECONDS: Final = 0.02
 
 
 class SharedLimiter:
@@ -56,6 +65,35 @@ class SharedLimiter:
         self._clock = clock
         self._waiting: LocalQueue[asyncio.Future[quota.Slot]] = LocalQueue()
         self._dispatcher: asyncio.Task[None] | None = None
+        # Slots reserved ahead whose pages have arrived (`offer`), each served on its own,
+        # and slots that came with no call waiting: kept LATE_SECONDS, then dropped.
+        self._serving: set[asyncio.Task[None]] = set()
+        self._ready: list[quota.Slot] = []
+        self.dropped = 0  # slots reserved and never used: quota lost
+
+    async def wait_until(self, at: float) -> None:
+        """Sleep until `at` on the slots' clock."""
+        if (wait := at - self._clock()) > 0:
+            await self._sleep(wait)
+
+    async def reserve_ahead(self, lead: float) -> quota.Slot:
+        """A slot for a page not yet taken, at least `lead` seconds from now: the time the
+        page needs from the poll to its model call."""
+        return await self._apply(lambda state, now: quota.reserve(state, self._limit, now + lead))
+
+    def offer(self, slot: quota.Slot) -> None:
+        """A slot reserved ahead whose page has arrived: at its time it goes to the best
+        call waiting, as the slots this limiter reserves itself do."""
+        if slot.at < self._clock() - LATE_SECONDS:
+            self._drop(1, "its page came after it")
+            return
+        serving = asyncio.create_task(self._serve(slot))
+        self._serving.add(serving)
+        serving.add_done_callback(self._serving.discard)
+
+    def forgo(self, slot: quota.Slot) -> None:
+        """A slot reserved ahead whose poll brought no page."""
+        self._drop(1, "the poll holding it brought no page")
 
     async def acquire(
         self, priority_key: int | None = None, fairness_key: str | None = None
@@ -64,8 +102,9 @@ class SharedLimiter:
         `priority_key` and `fairness_key` are the calling activity's Temporal Priority."""
         granted: asyncio.Future[quota.Slot] = asyncio.get_running_loop().create_future()
         ticket = self._waiting.join(granted, priority_key, fairness_key)
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.create_task(self._dispatch())
+        if (ready := self._take_ready()) is not None:
+            self._hand_over(ready)
+        self._wake_dispatcher()
         try:
             return await granted
         except asyncio.CancelledError:
@@ -74,20 +113,48 @@ class SharedLimiter:
                 self._hand_over(granted.result())  # the slot came as the caller went away
             raise
 
+    def _wake_dispatcher(self) -> None:
+        if len(self._waiting) > len(self._serving) and (
+            self._dispatcher is None or self._dispatcher.done()
+        ):
+            self._dispatcher = asyncio.create_task(self._dispatch())
+
     async def _dispatch(self) -> None:
-        """While calls wait: reserve one slot, wait for it, give it to the best waiter."""
-        while len(self._waiting):
-            try:
-                slot = await self._until(await self._reserve())
-            except Exception as exc:  # the database: the call that was next fails with it
-                if (waiter := self._next_waiter()) is not None:
-                    waiter.set_exception(exc)
-                continue
-            self._hand_over(slot)
+        """While more calls wait than slots held for them: reserve one slot, wait for it,
+        give it to the best waiter."""
+        while len(self._waiting) > len(self._serving):
+            await self._serve(None)
+
+    async def _serve(self, held: quota.Slot | None) -> None:
+        """Wait for `held` (or a slot reserved now), then give it to the best waiter."""
+        try:
+            slot = await self._until(held if held is not None else await self._reserve())
+        except Exception as exc:  # the database: the call that was next fails with it
+            if (waiter := self._next_waiter()) is not None:
+                waiter.set_exception(exc)
+            return
+        self._hand_over(slot)
+        if held is not None:
+            self._wake_dispatcher()
 
     def _hand_over(self, slot: quota.Slot) -> None:
         if (waiter := self._next_waiter()) is not None:
             waiter.set_result(slot)
+        else:  # its page is not at its call yet (or went away): a call just late takes it
+            self._ready.append(slot)
+
+    def _take_ready(self) -> quota.Slot | None:
+        """The earliest slot that came with no call waiting, unless it is past."""
+        now = self._clock()
+        fresh = sorted((s for s in self._ready if s.at >= now - LATE_SECONDS), key=lambda s: s.at)
+        if len(fresh) < len(self._ready):
+            self._drop(len(self._ready) - len(fresh), "no call came for it in time")
+        self._ready = fresh[1:]
+        return fresh[0] if fresh else None
+
+    def _drop(self, count: int, why: str) -> None:
+        self.dropped += count
+        log.info("%d slot(s) of the image model's quota unused: %s", count, why)
 
     def _next_waiter(self) -> asyncio.Future[quota.Slot] | None:
         while (waiter := self._waiting.pop()) is not None:

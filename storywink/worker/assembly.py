@@ -9,7 +9,12 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
-from temporalio.worker import Worker, WorkerDeploymentConfig
+from temporalio.worker import (
+    FixedSizeSlotSupplier,
+    Worker,
+    WorkerDeploymentConfig,
+    WorkerTuner,
+)
 
 from activities.backoff import ErrorBackoff
 from activities.erase_book import ErasureActivities
@@ -25,6 +30,7 @@ from storywink.cost.prices import PriceBook
 from storywink.db.connection import Database
 from storywink.db.fleet import ensure_database_fleet
 from storywink.providers.factory import Providers
+from storywink.quota.admission import QuotaSlotSupplier
 from storywink.quota.limiter import SharedLimiter
 from storywink.redact import Redactor
 from storywink.worker.fleet_health import FleetHealth
@@ -109,10 +115,23 @@ def build_page_worker(
         client,
         task_queue=settings.temporal_illustration_task_queue,
         activities=[activities.illustrate_page],
-        max_concurrent_activities=settings.illustration_concurrency,
+        tuner=_page_tuner(settings.illustration_concurrency, limiter),
         identity=worker_identity(settings),
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
         deployment_config=deployment_config(settings),
+    )
+
+
+def _page_tuner(concurrency: int, limiter: SharedLimiter | None) -> WorkerTuner:
+    """The page worker's slots: with a shared quota, a page is taken only shortly before
+    the quota can serve it (storywink.quota.admission), so the pages not yet served wait
+    in the server's fair queue rather than in this worker's."""
+    fixed = FixedSizeSlotSupplier(concurrency)
+    return WorkerTuner.create_composite(
+        workflow_supplier=FixedSizeSlotSupplier(1),  # no workflows on the page queue
+        activity_supplier=QuotaSlotSupplier(limiter, concurrency) if limiter else fixed,
+        local_activity_supplier=FixedSizeSlotSupplier(1),
+        nexus_supplier=FixedSizeSlotSupplier(1),
     )
 
 

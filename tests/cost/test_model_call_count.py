@@ -42,6 +42,12 @@ class HeldFetcher(ImageFetcher):
             await self.release.wait()
         return await self._inner.fetch(url, role)
 
+    async def fetch_unchecked(self, url: str, role: str) -> bytes:
+        if role == "photo":
+            self.waiting += 1
+            await self.release.wait()
+        return await self._inner.fetch_unchecked(url, role)
+
     async def aclose(self) -> None:
         await self._inner.aclose()
 

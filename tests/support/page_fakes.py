@@ -103,3 +103,7 @@ class CountingFetcher(ImageFetcher):
     async def fetch(self, url: str, role: str) -> SourceImage:
         self.fetched[role] += 1
         return await super().fetch(url, role)
+
+    async def fetch_unchecked(self, url: str, role: str) -> bytes:
+        self.fetched[role] += 1
+        return await super().fetch_unchecked(url, role)
