@@ -41,6 +41,7 @@ from storywink.illustration import metrics
 from storywink.illustration import records as books
 from storywink.illustration.prompt import build_prompt
 from storywink.images import NotAnImage, normalise_photo
+from storywink.pictures import asset_ref, url_to_fetch
 from storywink.providers.base import (
     ContentRefused,
     FleetFault,
@@ -168,7 +169,8 @@ class IllustratePageActivities:
         """Keep an image the attempt already stored; otherwise say where it was stopped."""
         try:
             if attempt.stored is not None:
-                await self._record(task, attempt, ModerationStatus.OK, image_url=attempt.stored.url)
+                picture = asset_ref(attempt.stored)
+                await self._record(task, attempt, ModerationStatus.OK, image_ref=picture)
             else:
                 reason = books.cancelled_reason(f"during {attempt.stage}")
                 await self._record(task, attempt, ModerationStatus.FAILED, reason=reason)
@@ -193,7 +195,7 @@ class IllustratePageActivities:
                 Stage.UPLOAD,
                 self._store.store(
                     image,
-                    contract.page_public_id(task.book_id, task.page_number),
+                    contract.page_public_id(task.book_id, task.page_number, 0, task.asset_salt),
                     tags=[f"book_{task.book_id}", f"page_{task.page_number}", task.style.key],
                     context={
                         "run_id": task.run_id,
@@ -202,10 +204,10 @@ class IllustratePageActivities:
                     },
                 ),
             )
-            heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, image_url=stored.url))
+            heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, stored))
         attempt.stored = stored
         attempt.stage = Stage.RECORD
-        return await self._record(task, attempt, ModerationStatus.OK, image_url=stored.url)
+        return await self._record(task, attempt, ModerationStatus.OK, image_ref=asset_ref(stored))
 
     async def _stored_earlier(
         self, task: PageTask, heartbeat: _Heartbeat, attempt: _Attempt
@@ -214,16 +216,21 @@ class IllustratePageActivities:
         stored for this page in this style, if any."""
         if not _may_have_earlier_work(task):
             return None
-        public_id = contract.page_public_id(task.book_id, task.page_number)
+        public_id = contract.page_public_id(task.book_id, task.page_number, 0, task.asset_salt)
         previous = heartbeat.previous
-        if previous is not None and previous.image_url:
+        if previous is not None and previous.asset_id:
             _log_for(task, "reusing the image an earlier attempt stored")
-            return StoredImage(url=previous.image_url, public_id=public_id)
+            return StoredImage(url="", public_id=previous.asset_id)
+        if previous is not None and previous.image_url:  # an older worker's public upload
+            _log_for(task, "reusing the image an earlier attempt stored")
+            return StoredImage(url=previous.image_url, public_id=public_id, private=False)
         stored = await self._in_stage(Stage.UPLOAD, self._store.find(public_id))
+        if stored is None and task.asset_salt is None:  # prepared before private images
+            stored = await self._in_stage(Stage.UPLOAD, self._store.find(public_id, private=False))
         if stored is None or not _drawn_for(task, stored.context):
             return None
         _log_for(task, "reusing the image found under %s", public_id)
-        heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, image_url=stored.url))
+        heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, stored))
         return stored
 
     async def _draft_or_new_image(
@@ -257,10 +264,11 @@ class IllustratePageActivities:
         self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
     ) -> GeneratedImage:
         attempt.stage = Stage.FETCH_PHOTO
-        if not task.original_image_url:
+        photo_ref = task.original_asset_id or task.original_image_url
+        if not photo_ref:
             raise _PageSettled(ModerationStatus.FAILED, f"{Stage.FETCH_PHOTO}: page has no photo")
         photo = await self._in_stage(
-            Stage.FETCH_PHOTO, _fetch_photo(self._fetcher, task.original_image_url)
+            Stage.FETCH_PHOTO, _fetch_photo(self._fetcher, url_to_fetch(self._store, photo_ref))
         )
         reference: SourceImage | None = None
         if self._illustrator.uses_style_reference:
@@ -331,7 +339,7 @@ class IllustratePageActivities:
         attempt: _Attempt,
         status: ModerationStatus,
         *,
-        image_url: str | None = None,
+        image_ref: str | None = None,
         reason: str | None = None,
     ) -> PageResult:
         for ending in attempt.unclosed_calls:  # calls that ended while the database was away
@@ -344,7 +352,7 @@ class IllustratePageActivities:
                 task.page_id,
                 task.run_id,
                 status,
-                image_url=image_url,
+                image_ref=image_ref,
                 reason=reason,
                 uncounted_calls=attempt.uncounted_calls,
             ),
@@ -433,10 +441,12 @@ class _Attempt:
         # Endings of this page's calls the ledger could not take yet (storywink.cost.meter).
         self.unclosed_calls: list[UnclosedCall] = []
 
-    def checkpoint(self, stage: Stage, image_url: str | None = None) -> PageCheckpoint:
+    def checkpoint(self, stage: Stage, stored: StoredImage | None = None) -> PageCheckpoint:
+        private = stored is not None and stored.private
         return PageCheckpoint(
             stage=stage,
-            image_url=image_url,
+            image_url=stored.url if stored is not None and not private else None,
+            asset_id=stored.public_id if stored is not None and private else None,
             uncounted_calls=self.uncounted_calls,
             unclosed_calls=self.unclosed_calls,
         )
@@ -483,7 +493,8 @@ class PageCheckpoint(BaseModel):
     """Heartbeat details: how far this attempt got. No secrets, no image bytes."""
 
     stage: Stage
-    image_url: str | None = None
+    image_url: str | None = None  # a public asset's URL (a worker before private images)
+    asset_id: str | None = None  # a private asset: its id, never a signed URL
     uncounted_calls: int = 0  # model calls to add to the page's count when it is recorded
     unclosed_calls: list[UnclosedCall] = []  # call endings to write to the ledger
 

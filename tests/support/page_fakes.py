@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from storywink.providers.base import (
@@ -66,7 +67,13 @@ class MemoryStore:
         return stored
 
     async def store(
-        self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
+        self,
+        image: GeneratedImage,
+        public_id: str,
+        tags: list[str],
+        context: dict[str, str],
+        *,
+        private: bool = True,
     ) -> StoredImage:
         self.uploads[public_id] += 1
         if self.errors:
@@ -77,10 +84,13 @@ class MemoryStore:
             raise TransientError("upload: no answer from the CDN")
         return stored
 
-    async def find(self, public_id: str) -> StoredImage | None:
+    async def find(self, public_id: str, *, private: bool = True) -> StoredImage | None:
         self.finds[public_id] += 1
         found = self.assets.get(public_id)
         return found[0] if found else None
+
+    def signed_url(self, public_id: str, expires_at: datetime) -> str:
+        return f"https://cdn.test/signed/{public_id}.png?expires_at={int(expires_at.timestamp())}"
 
     def data_of(self, public_id: str) -> bytes | None:
         found = self.assets.get(public_id)

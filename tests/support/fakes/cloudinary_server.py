@@ -16,6 +16,17 @@ API secret. A bad signature or unknown key gets Cloudinary's 401 error JSON.
         cdn.uploads_of("storywink/b1/generated/page_1")  # stored uploads of that id
 
 `secure_url` points at this server (`GET /{cloud}/image/upload/v{version}/{public_id}.{fmt}`).
+
+Delivery types, as on Cloudinary: an `upload` asset is served to anyone at its delivery
+URL; an `authenticated` one (the `type` the upload was signed with) never is (401), only
+through the Upload API's signed download URL (`cloudinary.utils.private_download_url`:
+`GET /v1_1/{cloud}/image/download?…&expires_at=…&signature=…`), checked like an upload's
+signature and refused (401) once `expires_at` has passed. Assets of the two types are
+distinct, even under one public id.
+
+        cdn.asset(public_id)  # the authenticated asset of that id, else the upload one
+        cdn.asset(public_id, "upload")
+        cdn.downloads  # (public id, HTTP status) of every signed-download request
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from storywink.config import CloudinaryCredentials
 from tests.support.fakes.gemini_server import BackgroundServer
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+DELIVERY_TYPES = ("authenticated", "upload")
 STALE_AFTER_SECONDS = 3600
 UNSIGNED_FIELDS = frozenset({"file", "api_key", "signature", "resource_type", "cloud_name"})
 _FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
@@ -105,6 +117,7 @@ class Asset:
     tags: list[str] = field(default_factory=list)
     context: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
+    type: str = "upload"
 
 
 @dataclass(frozen=True)
@@ -131,7 +144,8 @@ class FakeCloudinaryServer(BackgroundServer):
         self.cloud_name = cloud_name
         self.api_key = api_key
         self.api_secret = api_secret
-        self._assets: dict[str, Asset] = {}
+        self._assets: dict[tuple[str, str], Asset] = {}  # (type, public id)
+        self._downloads: list[tuple[str, int]] = []
         self._uploads: list[RecordedUpload] = []
         self._stored_counts: dict[str, int] = {}
         self._upload_faults: deque[CloudFault] = deque()
@@ -169,14 +183,26 @@ class FakeCloudinaryServer(BackgroundServer):
         data: bytes,
         tags: list[str] | None = None,
         context: dict[str, str] | None = None,
+        delivery_type: str = "authenticated",
     ) -> Asset:
         """Store an asset directly, as if uploaded earlier."""
         with self._lock:
-            return self._store(public_id, data, tags or [], context or {})
+            return self._store(public_id, data, tags or [], context or {}, delivery_type)
 
-    def asset(self, public_id: str) -> Asset | None:
+    def asset(self, public_id: str, delivery_type: str | None = None) -> Asset | None:
+        """The asset of that id and type; without a type, the authenticated one, else the
+        upload one."""
         with self._lock:
-            return self._assets.get(public_id)
+            for kind in (delivery_type,) if delivery_type else DELIVERY_TYPES:
+                asset = self._assets.get((kind, public_id))
+                if asset is not None:
+                    return asset
+            return None
+
+    @property
+    def downloads(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return list(self._downloads)
 
     def uploads_of(self, public_id: str) -> int:
         """How many uploads were stored under `public_id` (faulted attempts not counted)."""
@@ -214,16 +240,21 @@ class FakeCloudinaryServer(BackgroundServer):
             return self._admin_calls
 
     def delivery_url(self, asset: Asset) -> str:
-        path = f"{self.cloud_name}/image/upload/v{asset.version}/{asset.public_id}.{asset.format}"
-        return self.url(path)
+        """The asset's delivery URL, unsigned: it serves an `upload` asset only."""
+        path = f"{self.cloud_name}/image/{asset.type}/v{asset.version}/{asset.public_id}"
+        return self.url(f"{path}.{asset.format}")
 
     # ----- the app -----
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1_1/{cloud}/image/upload", self._upload)
-        app.router.add_get("/v1_1/{cloud}/resources/image/upload/{public_id:.+}", self._resource)
-        app.router.add_get("/{cloud}/image/upload/{path:.+}", self._deliver)
+        app.router.add_get("/v1_1/{cloud}/image/download", self._download)
+        app.router.add_get(
+            "/v1_1/{cloud}/resources/image/{type:upload|authenticated}/{public_id:.+}",
+            self._resource,
+        )
+        app.router.add_get("/{cloud}/image/{type:upload|authenticated}/{path:.+}", self._deliver)
         return app
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
@@ -268,20 +299,25 @@ class FakeCloudinaryServer(BackgroundServer):
         if _image_format(data) is None:
             return 400, {"error": {"message": "Invalid image file"}}
         public_id = fields.get("public_id") or hashlib.sha1(data).hexdigest()[:20]
+        kind = fields.get("type") or "upload"
+        if kind not in DELIVERY_TYPES:
+            return 400, {"error": {"message": f"Invalid type {kind}"}}
         tags = [tag for tag in fields.get("tags", "").split(",") if tag]
         context = parse_context(fields.get("context", ""))
         with self._lock:
-            existing = self._assets.get(public_id)
+            existing = self._assets.get((kind, public_id))
             if existing is not None and fields.get("overwrite", "1") in ("0", "false"):
                 return 200, {**self._resource_json(existing), "existing": True}
-            asset = self._store(public_id, data, tags, context)
+            asset = self._store(public_id, data, tags, context, kind)
         body = self._resource_json(asset)
         body.update(
             overwritten=existing is not None, original_filename="file", api_key=self.api_key
         )
         return 200, body
 
-    def _signature_problem(self, cloud: str, fields: dict[str, str]) -> str | None:
+    def _signature_problem(
+        self, cloud: str, fields: dict[str, str], *, check_age: bool = True
+    ) -> str | None:
         if cloud != self.cloud_name:
             return f"Invalid cloud_name {cloud}"
         if fields.get("api_key") != self.api_key:
@@ -289,7 +325,7 @@ class FakeCloudinaryServer(BackgroundServer):
         timestamp = fields.get("timestamp", "")
         if not timestamp.isdigit():
             return "Missing required parameter - timestamp"
-        if time.time() - int(timestamp) > STALE_AFTER_SECONDS:
+        if check_age and time.time() - int(timestamp) > STALE_AFTER_SECONDS:
             return f"Stale request - reported time is {timestamp} which is more than 1 hour ago"
         to_sign = string_to_sign(fields)
         expected = hashlib.sha1((to_sign + self.api_secret).encode()).hexdigest()
@@ -310,7 +346,7 @@ class FakeCloudinaryServer(BackgroundServer):
             return _error(401, "Invalid credentials")
         public_id = request.match_info["public_id"]
         with self._lock:
-            asset = self._assets.get(public_id)
+            asset = self._assets.get((request.match_info["type"], public_id))
             body = self._resource_json(asset) if asset is not None else None
         if body is None:
             return _error(404, f"Resource not found - {public_id}")
@@ -326,13 +362,40 @@ class FakeCloudinaryServer(BackgroundServer):
         return bool(auth.login == self.api_key and auth.password == self.api_secret)
 
     async def _deliver(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["type"] == "authenticated":  # only through a signed URL
+            return web.Response(status=401, headers={"X-Cld-Error": "Authentication required"})
         public_id = _delivery_public_id(request.match_info["path"])
         with self._lock:
-            asset = self._assets.get(public_id)
+            asset = self._assets.get(("upload", public_id))
         if request.match_info["cloud"] != self.cloud_name or asset is None:
             return web.Response(status=404, text="Resource not found")
-        content_type = _CONTENT_TYPES.get(asset.format, "application/octet-stream")
-        return web.Response(body=asset.data, content_type=content_type)
+        return _image_response(asset)
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        """The Upload API's signed download of a private asset, until `expires_at`."""
+        fields = dict(request.query)
+        public_id = fields.get("public_id", "")
+        status, answer = self._signed_download(request.match_info["cloud"], fields)
+        with self._lock:
+            self._downloads.append((public_id, status))
+        return answer
+
+    def _signed_download(
+        self, cloud: str, fields: dict[str, str]
+    ) -> tuple[int, web.StreamResponse]:
+        problem = self._signature_problem(cloud, fields, check_age=False)
+        if problem is not None:
+            return 401, _error(401, problem)
+        expires_at = fields.get("expires_at", "")
+        if not expires_at.isdigit():  # Cloudinary's default: an hour after the timestamp
+            expires_at = str(int(fields["timestamp"]) + STALE_AFTER_SECONDS)
+        if time.time() >= int(expires_at):
+            return 401, _error(401, f"Download URL expired at {expires_at}")
+        with self._lock:
+            asset = self._assets.get((fields.get("type") or "upload", fields.get("public_id", "")))
+        if asset is None:
+            return 404, _error(404, "Resource not found")
+        return 200, _image_response(asset)
 
     async def _fault(self, request: web.Request, fault: CloudFault) -> web.StreamResponse:
         if fault.kind == "reset":
@@ -344,7 +407,12 @@ class FakeCloudinaryServer(BackgroundServer):
     # ----- state (call with self._lock held) -----
 
     def _store(
-        self, public_id: str, data: bytes, tags: list[str], context: dict[str, str]
+        self,
+        public_id: str,
+        data: bytes,
+        tags: list[str],
+        context: dict[str, str],
+        delivery_type: str = "upload",
     ) -> Asset:
         image_format, width, height = _image_format(data) or ("bin", 0, 0)
         self._version = max(self._version + 1, int(time.time()))
@@ -358,8 +426,9 @@ class FakeCloudinaryServer(BackgroundServer):
             tags=list(tags),
             context=dict(context),
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            type=delivery_type,
         )
-        self._assets[public_id] = asset
+        self._assets[(delivery_type, public_id)] = asset
         self._stored_counts[public_id] = self._stored_counts.get(public_id, 0) + 1
         return asset
 
@@ -377,7 +446,7 @@ class FakeCloudinaryServer(BackgroundServer):
             "version_id": hashlib.md5(f"{asset.version}".encode()).hexdigest(),
             "format": asset.format,
             "resource_type": "image",
-            "type": "upload",
+            "type": asset.type,
             "created_at": asset.created_at,
             "bytes": len(asset.data),
             "width": asset.width,
@@ -468,6 +537,11 @@ def _delivery_public_id(path: str) -> str:
     if rest and first.startswith("v") and first[1:].isdigit():
         path = rest
     return path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
+
+
+def _image_response(asset: Asset) -> web.Response:
+    content_type = _CONTENT_TYPES.get(asset.format, "application/octet-stream")
+    return web.Response(body=asset.data, content_type=content_type)
 
 
 def _error(status: int, message: str) -> web.Response:
