@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from storywink.config import Settings
 from storywink.providers.base import ImageStore, StoredImage
 
 LEGACY_URL_SCHEMES: Final = ("http://", "https://", "file://")
@@ -79,3 +80,13 @@ class PictureSigner:
         if is_legacy_url(ref):
             return ref
         return self.store.signed_url(ref, expires_at or self.expiry())
+
+
+def picture_signer(settings: Settings, store: ImageStore | None = None) -> PictureSigner:
+    """The signer of the configured store (or `store`), at `IMAGE_URL_TTL_SECONDS`."""
+    from storywink.providers.factory import build_store
+
+    return PictureSigner(
+        store if store is not None else build_store(settings),
+        timedelta(seconds=settings.image_url_ttl_seconds),
+    )

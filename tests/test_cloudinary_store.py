@@ -183,7 +183,7 @@ async def test_a_signed_url_serves_the_private_asset_until_it_expires(
 
     assert _download(url) == IMAGE.data
     assert "expires_at=" in url and cdn.api_secret not in url
-    time.sleep(max(0.0, expires_at.timestamp() - time.time()) + 0.1)
+    await asyncio.sleep(max(0.0, expires_at.timestamp() - time.time()) + 0.1)
     assert _status(url) == 401
     assert [status for _, status in cdn.downloads] == [200, 401]
 

@@ -44,6 +44,7 @@ from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_
 from storywink.illustration.client import IllustrationClient, RunEnd
 from storywink.illustration.style_assets import publish_references
 from storywink.illustration.styles import DEFAULT_STYLE, STYLES
+from storywink.pictures import picture_signer
 from storywink.providers.factory import build_store
 from storywink.temporal.connection import connect_temporal
 
@@ -120,7 +121,7 @@ def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     with one_line_errors():
         database = open_database(settings)
         with database.sessions() as session:
-            book = book_json(get_book(session, book_id))
+            book = book_json(get_book(session, book_id), picture_signer(settings))
             cost = book_cost(session, book_id)
     if as_json:
         print(json.dumps({**book, "cost": cost.model_dump(mode="json")}, indent=2))
@@ -132,9 +133,13 @@ def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         line = cost.pages.get(page["page_number"])
         spent = f"  [{describe(line)}]" if line is not None else ""
         print(f"  page {page['page_number']:>2}: {page['moderation_status']}{reason}{spent}")
+        if page["generated_image_url"]:
+            print(f"           {page['generated_image_url']}")
     if cost.story.calls:
         print(f"  story: {describe(cost.story)}")
     print(f"  cost: {describe(cost.total)}")
+    if any(page["generated_image_url"] for page in book["pages"]):
+        print(f"  picture URLs are signed: they expire at {book['urls_expire_at']}")
 
 
 @app.command("books")
@@ -239,7 +244,13 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str
     return (
         book_id,
         status,
-        write_book_gallery(database, book_id, status, out_dir / f"book-{book_id}.html"),
+        write_book_gallery(
+            database,
+            book_id,
+            status,
+            out_dir / f"book-{book_id}.html",
+            picture_signer(settings),
+        ),
     )
 
 

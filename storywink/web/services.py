@@ -12,6 +12,7 @@ from temporalio.client import Client
 from storywink.config import Settings
 from storywink.db.connection import Database, open_database
 from storywink.illustration.client import IllustrationClient
+from storywink.pictures import PictureSigner, picture_signer
 from storywink.providers.base import ImageStore
 from storywink.providers.factory import build_store
 from storywink.story.client import StoryClient
@@ -29,6 +30,7 @@ class Services:
     illustrations: IllustrationClient
     stories: StoryClient
     store: ImageStore
+    pictures: PictureSigner
     verifier: TokenVerifier
     watchers: WatcherRegistry
     upload_limits: UploadLimits
@@ -45,13 +47,15 @@ class Services:
             settings.temporal_task_queue,
             settings.temporal_illustration_task_queue,
         )
+        store = build_store(settings)
         return cls(
             settings=settings,
             database=database,
             temporal=temporal,
             illustrations=illustrations,
             stories=StoryClient(temporal, database.sessions, settings.temporal_task_queue),
-            store=build_store(settings),
+            store=store,
+            pictures=picture_signer(settings, store),
             verifier=verifier,
             watchers=WatcherRegistry(
                 illustrations, database.sessions, settings.web_progress_interval_seconds
