@@ -24,6 +24,7 @@ from tests.support.helpers import (
     keep_history,
     load_book,
     photo_urls,
+    picture_id,
     running_worker,
     start,
     temporal_cli,
@@ -50,9 +51,14 @@ async def test_nine_page_book_is_completed_with_one_notification(
     assert [n.type for n in notes] == [NotificationType.BOOK_COMPLETED]
     assert all(p.moderation_status is ModerationStatus.OK for p in pages)
     stored = sorted((settings.storage_dir / "storywink" / book_id / "generated").glob("*.png"))
-    assert [p.name for p in stored] == sorted(f"page_{n}.png" for n in range(1, 10))
+    ids = [picture_id(database, book_id, n) for n in range(1, 10)]
+    # One folder per book; names that say nothing of the page (an HMAC with the book's salt).
+    assert sorted(p.name for p in stored) == sorted(f"{i.rsplit('/', 1)[1]}.png" for i in ids)
+    assert not any("page" in p.name for p in stored)
     assert all(image_mime_type(p.read_bytes()) == "image/png" for p in stored)
-    assert {p.generated_image_url for p in pages} == {p.resolve().as_uri() for p in stored}
+    assert [(p.generated_asset_id, p.generated_image_url) for p in pages] == [
+        (i, None) for i in ids
+    ]
 
 
 async def test_starting_twice_gives_one_run(

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from storywink.contract import BookStatus, page_public_id
+from storywink.contract import BookStatus
 from storywink.db.connection import Database
-from tests.support.helpers import create_book, load_book, start, wait_until
+from tests.support.helpers import create_book, load_book, picture_id, start, wait_until
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.worker_processes import (
     page_identities,
@@ -59,7 +59,7 @@ async def test_three_replicas_draw_every_page_exactly_once(
     _, pages, notes = load_book(database, book_id)
     assert all(page.model_calls == 1 for page in pages)
     for page in pages:
-        assert fakes.cloudinary.uploads_of(page_public_id(book_id, page.page_number)) == 1
+        assert fakes.cloudinary.uploads_of(picture_id(database, book_id, page.page_number)) == 1
     assert len(notes) == 1
 
 
@@ -105,7 +105,7 @@ async def test_sigterm_stops_polling_and_loses_no_page(
     assert outcome.status is BookStatus.COMPLETED
     _, pages, notes = load_book(database, book_id)
     for page in pages:
-        assert fakes.cloudinary.uploads_of(page_public_id(book_id, page.page_number)) == 1
+        assert fakes.cloudinary.uploads_of(picture_id(database, book_id, page.page_number)) == 1
     assert len(notes) == 1
     if in_flight_finish:
         # Its three pages were finished by it; the queued ones all went to the other.

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from storywink.contract import BookStatus, ModerationStatus, NotificationType, page_public_id
+from storywink.contract import BookStatus, ModerationStatus, NotificationType
 from storywink.db.connection import Database
 from tests.support.fakes.gemini_server import Fault
-from tests.support.helpers import create_book, load_book, running_worker, start
+from tests.support.helpers import create_book, load_book, picture_id, running_worker, start
 from tests.support.provider_fakes import Fakes, SettingsFactory
 from tests.support.worker_processes import page_identities, wait_until_ready, worker_processes
 
@@ -57,7 +57,7 @@ async def test_one_worker_process_draws_a_nine_page_book(
     assert [note.type for note in notes] == [NotificationType.BOOK_COMPLETED]
     for page in pages:
         assert page.moderation_status is ModerationStatus.OK
-        assert fakes.cloudinary.uploads_of(page_public_id(book_id, page.page_number)) == 1
+        assert fakes.cloudinary.uploads_of(picture_id(database, book_id, page.page_number)) == 1
     assert fakes.gemini.call_count == 9
 
 

@@ -1,0 +1,247 @@
+"""Private images (docs/privacy.md): photos and pictures are private assets under names
+that give nothing away, the database keeps their ids, and whoever shows or fetches one gets
+a signed URL that expires. Through the real `cloudinary` SDK against the fake Cloudinary,
+a real worker on the dev server, the web backend on a port."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from storywink import contract
+from storywink.book.inputs import NewBook
+from storywink.book.records import claim
+from storywink.book.upload import create_book_from_photos
+from storywink.contract import BookStatus, ModerationStatus
+from storywink.db.connection import Database
+from storywink.demo.sample_book import sample_photo_bytes, write_sample_photos
+from storywink.illustration import records as books
+from storywink.illustration.client import IllustrationClient
+from storywink.illustration.records import ILLUSTRATION_RUN
+from storywink.pictures import PictureSigner, picture_signer
+from storywink.providers.cloudinary_store import CloudinaryStore
+from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
+from tests.support.helpers import create_book, load_book, picture_id, running_worker, start
+from tests.support.provider_fakes import Fakes, SettingsFactory
+from tests.support.web_app import WEB_SETTINGS, api_client, photo_parts, running_app
+
+IMAGE = sample_photo_bytes(1, "PNG")
+HASHED_NAME = re.compile(r"^storywink/(?P<book>[0-9a-f]{32})/(originals|generated)/[0-9a-f]{32}$")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+def _readable(history_json: str) -> str:
+    """A history's JSON with every payload (base64 in it) decoded beside it."""
+    decoded = [
+        base64.b64decode(data).decode("utf-8", "replace")
+        for data in re.findall(r'"data": "([A-Za-z0-9+/=]+)"', history_json)
+    ]
+    return "\n".join([history_json, *decoded])
+
+
+def _get(url: str) -> httpx.Response:
+    with httpx.Client(trust_env=False) as http:
+        return http.get(url)
+
+
+async def _private_book(fakes: Fakes, database: Database, tmp_path: Path, pages: int) -> str:
+    """A book created as `storywink book create` creates it, on the fake Cloudinary."""
+    return await create_book_from_photos(
+        CloudinaryStore(fakes.cloudinary.credentials(), timeout_seconds=5),
+        database.sessions,
+        NewBook(title="Mia's Day", child_name="Mia", art_style="vignette", user_id="parent-p"),
+        write_sample_photos(tmp_path / "photos", pages),
+        [f"Page {n} of the story." for n in range(1, pages + 1)],
+    )
+
+
+def _unsigned_urls(cdn: FakeCloudinaryServer, public_id: str) -> list[str]:
+    asset = cdn.asset(public_id)
+    assert asset is not None
+    return [
+        cdn.delivery_url(asset),
+        cdn.url(f"{cdn.cloud_name}/image/upload/v{asset.version}/{public_id}.{asset.format}"),
+        cdn.url(f"{cdn.cloud_name}/image/authenticated/{public_id}"),
+    ]
+
+
+@pytest.mark.each_database
+async def test_a_private_book_is_drawn_from_signed_urls_and_shown_by_urls_that_expire(
+    temporal_client: Client,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
+) -> None:
+    settings = provider_settings()
+    cdn = fakes.cloudinary
+    book_id = await _private_book(fakes, database, tmp_path, 3)
+
+    book, pages, _ = load_book(database, book_id)
+    assert book.asset_salt
+    originals = [page.original_asset_id for page in pages]
+    assert all(o and HASHED_NAME.match(o) and f"/{book_id}/originals/" in o for o in originals)
+    assert [page.original_image_url for page in pages] == [None] * 3
+    for original in originals:
+        assert original is not None
+        asset = cdn.asset(original)
+        assert asset is not None and asset.type == "authenticated"
+        assert [_get(url).status_code for url in _unsigned_urls(cdn, original)] == [401, 404, 401]
+
+    async with running_worker(temporal_client, settings, database):
+        handle = await start(temporal_client, settings, book_id)
+        outcome = await handle.result()
+        history = _readable((await handle.fetch_history()).to_json())
+
+    assert outcome.status is BookStatus.COMPLETED
+    # The model's photo came through a URL the activity signed when it fetched it.
+    assert sorted(public_id for public_id, status in cdn.downloads if status == 200) == sorted(
+        o for o in originals if o
+    )
+    assert len(fakes.gemini.requests) == 3
+    # The history holds asset ids, never a signed URL or what signs one.
+    assert originals[0] is not None and originals[0] in history
+    for secret_bit in ("signature", "expires_at", "api_key", cdn.api_secret, "/image/download"):
+        assert secret_bit not in history, secret_bit
+
+    _, pages, _ = load_book(database, book_id)
+    pictures = [page.generated_asset_id for page in pages]
+    assert pictures == [picture_id(database, book_id, n) for n in (1, 2, 3)]
+    assert all(p and HASHED_NAME.match(p) and f"/{book_id}/generated/" in p for p in pictures)
+    assert all(page.moderation_status is ModerationStatus.OK for page in pages)
+    assert [page.generated_image_url for page in pages] == [None] * 3
+    picture = pictures[0]
+    assert picture is not None
+    assert [_get(url).status_code for url in _unsigned_urls(cdn, picture)] == [401, 404, 401]
+
+    # What the client shows: signed URLs, each serving its image until the expiry.
+    client = IllustrationClient(
+        temporal_client,
+        database.sessions,
+        settings.temporal_task_queue,
+        pictures=picture_signer(settings),
+    )
+    shown = await client.book_pictures(book_id)
+    expected_expiry = datetime.now(UTC) + timedelta(seconds=settings.image_url_ttl_seconds)
+    assert abs((shown.expires_at - expected_expiry).total_seconds()) < 5
+    for page, view in zip(pages, shown.pages, strict=True):
+        assert view.photo_url and view.picture_url
+        asset = cdn.asset(page.generated_asset_id or "")
+        assert asset is not None
+        answer = _get(view.picture_url)
+        assert (answer.status_code, answer.content) == (200, asset.data)
+        assert _get(view.photo_url).status_code == 200
+        assert cdn.api_secret not in view.picture_url
+
+    brief = PictureSigner(
+        CloudinaryStore(fakes.cloudinary.credentials(), 5), timedelta(seconds=1)
+    ).url(picture)
+    assert brief is not None and _get(brief).status_code == 200
+    await asyncio.sleep(1.2)
+    assert _get(brief).status_code == 401  # expired
+
+
+async def test_a_book_stored_before_private_images_keeps_its_public_urls(
+    temporal_client: Client, database: Database, fakes: Fakes, provider_settings: SettingsFactory
+) -> None:
+    """An old page's public photo and picture are shown by their URLs, still readable,
+    until an operator moves them (`storywink images privatize`)."""
+    settings = provider_settings()
+    cdn = fakes.cloudinary
+    photo = cdn.put("storywink/old/originals/page_1", IMAGE, delivery_type="upload")
+    picture = cdn.put("storywink/old/generated/page_1", IMAGE, delivery_type="upload")
+    book_id = create_book(database, [cdn.delivery_url(photo)])
+    _, (page,), _ = load_book(database, book_id)
+    with database.sessions() as session:
+        claim(session, ILLUSTRATION_RUN, book_id, "wf", "run-old")
+        books.record_page(
+            session, page.id, "run-old", ModerationStatus.OK, image_ref=cdn.delivery_url(picture)
+        )
+    client = IllustrationClient(
+        temporal_client, database.sessions, "q", pictures=picture_signer(settings)
+    )
+
+    [shown] = (await client.book_pictures(book_id)).pages
+
+    assert (shown.photo_url, shown.picture_url) == (
+        cdn.delivery_url(photo),
+        cdn.delivery_url(picture),
+    )
+    assert shown.picture_url is not None and _get(shown.picture_url).content == IMAGE
+
+
+async def test_the_web_api_shows_signed_urls_and_its_route_redirects_to_a_fresh_one(
+    temporal_client: Client,
+    database: Database,
+    provider_settings: SettingsFactory,
+    fakes: Fakes,
+) -> None:
+    settings = provider_settings(**WEB_SETTINGS)
+    async with running_app(settings) as url, api_client(url, "parent-w") as http:
+        created = await http.post(
+            "/books",
+            files=photo_parts(2),
+            data={"title": "Private", "child_name": "Mia", "style": "vignette"},
+        )
+        assert created.status_code == 201, created.text
+        book = created.json()
+        expires_at = datetime.fromisoformat(book["urls_expire_at"])
+        assert 3590 < (expires_at - datetime.now(UTC)).total_seconds() <= 3600
+        book_id = book["id"]
+        _, pages, _ = load_book(database, book_id)
+        for shown, page in zip(book["pages"], pages, strict=True):
+            assert page.original_asset_id and HASHED_NAME.match(page.original_asset_id)
+            answer = _get(shown["photo_url"])
+            asset = fakes.cloudinary.asset(page.original_asset_id)
+            assert asset is not None and (answer.status_code, answer.content) == (200, asset.data)
+            assert "expires_at=" in shown["photo_url"]
+
+        route = f"/books/{book_id}/pages/1/photo"
+        redirect = await http.get(route, follow_redirects=False)
+        assert redirect.status_code == 307
+        assert redirect.headers["cache-control"] == "private, no-store"
+        assert _get(redirect.headers["location"]).status_code == 200
+
+        async with api_client(url, "another-parent") as stranger:
+            assert (await stranger.get(route, follow_redirects=False)).status_code == 404
+            assert (await stranger.get(f"/books/{book_id}")).status_code == 404
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as anonymous:
+            assert (await anonymous.get(route)).status_code == 401
+
+
+async def test_with_local_storage_images_are_served_only_through_the_web_backend(
+    web_settings: object, web_url: str, database: Database
+) -> None:
+    async with api_client(web_url, "parent-l") as http:
+        created = await http.post(
+            "/books",
+            files=photo_parts(1),
+            data={"title": "Local", "child_name": "Mia", "style": "vignette"},
+        )
+        book = created.json()
+        [page] = book["pages"]
+        route = f"/books/{book['id']}/pages/1/photo"
+        assert page["photo_url"] == route  # no file URL, no path
+        assert book["urls_expire_at"] is None
+        photo = await http.get(route)
+        assert photo.status_code == 200 and photo.headers["cache-control"] == "private, no-store"
+    async with api_client(web_url, "another-parent") as stranger:
+        assert (await stranger.get(route)).status_code == 404
+    async with httpx.AsyncClient(base_url=web_url, trust_env=False) as anonymous:
+        assert (await anonymous.get(route)).status_code == 401
+    _, (stored,), _ = load_book(database, book["id"])
+    assert stored.original_asset_id == contract.original_public_id(
+        book["id"], 1, load_book(database, book["id"])[0].asset_salt
+    )
