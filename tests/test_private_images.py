@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from temporalio.client import Client
 
 from storywink import contract
 from storywink.book.inputs import NewBook
-from storywink.book.records import claim
+from storywink.book.privatize import privatize
+from storywink.book.records import claim, get_book
 from storywink.book.upload import create_book_from_photos
 from storywink.contract import BookStatus, ModerationStatus
 from storywink.db.connection import Database
@@ -27,6 +29,7 @@ from storywink.illustration.client import IllustrationClient
 from storywink.illustration.records import ILLUSTRATION_RUN
 from storywink.pictures import PictureSigner, picture_signer
 from storywink.providers.cloudinary_store import CloudinaryStore
+from storywink.providers.fetch import ImageFetcher
 from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
 from tests.support.helpers import create_book, load_book, picture_id, running_worker, start
 from tests.support.provider_fakes import Fakes, SettingsFactory
@@ -145,11 +148,13 @@ async def test_a_private_book_is_drawn_from_signed_urls_and_shown_by_urls_that_e
         assert _get(view.photo_url).status_code == 200
         assert cdn.api_secret not in view.picture_url
 
-    brief = PictureSigner(
-        CloudinaryStore(fakes.cloudinary.credentials(), 5), timedelta(seconds=1)
-    ).url(picture)
+    brief_signer = PictureSigner(
+        CloudinaryStore(fakes.cloudinary.credentials(), 5), timedelta(seconds=3)
+    )
+    expires_at = brief_signer.expiry()
+    brief = brief_signer.url(picture, expires_at)
     assert brief is not None and _get(brief).status_code == 200
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(max(0.0, expires_at.timestamp() - time.time()) + 0.2)
     assert _get(brief).status_code == 401  # expired
 
 
@@ -245,3 +250,49 @@ async def test_with_local_storage_images_are_served_only_through_the_web_backend
     assert stored.original_asset_id == contract.original_public_id(
         book["id"], 1, load_book(database, book["id"])[0].asset_salt
     )
+
+
+async def test_privatize_moves_a_public_book_to_private_assets_and_deletes_the_public_ones(
+    database: Database, fakes: Fakes
+) -> None:
+    cdn = fakes.cloudinary
+    store = CloudinaryStore(cdn.credentials(), timeout_seconds=5)
+    photo = cdn.put("storywink/PLACEHOLDER/originals/page_1", IMAGE, delivery_type="upload")
+    book_id = create_book(database, [cdn.delivery_url(photo)], status=BookStatus.COMPLETED)
+    busy_id = create_book(database, [cdn.delivery_url(photo)], status=BookStatus.ILLUSTRATING)
+    # As a release before private images stored them: under the book's readable names.
+    photo = cdn.put(f"storywink/{book_id}/originals/page_1", IMAGE, delivery_type="upload")
+    drawn = sample_photo_bytes(2, "PNG")
+    picture = cdn.put(f"storywink/{book_id}/generated/page_1", drawn, delivery_type="upload")
+    with database.sessions() as session:
+        old = get_book(session, book_id)
+        old.asset_salt = None  # created before 0008 gave every book one
+        old.pages[0].original_image_url = cdn.delivery_url(photo)
+        old.pages[0].generated_image_url = cdn.delivery_url(picture)
+        old.pages[0].moderation_status = ModerationStatus.OK
+        session.commit()
+    public_urls = [cdn.delivery_url(photo), cdn.delivery_url(picture)]
+    async with ImageFetcher(timeout_seconds=5, max_bytes=10_000_000, allow_private=True) as fetch:
+        dry = await privatize(database.sessions, store, fetch, dry_run=True)
+        done = await privatize(database.sessions, store, fetch)
+        again = await privatize(database.sessions, store, fetch, [book_id])
+
+    assert [(i.book_id, i.kind) for i in dry.moved if i.book_id == book_id] == [
+        (book_id, "photo"),
+        (book_id, "picture"),
+    ]
+    assert done.busy_books == [busy_id] and done.left_public == []
+    assert again.moved == [] and again.busy_books == []
+    book, (page,), _ = load_book(database, book_id)
+    assert book.asset_salt is not None
+    assert (page.original_image_url, page.generated_image_url) == (None, None)
+    assert page.original_asset_id == contract.original_public_id(book_id, 1, book.asset_salt)
+    assert page.generated_asset_id == picture_id(database, book_id, 1)
+    assert [_get(url).status_code for url in public_urls] == [404, 404]  # deleted
+    signer = picture_signer_for(store)
+    assert _get(signer.url(page.picture_ref) or "").content == drawn
+    assert _get(signer.url(page.photo_ref) or "").content == IMAGE
+
+
+def picture_signer_for(store: CloudinaryStore) -> PictureSigner:
+    return PictureSigner(store, timedelta(minutes=5))

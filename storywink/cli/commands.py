@@ -57,6 +57,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(devserver_app, name="devserver")
 styles_app = typer.Typer(help="The art styles' reference images.", no_args_is_help=True)
 app.add_typer(styles_app, name="styles")
+images_app = typer.Typer(help="The books' photos and pictures.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
 runs_app = typer.Typer(help="Workflow runs in flight.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
@@ -210,6 +212,43 @@ def runs_upgrade(
     count = run_or_exit(go())
     verb = "would move" if dry_run else "moved"
     err.print(f"{count} run(s) this code cannot replay; {verb} {count if count else 'none'}")
+
+
+@images_app.command("privatize")
+def images_privatize(
+    book: Annotated[list[str] | None, typer.Option("--book", help="only this book")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+) -> None:
+    """Move the public images of books stored before private images to private assets,
+    then delete the public ones (docs/privacy.md). Run it once no worker of an older
+    release is left; run it again after a failure, it goes on where it stopped."""
+    from storywink.book.privatize import Privatized, privatize
+    from storywink.providers.fetch import ImageFetcher
+
+    settings = settings_or_exit()
+
+    async def go() -> Privatized:
+        database = open_database(settings)
+        async with ImageFetcher(
+            timeout_seconds=settings.fetch_timeout_seconds,
+            max_bytes=settings.max_fetch_bytes,
+            allow_private=settings.allow_private_fetch,
+        ) as fetcher:
+            return await privatize(
+                database.sessions, build_store(settings), fetcher, book, dry_run=dry_run
+            )
+
+    done = run_or_exit(go())
+    for image in done.moved:
+        print(f"{image.book_id} page {image.page_number} {image.kind}: {image.new_id}")
+    for url in done.left_public:
+        err.print(f"not deleted (not this CDN's, or no delete): {escape(url)}", highlight=False)
+    for book_id in done.busy_books:
+        err.print(f"{book_id}: a run holds it; run this again once it is settled")
+    verb = "would move" if dry_run else "moved"
+    err.print(f"{verb} {len(done.moved)} image(s) to private assets")
+    if done.busy_books:
+        raise typer.Exit(3)
 
 
 @styles_app.command("publish")

@@ -119,6 +119,11 @@ class CloudinaryStore:
         )
         return url
 
+    async def delete_public(self, public_id: str) -> None:
+        """Delete the public (`upload`) asset of `public_id`, e.g. one a release before
+        private images stored, once it is stored privately; a missing one is no error."""
+        await self._call(self._destroy, public_id, PUBLIC_TYPE)
+
     async def probe(self) -> bool:
         """Whether the CDN accepts the credentials now (an admin lookup of an id that need
         not exist; nothing is uploaded): how a paused worker finds a 401 cleared."""
@@ -144,6 +149,12 @@ class CloudinaryStore:
             context=context,
             upload_preset=None,  # never pick up a preset from a global config
             **self._options(),
+        )
+        return result
+
+    def _destroy(self, public_id: str, kind: str) -> Mapping[str, Any]:
+        result: Mapping[str, Any] = cloudinary.uploader.destroy(
+            public_id, type=kind, invalidate=True, resource_type="image", **self._options()
         )
         return result
 

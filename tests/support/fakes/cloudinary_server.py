@@ -250,6 +250,7 @@ class FakeCloudinaryServer(BackgroundServer):
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1_1/{cloud}/image/upload", self._upload)
         app.router.add_get("/v1_1/{cloud}/image/download", self._download)
+        app.router.add_post("/v1_1/{cloud}/image/destroy", self._destroy)
         app.router.add_get(
             "/v1_1/{cloud}/resources/image/{type:upload|authenticated}/{public_id:.+}",
             self._resource,
@@ -370,6 +371,17 @@ class FakeCloudinaryServer(BackgroundServer):
         if request.match_info["cloud"] != self.cloud_name or asset is None:
             return web.Response(status=404, text="Resource not found")
         return _image_response(asset)
+
+    async def _destroy(self, request: web.Request) -> web.StreamResponse:
+        """The Upload API's `destroy` of one asset of one type, signed like an upload."""
+        fields = _text_fields(await request.post())
+        problem = self._signature_problem(request.match_info["cloud"], fields)
+        if problem is not None:
+            return _error(401, problem)
+        key = (fields.get("type") or "upload", fields.get("public_id", ""))
+        with self._lock:
+            gone = self._assets.pop(key, None)
+        return web.json_response({"result": "ok" if gone else "not found"})
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         """The Upload API's signed download of a private asset, until `expires_at`."""
