@@ -30,6 +30,7 @@ from storywink.illustration.records import ILLUSTRATION_RUN
 from storywink.pictures import PictureSigner, picture_signer
 from storywink.providers.cloudinary_store import CloudinaryStore
 from storywink.providers.fetch import ImageFetcher
+from storywink.story.client import StoryClient
 from tests.support.fakes.cloudinary_server import FakeCloudinaryServer
 from tests.support.helpers import create_book, load_book, picture_id, running_worker, start
 from tests.support.provider_fakes import Fakes, SettingsFactory
@@ -156,6 +157,38 @@ async def test_a_private_book_is_drawn_from_signed_urls_and_shown_by_urls_that_e
     assert brief is not None and _get(brief).status_code == 200
     await asyncio.sleep(max(0.0, expires_at.timestamp() - time.time()) + 0.2)
     assert _get(brief).status_code == 401  # expired
+
+
+async def test_the_story_model_gets_a_private_photo_through_a_url_signed_when_fetched(
+    temporal_client: Client,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+    tmp_path: Path,
+) -> None:
+    settings = provider_settings()
+    book_id = await create_book_from_photos(
+        CloudinaryStore(fakes.cloudinary.credentials(), timeout_seconds=5),
+        database.sessions,
+        NewBook(title="Mia's Day", child_name="Mia", art_style="vignette", user_id="parent-s"),
+        write_sample_photos(tmp_path / "photos", 2),
+        None,  # a DRAFT: the text model writes its story from the photos
+    )
+    _, pages, _ = load_book(database, book_id)
+    stories = StoryClient(temporal_client, database.sessions, settings.temporal_task_queue)
+    async with running_worker(temporal_client, settings, database):
+        run = await stories.start_story(book_id)
+        outcome = await asyncio.wait_for(stories.wait_for_story(book_id), 60)
+        history = _readable(
+            (await temporal_client.get_workflow_handle(run.workflow_id).fetch_history()).to_json()
+        )
+
+    assert outcome.status is BookStatus.STORY_READY
+    fetched = [public_id for public_id, status in fakes.cloudinary.downloads if status == 200]
+    assert sorted(fetched) == sorted(page.original_asset_id or "" for page in pages)
+    assert len(fakes.gemini.requests[-1].inline_images) == 2
+    for secret_bit in ("signature", "expires_at", "/image/download"):
+        assert secret_bit not in history, secret_bit
 
 
 async def test_a_book_stored_before_private_images_keeps_its_public_urls(
