@@ -182,11 +182,14 @@ async def page_picture(
         raise NotFound(f"page {page_number} of book {book_id} has no {kind} yet")
     if ref.startswith(("http://", "https://")):  # public, stored before private images
         return RedirectResponse(ref, status_code=307)
-    if not is_legacy_url(ref) and not isinstance(app.store, LocalImageStore):
+    store = app.store
+    if not is_legacy_url(ref) and not isinstance(store, LocalImageStore):
         signed = app.pictures.url(ref)
         assert signed is not None
         return RedirectResponse(signed, status_code=307, headers=_NOT_STORED)
-    path = _stored_file(_file_url_of(ref, app.store), app.settings.storage_dir)
+    path = _stored_file(
+        ref if is_legacy_url(ref) else _local_url(store, ref), app.settings.storage_dir
+    )
     if path is None:
         raise NotFound(f"the {kind} of page {page_number} is not in local storage")
     return FileResponse(path, headers=_NOT_STORED)
@@ -196,12 +199,11 @@ async def page_picture(
 _NOT_STORED: Final = {"Cache-Control": "private, no-store"}
 
 
-def _file_url_of(ref: str, store: ImageStore) -> str:
-    if is_legacy_url(ref) or not isinstance(store, LocalImageStore):
-        return ref
+def _local_url(store: ImageStore, asset_id: str) -> str:
+    """The `file://` URL of a local asset; "" for an id local storage cannot hold."""
     try:
-        return store.signed_url(ref, datetime.now(UTC))
-    except PermanentError:  # not an id local storage could hold
+        return store.signed_url(asset_id, datetime.now(UTC))  # local: the file's own URL
+    except PermanentError:
         return ""
 
 
