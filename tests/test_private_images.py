@@ -306,8 +306,8 @@ async def test_privatize_moves_a_public_book_to_private_assets_and_deletes_the_p
         session.commit()
     public_urls = [cdn.delivery_url(photo), cdn.delivery_url(picture)]
     async with ImageFetcher(timeout_seconds=5, max_bytes=10_000_000, allow_private=True) as fetch:
-        dry = await privatize(database.sessions, store, fetch, dry_run=True)
-        done = await privatize(database.sessions, store, fetch)
+        dry = await privatize(database.sessions, store, fetch, [book_id, busy_id], dry_run=True)
+        done = await privatize(database.sessions, store, fetch, [book_id, busy_id])
         again = await privatize(database.sessions, store, fetch, [book_id])
 
     assert [(i.book_id, i.kind) for i in dry.moved if i.book_id == book_id] == [

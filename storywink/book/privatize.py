@@ -58,7 +58,8 @@ def legacy_images(
     session: Session, book_ids: Sequence[str] | None
 ) -> tuple[list[LegacyImage], list[str]]:
     """The public images left on books no run holds, and the books a run holds. A book
-    without a salt (none was given to it yet) gets one here."""
+    without a salt (one a previous release's worker created after migration 0008) gets one
+    here, also on a dry run, so the names it reports are the ones the move will use."""
     query = select(Book).order_by(Book.created_at)
     if book_ids:
         query = query.where(Book.id.in_(book_ids))
