@@ -1,5 +1,10 @@
 """How an activity's errors reach Temporal: short, typed, retried only when that can help.
 
+A provider's transient error (429, 5xx, a timeout) is retried, after the delay a 429 asked
+for; a refusal of the book is not; anything unforeseen is retried with its type and a
+short, redacted message. What a provider's final answer (a content refusal, a permanent
+error) means is each activity's own: a page is FLAGGED or FAILED, a story FAILED.
+
 A database error is retried when the database may answer differently next time (lost
 connection, lock, serialization failure, deadlock) and not when it rejected the data
 itself (a value too long, a constraint violated). Either way the failure message is one
@@ -10,6 +15,7 @@ kilobytes (the Web UI then shows only "Failure exceeds size limit") and hold use
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
@@ -20,7 +26,8 @@ from storywink import contract
 from storywink.book.refusals import BookError
 from storywink.db.engine import driver_complaint
 from storywink.illustration.styles import UnknownStyle
-from storywink.redact import redact, shorten
+from storywink.providers.base import TransientError
+from storywink.redact import Redactor, redact, shorten
 
 # A page that met a fault of the whole fleet (key, model, CDN credentials): retried later,
 # never settled for it until its bound (activities.illustrate_page).
@@ -64,6 +71,25 @@ def refusal(error: BookError | UnknownStyle, stage: str | None = None) -> Applic
     reason = shorten(str(error), REASON_LIMIT)
     return ApplicationError(
         f"{stage}: {reason}" if stage else reason, type=error_type, non_retryable=True
+    )
+
+
+def stage_failure(
+    stage: str, error: Exception, error_type: str, redactor: Redactor
+) -> ApplicationError:
+    """The failure of an activity's `stage` for an error it does not settle itself (raise
+    an `ApplicationError` as it is): `error_type` for the provider's and unforeseen errors."""
+    if isinstance(error, TransientError):
+        delay = timedelta(seconds=error.retry_after) if error.retry_after else None
+        return ApplicationError(
+            f"{stage}: {redactor(error.reason)}", type=error_type, next_retry_delay=delay
+        )
+    if isinstance(error, BookError):  # the page or its book vanished during the run
+        return refusal(error, stage)
+    if isinstance(error, sa.SQLAlchemyError):
+        return database_failure(error, stage)
+    return ApplicationError(
+        f"{stage}: {type(error).__name__}: {redactor(str(error), limit=300)}", type=error_type
     )
 
 

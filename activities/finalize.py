@@ -40,6 +40,7 @@ class FinalizeActivities:
             failure.run_id,
             ModerationStatus.FAILED,
             reason=failure.reason,
+            redraw=failure.redraw,
         )
         metrics.page_settled(ModerationStatus.FAILED)  # its retries ran out
         return result

@@ -16,24 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from logging import INFO, WARNING
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.backoff import ErrorBackoff, with_delay
-from activities.failures import FLEET_FAULT, database_failure, refusal
+from activities.failures import FLEET_FAULT, stage_failure
 from activities.fleet_check import WorkerFleet
+from activities.heartbeat import Heartbeat, heartbeating
 from storywink import contract
-from storywink.book.refusals import BookError
 from storywink.contract import ModerationStatus, PageResult, PageTask
 from storywink.cost.meter import CallMeter, UnclosedCall
 from storywink.db.engine import in_session
@@ -53,7 +52,6 @@ from storywink.providers.base import (
     RateLimited,
     SourceImage,
     StoredImage,
-    TransientError,
 )
 from storywink.providers.fetch import ImageFetcher, redact_url
 from storywink.quota.limiter import SharedLimiter
@@ -124,16 +122,17 @@ class IllustratePageActivities:
         if activity.info().attempt > 1:
             metrics.page_retry()
         attempt = _Attempt()
-        async with _heartbeating() as heartbeat:
-            if heartbeat.previous is not None:
-                attempt.uncounted_calls = heartbeat.previous.uncounted_calls
-                attempt.unclosed_calls = list(heartbeat.previous.unclosed_calls)
+        async with heartbeating() as heartbeat:
+            previous = heartbeat.earlier(PageCheckpoint)
+            if previous is not None:
+                attempt.uncounted_calls = previous.uncounted_calls
+                attempt.unclosed_calls = list(previous.unclosed_calls)
             work = asyncio.create_task(self._settle(task, heartbeat, attempt))
             result = await self._unless_stopped(task, work, attempt)
         metrics.page_settled(result.moderation_status, time.monotonic() - started)
         return result
 
-    async def _settle(self, task: PageTask, heartbeat: _Heartbeat, attempt: _Attempt) -> PageResult:
+    async def _settle(self, task: PageTask, heartbeat: Heartbeat, attempt: _Attempt) -> PageResult:
         try:
             return await self._illustrate(task, heartbeat, attempt)
         except _PageSettled as settled:
@@ -178,12 +177,18 @@ class IllustratePageActivities:
             _log_for(task, "cancelled; not recorded (%s)", type(exc).__name__, level=WARNING)
 
     async def _illustrate(
-        self, task: PageTask, heartbeat: _Heartbeat, attempt: _Attempt
+        self, task: PageTask, heartbeat: Heartbeat, attempt: _Attempt
     ) -> PageResult:
         attempt.stage = Stage.RECORD
         done = await self._in_stage(
             Stage.RECORD,
-            in_session(self._sessions, books.settled_result, task.page_id, task.run_id),
+            in_session(
+                self._sessions,
+                books.settled_result,
+                task.page_id,
+                task.run_id,
+                task.redraw,
+            ),
         )
         if done is not None:
             return done
@@ -195,7 +200,7 @@ class IllustratePageActivities:
                 Stage.UPLOAD,
                 self._store.store(
                     image,
-                    contract.page_public_id(task.book_id, task.page_number, 0, task.asset_salt),
+                    _public_id(task),
                     tags=[f"book_{task.book_id}", f"page_{task.page_number}", task.style.key],
                     context={
                         "run_id": task.run_id,
@@ -210,14 +215,14 @@ class IllustratePageActivities:
         return await self._record(task, attempt, ModerationStatus.OK, image_ref=asset_ref(stored))
 
     async def _stored_earlier(
-        self, task: PageTask, heartbeat: _Heartbeat, attempt: _Attempt
+        self, task: PageTask, heartbeat: Heartbeat, attempt: _Attempt
     ) -> StoredImage | None:
         """The image an earlier attempt of this run (or the run it took over from) already
         stored for this page in this style, if any."""
         if not _may_have_earlier_work(task):
             return None
-        public_id = contract.page_public_id(task.book_id, task.page_number, 0, task.asset_salt)
-        previous = heartbeat.previous
+        public_id = _public_id(task)
+        previous = heartbeat.earlier(PageCheckpoint)
         if previous is not None and previous.asset_id:
             _log_for(task, "reusing the image an earlier attempt stored")
             return StoredImage(url="", public_id=previous.asset_id)
@@ -234,7 +239,7 @@ class IllustratePageActivities:
         return stored
 
     async def _draft_or_new_image(
-        self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
+        self, task: PageTask, attempt: _Attempt, heartbeat: Heartbeat
     ) -> GeneratedImage:
         """The image an earlier attempt generated but could not store, else a new one."""
         if _may_have_earlier_work(task):
@@ -261,7 +266,7 @@ class IllustratePageActivities:
         return image
 
     async def _generate(
-        self, task: PageTask, attempt: _Attempt, heartbeat: _Heartbeat
+        self, task: PageTask, attempt: _Attempt, heartbeat: Heartbeat
     ) -> GeneratedImage:
         attempt.stage = Stage.FETCH_PHOTO
         photo_ref = task.original_asset_id or task.original_image_url
@@ -284,6 +289,7 @@ class IllustratePageActivities:
                 book_title=task.book_title,
                 text=task.text,
                 illustration_notes=task.illustration_notes,
+                change_request=task.redraw.change_request if task.redraw else None,
             ),
             photo=photo,
             style_reference=reference,
@@ -296,7 +302,7 @@ class IllustratePageActivities:
         return await self._in_stage(Stage.GENERATE, self._call_model(task, job, attempt, heartbeat))
 
     async def _call_model(
-        self, task: PageTask, job: IllustrationJob, attempt: _Attempt, heartbeat: _Heartbeat
+        self, task: PageTask, job: IllustrationJob, attempt: _Attempt, heartbeat: Heartbeat
     ) -> GeneratedImage:
         """One model call, in a slot of the fleet's shared rate when one is set; a 429
         slows the whole fleet down (storywink.quota.slots). The call's ledger row (which
@@ -355,6 +361,7 @@ class IllustratePageActivities:
                 image_ref=image_ref,
                 reason=reason,
                 uncounted_calls=attempt.uncounted_calls,
+                redraw=task.redraw,
             ),
         )
 
@@ -380,24 +387,10 @@ class IllustratePageActivities:
             raise _PageSettled(
                 ModerationStatus.FAILED, f"{stage}: {self._redact(exc.reason)}"
             ) from None
-        except TransientError as exc:
-            delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
-            raise ApplicationError(
-                f"{stage}: {self._redact(exc.reason)}",
-                type=contract.PAGE_STAGE_ERROR,
-                next_retry_delay=delay,
-            ) from None
         except (_PageSettled, ApplicationError):
             raise
-        except BookError as exc:  # the page or its book vanished during the run
-            raise refusal(exc, stage) from None
-        except SQLAlchemyError as exc:
-            raise database_failure(exc, stage) from None
         except Exception as exc:
-            raise ApplicationError(
-                f"{stage}: {type(exc).__name__}: {self._redact(str(exc), limit=300)}",
-                type=contract.PAGE_STAGE_ERROR,
-            ) from None
+            raise stage_failure(stage, exc, contract.PAGE_STAGE_ERROR, self._redact) from None
 
     def _fleet_fault(self, stage: Stage, fault: FleetFault) -> Exception:
         """Not this page's fault: report it (the worker pauses its page work) and have the
@@ -461,6 +454,12 @@ def _may_have_earlier_work(task: PageTask) -> bool:
     )
 
 
+def _public_id(task: PageTask) -> str:
+    """Where this version of the page's picture is stored (a redraw's has its own id)."""
+    version = task.redraw.version if task.redraw else 0
+    return contract.page_public_id(task.book_id, task.page_number, version, task.asset_salt)
+
+
 def _run_ids(task: PageTask) -> tuple[str, ...]:
     """The runs whose unrecorded work for this page this attempt may reuse."""
     return (task.run_id, task.earlier_run_id) if task.earlier_run_id else (task.run_id,)
@@ -497,46 +496,3 @@ class PageCheckpoint(BaseModel):
     asset_id: str | None = None  # a private asset: its id, never a signed URL
     uncounted_calls: int = 0  # model calls to add to the page's count when it is recorded
     unclosed_calls: list[UnclosedCall] = []  # call endings to write to the ledger
-
-
-class _Heartbeat:
-    """Heartbeats in the background, carrying the latest checkpoint.
-
-    Background beats let a dead worker be noticed within the heartbeat timeout, and let
-    cancellation reach the page while it waits on the model.
-    """
-
-    def __init__(self) -> None:
-        # What earlier attempts reached; carried on so a later attempt still knows it.
-        self._details = tuple(activity.info().heartbeat_details)[:1]
-        self.previous = _parse_checkpoint(self._details[0]) if self._details else None
-
-    def checkpoint(self, checkpoint: PageCheckpoint) -> None:
-        self._details = (checkpoint.model_dump(mode="json", exclude_defaults=True),)
-        activity.heartbeat(*self._details)
-
-    async def beat_forever(self, interval: float) -> None:
-        while True:
-            activity.heartbeat(*self._details)
-            await asyncio.sleep(interval)
-
-
-def _parse_checkpoint(details: object) -> PageCheckpoint | None:
-    try:
-        return PageCheckpoint.model_validate(details)
-    except ValidationError:  # details from an older worker version: ignore them
-        return None
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating() -> AsyncIterator[_Heartbeat]:
-    timeout = activity.info().heartbeat_timeout
-    interval = max(0.2, min(timeout.total_seconds() / 3, 10.0)) if timeout else 10.0
-    heartbeat = _Heartbeat()
-    beating = asyncio.create_task(heartbeat.beat_forever(interval))
-    try:
-        yield heartbeat
-    finally:
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating

@@ -61,7 +61,7 @@ class PrepareActivities:
         return plan
 
 
-def _page_options(s: Settings) -> ActivityOptions:
+def page_options(s: Settings) -> ActivityOptions:
     return ActivityOptions(
         task_queue=s.temporal_illustration_task_queue,
         start_to_close_seconds=s.page_start_to_close_seconds,
@@ -86,22 +86,24 @@ def _plan(
         style=style,
         total_pages=len(book.pages),
         pages=tuple(
-            _page_task(book, page, style, run_id, earlier_run_id=stale_run_id, fleet_id=fleet_id)
+            page_task(book, page, style, run_id, earlier_run_id=stale_run_id, fleet_id=fleet_id)
             for page in books.pages_to_draw(book)
         ),
-        page_options=_page_options(settings),
+        page_options=page_options(settings),
     )
 
 
-def _page_task(
+def page_task(
     book: Book,
     page: Page,
     style: StyleSnapshot,
     run_id: str,
     *,
-    earlier_run_id: str | None,
-    fleet_id: str | None,
+    earlier_run_id: str | None = None,
+    fleet_id: str | None = None,
 ) -> PageTask:
+    """What the page activity is handed for this page of the book (the tests build theirs
+    with it too)."""
     return PageTask(
         book_id=book.id,
         book_title=book.title,

@@ -10,19 +10,16 @@ the last attempt are raised for Temporal to retry. A repeat after the story was 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from collections.abc import Iterator
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.failures import database_failure, refusal
-from storywink.book.refusals import BookError
+from activities.failures import stage_failure
+from activities.heartbeat import heartbeating
 from storywink.contract import (
     STORY_STAGE_ERROR,
     STORY_UNUSABLE_ANSWER,
@@ -81,7 +78,7 @@ class WriteStoryActivities:
     @activity.defn
     async def write_story(self, plan: StoryPlan) -> StoryOutcome:
         started = time.monotonic()
-        async with _heartbeating():
+        async with heartbeating():
             with self._stage("record"):
                 recorded = await in_session(
                     self._sessions, story_books.settled_story, plan.book_id, plan.run_id
@@ -180,24 +177,14 @@ class WriteStoryActivities:
             raise ApplicationError(reason, type=STORY_UNUSABLE_ANSWER) from None
         except TransientError as exc:
             story_failure(StoryFailureReason.TRANSIENT)
-            delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
-            raise ApplicationError(
-                f"{stage}: {self._redact(exc.reason)}",
-                type=STORY_STAGE_ERROR,
-                next_retry_delay=delay,
-            ) from None
+            raise stage_failure(stage, exc, STORY_STAGE_ERROR, self._redact) from None
         except (_StorySettled, ApplicationError):
             raise
-        except BookError as exc:
-            raise refusal(exc, stage) from None
-        except SQLAlchemyError as exc:
-            raise database_failure(exc, stage) from None
         except Exception as exc:
-            story_failure(StoryFailureReason.ERROR)
-            raise ApplicationError(
-                f"{stage}: {type(exc).__name__}: {self._redact(str(exc), limit=300)}",
-                type=STORY_STAGE_ERROR,
-            ) from None
+            failure = stage_failure(stage, exc, STORY_STAGE_ERROR, self._redact)
+            if failure.type == STORY_STAGE_ERROR:  # unforeseen: not a refusal, not the database
+                story_failure(StoryFailureReason.ERROR)
+            raise failure from None
 
 
 def _last_attempt() -> bool:
@@ -205,24 +192,3 @@ def _last_attempt() -> bool:
     info = activity.info()
     policy = info.retry_policy
     return policy is not None and 0 < policy.maximum_attempts <= info.attempt
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating() -> AsyncIterator[None]:
-    """Beat in the background while the model thinks, so a dead worker is noticed within
-    the heartbeat timeout and a cancel reaches the call."""
-    timeout = activity.info().heartbeat_timeout
-    interval = max(0.2, min(timeout.total_seconds() / 3, 10.0)) if timeout else 10.0
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(interval)
-
-    beating = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating

@@ -33,6 +33,7 @@ from storywink.cost.records import (
 )
 from storywink.db.engine import in_session, make_engine, make_session_factory, upgrade_to_head
 from storywink.illustration import records as books
+from tests.support.builders import new_book
 
 CALLS = 300
 QUICK_CALLS = 60
@@ -97,14 +98,12 @@ async def _measure(url: str, calls: int, at_once: int, *, ledger: bool) -> float
     upgrade_to_head(engine)
     sessions = make_session_factory(engine)
     with sessions() as session:
-        book = books.create_book(
+        book = new_book(
             session,
-            user_id="bench",
-            title="Bench",
-            child_name="Mia",
-            art_style="vignette",
-            pages=[books.NewPage("file:///photo.jpg")],
+            ["file:///photo.jpg"],
             status=BookStatus.ILLUSTRATING,
+            title="Bench",
+            user_id="bench",
         )
         book_id, page_id = book.id, book.pages[0].id
     plans = [

@@ -67,6 +67,7 @@ PAGE_STAGE_ERROR: Final = "PageStageError"
 DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"  # retried: connection, lock, deadlock
 DATABASE_REJECTED: Final = "DatabaseRejected"  # not retried: the data itself is wrong
 WRONG_FLEET: Final = "WrongFleet"  # retried: a worker of another database or storage
+BOOK_BEING_ERASED: Final = "BookBeingErased"  # not retried: an erasure run holds the book
 
 # Book-level activities only touch the database: quick, retried through outages...
 BOOK_ACTIVITY_TIMEOUT: Final = timedelta(seconds=30)
@@ -134,6 +135,9 @@ class BookStatus(StrEnum):
     COMPLETED = "COMPLETED"
     PARTIAL = "PARTIAL"
     FAILED = "FAILED"
+    # An erasure run holds the book (storywink.erasure): no other run may claim it, and
+    # once the run is done the book is gone. Stored as a plain string: no migration.
+    ERASING = "ERASING"
 
 
 ILLUSTRATABLE_STATUSES = frozenset({BookStatus.STORY_READY, BookStatus.PARTIAL, BookStatus.FAILED})
@@ -200,6 +204,17 @@ class StyleSnapshot(Frozen):
         return self.reference_image_urls[0]
 
 
+class RedrawOf(Frozen):
+    """What a redraw's page draws: the picture's next version (the page keeps the old one
+    until this one is recorded), for which ask, with the parent's note of what to change."""
+
+    version: int
+    # The run chain's number for the ask (`<chain>/<n>`): a reset run, which plans its
+    # asks again, finds an ask already recorded instead of drawing a version more.
+    ask_id: str
+    change_request: str | None = None
+
+
 class PageTask(Frozen):
     """Everything one page activity needs, so pages never re-read the book."""
 
@@ -226,6 +241,8 @@ class PageTask(Frozen):
     # The book's asset salt (`page_public_id`); None: a run prepared before it existed,
     # whose pictures keep the readable name its earlier attempts may have stored under.
     asset_salt: str | None = None
+    # A redraw (PageRedraw) of a page that was drawn before; None: its first drawing.
+    redraw: RedrawOf | None = None
 
 
 class ActivityOptions(Frozen):
@@ -294,6 +311,7 @@ class PageFailure(Frozen):
     page_id: str
     run_id: str
     reason: str
+    redraw: RedrawOf | None = None  # the page task's, when a redraw gave up
 
 
 class FinalizeInput(Frozen):
@@ -415,3 +433,91 @@ class StoryProgress(Frozen):
     status: BookStatus | None = None
     pages: int = 0
     reason: str | None = None
+
+
+# A parent's redraw: `PageRedraw` draws pages of a COMPLETED or PARTIAL book again, one run
+# per book at a time. Every ask for the book while its run works joins that run (the signal
+# below): operators start it with the same JSON the client sends,
+# `temporal workflow start --type PageRedraw --task-queue storywink
+#  --workflow-id page-redraw-ID --input '{"book_id": "ID", "page_number": 3, "note": "..."}'`
+
+PAGE_REDRAW_WORKFLOW: Final = "PageRedraw"
+PAGE_REDRAW_WORKFLOW_ID_PREFIX: Final = "page-redraw-"
+REDRAW_SIGNAL: Final = "redraw"
+REDRAW_PROGRESS_QUERY: Final = "progress"
+REDRAWABLE_STATUSES: Final = frozenset({BookStatus.COMPLETED, BookStatus.PARTIAL})
+CHANGE_REQUEST_LIMIT: Final = 500  # characters of a parent's note
+
+
+def page_redraw_workflow_id(book_id: str) -> str:
+    """One redraw workflow id per book: two asks while it runs land on the same run."""
+    return f"{PAGE_REDRAW_WORKFLOW_ID_PREFIX}{book_id}"
+
+
+class RedrawAsk(Frozen):
+    """One page to draw again, with what to change: the signal's argument."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    page_number: StrictInt = Field(ge=1)
+    note: str | None = Field(default=None, max_length=CHANGE_REQUEST_LIMIT)
+
+
+class RedrawRequest(Frozen):
+    """Input of `PageRedraw`: `{"book_id": "..."}`, with the first page to draw when started
+    by hand: `{"book_id": "...", "page_number": 3, "note": "make the dog brown"}`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    book_id: str = Field(min_length=1, max_length=64)
+    page_number: StrictInt | None = Field(default=None, ge=1)
+    note: str | None = Field(default=None, max_length=CHANGE_REQUEST_LIMIT)
+
+    def ask(self) -> RedrawAsk | None:
+        if self.page_number is None:
+            return None
+        return RedrawAsk(page_number=self.page_number, note=self.note)
+
+
+class NumberedAsk(Frozen):
+    """An ask as the redraw run took it in: numbered in its chain, in the order it came."""
+
+    ask_id: str
+    page_number: int
+    note: str | None = None
+
+
+class RedrawClaimInput(Frozen):
+    book_id: str
+    workflow_id: str
+    run_id: str  # the claim: the run's chain
+    asks: tuple[NumberedAsk, ...]
+
+
+class RedrawPlan(Frozen):
+    """What `claim_redraw` decided: the pages to draw, and the asks it refused."""
+
+    book_id: str
+    user_id: str
+    pages: tuple[PageTask, ...]
+    page_options: ActivityOptions
+    refused: tuple[str, ...] = ()  # e.g. "book B has no page 9 (it has 5)"
+    # Asks this chain has recorded already (a reset run plans them again): as they stand.
+    recorded: tuple[PageResult, ...] = ()
+
+
+class RedrawOutcome(Frozen):
+    """The result of a `PageRedraw` run: the book as its last redraw settled it."""
+
+    book: BookOutcome
+    redrawn: tuple[PageResult, ...]
+    refused: tuple[str, ...] = ()
+
+
+class RedrawProgress(Frozen):
+    """Answer of the redraw workflow's `progress` query."""
+
+    book_id: str
+    phase: str  # starting, drawing, finalizing, done, cancelled
+    drawing: tuple[int, ...] = ()  # page numbers being drawn
+    redrawn: tuple[int, ...] = ()

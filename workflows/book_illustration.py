@@ -10,14 +10,9 @@ import asyncio
 
 from temporalio import workflow
 from temporalio.common import Priority
-from temporalio.exceptions import (
-    ActivityError,
-    is_cancelled_exception,
-)
 
 with workflow.unsafe.imports_passed_through():
     from activities.finalize import FinalizeActivities
-    from activities.illustrate_page import IllustratePageActivities
     from activities.prepare import PrepareActivities
     from storywink import contract
     from storywink.contract import (
@@ -27,13 +22,12 @@ with workflow.unsafe.imports_passed_through():
         IllustrationPlan,
         IllustrationRequest,
         ModerationStatus,
-        PageFailure,
         PageResult,
         PageTask,
         PrepareInput,
         Progress,
     )
-    from workflows.common import book_step, failure_reason, request_from
+    from workflows.common import book_step, draw_page, request_from
 
 
 def _page_priority(user_id: str, priority: int | None) -> Priority:
@@ -116,48 +110,7 @@ class BookIllustration:
         return False
 
     async def _illustrate(self, page: PageTask, options: ActivityOptions) -> None:
-        try:
-            result = await workflow.execute_activity_method(
-                IllustratePageActivities.illustrate_page,
-                page,
-                task_queue=options.task_queue,
-                start_to_close_timeout=options.start_to_close,
-                heartbeat_timeout=options.heartbeat_timeout,
-                retry_policy=options.retry_policy(),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"page {page.page_number}",
-                priority=self._page_priority,
-            )
-        except ActivityError as error:
-            if is_cancelled_exception(error):
-                raise asyncio.CancelledError() from None
-            result = await self._record_failure(page, failure_reason(error))
-        self._count(result)
-
-    async def _record_failure(self, page: PageTask, reason: str) -> PageResult:
-        """Record a page that gave up; if even that fails for good (the page was deleted),
-        count it failed and let finalize settle the book."""
-        try:
-            return await book_step(
-                FinalizeActivities.record_page_failure,
-                PageFailure(
-                    book_id=page.book_id, page_id=page.page_id, run_id=page.run_id, reason=reason
-                ),
-            )
-        except ActivityError as error:
-            if is_cancelled_exception(error):
-                raise asyncio.CancelledError() from None
-            workflow.logger.warning(
-                "page %d: its failure could not be recorded: %s",
-                page.page_number,
-                failure_reason(error),
-            )
-            return PageResult(
-                page_id=page.page_id,
-                page_number=page.page_number,
-                moderation_status=ModerationStatus.FAILED,
-                moderation_reason=reason,
-            )
+        self._count(await draw_page(page, options, self._page_priority))
 
     def _count(self, result: PageResult) -> None:
         p = self._progress

@@ -1,20 +1,38 @@
-"""What both workflows do the same way: read their one input, word an activity's failure.
+"""What the workflows do the same way: read their one input, run a book step, draw a page
+and record it when it gives up, word an activity's failure.
 
 Deterministic helpers only; the workflows import this module through the sandbox.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pydantic
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.common import Priority
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 from temporalio.types import MethodAsyncSingleParam
 
-from storywink import contract
+with workflow.unsafe.imports_passed_through():
+    from activities.finalize import FinalizeActivities
+    from activities.illustrate_page import IllustratePageActivities
+    from storywink import contract
+    from storywink.contract import (
+        ActivityOptions,
+        ModerationStatus,
+        PageFailure,
+        PageResult,
+        PageTask,
+    )
 
 Request = TypeVar("Request", bound=pydantic.BaseModel)
 StepInput = TypeVar("StepInput")
@@ -72,3 +90,55 @@ def failure_reason(error: ActivityError, what: str = "page") -> str:
     if isinstance(cause, FailureError) and cause.message:
         return cause.message  # str() would put the error type in front of it
     return str(cause or error)
+
+
+async def draw_page(page: PageTask, options: ActivityOptions, priority: Priority) -> PageResult:
+    """Draw one page on the page workers; when its activity gives up for good, record the
+    page FAILED with the reason. Raises `asyncio.CancelledError` when the run is cancelled
+    (once the page has stopped and recorded where)."""
+    try:
+        return await workflow.execute_activity_method(
+            IllustratePageActivities.illustrate_page,
+            page,
+            task_queue=options.task_queue,
+            start_to_close_timeout=options.start_to_close,
+            heartbeat_timeout=options.heartbeat_timeout,
+            retry_policy=options.retry_policy(),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"page {page.page_number}",
+            priority=priority,
+        )
+    except ActivityError as error:
+        if is_cancelled_exception(error):
+            raise asyncio.CancelledError() from None
+        return await _record_failure(page, failure_reason(error))
+
+
+async def _record_failure(page: PageTask, reason: str) -> PageResult:
+    """Record a page that gave up; if even that fails for good (the page was deleted),
+    count it failed and let finalize settle the book."""
+    try:
+        return await book_step(
+            FinalizeActivities.record_page_failure,
+            PageFailure(
+                book_id=page.book_id,
+                page_id=page.page_id,
+                run_id=page.run_id,
+                reason=reason,
+                redraw=page.redraw,
+            ),
+        )
+    except ActivityError as error:
+        if is_cancelled_exception(error):
+            raise asyncio.CancelledError() from None
+        workflow.logger.warning(
+            "page %d: its failure could not be recorded: %s",
+            page.page_number,
+            failure_reason(error),
+        )
+        return PageResult(
+            page_id=page.page_id,
+            page_number=page.page_number,
+            moderation_status=ModerationStatus.FAILED,
+            moderation_reason=reason,
+        )

@@ -22,7 +22,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from storywink.book.records import Claim, RunKind, claim, read_claim
-from storywink.book.refusals import check_workflow_id_names
+from storywink.book.refusals import check_workflow_id_names, refuse_while_erased
+from storywink.contract import BookStatus
 from storywink.db.engine import in_session
 from storywink.db.models import Book
 
@@ -176,9 +177,13 @@ async def join_or_start(
 
     Raises `BookNotFound`, or `kind.not_ready` when the book's status refuses the run."""
     held = await in_session(sessions, read_claim, book_id)
+    if kind.holding is not BookStatus.ERASING:
+        refuse_while_erased(book_id, held.status, held.workflow_id)
     if held.status is kind.holding and held.workflow_id:
         holder = await describe_claim(temporal, held.workflow_id, held.run_id or "")
         if holder.running:
+            if holder.description and holder.description.workflow_type != kind.workflow_type:
+                raise kind.busy(book_id, held.workflow_id)  # e.g. a redraw holds the book
             return BookRun(book_id, held.workflow_id, held.run_id)
         # The run holding the book ended without settling it (terminated): the new run
         # takes the claim over when it claims the book.

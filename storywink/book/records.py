@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from storywink.book.refusals import BookBusy, BookError, BookNotFound
+from storywink.book.refusals import BookBusy, BookError, BookNotFound, refuse_while_erased
 from storywink.contract import BookStatus
 from storywink.db.models import Book
 
@@ -88,6 +88,8 @@ def claim(
     Raises `kind.not_ready` when the book's status refuses the run, `kind.busy` when
     another run got there first."""
     book = get_book(session, book_id)
+    if kind.holding is not BookStatus.ERASING:
+        refuse_while_erased(book_id, book.status, book.claim_workflow_id)
     if kind.check_book is not None:
         kind.check_book(book)
     if holds(book, kind, run_id):
@@ -107,6 +109,7 @@ def claim(
         **kind.reset_columns,
     ):
         current = get_book(session, book_id)
+        refuse_while_erased(book_id, current.status, current.claim_workflow_id)
         if current.status is kind.holding and current.claim_workflow_id:
             raise kind.busy(book_id, current.claim_workflow_id)
         raise kind.not_ready(book_id, current.status)

@@ -42,6 +42,25 @@ class BookBusy(BookError):
         self.workflow_id = workflow_id
 
 
+class BookBeingErased(BookBusy):
+    """An erasure run holds the book: nothing else may start on it (HTTP 409), and once
+    the run is done the book is gone."""
+
+    error_type = contract.BOOK_BEING_ERASED
+
+    def __init__(self, book_id: str, workflow_id: str | None = None) -> None:
+        by = f" by workflow {workflow_id}" if workflow_id else ""
+        BookError.__init__(self, f"book {book_id} is being erased{by}; nothing can start on it")
+        self.book_id = book_id
+        self.workflow_id = workflow_id or ""
+
+
+def refuse_while_erased(book_id: str, status: BookStatus, workflow_id: str | None) -> None:
+    """Every run kind but the erasure is refused by a book an erasure run holds."""
+    if status is BookStatus.ERASING:
+        raise BookBeingErased(book_id, workflow_id)
+
+
 class WorkflowIdNamesAnotherBook(BookError):
     """A run started under one book's workflow id with another book's id in its input
     (e.g. `temporal workflow start --workflow-id book-illustration-A --input
@@ -103,3 +122,27 @@ class RunEnded(BookError):
         self.ending = ending
         self.status = status
         self.reason = reason
+
+
+class RedrawNotReady(BookNotReady):
+    """The book's status does not allow a redraw (HTTP 409): it has not been illustrated."""
+
+    def __init__(self, book_id: str, status: BookStatus) -> None:
+        BookError.__init__(
+            self,
+            f"book {book_id} is {status.value}; a redraw needs a COMPLETED or PARTIAL book "
+            "(illustrate it first)",
+        )
+        self.book_id = book_id
+        self.status = status
+
+
+class NoSuchPage(BookError):
+    """A page number the book does not have (HTTP 404)."""
+
+    error_type = contract.PAGE_NOT_FOUND
+
+    def __init__(self, book_id: str, page_number: int, pages: int) -> None:
+        super().__init__(f"book {book_id} has no page {page_number} (it has {pages})")
+        self.book_id = book_id
+        self.page_number = page_number

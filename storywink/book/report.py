@@ -1,9 +1,9 @@
 """The operator's view of the books: what is in progress, what settled lately, what is stuck.
 
-A book is stuck when its row says ILLUSTRATING or GENERATING but no running workflow run
-(an illustration or a story run) holds it: the run named by the claim ended without
-settling the book (terminated, timed out) or Temporal does not know it. Nothing moves
-such a book on by itself.
+A book is stuck when its row says ILLUSTRATING, GENERATING or ERASING but no running
+workflow run (an illustration, a story or an erasure run) holds it: the run named by the
+claim ended without settling the book (terminated, timed out) or Temporal does not know
+it. Nothing moves such a book on by itself.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ from storywink.contract import (
 )
 from storywink.db.engine import in_session
 from storywink.db.models import Book, Page
+from storywink.erasure.contract import erasure_workflow_id
 from storywink.redact import shorten
 from storywink.temporal.connection import TemporalUnavailable
 from storywink.temporal.failures import innermost_message
 
 T = TypeVar("T")
 
-IN_PROGRESS_STATUSES = (BookStatus.ILLUSTRATING, BookStatus.GENERATING)
+IN_PROGRESS_STATUSES = (BookStatus.ILLUSTRATING, BookStatus.GENERATING, BookStatus.ERASING)
 DEFAULT_RECENT = 10
 MAX_CONCURRENT_DESCRIBES = 8
 REASON_LIMIT = 200
@@ -255,6 +256,11 @@ def _story_hint(book: BookInProgress, check: RunCheck) -> str:
 def _hint(book: BookInProgress, check: RunCheck, task_queue: str) -> str:
     if book.status is BookStatus.GENERATING:
         return _story_hint(book, check)
+    if book.status is BookStatus.ERASING and check.state is not RunState.NO_RUN:
+        return (
+            "its erasure ended half-way (some assets may be gone): finish it, a new erasure "
+            f"takes the claim over: `storywink book delete {book.book_id}`"
+        )
     if check.state is RunState.NO_RUN:
         return (
             "no run is recorded, so no new run can take the claim over: set the status back "
@@ -312,6 +318,8 @@ def _own_workflow_id(book: BookInProgress) -> str:
     """The book's own workflow for its status: its story run or its illustration run."""
     if book.status is BookStatus.GENERATING:
         return story_workflow_id(book.book_id)
+    if book.status is BookStatus.ERASING:
+        return erasure_workflow_id(book.book_id)
     return contract.illustration_workflow_id(book.book_id)
 
 

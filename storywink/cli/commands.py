@@ -24,11 +24,12 @@ from storywink.cli.exits import (
     ExitCode,
     checked_settings,
     err,
+    fail,
     one_line_errors,
     run_or_exit,
     settings_or_exit,
 )
-from storywink.cli.views import book_json, print_books_report
+from storywink.cli.views import book_json, erased_line, print_books_report
 from storywink.cli.watch import (
     ending_line,
     exit_code_for,
@@ -41,6 +42,7 @@ from storywink.cost.report import book_cost, describe
 from storywink.db.connection import open_database
 from storywink.db.engine import make_engine, upgrade_to_head
 from storywink.demo.devserver import ensure_dev_server, stop_dev_server, web_ui_url
+from storywink.erasure.client import ErasureClient
 from storywink.illustration.client import IllustrationClient, RunEnd
 from storywink.illustration.style_assets import publish_references
 from storywink.illustration.styles import DEFAULT_STYLE, STYLES
@@ -49,7 +51,7 @@ from storywink.providers.factory import build_store
 from storywink.temporal.connection import connect_temporal
 
 app = typer.Typer(help="Storywink: illustrate children's books on Temporal.", no_args_is_help=True)
-book_app = typer.Typer(help="Create books.", no_args_is_help=True)
+book_app = typer.Typer(help="Create and erase books.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 devserver_app = typer.Typer(help="The local Temporal dev server used by the demo.")
 app.add_typer(book_app, name="book")
@@ -90,6 +92,38 @@ def book_create(
             )
         )
     print(book_id)
+
+
+@book_app.command("delete")
+def book_delete(
+    book_id: Annotated[str | None, typer.Argument(help="The book to erase")] = None,
+    user: Annotated[
+        str | None, typer.Option(help="Erase every book of this parent (an account deletion)")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until each book is erased")] = True,
+) -> None:
+    """Erase a book for good: stop a run working on it, delete its photos and pictures from
+    the CDN or local storage, then its rows. One line per book (docs/erasure.md)."""
+    if (book_id is None) == (user is None):
+        fail(ExitCode.BAD_INPUT, "name a book (storywink book delete BOOK_ID) or --user ID")
+    settings = settings_or_exit()
+
+    async def go() -> list[str]:
+        client = await ErasureClient.connect(settings)
+        if book_id is not None:
+            runs = [await client.erase_book(book_id)]
+        else:
+            assert user is not None
+            runs = await client.erase_books_of(user)
+        if not wait:
+            return [f"book {run.book_id}: erasure started ({run.workflow_id})" for run in runs]
+        return [erased_line(await client.wait_for_erasure(run.book_id)) for run in runs]
+
+    lines = run_or_exit(go())
+    if not lines:
+        print(f"parent {printable(user or '')} has no books")
+    for line in lines:
+        print(line)
 
 
 @app.command()

@@ -20,7 +20,10 @@ from storywink.db.connection import open_database
 from storywink.story import records as story_books
 from storywink.story.client import StoryClient
 
-page_app = typer.Typer(help="Edit a book's pages before illustration.", no_args_is_help=True)
+page_app = typer.Typer(
+    help="A book's pages: edit their text before illustration, redraw one after.",
+    no_args_is_help=True,
+)
 app.add_typer(page_app, name="page")
 
 

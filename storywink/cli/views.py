@@ -12,6 +12,7 @@ from storywink.book.plain_text import printable
 from storywink.book.report import BooksReport
 from storywink.contract import BookStatus
 from storywink.db.models import Book, new_id
+from storywink.erasure.contract import ErasureOutcome
 from storywink.pictures import PictureSigner
 
 BOOK_ID_WIDTH: Final = len(new_id())
@@ -113,3 +114,19 @@ def print_books_report(report: BooksReport) -> None:
             report.ago(outcome.updated_at),
         )
     out.print(outcomes if report.recent else "No book has settled yet.")
+
+
+def erased_line(outcome: ErasureOutcome) -> str:
+    """One line for an erasure's end: what it stopped and deleted."""
+    if not outcome.found:
+        return f"book {outcome.book_id}: no such book; {outcome.assets_deleted} assets deleted"
+    rows = outcome.rows
+    stopped = (
+        f"; stopped {', '.join(outcome.stopped_workflow_ids)}"
+        if outcome.stopped_workflow_ids
+        else ""
+    )
+    return (
+        f"book {outcome.book_id} erased: {outcome.assets_deleted} assets, {rows.pages} pages, "
+        f"{rows.notifications} notifications deleted{stopped}"
+    )

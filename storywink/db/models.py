@@ -128,6 +128,8 @@ class Page(Timestamps, Base):
     change_request: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Why the last redraw left the page as it was (the page keeps its picture).
     redraw_problem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The redraw ask (`<run chain>/<n>`) whose outcome is recorded here.
+    redraw_ask_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
     book: Mapped[Book] = relationship(back_populates="pages")
 

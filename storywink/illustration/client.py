@@ -6,6 +6,7 @@ progress = await client.illustration_progress(book_id)
 end = await client.wait_for_illustration_end(book_id)  # how the run ended, and the book after
 outcome = await client.wait_for_illustration(book_id)  # its outcome, or RunEnded
 pictures = await client.book_pictures(book_id)  # signed URLs, until pictures.expires_at
+run = await client.redraw_page(book_id, 3, note="make the dog brown")  # one page again
 
 Every call follows the run that holds the book's claim, whatever its workflow id (a run
 started from the `temporal` CLI under another id included), and follows a reset: the
@@ -50,6 +51,8 @@ from storywink.contract import (
     IllustrationRequest,
     ModerationStatus,
     Progress,
+    RedrawAsk,
+    RedrawOutcome,
 )
 from storywink.cost.report import BookCost, book_cost
 from storywink.db.connection import open_database
@@ -57,6 +60,7 @@ from storywink.db.engine import in_session
 from storywink.db.fleet import FLEET_MEMO, database_fleet
 from storywink.db.models import Book
 from storywink.illustration import records as books
+from storywink.illustration.redraw_client import start_redraw, wait_for_redraw
 from storywink.pictures import PictureSigner, picture_signer
 from storywink.temporal.connection import (
     TemporalConnectionLost,
@@ -218,6 +222,27 @@ class IllustrationClient:
             # Workers of another database leave the run to ours (activities.fleet_check).
             memo={FLEET_MEMO: fleet_id} if fleet_id else None,
         )
+
+    async def redraw_page(self, book_id: str, page_number: int, note: str | None = None) -> BookRun:
+        """Draw one page of a COMPLETED or PARTIAL book again, with the parent's `note` of
+        what to change (at most `contract.CHANGE_REQUEST_LIMIT` characters); the page keeps
+        its picture until the new one is recorded. Joins the book's redraw run while it
+        works. Raises `BookNotFound`, `NoSuchPage`, `RedrawNotReady`, `BookBusy`, or
+        pydantic's `ValidationError` for a note too long."""
+        ask = RedrawAsk(page_number=page_number, note=(note or "").strip() or None)
+        fleet_id = await in_session(self._sessions, database_fleet)
+        return await start_redraw(
+            self._sessions,
+            self._temporal,
+            ask,
+            book_id,
+            task_queue=self._task_queue,
+            memo={FLEET_MEMO: fleet_id} if fleet_id else None,
+        )
+
+    async def wait_for_redraw(self, book_id: str) -> RedrawOutcome:
+        """The outcome of the book's latest redraw run, once it has settled the book."""
+        return await wait_for_redraw(self._temporal, book_id)
 
     async def cost_of(self, book_id: str) -> BookCost:
         """What the book's model calls cost so far, in total, for its story and per page,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from storywink.contract import StyleSnapshot
+from storywink.contract import CHANGE_REQUEST_LIMIT, StyleSnapshot
 
 MAX_PROMPT_CHARS: Final = 4000
 # Caps on parts that sit inside required sections, so the required sections alone always
@@ -35,6 +35,10 @@ _CONSISTENCY = (
     "the same on every page of the book."
 )
 _NOTES = "Illustration notes: {notes}"
+_CHANGE = (
+    "Change request: this page was drawn before, and the parent asks for this change. "
+    "Keep everything else as the rules above say: {change}"
+)
 _TITLE_PAGE = (
     'Text: this is the title page. Draw the book title "{title}" prominently, large and '
     "perfectly legible, spelled exactly as given, integrated into the picture. "
@@ -54,8 +58,10 @@ def build_prompt(
     book_title: str,
     text: str | None,
     illustration_notes: str | None,
+    change_request: str | None = None,
 ) -> str:
-    """The prompt for one page; deterministic and at most `MAX_PROMPT_CHARS` long."""
+    """The prompt for one page; deterministic and at most `MAX_PROMPT_CHARS` long.
+    `change_request`: a parent's note for a redraw, a required section when given."""
     title = _trim(_clean(book_title), MAX_TITLE_CHARS) or "Untitled"
     required = [
         _IMAGES,
@@ -66,6 +72,9 @@ def build_prompt(
         _SCENE,
         _CONSISTENCY.format(title=title),
     ]
+    change = _trim(_clean(change_request), CHANGE_REQUEST_LIMIT)
+    if change:
+        required.append(_CHANGE.format(change=change))
     text_part = _TITLE_PAGE.format(title=title) if is_title_page else _STORY_PAGE
     notes = _clean(illustration_notes)
     page_text = "" if is_title_page else _clean(text)

@@ -23,6 +23,7 @@ from storywink.contract import (
     ModerationStatus,
     NotificationType,
     PageResult,
+    RedrawOf,
 )
 from storywink.db.models import (
     Book,
@@ -33,14 +34,14 @@ from storywink.db.models import (
     new_asset_salt,
 )
 from storywink.illustration.styles import STYLES, UnknownStyle
-from storywink.pictures import ref_columns
+from storywink.pictures import RefColumns, ref_columns
 from storywink.redact import shorten
 
 NOT_STARTED = "before this page was started"
 _REDRAW_ALL_FROM = frozenset({BookStatus.STORY_READY})
 
 
-def _check_style(book: Book) -> None:
+def check_style(book: Book) -> None:
     """An unknown style refuses the run before it claims the book."""
     if book.art_style not in STYLES:
         raise UnknownStyle(book.art_style)
@@ -66,7 +67,7 @@ ILLUSTRATION_RUN = RunKind(
     workflow_id_prefix=ILLUSTRATION_WORKFLOW_ID_PREFIX,
     not_ready=BookNotReady,
     busy=BookBusy,
-    check_book=_check_style,
+    check_book=check_style,
     reset_book=_reset_pages_to_draw,
 )
 
@@ -80,17 +81,30 @@ def pages_to_draw(book: Book) -> list[Page]:
     return [page for page in book.pages if needs_drawing(page)]
 
 
-def settled_result(session: Session, page_id: str, run_id: str) -> PageResult | None:
+def settled_result(
+    session: Session, page_id: str, run_id: str, redraw: RedrawOf | None = None
+) -> PageResult | None:
     """The page as it stands when this run has nothing to draw for it: its outcome is
     recorded (by this run, or kept from an earlier one), or the run no longer holds the
-    book (a late attempt after a reset, a takeover or the end of the run). None: draw it."""
+    book (a late attempt after a reset, a takeover or the end of the run). None: draw it
+    (or draw `redraw`'s version of it)."""
     page = session.get(Page, page_id)
     if page is None:
         raise PageNotFound(page_id)
     holds_claim = page.book.claim_run_id == run_id
-    if holds_claim and page.moderation_status is ModerationStatus.PENDING:
+    to_draw = (
+        page.moderation_status is ModerationStatus.PENDING
+        if redraw is None
+        else not redraw_recorded(page, redraw.version)
+    )
+    if holds_claim and to_draw:
         return None
     return page_result(page)
+
+
+def redraw_recorded(page: Page, version: int) -> bool:
+    """Whether the outcome of drawing `version` of the page (a redraw) is recorded."""
+    return page.image_version >= version
 
 
 def cancelled_reason(stage: str) -> str:
@@ -127,25 +141,39 @@ def record_page(
     image_ref: str | None = None,
     reason: str | None = None,
     uncounted_calls: int = 0,
+    redraw: RedrawOf | None = None,
 ) -> PageResult:
     """Record a page's outcome for this run, with the model calls its attempts made that
     `count_model_call` could not count (the database was away); a repeat, or a run
-    without the claim, changes nothing and gets the page as it stands."""
+    without the claim, changes nothing and gets the page as it stands.
+
+    A redraw (`redraw` given) replaces the picture only with a new one: a
+    refusal or failure keeps a drawn page's picture, saying why in `redraw_problem`, and
+    settles a page that had none as its first drawing would."""
     page = session.get(Page, page_id)
     if page is None:
         raise PageNotFound(page_id)
-    already_recorded = page.illustrated_by_run_id == run_id and (
-        page.moderation_status is not ModerationStatus.PENDING
-    )
+    if redraw is None:
+        already_recorded = page.illustrated_by_run_id == run_id and (
+            page.moderation_status is not ModerationStatus.PENDING
+        )
+    else:
+        already_recorded = redraw_recorded(page, redraw.version)
     # A late activity of a run that no longer holds the book must not overwrite its pages.
     if already_recorded or page.book.claim_run_id != run_id:
         session.rollback()
         return page_result(page)
-    page.moderation_status = status
     picture = ref_columns(image_ref)  # an asset id; a legacy URL only from an older attempt
-    page.generated_asset_id = picture.asset_id
-    page.generated_image_url = picture.legacy_url
-    page.moderation_reason = reason
+    if redraw is None:
+        page.moderation_status = status
+        page.generated_asset_id = picture.asset_id
+        page.generated_image_url = picture.legacy_url
+        page.moderation_reason = reason
+    else:
+        _record_redraw(page, status, picture, reason)
+        page.image_version = redraw.version
+        page.change_request = redraw.change_request
+        page.redraw_ask_id = redraw.ask_id
     page.illustrated_by_run_id = run_id
     if uncounted_calls:  # in SQL: other pages of the book count at the same time
         session.execute(
@@ -161,6 +189,22 @@ def record_page(
     session.execute(delete(PageDraft).where(PageDraft.page_id == page_id))
     session.commit()
     return page_result(page)
+
+
+def _record_redraw(
+    page: Page, status: ModerationStatus, picture: RefColumns, reason: str | None
+) -> None:
+    if status is ModerationStatus.OK:
+        page.generated_asset_id = picture.asset_id
+        page.generated_image_url = picture.legacy_url
+        page.moderation_status = ModerationStatus.OK
+        page.moderation_reason = None
+        page.redraw_problem = None
+        return
+    page.redraw_problem = reason
+    if not page.has_image:
+        page.moderation_status = status
+        page.moderation_reason = reason
 
 
 def save_draft(session: Session, page_id: str, run_id: str, data: bytes, mime_type: str) -> None:

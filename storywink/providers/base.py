@@ -151,3 +151,9 @@ class ImageStore(Protocol):
         """A URL that serves the private asset `public_id` until `expires_at`, and not
         after; signing calls nothing."""
         ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every asset whose id starts with `prefix` (a folder: it ends with "/"),
+        of every delivery type, until none is left; how many were deleted. A repeat
+        deletes nothing more. Raises `TransientError` while the store cannot answer."""
+        ...

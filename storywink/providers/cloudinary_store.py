@@ -35,6 +35,11 @@ T = TypeVar("T")
 PRIVATE_TYPE: Final = "authenticated"
 PUBLIC_TYPE: Final = "upload"
 RETRYABLE_4XX: Final = frozenset({408, 409, 420, 429})
+# Where a book's assets may live: public today, private (signed delivery) with issue 21.
+DELIVERY_TYPES: Final = ("upload", "authenticated")
+# Deleting by prefix takes at most 1000 assets a call (`partial` and a `next_cursor` say
+# more are left); a listing afterwards proves none is. Rounds bound a CDN that keeps some.
+MAX_DELETE_ROUNDS: Final = 20
 _REASON_LIMIT = 200
 _ADMIN_STATUS_PREFIX = re.compile(r"^Error (\d{3}) - ")  # Admin API: "Error 404 - Not found"
 _STATUS_PATTERNS = (
@@ -124,6 +129,22 @@ class CloudinaryStore:
         private images stored, once it is stored privately; a missing one is no error."""
         await self._call(self._destroy, public_id, PUBLIC_TYPE)
 
+    async def delete_prefix(self, prefix: str) -> int:
+        if not prefix.endswith("/"):
+            raise PermanentError(f"refusing to delete by a prefix that is not a folder: {prefix!r}")
+        deleted = 0
+        for delivery_type in DELIVERY_TYPES:
+            for _ in range(MAX_DELETE_ROUNDS):
+                deleted += await self._call(self._delete_by_prefix, prefix, delivery_type)
+                if not await self._call(self._any_under, prefix, delivery_type):
+                    break
+            else:
+                raise TransientError(
+                    f"assets remain under {prefix} ({delivery_type}) after "
+                    f"{MAX_DELETE_ROUNDS} rounds of deletes"
+                )
+        return deleted
+
     async def probe(self) -> bool:
         """Whether the CDN accepts the credentials now (an admin lookup of an id that need
         not exist; nothing is uploaded): how a paused worker finds a 401 cleared."""
@@ -166,6 +187,38 @@ class CloudinaryStore:
         except cloudinary_errors.NotFound:
             raise _Missing from None
         return result
+
+    def _delete_by_prefix(self, prefix: str, delivery_type: str) -> int:
+        """Delete by prefix, following `next_cursor` while the answer is `partial`."""
+        deleted = 0
+        cursor: dict[str, str] = {}
+        while True:
+            result: Mapping[str, Any] = cloudinary.api.delete_resources_by_prefix(
+                prefix,
+                resource_type="image",
+                type=delivery_type,
+                invalidate=True,  # no CDN cache keeps serving an erased picture
+                **cursor,
+                **self._options(),
+            )
+            answers = result.get("deleted")
+            if isinstance(answers, Mapping):
+                deleted += sum(1 for answer in answers.values() if answer == "deleted")
+            next_cursor = result.get("next_cursor")
+            if not result.get("partial") or not isinstance(next_cursor, str) or not next_cursor:
+                return deleted
+            cursor = {"next_cursor": next_cursor}
+
+    def _any_under(self, prefix: str, delivery_type: str) -> bool:
+        result: Mapping[str, Any] = cloudinary.api.resources(
+            resource_type="image",
+            type=delivery_type,
+            prefix=prefix,
+            max_results=1,
+            **self._options(),
+        )
+        resources = result.get("resources")
+        return isinstance(resources, list) and bool(resources)
 
     def _options(self) -> dict[str, Any]:
         credentials = self._credentials

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +75,21 @@ class LocalImageStore:
         to its book's owner only (storywink.web.routes_books)."""
         return _file_url(self.path_for(public_id))
 
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete the folder `prefix` names: every picture, its sidecar, a temp file a
+        crashed write left; how many pictures it held."""
+        folder_id = prefix.removesuffix("/")
+        if not prefix.endswith("/") or not _PUBLIC_ID.fullmatch(folder_id):
+            raise PermanentError(f"invalid folder prefix {prefix[:80]!r}")
+        folder = self.root.joinpath(*folder_id.split("/"))
+        try:
+            return await asyncio.to_thread(_delete_folder, folder)
+        except OSError as exc:
+            raise TransientError(
+                f"cannot delete {folder} (local storage, STORAGE_DIR={self.root}): "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
+
     def _write(
         self,
         path: Path,
@@ -102,6 +118,14 @@ class LocalImageStore:
         return StoredImage(
             url=_file_url(path), public_id=public_id, context=_read_context(path, data)
         )
+
+
+def _delete_folder(folder: Path) -> int:
+    if not folder.is_dir() or folder.is_symlink():
+        return 0
+    pictures = sum(1 for path in folder.rglob("*.png") if path.is_file())
+    shutil.rmtree(folder)  # a symlink inside is removed, never followed
+    return pictures
 
 
 def _read_context(path: Path, data: bytes) -> dict[str, str]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy.orm import Session
 
 from storywink.book.records import RunKind, get_book, holds, release
-from storywink.book.refusals import BookBusy, BookError
+from storywink.book.refusals import BookBusy, BookError, refuse_while_erased
 from storywink.contract import (
     STORY_WORKFLOW,
     STORY_WORKFLOW_ID_PREFIX,
@@ -151,6 +151,7 @@ def update_page_text(session: Session, book_id: str, page_number: int, text: str
     """A parent's edit of one page's text before illustration (never while a run works)."""
     # Locked, so no run can claim the book between this check and the commit.
     book = session.get(Book, book_id, with_for_update=True) or get_book(session, book_id)
+    refuse_while_erased(book_id, book.status, book.claim_workflow_id)
     if book.status in (BookStatus.GENERATING, BookStatus.ILLUSTRATING):
         raise PageTextBusy(
             f"book {book_id} is {book.status.value}: wait until its run ends to edit text"

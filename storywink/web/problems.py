@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError
 
 from storywink.book.inputs import BookInputError
-from storywink.book.refusals import BookBusy, BookError, BookNotFound, BookNotReady
+from storywink.book.refusals import BookBusy, BookError, BookNotFound, BookNotReady, NoSuchPage
 from storywink.db.engine import DatabaseNotReady
 from storywink.redact import shorten
 from storywink.story.records import PageTextBusy, PageTextRefused, StoryNotAllowed
@@ -96,6 +96,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BookNotFound)
     async def _not_found(_: Request, exc: BookNotFound) -> JSONResponse:
+        return problem(404, "Not Found", str(exc))
+
+    @app.exception_handler(NoSuchPage)
+    async def _no_such_page(_: Request, exc: NoSuchPage) -> JSONResponse:
         return problem(404, "Not Found", str(exc))
 
     @app.exception_handler(BookError)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from storywink.contract import BookStatus, ModerationStatus
+from storywink.contract import CHANGE_REQUEST_LIMIT, BookStatus, ModerationStatus
 
 
 class PageView(BaseModel):
@@ -21,6 +21,12 @@ class PageView(BaseModel):
         "this API's route for it (local storage, and in events)."
     )
     image_url: str | None = Field(description="The illustration, once drawn; as `photo_url`.")
+    change_request: str | None = Field(
+        default=None, description="The parent's note of the page's last redraw."
+    )
+    redraw_problem: str | None = Field(
+        default=None, description="Why the last redraw left the page as it was."
+    )
 
 
 class BookSummary(BaseModel):
@@ -53,6 +59,14 @@ class BookList(BaseModel):
 
 class PageTextChange(BaseModel):
     text: str = Field(min_length=1, max_length=2000)
+
+
+class RedrawAsk(BaseModel):
+    note: str | None = Field(
+        default=None,
+        max_length=CHANGE_REQUEST_LIMIT,
+        description="What to change, shown to the model (e.g. 'make the dog brown').",
+    )
 
 
 class RunView(BaseModel):

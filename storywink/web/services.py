@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from storywink.config import Settings
 from storywink.db.connection import Database, open_database
+from storywink.erasure.client import ErasureClient
 from storywink.illustration.client import IllustrationClient
 from storywink.pictures import PictureSigner, picture_signer
 from storywink.providers.base import ImageStore
@@ -29,6 +30,7 @@ class Services:
     temporal: Client
     illustrations: IllustrationClient
     stories: StoryClient
+    erasures: ErasureClient
     store: ImageStore
     pictures: PictureSigner
     verifier: TokenVerifier
@@ -54,6 +56,7 @@ class Services:
             temporal=temporal,
             illustrations=illustrations,
             stories=StoryClient(temporal, database.sessions, settings.temporal_task_queue),
+            erasures=ErasureClient(temporal, database.sessions, settings.temporal_task_queue),
             store=store,
             pictures=picture_signer(settings, store),
             verifier=verifier,

@@ -5,6 +5,7 @@ private images keeps its URL (storywink.pictures)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -21,10 +22,12 @@ PublicUrl = Callable[[str | None, int, str], str | None]
 def picture_route(
     root: str, book_id: str, ref: str | None, page_number: int, kind: str
 ) -> str | None:
-    """This API's route for a page's photo or picture (it answers the owner only)."""
+    """This API's route for a page's photo or picture (it answers the owner only), named
+    for the asset (a redraw's new version is a new URL: the page shows it)."""
     if not ref:
         return None
-    return f"{root}/books/{book_id}/pages/{page_number}/{kind}"
+    version = hashlib.sha256(ref.encode()).hexdigest()[:12]
+    return f"{root}/books/{book_id}/pages/{page_number}/{kind}?v={version}"
 
 
 class PageUrls:
@@ -82,6 +85,8 @@ def book_view(book: Book, urls: PageUrls) -> BookView:
             reason=page.moderation_reason,
             photo_url=urls(page.photo_ref, page.page_number, "photo"),
             image_url=urls(page.picture_ref, page.page_number, "image"),
+            change_request=page.change_request,
+            redraw_problem=page.redraw_problem,
         )
         for page in book.pages
     ]

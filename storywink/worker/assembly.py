@@ -12,10 +12,12 @@ from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.backoff import ErrorBackoff
+from activities.erase_book import ErasureActivities
 from activities.finalize import FinalizeActivities
 from activities.fleet_check import WorkerFleet
 from activities.illustrate_page import FleetFaultPolicy, IllustratePageActivities
 from activities.prepare import PrepareActivities
+from activities.redraw import RedrawActivities
 from storywink.config import IllustratorKind, Settings, StorageKind, StoryWriterKind
 from storywink.cost.budgets import BudgetLimits
 from storywink.cost.meter import CallMeter, ModelChoice
@@ -27,10 +29,12 @@ from storywink.quota.limiter import SharedLimiter
 from storywink.redact import Redactor
 from storywink.worker.fleet_health import FleetHealth
 from storywink.worker.story import STORY_WORKFLOWS, build_story_worker, story_book_activities
+from workflows.book_erasure import BookErasure
 from workflows.book_illustration import BookIllustration
+from workflows.page_redraw import PageRedraw
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
-WORKFLOWS: tuple[type, ...] = (BookIllustration, *STORY_WORKFLOWS)
+WORKFLOWS: tuple[type, ...] = (BookIllustration, PageRedraw, *STORY_WORKFLOWS, BookErasure)
 
 
 def worker_identity(settings: Settings) -> str:
@@ -163,15 +167,21 @@ def build_workers(
     limiter = shared_limiter(settings, database)
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
     finalize = FinalizeActivities(database.sessions, client, own_fleet)
+    erasure = ErasureActivities(database.sessions, client, providers.store)
     book_worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[book_workflow, *STORY_WORKFLOWS],
+        workflows=[book_workflow, PageRedraw, *STORY_WORKFLOWS, BookErasure],
         activities=[
             PrepareActivities(database.sessions, client, settings, own_fleet).prepare_illustration,
+            RedrawActivities(database.sessions, client, settings, own_fleet).claim_redraw,
             finalize.finalize_book,
             finalize.record_page_failure,
             *story_book_activities(client, settings, database),
+            erasure.stop_book_runs,
+            erasure.claim_erasure,
+            erasure.erase_assets,
+            erasure.erase_rows,
         ],
         max_concurrent_activities=settings.finalize_concurrency,
         identity=identity,

@@ -393,7 +393,7 @@ def exit_process(code: int) -> NoReturn:
     core's runtime, whose Tokio shutdown waits for its threads while holding the GIL, and
     the thread forwarding core logs to Python logging (LogForwardingConfig) blocks forever
     taking the GIL once finalization has begun (CPython/PyO3 park such threads). The worker
-    then never exits (found with gdb; see tests/test_replicas.py). Everything the worker owns
+    then never exits (found with gdb; see tests/worker/test_replicas.py). Everything the worker owns
     was shut down before this, and the SDK offers no call to close its runtime."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -3,6 +3,7 @@ in subprocesses, with a clean environment of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -16,12 +17,13 @@ from typing import Any
 from PIL import Image, ImageChops
 from sqlalchemy import func, select
 
+from storywink.config import Settings
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page
 from storywink.providers.local_storage import LocalImageStore
 from tests.support import forked_cli
+from tests.support.paths import WORKER_SCRIPT
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -49,7 +51,7 @@ def run_worker(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str
 def run_worker_script(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str]:
     """`python worker.py` until it exits, started as a user starts it."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "worker.py")],
+        [sys.executable, str(WORKER_SCRIPT)],
         cwd=tmp_path,
         env=clean_env(tmp_path, **values),
         capture_output=True,
@@ -76,6 +78,28 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def storywink(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return forked_cli.run(args, cwd=tmp_path, env=cli_env(tmp_path))
+
+
+async def storywink_on(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """`storywink ARGS` in a subprocess against the settings' database and Temporal (for a
+    worker running in the test's process): exit code, stdout, stderr."""
+    env = cli_env(tmp_path)
+    env.update(
+        DATABASE_URL=settings.resolved_database_url,
+        TEMPORAL_ADDRESS=settings.temporal_address,
+        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(STORYWINK),
+        *args,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 def plain(text: str) -> str:

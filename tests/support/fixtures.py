@@ -22,6 +22,7 @@ from storywink.config import Settings
 from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from tests.support import forked_cli
+from tests.support.pipeline import Pipeline, offline_pipeline
 from tests.support.provider_fakes import Fakes, SettingsFactory, provider_values, running_fakes
 from tests.support.services import DATABASES, postgres_database, test_settings, tool_path
 from tests.support.temporal_server import DevServer, answering
@@ -152,3 +153,24 @@ def provider_settings(
         return test_settings(temporal_env, database_url, tmp_path, **values)
 
     return make
+
+
+@pytest.fixture
+def pipeline(
+    temporal_env: WorkflowEnvironment, database_url: str, database: Database, tmp_path: Path
+) -> Pipeline:
+    """Whole runs on the offline providers (tests.support.pipeline)."""
+    return offline_pipeline(temporal_env, database_url, database, tmp_path)
+
+
+@pytest.fixture
+def fake_pipeline(
+    temporal_env: WorkflowEnvironment,
+    database: Database,
+    fakes: Fakes,
+    provider_settings: SettingsFactory,
+) -> Pipeline:
+    """Whole runs on the fake Gemini and Cloudinary, through the real SDKs."""
+    return Pipeline(
+        temporal_env.client, database, provider_settings(), provider_settings, fakes.photo_urls
+    )

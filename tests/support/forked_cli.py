@@ -27,6 +27,7 @@ from typing import IO, Any
 
 BIN = Path(sys.executable).parent
 STORYWINK = BIN / "storywink"
+# Its own root, not tests.support.paths: run as a script, it imports nothing of tests/.
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = ROOT / "worker.py"
 

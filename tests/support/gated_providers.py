@@ -96,3 +96,6 @@ class StoredThenHeldStore:
 
     def signed_url(self, public_id: str, expires_at: datetime) -> str:
         return self._inner.signed_url(public_id, expires_at)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return await self._inner.delete_prefix(prefix)

@@ -30,9 +30,9 @@ from storywink.contract import (
 from storywink.db.connection import Database
 from storywink.db.models import Book, Notification, Page
 from storywink.demo.sample_book import write_sample_photos
-from storywink.illustration import records as books
 from storywink.providers.factory import Providers, build_providers
 from storywink.worker.assembly import build_workers
+from tests.support.builders import new_book, story_texts
 from tests.support.services import tool_path
 
 
@@ -63,19 +63,16 @@ def create_book(
     user_id: str = "user-1",
 ) -> str:
     with database.sessions() as session:
-        book = books.create_book(
+        texts = story_texts(title, len(photo_urls))
+        return new_book(
             session,
-            user_id=user_id,
-            title=title,
-            child_name="Mia",
-            art_style=art_style,
-            pages=[
-                books.NewPage(url, text=f"Page {n} of the story." if n > 1 else title)
-                for n, url in enumerate(photo_urls, start=1)
-            ],
+            photo_urls,
+            texts=texts,
             status=status,
-        )
-        return book.id
+            title=title,
+            user_id=user_id,
+            art_style=art_style,
+        ).id
 
 
 async def start(
@@ -183,15 +180,7 @@ async def start_story(
     )
 
 
-def draft_book(database: Database, urls: list[str], title: str = "Mia's Big Day") -> str:
+def draft_book(database: Database, urls: Sequence[str], title: str = "Mia's Big Day") -> str:
     """A book as `storywink book create` leaves it without --story: DRAFT, no text."""
     with database.sessions() as session:
-        return books.create_book(
-            session,
-            user_id="user-1",
-            title=title,
-            child_name="Mia",
-            art_style="vignette",
-            pages=[books.NewPage(url) for url in urls],
-            status=BookStatus.DRAFT,
-        ).id
+        return new_book(session, urls, status=BookStatus.DRAFT, title=title).id

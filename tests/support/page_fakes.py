@@ -95,6 +95,12 @@ class MemoryStore:
     def signed_url(self, public_id: str, expires_at: datetime) -> str:
         return f"https://cdn.test/signed/{public_id}.png?expires_at={int(expires_at.timestamp())}"
 
+    async def delete_prefix(self, prefix: str) -> int:
+        doomed = [public_id for public_id in self.assets if public_id.startswith(prefix)]
+        for public_id in doomed:
+            del self.assets[public_id]
+        return len(doomed)
+
     def data_of(self, public_id: str) -> bytes | None:
         found = self.assets.get(public_id)
         return found[1] if found else None

@@ -15,7 +15,7 @@ runs below to `tests/histories/<commit>/` with a `release.json` saying how they 
 - `mid_run`: caught while its last page is still in its model call.
 
 Run it on the previous landed commit of main before changing anything under `workflows/`
-(`tests/test_replay.py` checks the histories of that workflow code are there). About a
+(`tests/workflows/test_replay.py` checks the histories of that workflow code are there). About a
 minute; `--own-venv` installs the release into a venv of its own first (the release's own
 dependency versions).
 """
@@ -36,9 +36,9 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from storywink import contract
 from tests.support.fakes.gemini_server import Fault
+from tests.support.paths import HISTORY_DIR, ROOT
 from tests.support.provider_fakes import running_fakes
 from tests.support.releases import (
-    ROOT,
     Release,
     activities_completed,
     checkout,
@@ -47,8 +47,6 @@ from tests.support.releases import (
     wait_for,
 )
 from tests.support.temporal_server import DevServer
-
-HISTORIES = ROOT / "tests" / "histories"
 
 # Page texts the fake Gemini recognises in the image prompt.
 FLAG, RETRY, FAIL, SLOW, HOLD = "FLAG-ME", "RETRY-ME", "FAIL-ME", "SLOW-ME", "HOLD-ME"
@@ -123,7 +121,7 @@ def main() -> None:
     parser.add_argument("--own-venv", action="store_true", help="install it into its own venv")
     args = parser.parse_args()
     release = checkout(args.commit, own_venv=args.own_venv)
-    target = HISTORIES / release.commit[:7]
+    target = HISTORY_DIR / release.commit[:7]
     target.mkdir(parents=True, exist_ok=True)
     print(f"recording {release.commit[:7]} into {target.relative_to(ROOT)}")
     names = asyncio.run(record(release, target))

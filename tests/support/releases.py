@@ -26,10 +26,10 @@ from temporalio.client import WorkflowHandle
 from storywink import contract
 from storywink.config import Settings
 from storywink.demo.sample_book import sample_photo_bytes
+from tests.support.paths import ROOT
 from tests.support.provider_fakes import GEMINI_KEY, Fakes
 from tests.support.services import tool_path
 
-ROOT = Path(__file__).parents[2]  # no resolve(): the replay test imports this in the sandbox
 RELEASES_DIR = ROOT / ".data" / "releases"
 
 

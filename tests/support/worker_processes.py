@@ -23,9 +23,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
 from storywink.config import Settings
+from tests.support.paths import WORKER_SCRIPT
 from tests.support.provider_fakes import Fakes
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def worker_env(
@@ -101,7 +100,7 @@ def worker_processes(
         ops = {"HEALTH_PORT": str(health_port), "OPS_HOST": "127.0.0.1", **(env or {})}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, str(ROOT / "worker.py")],
+                [sys.executable, str(WORKER_SCRIPT)],
                 cwd=log_dir,
                 env=worker_env(settings, fakes, f"replica-{n}", ops),
                 stdout=log,

@@ -25,9 +25,11 @@ def upgrade() -> None:
     )
     op.add_column("pages", sa.Column("change_request", sa.Text(), nullable=True))
     op.add_column("pages", sa.Column("redraw_problem", sa.Text(), nullable=True))
+    op.add_column("pages", sa.Column("redraw_ask_id", sa.String(100), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("pages", "redraw_ask_id")
     op.drop_column("pages", "redraw_problem")
     op.drop_column("pages", "change_request")
     op.drop_column("pages", "image_version")

@@ -14,6 +14,14 @@ API secret. A bad signature or unknown key gets Cloudinary's 401 error JSON.
         cdn.held_uploads  # public id -> client port of each upload being withheld
         cdn.release_held_uploads()  # answer them now
         cdn.uploads_of("storywink/b1/generated/page_1")  # stored uploads of that id
+        cdn.put("storywink/b1/originals/page_1", data, delivery_type="authenticated")
+        cdn.delete_limit = 2  # a delete by prefix takes 2 assets, answers partial + cursor
+        cdn.assets_under("storywink/b1/")  # (delivery type, public id) of what is left
+
+The Admin API's listing (`GET resources/image/{type}?prefix=`) and delete (`DELETE
+resources/image/{type}` with `prefix` or `public_ids`, `next_cursor`) answer like
+Cloudinary's: at most `delete_limit` (1000) originals a delete, `partial` and a
+`next_cursor` while more are left; `fail_next_admin` faults them as every Admin API call.
 
 `secure_url` points at this server (`GET /{cloud}/image/upload/v{version}/{public_id}.{fmt}`).
 
@@ -117,7 +125,7 @@ class Asset:
     tags: list[str] = field(default_factory=list)
     context: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
-    type: str = "upload"
+    delivery_type: str = "upload"
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,10 @@ class FakeCloudinaryServer(BackgroundServer):
         self.cloud_name = cloud_name
         self.api_key = api_key
         self.api_secret = api_secret
-        self._assets: dict[tuple[str, str], Asset] = {}  # (type, public id)
+        self._assets: dict[tuple[str, str], Asset] = {}  # by (delivery type, public id)
         self._downloads: list[tuple[str, int]] = []
+        self.delete_limit = 1000  # originals one Admin API delete removes, as Cloudinary's
+        self._deleted: list[tuple[str, str]] = []
         self._uploads: list[RecordedUpload] = []
         self._stored_counts: dict[str, int] = {}
         self._upload_faults: deque[CloudFault] = deque()
@@ -183,7 +193,8 @@ class FakeCloudinaryServer(BackgroundServer):
         data: bytes,
         tags: list[str] | None = None,
         context: dict[str, str] | None = None,
-        delivery_type: str = "authenticated",
+        *,
+        delivery_type: str = "upload",
     ) -> Asset:
         """Store an asset directly, as if uploaded earlier."""
         with self._lock:
@@ -201,8 +212,20 @@ class FakeCloudinaryServer(BackgroundServer):
 
     @property
     def downloads(self) -> list[tuple[str, int]]:
+        """(public id, HTTP status) of every signed-download request."""
         with self._lock:
             return list(self._downloads)
+
+    def assets_under(self, prefix: str) -> list[tuple[str, str]]:
+        """(delivery type, public id) of every asset whose id starts with `prefix`."""
+        with self._lock:
+            return sorted(key for key in self._assets if key[1].startswith(prefix))
+
+    @property
+    def deleted(self) -> list[tuple[str, str]]:
+        """(delivery type, public id) of every asset the Admin API deleted, in order."""
+        with self._lock:
+            return list(self._deleted)
 
     def uploads_of(self, public_id: str) -> int:
         """How many uploads were stored under `public_id` (faulted attempts not counted)."""
@@ -241,8 +264,11 @@ class FakeCloudinaryServer(BackgroundServer):
 
     def delivery_url(self, asset: Asset) -> str:
         """The asset's delivery URL, unsigned: it serves an `upload` asset only."""
-        path = f"{self.cloud_name}/image/{asset.type}/v{asset.version}/{asset.public_id}"
-        return self.url(f"{path}.{asset.format}")
+        path = (
+            f"{self.cloud_name}/image/{asset.delivery_type}/v{asset.version}/"
+            f"{asset.public_id}.{asset.format}"
+        )
+        return self.url(path)
 
     # ----- the app -----
 
@@ -251,11 +277,10 @@ class FakeCloudinaryServer(BackgroundServer):
         app.router.add_post("/v1_1/{cloud}/image/upload", self._upload)
         app.router.add_get("/v1_1/{cloud}/image/download", self._download)
         app.router.add_post("/v1_1/{cloud}/image/destroy", self._destroy)
-        app.router.add_get(
-            "/v1_1/{cloud}/resources/image/{type:upload|authenticated}/{public_id:.+}",
-            self._resource,
-        )
-        app.router.add_get("/{cloud}/image/{type:upload|authenticated}/{path:.+}", self._deliver)
+        app.router.add_get("/v1_1/{cloud}/resources/image/{type}", self._list)
+        app.router.add_delete("/v1_1/{cloud}/resources/image/{type}", self._delete)
+        app.router.add_get("/v1_1/{cloud}/resources/image/{type}/{public_id:.+}", self._resource)
+        app.router.add_get("/{cloud}/image/{type}/{path:.+}", self._deliver)
         return app
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
@@ -335,7 +360,8 @@ class FakeCloudinaryServer(BackgroundServer):
             return f"Invalid Signature {signature}. String to sign - '{to_sign}'."
         return None
 
-    async def _resource(self, request: web.Request) -> web.StreamResponse:
+    async def _admin_refusal(self, request: web.Request) -> web.StreamResponse | None:
+        """Count an Admin API call and carry out its fault; None: answer it."""
         with self._lock:
             self._admin_calls += 1
             fault = self._admin_faults.popleft() if self._admin_faults else None
@@ -345,12 +371,76 @@ class FakeCloudinaryServer(BackgroundServer):
             return _error(503, "shutting down")
         if not self._admin_authorized(request):
             return _error(401, "Invalid credentials")
+        return None
+
+    async def _resource(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := await self._admin_refusal(request)) is not None:
+            return refusal
         public_id = request.match_info["public_id"]
         with self._lock:
             asset = self._assets.get((request.match_info["type"], public_id))
             body = self._resource_json(asset) if asset is not None else None
         if body is None:
             return _error(404, f"Resource not found - {public_id}")
+        return web.json_response(body)
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        """Admin API `resources`: by prefix, oldest first, `max_results` a page."""
+        if (refusal := await self._admin_refusal(request)) is not None:
+            return refusal
+        delivery_type = request.match_info["type"]
+        prefix = request.query.get("prefix", "")
+        try:
+            limit = min(int(request.query.get("max_results", "10")), 500)
+            start = int(request.query.get("next_cursor", "0"))
+        except ValueError:
+            return _error(400, "Invalid max_results or next_cursor")
+        with self._lock:
+            found = [
+                asset
+                for (kind, public_id), asset in sorted(self._assets.items())
+                if kind == delivery_type and public_id.startswith(prefix)
+            ]
+            page = [self._resource_json(asset) for asset in found[start : start + limit]]
+        body: dict[str, Any] = {"resources": page}
+        if start + limit < len(found):
+            body["next_cursor"] = str(start + limit)
+        return web.json_response(body)
+
+    async def _delete(self, request: web.Request) -> web.StreamResponse:
+        """Admin API `delete_resources` (by `public_ids`) or `delete_resources_by_prefix`:
+        at most `delete_limit` originals a call; `partial` and a `next_cursor` if more are
+        left (the cursor only says "go on": what is deleted is gone)."""
+        if (refusal := await self._admin_refusal(request)) is not None:
+            return refusal
+        try:
+            params = await request.json()
+        except ValueError:
+            return _error(400, "Invalid JSON body")
+        delivery_type = request.match_info["type"]
+        prefix = params.get("prefix")
+        public_ids = params.get("public_ids")
+        if not prefix and not public_ids:
+            return _error(400, "Missing required parameter - public_ids, prefix or all")
+        with self._lock:
+            if prefix:
+                matching = sorted(
+                    key
+                    for key in self._assets
+                    if key[0] == delivery_type and key[1].startswith(prefix)
+                )
+            else:
+                matching = [(delivery_type, public_id) for public_id in public_ids]
+            batch, rest = matching[: self.delete_limit], matching[self.delete_limit :]
+            deleted: dict[str, str] = {}
+            for key in batch:
+                found = self._assets.pop(key, None)
+                deleted[key[1]] = "deleted" if found is not None else "not_found"
+                if found is not None:
+                    self._deleted.append(key)
+        body: dict[str, Any] = {"deleted": deleted, "deleted_counts": {}, "partial": bool(rest)}
+        if rest:
+            body["next_cursor"] = hashlib.sha1(rest[0][1].encode()).hexdigest()
         return web.json_response(body)
 
     def _admin_authorized(self, request: web.Request) -> bool:
@@ -438,7 +528,7 @@ class FakeCloudinaryServer(BackgroundServer):
             tags=list(tags),
             context=dict(context),
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            type=delivery_type,
+            delivery_type=delivery_type,
         )
         self._assets[(delivery_type, public_id)] = asset
         self._stored_counts[public_id] = self._stored_counts.get(public_id, 0) + 1
@@ -458,7 +548,7 @@ class FakeCloudinaryServer(BackgroundServer):
             "version_id": hashlib.md5(f"{asset.version}".encode()).hexdigest(),
             "format": asset.format,
             "resource_type": "image",
-            "type": asset.type,
+            "type": asset.delivery_type,
             "created_at": asset.created_at,
             "bytes": len(asset.data),
             "width": asset.width,

@@ -1,0 +1,1 @@
+"""Erasing a book: its runs stopped, its pictures and photos deleted, then its rows."""

@@ -1,0 +1,1 @@
+"""The book part (storywink/book): texts and photos at the door, the operator's report."""

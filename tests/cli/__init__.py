@@ -1,0 +1,1 @@
+"""The storywink command (storywink/cli): its subcommands, errors and exit codes."""

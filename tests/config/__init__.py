@@ -1,0 +1,1 @@
+"""Settings, the style library and the secret redactor (storywink/config.py)."""

@@ -1,0 +1,1 @@
+"""The database plumbing (storywink/db, storywink/migrations): migrations, creating a database."""

@@ -1,0 +1,1 @@
+"""storywink demo (storywink/demo): the sample book, the gallery, where the Web UI is."""

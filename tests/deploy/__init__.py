@@ -1,0 +1,1 @@
+"""The production stack (deploy/, docker-compose.temporal.yml): compose, Prometheus, versions."""

@@ -1,0 +1,1 @@
+"""Erasing a book: the run, its stores, its entry points."""

@@ -1,0 +1,1 @@
+"""The illustration part (storywink/illustration): records, prompt, style assets, client."""

@@ -1,0 +1,1 @@
+"""The providers (storywink/providers) against the fake servers, through the real SDKs."""

@@ -1,0 +1,1 @@
+"""The story part (storywink/story): answer checks, whole story runs and their failures."""

@@ -1,0 +1,1 @@
+"""The Temporal connection and the upgrade move (storywink/temporal)."""

@@ -1,0 +1,1 @@
+"""The worker process (storywink/worker, worker.py): start-up, health, replicas, crashes."""

@@ -1,0 +1,1 @@
+"""The workflows' orchestration: whole runs, redraws, replay, operator actions, a run's identity."""
