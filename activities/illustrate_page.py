@@ -40,6 +40,7 @@ from storywink.illustration import metrics
 from storywink.illustration import records as books
 from storywink.illustration.prompt import build_prompt
 from storywink.images import NotAnImage, normalise_photo
+from storywink.pictures import asset_ref, url_to_fetch
 from storywink.providers.base import (
     ContentRefused,
     FleetFault,
@@ -169,7 +170,8 @@ class IllustratePageActivities:
         """Keep an image the attempt already stored; otherwise say where it was stopped."""
         try:
             if attempt.stored is not None:
-                await self._record(task, attempt, ModerationStatus.OK, image_url=attempt.stored.url)
+                picture = asset_ref(attempt.stored)
+                await self._record(task, attempt, ModerationStatus.OK, image_ref=picture)
             else:
                 reason = books.cancelled_reason(f"during {attempt.stage}")
                 await self._record(task, attempt, ModerationStatus.FAILED, reason=reason)
@@ -209,10 +211,10 @@ class IllustratePageActivities:
                     },
                 ),
             )
-            heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, image_url=stored.url))
+            heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, stored))
         attempt.stored = stored
         attempt.stage = Stage.RECORD
-        return await self._record(task, attempt, ModerationStatus.OK, image_url=stored.url)
+        return await self._record(task, attempt, ModerationStatus.OK, image_ref=asset_ref(stored))
 
     async def _stored_earlier(
         self, task: PageTask, heartbeat: Heartbeat, attempt: _Attempt
@@ -223,14 +225,19 @@ class IllustratePageActivities:
             return None
         public_id = _public_id(task)
         previous = heartbeat.earlier(PageCheckpoint)
-        if previous is not None and previous.image_url:
+        if previous is not None and previous.asset_id:
             _log_for(task, "reusing the image an earlier attempt stored")
-            return StoredImage(url=previous.image_url, public_id=public_id)
+            return StoredImage(url="", public_id=previous.asset_id)
+        if previous is not None and previous.image_url:  # an older worker's public upload
+            _log_for(task, "reusing the image an earlier attempt stored")
+            return StoredImage(url=previous.image_url, public_id=public_id, private=False)
         stored = await self._in_stage(Stage.UPLOAD, self._store.find(public_id))
+        if stored is None and task.asset_salt is None:  # prepared before private images
+            stored = await self._in_stage(Stage.UPLOAD, self._store.find(public_id, private=False))
         if stored is None or not _drawn_for(task, stored.context):
             return None
         _log_for(task, "reusing the image found under %s", public_id)
-        heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, image_url=stored.url))
+        heartbeat.checkpoint(attempt.checkpoint(Stage.UPLOAD, stored))
         return stored
 
     async def _draft_or_new_image(
@@ -264,10 +271,11 @@ class IllustratePageActivities:
         self, task: PageTask, attempt: _Attempt, heartbeat: Heartbeat
     ) -> GeneratedImage:
         attempt.stage = Stage.FETCH_PHOTO
-        if not task.original_image_url:
+        photo_ref = task.original_asset_id or task.original_image_url
+        if not photo_ref:
             raise _PageSettled(ModerationStatus.FAILED, f"{Stage.FETCH_PHOTO}: page has no photo")
         photo = await self._in_stage(
-            Stage.FETCH_PHOTO, _fetch_photo(self._fetcher, task.original_image_url)
+            Stage.FETCH_PHOTO, _fetch_photo(self._fetcher, url_to_fetch(self._store, photo_ref))
         )
         reference: SourceImage | None = None
         if self._illustrator.uses_style_reference:
@@ -350,7 +358,7 @@ class IllustratePageActivities:
         attempt: _Attempt,
         status: ModerationStatus,
         *,
-        image_url: str | None = None,
+        image_ref: str | None = None,
         reason: str | None = None,
     ) -> PageResult:
         for ending in attempt.unclosed_calls:  # calls that ended while the database was away
@@ -363,7 +371,7 @@ class IllustratePageActivities:
                 task.page_id,
                 task.run_id,
                 status,
-                image_url=image_url,
+                image_ref=image_ref,
                 reason=reason,
                 uncounted_calls=attempt.uncounted_calls,
                 redraw=task.redraw,
@@ -440,10 +448,12 @@ class _Attempt:
         # Endings of this page's calls the ledger could not take yet (storywink.cost.meter).
         self.unclosed_calls: list[UnclosedCall] = []
 
-    def checkpoint(self, stage: Stage, image_url: str | None = None) -> PageCheckpoint:
+    def checkpoint(self, stage: Stage, stored: StoredImage | None = None) -> PageCheckpoint:
+        private = stored is not None and stored.private
         return PageCheckpoint(
             stage=stage,
-            image_url=image_url,
+            image_url=stored.url if stored is not None and not private else None,
+            asset_id=stored.public_id if stored is not None and private else None,
             uncounted_calls=self.uncounted_calls,
             unclosed_calls=self.unclosed_calls,
         )
@@ -461,7 +471,7 @@ def _may_have_earlier_work(task: PageTask) -> bool:
 def _public_id(task: PageTask) -> str:
     """Where this version of the page's picture is stored (a redraw's has its own id)."""
     version = task.redraw.version if task.redraw else 0
-    return contract.page_public_id(task.book_id, task.page_number, version)
+    return contract.page_public_id(task.book_id, task.page_number, version, task.asset_salt)
 
 
 def _run_ids(task: PageTask) -> tuple[str, ...]:
@@ -496,6 +506,7 @@ class PageCheckpoint(BaseModel):
     """Heartbeat details: how far this attempt got. No secrets, no image bytes."""
 
     stage: Stage
-    image_url: str | None = None
+    image_url: str | None = None  # a public asset's URL (a worker before private images)
+    asset_id: str | None = None  # a private asset: its id, never a signed URL
     uncounted_calls: int = 0  # model calls to add to the page's count when it is recorded
     unclosed_calls: list[UnclosedCall] = []  # call endings to write to the ledger

@@ -123,7 +123,10 @@ def page_task(
         page_id=page.id,
         page_number=page.page_number,
         is_title_page=page.is_title_page,
-        original_image_url=page.original_image_url,
+        # The photo by asset id: the page activity signs it when it fetches it.
+        original_image_url=page.original_image_url if not page.original_asset_id else None,
+        original_asset_id=page.original_asset_id,
+        asset_salt=book.asset_salt,
         text=page.text,
         illustration_notes=page.illustration_notes,
         style=style,

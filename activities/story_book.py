@@ -82,7 +82,10 @@ class StoryBookActivities:
                     page_id=page.id,
                     page_number=page.page_number,
                     is_title_page=page.is_title_page,
-                    original_image_url=page.original_image_url,
+                    original_image_url=(
+                        page.original_image_url if not page.original_asset_id else None
+                    ),
+                    original_asset_id=page.original_asset_id,
                 )
                 for page in book.pages
             ),

@@ -25,11 +25,13 @@ from storywink.contract import (
     STORY_UNUSABLE_ANSWER,
     BookStatus,
     StoryOutcome,
+    StoryPage,
     StoryPlan,
 )
 from storywink.cost.meter import CallMeter
 from storywink.db.engine import in_session
-from storywink.providers.base import ContentRefused, PermanentError, TransientError
+from storywink.pictures import url_to_fetch
+from storywink.providers.base import ContentRefused, ImageStore, PermanentError, TransientError
 from storywink.providers.fetch import ImageFetcher
 from storywink.providers.story import StoryJob, StoryJobPage, StoryWriter, UnusableAnswer
 from storywink.redact import Redactor
@@ -63,7 +65,10 @@ class WriteStoryActivities:
         fetcher: ImageFetcher,
         redactor: Redactor,
         meter: CallMeter | None = None,
+        store: ImageStore | None = None,
     ) -> None:
+        """`store` signs the fetches of private photos (pages that keep an asset id)."""
+        self._store = store
         self._meter = meter or CallMeter(sessions)
         self._sessions = sessions
         self._writer = writer
@@ -104,20 +109,25 @@ class WriteStoryActivities:
             story_settled(outcome.status.value, time.monotonic() - started)
         return outcome
 
+    def _photo_url(self, page: StoryPage) -> str | None:
+        """The photo's URL, signed now when it is a private asset."""
+        if page.original_asset_id and self._store is not None:
+            return url_to_fetch(self._store, page.original_asset_id)
+        return page.original_image_url
+
     async def _write(self, plan: StoryPlan) -> list[PageText]:
         pages = []
         for page in plan.pages:
             photo = None
             if self._writer.uses_photos:
-                if not page.original_image_url:
+                url = self._photo_url(page)
+                if url is None:
                     raise _StorySettled(
                         f"fetch photo: page {page.page_number} has no photo",
                         StoryFailureReason.REJECTED,
                     )
                 with self._stage("fetch photo"):
-                    photo = await self._fetcher.fetch(
-                        page.original_image_url, f"photo of page {page.page_number}"
-                    )
+                    photo = await self._fetcher.fetch(url, f"photo of page {page.page_number}")
             pages.append(StoryJobPage(page.page_number, page.is_title_page, photo))
         job = StoryJob(
             title=plan.title,

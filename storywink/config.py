@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     gemini_text_model: str = Field(default=DEFAULT_TEXT_MODEL, min_length=1)
     cloudinary_url: SecretStr | None = None
     style_assets_url: str = "https://res.cloudinary.com/storywink/image/upload/v1/styles/"
+    image_url_ttl_seconds: int = Field(
+        default=3600,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="Lifetime of the signed URLs of photos and pictures shown to anyone.",
+    )
     allow_private_fetch: bool = Field(
         default=False,
         description="Allow photo/reference URLs on loopback or private addresses (dev/tests).",

@@ -6,11 +6,14 @@ pydantic models that cross a workflow boundary. Everything here is in recorded h
 somebody's script: change it with care (see tests/histories/README.md).
 
 The models read as plain JSON in the Temporal Web UI, and the CLI can send the same JSON.
-Never put image bytes in them: pages carry URLs and ids only.
+Never put image bytes or signed URLs in them: pages carry asset ids (and, from books
+stored before private images, public URLs) only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import timedelta
 from enum import StrEnum
 from typing import Final
@@ -89,11 +92,39 @@ def illustration_workflow_id(book_id: str) -> str:
     return f"{ILLUSTRATION_WORKFLOW_ID_PREFIX}{book_id}"
 
 
-def page_public_id(book_id: str, page_number: int, version: int = 0) -> str:
+def book_asset_folder(book_id: str) -> str:
+    """The one folder that holds every asset of a book (originals, every picture version):
+    erasing a book deletes everything under it."""
+    return f"storywink/{book_id}"
+
+
+def page_public_id(
+    book_id: str, page_number: int, version: int = 0, salt: str | None = None
+) -> str:
     """Deterministic CDN id: a retried upload overwrites instead of duplicating. Each
-    version of a page's picture (a redraw) has its own id, so no cache serves the old one."""
+    version of a page's picture (a redraw) has its own id, so no cache serves the old one.
+
+    With the book's asset salt (`books.asset_salt`, random per book) the name is an HMAC
+    of the page and version: one asset id gives away neither the book's other pages nor
+    their versions. Books created before the salt (migration 0008) keep the readable name."""
+    folder = f"{book_asset_folder(book_id)}/generated"
+    if salt is not None:
+        return f"{folder}/{_asset_name(salt, 'generated', page_number, version)}"
     suffix = f"_v{version}" if version else ""
-    return f"storywink/{book_id}/generated/page_{page_number}{suffix}"
+    return f"{folder}/page_{page_number}{suffix}"
+
+
+def original_public_id(book_id: str, page_number: int, salt: str | None = None) -> str:
+    """The asset id of a page's photo, named like its pictures (`page_public_id`)."""
+    folder = f"{book_asset_folder(book_id)}/originals"
+    if salt is not None:
+        return f"{folder}/{_asset_name(salt, 'original', page_number, 0)}"
+    return f"{folder}/page_{page_number}"
+
+
+def _asset_name(salt: str, kind: str, page_number: int, version: int) -> str:
+    message = f"{kind}/{page_number}/{version}".encode()
+    return hmac.new(salt.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
 class BookStatus(StrEnum):
@@ -192,6 +223,9 @@ class PageTask(Frozen):
     page_id: str
     page_number: int
     is_title_page: bool
+    # The photo: a URL from releases before private images (and for a book stored before
+    # them), else None and the photo's asset id below, signed by the activity when it
+    # fetches it (a signed URL never goes into history).
     original_image_url: str | None
     text: str | None
     illustration_notes: str | None
@@ -203,6 +237,10 @@ class PageTask(Frozen):
     # The fleet (storywink.db.fleet) whose database prepared the run: a page worker of another
     # fleet leaves the page for one of this fleet. None from workers before it existed.
     fleet_id: str | None = None
+    original_asset_id: str | None = None
+    # The book's asset salt (`page_public_id`); None: a run prepared before it existed,
+    # whose pictures keep the readable name its earlier attempts may have stored under.
+    asset_salt: str | None = None
     # A redraw (PageRedraw) of a page that was drawn before; None: its first drawing.
     redraw: RedrawOf | None = None
 
@@ -260,8 +298,10 @@ class PageResult(Frozen):
     page_id: str
     page_number: int
     moderation_status: ModerationStatus
+    # A picture stored before private images: its public URL (releases before them).
     generated_image_url: str | None = None
     moderation_reason: str | None = None
+    generated_asset_id: str | None = None  # a private picture's asset id
 
 
 class PageFailure(Frozen):
@@ -352,7 +392,8 @@ class StoryPage(Frozen):
     page_id: str
     page_number: int
     is_title_page: bool
-    original_image_url: str | None
+    original_image_url: str | None  # as in PageTask: None when the asset id is set
+    original_asset_id: str | None = None
 
 
 class StoryPlan(Frozen):

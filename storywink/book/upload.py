@@ -3,7 +3,8 @@
 Every photo is normalised (`storywink.images.normalise_photo`) into a temporary folder
 before the first upload, so a photo that does not decode is refused by name with nothing
 uploaded, and only one photo is in memory at a time. A failure after the upload started
-leaves nothing behind: the originals already uploaded are deleted.
+leaves nothing behind: the originals already uploaded are deleted. The originals are
+private assets named with the book's new asset salt (contract.original_public_id).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from storywink import contract
 from storywink.book.inputs import BookInputError, NewBook
 from storywink.contract import BookStatus
 from storywink.db.engine import in_session
-from storywink.db.models import new_id
+from storywink.db.models import new_asset_salt, new_id
 from storywink.illustration import records as books
 from storywink.images import NotAnImage, Photo, normalise_photo
+from storywink.pictures import asset_ref
 from storywink.providers.base import GeneratedImage, ImageStore
 from storywink.providers.local_storage import LocalImageStore
 
@@ -87,12 +90,13 @@ async def _upload_and_create(
     texts: list[str] | None,
 ) -> str:
     book_id = new_id()
+    salt = new_asset_salt()
     uploaded: list[str] = []
     try:
-        urls = []
+        refs = []
         for number, (photo, mime) in enumerate(photos, start=1):
             data = await asyncio.to_thread(photo.read_bytes)
-            public_id = f"storywink/{book_id}/originals/page_{number}"
+            public_id = contract.original_public_id(book_id, number, salt)
             uploaded.append(public_id)  # before the call: a timed-out upload may have landed
             stored = await store.store(
                 GeneratedImage(data, mime),
@@ -100,9 +104,9 @@ async def _upload_and_create(
                 tags=[f"book_{book_id}", "original"],
                 context={},
             )
-            urls.append(stored.url)
+            refs.append(asset_ref(stored))
         new_pages = [
-            books.NewPage(url, text=texts[i] if texts else None) for i, url in enumerate(urls)
+            books.NewPage(ref, text=texts[i] if texts else None) for i, ref in enumerate(refs)
         ]
         created = await in_session(
             sessions,
@@ -114,13 +118,14 @@ async def _upload_and_create(
             art_style=book.art_style,
             pages=new_pages,
             status=BookStatus.STORY_READY if texts else BookStatus.DRAFT,
+            asset_salt=salt,
         )
     except BaseException as exc:
         left = await _discard_originals(store, uploaded)
         if left:
             exc.add_note(
                 f"up to {len(left)} originals uploaded to the {store.name} store remain "
-                f"under storywink/{book_id}/originals (it cannot delete them)"
+                f"under {contract.book_asset_folder(book_id)}/originals (it cannot delete them)"
             )
         raise
     return created.id

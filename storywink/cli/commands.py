@@ -46,6 +46,7 @@ from storywink.erasure.client import ErasureClient
 from storywink.illustration.client import IllustrationClient, RunEnd
 from storywink.illustration.style_assets import publish_references
 from storywink.illustration.styles import DEFAULT_STYLE, STYLES
+from storywink.pictures import picture_signer
 from storywink.providers.factory import build_store
 from storywink.temporal.connection import connect_temporal
 
@@ -58,6 +59,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(devserver_app, name="devserver")
 styles_app = typer.Typer(help="The art styles' reference images.", no_args_is_help=True)
 app.add_typer(styles_app, name="styles")
+images_app = typer.Typer(help="The books' photos and pictures.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
 runs_app = typer.Typer(help="Workflow runs in flight.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
@@ -154,7 +157,7 @@ def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     with one_line_errors():
         database = open_database(settings)
         with database.sessions() as session:
-            book = book_json(get_book(session, book_id))
+            book = book_json(get_book(session, book_id), picture_signer(settings))
             cost = book_cost(session, book_id)
     if as_json:
         print(json.dumps({**book, "cost": cost.model_dump(mode="json")}, indent=2))
@@ -166,9 +169,13 @@ def status(book_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         line = cost.pages.get(page["page_number"])
         spent = f"  [{describe(line)}]" if line is not None else ""
         print(f"  page {page['page_number']:>2}: {page['moderation_status']}{reason}{spent}")
+        if page["generated_image_url"]:
+            print(f"           {page['generated_image_url']}")
     if cost.story.calls:
         print(f"  story: {describe(cost.story)}")
     print(f"  cost: {describe(cost.total)}")
+    if any(page["generated_image_url"] for page in book["pages"]):
+        print(f"  picture URLs are signed: they expire at {book['urls_expire_at']}")
 
 
 @app.command("books")
@@ -241,6 +248,43 @@ def runs_upgrade(
     err.print(f"{count} run(s) this code cannot replay; {verb} {count if count else 'none'}")
 
 
+@images_app.command("privatize")
+def images_privatize(
+    book: Annotated[list[str] | None, typer.Option("--book", help="only this book")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+) -> None:
+    """Move the public images of books stored before private images to private assets,
+    then delete the public ones (docs/privacy.md). Run it once no worker of an older
+    release is left; run it again after a failure, it goes on where it stopped."""
+    from storywink.book.privatize import Privatized, privatize
+    from storywink.providers.fetch import ImageFetcher
+
+    settings = settings_or_exit()
+
+    async def go() -> Privatized:
+        database = open_database(settings)
+        async with ImageFetcher(
+            timeout_seconds=settings.fetch_timeout_seconds,
+            max_bytes=settings.max_fetch_bytes,
+            allow_private=settings.allow_private_fetch,
+        ) as fetcher:
+            return await privatize(
+                database.sessions, build_store(settings), fetcher, book, dry_run=dry_run
+            )
+
+    done = run_or_exit(go())
+    for image in done.moved:
+        print(f"{image.book_id} page {image.page_number} {image.kind}: {image.new_id}")
+    for url in done.left_public:
+        err.print(f"not deleted (not this CDN's, or no delete): {escape(url)}", highlight=False)
+    for book_id in done.busy_books:
+        err.print(f"{book_id}: a run holds it; run this again once it is settled")
+    verb = "would move" if dry_run else "moved"
+    err.print(f"{verb} {len(done.moved)} image(s) to private assets")
+    if done.busy_books:
+        raise typer.Exit(3)
+
+
 @styles_app.command("publish")
 def styles_publish() -> None:
     """Upload the shipped style reference images to the configured storage (once per
@@ -273,7 +317,13 @@ async def _demo(settings: Settings, pages: int, out_dir: Path) -> tuple[str, str
     return (
         book_id,
         status,
-        write_book_gallery(database, book_id, status, out_dir / f"book-{book_id}.html"),
+        write_book_gallery(
+            database,
+            book_id,
+            status,
+            out_dir / f"book-{book_id}.html",
+            picture_signer(settings),
+        ),
     )
 
 

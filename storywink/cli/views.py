@@ -13,11 +13,15 @@ from storywink.book.report import BooksReport
 from storywink.contract import BookStatus
 from storywink.db.models import Book, new_id
 from storywink.erasure.contract import ErasureOutcome
+from storywink.pictures import PictureSigner
 
 BOOK_ID_WIDTH: Final = len(new_id())
 
 
-def book_json(book: Book) -> dict[str, Any]:
+def book_json(book: Book, pictures: PictureSigner) -> dict[str, Any]:
+    """The book as `status --json` prints it: its photos and pictures by signed URLs that
+    expire at `urls_expire_at` (a public one stored before private images by its URL)."""
+    expires_at = pictures.expiry()
     return {
         "id": book.id,
         "title": book.title,
@@ -31,10 +35,12 @@ def book_json(book: Book) -> dict[str, Any]:
                 "text": p.text,
                 "moderation_status": p.moderation_status.value,
                 "moderation_reason": p.moderation_reason,
-                "generated_image_url": p.generated_image_url,
+                "original_image_url": pictures.url(p.photo_ref, expires_at),
+                "generated_image_url": pictures.url(p.picture_ref, expires_at),
             }
             for p in book.pages
         ],
+        "urls_expire_at": expires_at.isoformat(),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 
@@ -31,6 +32,11 @@ from storywink.contract import BookStatus, ModerationStatus, NotificationType
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_asset_salt() -> str:
+    """A book's secret for naming its assets (contract.page_public_id)."""
+    return secrets.token_hex(16)
 
 
 def utcnow() -> datetime:
@@ -80,6 +86,9 @@ class Book(Timestamps, Base):
     cost_micro_usd: Mapped[int] = mapped_column(Integer, default=0)
     # Why the last story run failed; cleared when a story is written.
     story_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The secret the names of the book's assets are made with (contract.page_public_id):
+    # None for a book created before migration 0008 gave every book one.
+    asset_salt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     pages: Mapped[list[Page]] = relationship(
         back_populates="book", order_by="Page.page_number", cascade="all, delete-orphan"
@@ -94,11 +103,16 @@ class Page(Timestamps, Base):
     book_id: Mapped[str] = mapped_column(ForeignKey("books.id", ondelete="CASCADE"), index=True)
     page_number: Mapped[int] = mapped_column(Integer)
     is_title_page: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The photo and the picture are private assets, kept by asset id (storywink.pictures);
+    # the `*_image_url` columns hold only the public URLs of images stored before 0008
+    # (the previous release's workers read and write those while they drain).
+    original_asset_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     original_image_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     illustration_notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Why the story run left this page without usable text (never silently filled).
     text_problem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    generated_asset_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     generated_image_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     moderation_status: Mapped[ModerationStatus] = mapped_column(
         _enum(ModerationStatus), default=ModerationStatus.PENDING
@@ -120,8 +134,18 @@ class Page(Timestamps, Base):
     book: Mapped[Book] = relationship(back_populates="pages")
 
     @property
+    def photo_ref(self) -> str | None:
+        """The photo's asset ref (storywink.pictures): its asset id, or a legacy URL."""
+        return self.original_asset_id or self.original_image_url
+
+    @property
+    def picture_ref(self) -> str | None:
+        """The picture's asset ref: its asset id, or a legacy URL."""
+        return self.generated_asset_id or self.generated_image_url
+
+    @property
     def has_image(self) -> bool:
-        return self.moderation_status is ModerationStatus.OK and bool(self.generated_image_url)
+        return self.moderation_status is ModerationStatus.OK and bool(self.picture_ref)
 
 
 class Notification(Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Final
@@ -53,8 +54,16 @@ class GalleryPage:
     moderation_reason: str | None = None
 
 
-def write_gallery(path: Path, *, title: str, status: str, pages: Sequence[GalleryPage]) -> Path:
-    """Write the gallery HTML to `path` (creating its directory) and return `path`."""
+def write_gallery(
+    path: Path,
+    *,
+    title: str,
+    status: str,
+    pages: Sequence[GalleryPage],
+    urls_expire_at: datetime | None = None,
+) -> Path:
+    """Write the gallery HTML to `path` (creating its directory) and return `path`.
+    `urls_expire_at`: when the signed URLs of its images stop working (said on the page)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
     sections = [_page_html(page, base) for page in sorted(pages, key=lambda p: p.page_number)]
@@ -72,6 +81,7 @@ def write_gallery(path: Path, *, title: str, status: str, pages: Sequence[Galler
             f"<h1>{escape(title)}</h1>",
             f'<p class="book-status">Status: <strong>{escape(status)}</strong>'
             f" &middot; {len(pages)} pages</p>",
+            _expiry_html(urls_expire_at),
             *sections,
             "</body>",
             "</html>",
@@ -80,6 +90,16 @@ def write_gallery(path: Path, *, title: str, status: str, pages: Sequence[Galler
     )
     path.write_text(document, encoding="utf-8")
     return path
+
+
+def _expiry_html(urls_expire_at: datetime | None) -> str:
+    if urls_expire_at is None:
+        return ""
+    when = escape(urls_expire_at.isoformat(timespec="seconds"))
+    return (
+        f'<p class="book-status">The images are private: their links expire at {when}'
+        " (<code>storywink status --json</code> gives new ones).</p>"
+    )
 
 
 def _page_html(page: GalleryPage, base: Path) -> str:

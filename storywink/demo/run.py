@@ -20,7 +20,9 @@ from storywink.demo.sample_book import (
 )
 from storywink.illustration.client import IllustrationClient
 from storywink.illustration.styles import DEFAULT_STYLE
+from storywink.pictures import PictureSigner
 from storywink.providers.factory import build_providers, build_store
+from storywink.providers.local_storage import LocalImageStore
 from storywink.story.client import StoryClient
 from storywink.temporal.connection import connect_temporal
 from storywink.worker.assembly import build_workers
@@ -67,20 +69,25 @@ async def workers_in_process(settings: Settings, database: Database) -> AsyncIte
         await providers.aclose()
 
 
-def write_book_gallery(database: Database, book_id: str, status: str, path: Path) -> Path:
-    """An HTML page with every page's photo, text and picture."""
+def write_book_gallery(
+    database: Database, book_id: str, status: str, path: Path, pictures: PictureSigner
+) -> Path:
+    """An HTML page with every page's photo, text and picture, shown by signed URLs that
+    expire (`IMAGE_URL_TTL_SECONDS`; local files by their path)."""
+    expires_at = pictures.expiry()
     with database.sessions() as session:
         book = get_book(session, book_id)
         return write_gallery(
             path,
             title=book.title,
             status=status,
+            urls_expire_at=None if isinstance(pictures.store, LocalImageStore) else expires_at,
             pages=[
                 GalleryPage(
                     page_number=p.page_number,
                     text=p.text,
-                    original_image_url=p.original_image_url,
-                    generated_image_url=p.generated_image_url,
+                    original_image_url=pictures.url(p.photo_ref, expires_at),
+                    generated_image_url=pictures.url(p.picture_ref, expires_at),
                     moderation_status=p.moderation_status.value,
                     moderation_reason=p.moderation_reason,
                 )

@@ -16,6 +16,7 @@ from storywink.contract import (
     PAGE_REDRAW_WORKFLOW_ID_PREFIX,
     STORY_WORKFLOW_ID_PREFIX,
     Frozen,
+    book_asset_folder,
 )
 
 BOOK_ERASURE_WORKFLOW: Final = "BookErasure"
@@ -54,7 +55,7 @@ def erasure_workflow_id(book_id: str) -> str:
 def book_asset_prefix(book_id: str) -> str:
     """Every asset of a book lives under this folder (originals, every picture version).
     The slash keeps book `ab` from erasing book `abc`'s."""
-    return f"storywink/{book_id}/"
+    return f"{book_asset_folder(book_id)}/"
 
 
 class ErasureRequest(Frozen):

@@ -5,6 +5,7 @@ run = await client.start_illustration(book_id)      # BookNotFound -> 404, BookN
 progress = await client.illustration_progress(book_id)
 end = await client.wait_for_illustration_end(book_id)  # how the run ended, and the book after
 outcome = await client.wait_for_illustration(book_id)  # its outcome, or RunEnded
+pictures = await client.book_pictures(book_id)  # signed URLs, until pictures.expires_at
 run = await client.redraw_page(book_id, 3, note="make the dog brown")  # one page again
 
 Every call follows the run that holds the book's claim, whatever its workflow id (a run
@@ -60,6 +61,7 @@ from storywink.db.fleet import FLEET_MEMO, database_fleet
 from storywink.db.models import Book
 from storywink.illustration import records as books
 from storywink.illustration.redraw_client import start_redraw, wait_for_redraw
+from storywink.pictures import PictureSigner, picture_signer
 from storywink.temporal.connection import (
     TemporalConnectionLost,
     connect_temporal,
@@ -118,6 +120,22 @@ class RunEnd:
 
 
 @dataclass(frozen=True)
+class PagePictures:
+    page_number: int
+    photo_url: str | None
+    picture_url: str | None  # None until the page has a picture
+
+
+@dataclass(frozen=True)
+class BookPictures:
+    """A book's images by signed URLs, all valid until `expires_at`."""
+
+    book_id: str
+    expires_at: datetime
+    pages: tuple[PagePictures, ...]
+
+
+@dataclass(frozen=True)
 class QueuePollers:
     task_queue: str
     kind: str  # "workflow" or "activity"
@@ -135,9 +153,12 @@ class IllustrationClient:
         page_task_queue: str | None = None,
         *,
         on_connection: Callable[[str], None] | None = None,
+        pictures: PictureSigner | None = None,
     ) -> None:
         """`on_connection` hears, in one line each, that the connection to Temporal was
-        lost while following a run, and that it is back."""
+        lost while following a run, and that it is back. `pictures` signs the URLs
+        `book_pictures` gives (`connect` builds it from the settings)."""
+        self._pictures = pictures
         self._on_connection = on_connection
         self._temporal = temporal
         self._sessions = sessions
@@ -156,6 +177,29 @@ class IllustrationClient:
             settings.temporal_task_queue,
             settings.temporal_illustration_task_queue,
             on_connection=on_connection,
+            pictures=picture_signer(settings),
+        )
+
+    async def book_pictures(self, book_id: str) -> BookPictures:
+        """Every page's photo and picture by signed URLs, which stop working at
+        `expires_at` (`IMAGE_URL_TTL_SECONDS` from now): ask again for new ones. Never
+        store them; a public picture stored before private images keeps its URL."""
+        if self._pictures is None:
+            raise ValueError("this client was built without a picture signer (pictures=…)")
+        signer = self._pictures
+        book = await in_session(self._sessions, _load_book, book_id)
+        expires_at = signer.expiry()
+        return BookPictures(
+            book_id=book.id,
+            expires_at=expires_at,
+            pages=tuple(
+                PagePictures(
+                    page_number=page.page_number,
+                    photo_url=signer.url(page.photo_ref, expires_at),
+                    picture_url=signer.url(page.picture_ref, expires_at),
+                )
+                for page in book.pages
+            ),
         )
 
     async def start_illustration(

@@ -25,8 +25,16 @@ from storywink.contract import (
     PageResult,
     RedrawOf,
 )
-from storywink.db.models import Book, Notification, Page, PageDraft, column_length
+from storywink.db.models import (
+    Book,
+    Notification,
+    Page,
+    PageDraft,
+    column_length,
+    new_asset_salt,
+)
 from storywink.illustration.styles import STYLES, UnknownStyle
+from storywink.pictures import RefColumns, ref_columns
 from storywink.redact import shorten
 
 NOT_STARTED = "before this page was started"
@@ -45,6 +53,7 @@ def _reset_pages_to_draw(book: Book, claimed_from: BookStatus) -> None:
         if redraw_all or needs_drawing(page):
             page.moderation_status = ModerationStatus.PENDING
             page.moderation_reason = None
+            page.generated_asset_id = None
             page.generated_image_url = None
             page.illustrated_by_run_id = None
 
@@ -109,6 +118,7 @@ def page_result(page: Page) -> PageResult:
         moderation_status=page.moderation_status,
         generated_image_url=page.generated_image_url,
         moderation_reason=page.moderation_reason,
+        generated_asset_id=page.generated_asset_id,
     )
 
 
@@ -128,7 +138,7 @@ def record_page(
     run_id: str,
     status: ModerationStatus,
     *,
-    image_url: str | None = None,
+    image_ref: str | None = None,
     reason: str | None = None,
     uncounted_calls: int = 0,
     redraw: RedrawOf | None = None,
@@ -153,12 +163,14 @@ def record_page(
     if already_recorded or page.book.claim_run_id != run_id:
         session.rollback()
         return page_result(page)
+    picture = ref_columns(image_ref)  # an asset id; a legacy URL only from an older attempt
     if redraw is None:
         page.moderation_status = status
-        page.generated_image_url = image_url
+        page.generated_asset_id = picture.asset_id
+        page.generated_image_url = picture.legacy_url
         page.moderation_reason = reason
     else:
-        _record_redraw(page, status, image_url, reason)
+        _record_redraw(page, status, picture, reason)
         page.image_version = redraw.version
         page.change_request = redraw.change_request
         page.redraw_ask_id = redraw.ask_id
@@ -180,10 +192,11 @@ def record_page(
 
 
 def _record_redraw(
-    page: Page, status: ModerationStatus, image_url: str | None, reason: str | None
+    page: Page, status: ModerationStatus, picture: RefColumns, reason: str | None
 ) -> None:
     if status is ModerationStatus.OK:
-        page.generated_image_url = image_url
+        page.generated_asset_id = picture.asset_id
+        page.generated_image_url = picture.legacy_url
         page.moderation_status = ModerationStatus.OK
         page.moderation_reason = None
         page.redraw_problem = None
@@ -357,7 +370,7 @@ def settle_book(
 
 @dataclass(frozen=True)
 class NewPage:
-    original_image_url: str | None
+    photo_ref: str | None  # the photo's asset ref (storywink.pictures)
     text: str | None = None
     illustration_notes: str | None = None
 
@@ -372,8 +385,10 @@ def create_book(
     pages: Sequence[NewPage],
     status: BookStatus,
     book_id: str | None = None,
+    asset_salt: str | None = None,
 ) -> Book:
-    """A book with its pages; the first page is the title page."""
+    """A book with its pages; the first page is the title page. `asset_salt`: the one its
+    photos were named with (storywink.book.upload), else a new one."""
     book = Book(
         user_id=user_id,
         title=title,
@@ -381,6 +396,7 @@ def create_book(
         art_style=art_style,
         page_length=len(pages),
         status=status,
+        asset_salt=asset_salt or new_asset_salt(),
     )
     if book_id is not None:
         book.id = book_id
@@ -388,7 +404,8 @@ def create_book(
         Page(
             page_number=number,
             is_title_page=number == 1,
-            original_image_url=page.original_image_url,
+            original_asset_id=ref_columns(page.photo_ref).asset_id,
+            original_image_url=ref_columns(page.photo_ref).legacy_url,
             text=page.text,
             illustration_notes=page.illustration_notes,
         )

@@ -54,11 +54,15 @@ async def publish_references(store: ImageStore) -> Published:
     bases = set()
     for path in reference_paths():
         public_id = f"{folder}/{PurePosixPath(path).with_suffix('')}"
-        stored = await store.find(public_id)
+        stored = await store.find(public_id, private=False)
         if stored is None:
             image = GeneratedImage((REFERENCES_DIR / path).read_bytes(), "image/png")
             stored = await store.store(
-                image, public_id, tags=["style_reference"], context={"folder": folder}
+                image,
+                public_id,
+                tags=["style_reference"],
+                context={"folder": folder},
+                private=False,  # our own art, which every worker fetches by URL
             )
             uploaded += 1
         else:

@@ -12,6 +12,7 @@ page outcomes of docs/behaviour.md:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 
@@ -103,9 +104,13 @@ class GeneratedImage:
 
 @dataclass(frozen=True)
 class StoredImage:
+    """An asset in a store. `url` is where a public asset is served; for a private one
+    (`private`) it is no address to hand out: show it through `ImageStore.signed_url`."""
+
     url: str
     public_id: str
     context: dict[str, str] = field(default_factory=dict)
+    private: bool = True
 
 
 class Illustrator(Protocol):
@@ -119,16 +124,32 @@ class Illustrator(Protocol):
 
 
 class ImageStore(Protocol):
-    """Keeps pictures under deterministic ids. Implementations: Cloudinary and local disk."""
+    """Keeps pictures under deterministic ids. Implementations: Cloudinary and local disk.
+
+    Photos and pictures are private (`private=True`): served only through `signed_url`.
+    Only the styles' reference images, our own art, are stored public."""
 
     name: str
 
     async def store(
-        self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
+        self,
+        image: GeneratedImage,
+        public_id: str,
+        tags: list[str],
+        context: dict[str, str],
+        *,
+        private: bool = True,
     ) -> StoredImage: ...
 
-    async def find(self, public_id: str) -> StoredImage | None:
-        """The asset already stored under `public_id` (with its context), or None."""
+    async def find(self, public_id: str, *, private: bool = True) -> StoredImage | None:
+        """The asset already stored under `public_id` (with its context), or None. A
+        private lookup also finds the public asset a release before private images
+        stored under that id (`StoredImage.private` False)."""
+        ...
+
+    def signed_url(self, public_id: str, expires_at: datetime) -> str:
+        """A URL that serves the private asset `public_id` until `expires_at`, and not
+        after; signing calls nothing."""
         ...
 
     async def delete_prefix(self, prefix: str) -> int:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import cloudinary.api
 import cloudinary.exceptions as cloudinary_errors
 import cloudinary.uploader
+import cloudinary.utils
 
 from storywink.config import CloudinaryCredentials
 from storywink.providers.base import (
@@ -30,6 +32,8 @@ from storywink.redact import redact, shorten
 
 T = TypeVar("T")
 
+PRIVATE_TYPE: Final = "authenticated"
+PUBLIC_TYPE: Final = "upload"
 RETRYABLE_4XX: Final = frozenset({408, 409, 420, 429})
 # Where a book's assets may live: public today, private (signed delivery) with issue 21.
 DELIVERY_TYPES: Final = ("upload", "authenticated")
@@ -57,8 +61,19 @@ class _Missing(Exception):
     """The Admin API said 404."""
 
 
+def delivery_type(private: bool) -> str:
+    """Cloudinary's delivery type: `authenticated` assets are served only through a
+    signed URL; `upload` ones to anyone who has the URL."""
+    return PRIVATE_TYPE if private else PUBLIC_TYPE
+
+
 class CloudinaryStore:
-    """Keeps pictures on Cloudinary under caller-chosen public ids, with tags and context."""
+    """Keeps pictures on Cloudinary under caller-chosen public ids, with tags and context.
+
+    Photos and pictures are `authenticated` assets: their delivery URLs answer only when
+    signed, and what we hand out is the Upload API's signed download URL
+    (`cloudinary.utils.private_download_url`), which carries an `expires_at` in its
+    signature and is refused after it."""
 
     name = "cloudinary"
 
@@ -67,24 +82,52 @@ class CloudinaryStore:
         self._timeout = timeout_seconds
 
     async def store(
-        self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
+        self,
+        image: GeneratedImage,
+        public_id: str,
+        tags: list[str],
+        context: dict[str, str],
+        *,
+        private: bool = True,
     ) -> StoredImage:
-        result = await self._call(self._upload, image.data, public_id, list(tags), dict(context))
+        result = await self._call(
+            self._upload, image.data, public_id, list(tags), dict(context), delivery_type(private)
+        )
+        stored_id = str(result.get("public_id") or public_id)
+        if private:  # its secure_url is signed for good: never keep or show it
+            return StoredImage(url="", public_id=stored_id, context=context)
         url = result.get("secure_url")
         if not isinstance(url, str) or not url:
             raise TransientError("upload answer has no secure_url")
-        stored_id = str(result.get("public_id") or public_id)
-        return StoredImage(url=url, public_id=stored_id, context=context)
+        return StoredImage(url=url, public_id=stored_id, context=context, private=False)
 
-    async def find(self, public_id: str) -> StoredImage | None:
+    async def find(self, public_id: str, *, private: bool = True) -> StoredImage | None:
         try:
-            result = await self._call(self._resource, public_id)
+            result = await self._call(self._resource, public_id, delivery_type(private))
         except _Missing:
             return None
+        context = custom_context(result)
+        if private:
+            return StoredImage(url="", public_id=public_id, context=context)
         url = result.get("secure_url")
         if not isinstance(url, str) or not url:
             raise TransientError("resource answer has no secure_url")
-        return StoredImage(url=url, public_id=public_id, context=custom_context(result))
+        return StoredImage(url=url, public_id=public_id, context=context, private=False)
+
+    def signed_url(self, public_id: str, expires_at: datetime) -> str:
+        url: str = cloudinary.utils.private_download_url(
+            public_id,
+            None,  # the format it was stored in
+            type=PRIVATE_TYPE,
+            expires_at=int(expires_at.timestamp()),
+            **self._options(),
+        )
+        return url
+
+    async def delete_public(self, public_id: str) -> None:
+        """Delete the public (`upload`) asset of `public_id`, e.g. one a release before
+        private images stored, once it is stored privately; a missing one is no error."""
+        await self._call(self._destroy, public_id, PUBLIC_TYPE)
 
     async def delete_prefix(self, prefix: str) -> int:
         if not prefix.endswith("/"):
@@ -114,11 +157,12 @@ class CloudinaryStore:
     # ----- blocking SDK calls, run in a thread -----
 
     def _upload(
-        self, data: bytes, public_id: str, tags: list[str], context: dict[str, str]
+        self, data: bytes, public_id: str, tags: list[str], context: dict[str, str], kind: str
     ) -> Mapping[str, Any]:
         result: Mapping[str, Any] = cloudinary.uploader.upload(
             data,
             public_id=public_id,
+            type=kind,
             overwrite=True,
             invalidate=True,
             resource_type="image",
@@ -129,10 +173,16 @@ class CloudinaryStore:
         )
         return result
 
-    def _resource(self, public_id: str) -> Mapping[str, Any]:
+    def _destroy(self, public_id: str, kind: str) -> Mapping[str, Any]:
+        result: Mapping[str, Any] = cloudinary.uploader.destroy(
+            public_id, type=kind, invalidate=True, resource_type="image", **self._options()
+        )
+        return result
+
+    def _resource(self, public_id: str, kind: str) -> Mapping[str, Any]:
         try:
             result: Mapping[str, Any] = cloudinary.api.resource(
-                public_id, resource_type="image", type="upload", **self._options()
+                public_id, resource_type="image", type=kind, **self._options()
             )
         except cloudinary_errors.NotFound:
             raise _Missing from None

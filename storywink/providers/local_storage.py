@@ -2,7 +2,9 @@
 
 `<root>/<public_id>.png` holds the picture and `<root>/<public_id>.png.json` its context
 and tags. Both are written atomically (temp file, fsync, rename), so a reader never sees
-half a file and a retried upload simply overwrites. The sidecar records the image's
+half a file and a retried upload simply overwrites. Nothing here is public, whatever
+`private` says: the files are served only by the web backend, to their book's owner. The
+sidecar records the image's
 SHA-256: if the two files come from different writes (a crash between them, or two
 workers racing), `find()` returns the image with an empty context, so a caller that
 trusts the context (e.g. "stored by this run") never reuses the wrong picture.
@@ -19,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -44,7 +47,13 @@ class LocalImageStore:
         return self.root.joinpath(*public_id.split("/")).with_suffix(".png")
 
     async def store(
-        self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
+        self,
+        image: GeneratedImage,
+        public_id: str,
+        tags: list[str],
+        context: dict[str, str],
+        *,
+        private: bool = True,
     ) -> StoredImage:
         path = self.path_for(public_id)
         try:
@@ -56,9 +65,15 @@ class LocalImageStore:
             ) from None
         return StoredImage(url=_file_url(path), public_id=public_id, context=dict(context))
 
-    async def find(self, public_id: str) -> StoredImage | None:
+    async def find(self, public_id: str, *, private: bool = True) -> StoredImage | None:
         path = self.path_for(public_id)
         return await asyncio.to_thread(self._read, path, public_id)
+
+    def signed_url(self, public_id: str, expires_at: datetime) -> str:
+        """The file's own `file://` URL, for the processes that share the disk (a worker,
+        the CLI). Nothing serves the folder to others: the web backend serves a picture
+        to its book's owner only (storywink.web.routes_books)."""
+        return _file_url(self.path_for(public_id))
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete the folder `prefix` names: every picture, its sidecar, a temp file a

@@ -20,7 +20,7 @@ from sse_starlette import ServerSentEvent
 
 from storywink.contract import ModerationStatus
 from storywink.web.schemas import PageView
-from storywink.web.views import public_url
+from storywink.web.views import picture_route
 from storywink.web.watchers import BookSnapshot, BookWatcher, PageState
 
 FINGERPRINT_CHARS: Final = 6
@@ -59,13 +59,15 @@ class Delivered:
 
 @lru_cache(maxsize=4096)
 def fingerprint(page: PageState) -> str:
-    told = f"{page.outcome.value}|{page.image_url}|{page.reason}"
+    told = f"{page.outcome.value}|{page.picture_ref}|{page.reason}"
     return hashlib.sha256(told.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
 @lru_cache(maxsize=4096)
 def page_data(page: PageState, book_id: str, root: str) -> str:
-    """A page event's data; encoded once for all the streams of the book."""
+    """A page event's data; encoded once for all the streams of the book. Its pictures are
+    this API's routes, which sign a URL each time the browser loads one: an event may be
+    read long after it was encoded."""
     return PageView(
         page_number=page.page_number,
         is_title_page=page.is_title_page,
@@ -73,8 +75,8 @@ def page_data(page: PageState, book_id: str, root: str) -> str:
         text_problem=None,
         outcome=page.outcome,
         reason=page.reason,
-        photo_url=public_url(root, book_id, page.photo_url, page.page_number, "photo"),
-        image_url=public_url(root, book_id, page.image_url, page.page_number, "image"),
+        photo_url=picture_route(root, book_id, page.photo_ref, page.page_number, "photo"),
+        image_url=picture_route(root, book_id, page.picture_ref, page.page_number, "image"),
     ).model_dump_json()
 
 

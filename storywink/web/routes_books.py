@@ -4,6 +4,7 @@ and the pictures of local storage."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
@@ -17,13 +18,16 @@ from storywink.book.inputs import CHILD_NAME_MAX, TITLE_MAX, NewBook
 from storywink.book.upload import create_book_from_photos
 from storywink.db.engine import in_session
 from storywink.illustration.styles import DEFAULT_STYLE, STYLES
+from storywink.pictures import is_legacy_url
+from storywink.providers.base import ImageStore, PermanentError
+from storywink.providers.local_storage import LocalImageStore
 from storywink.web.auth import CurrentParent, ViewingParent
 from storywink.web.book_queries import Cursor, books_of, owned_book
 from storywink.web.problems import PROBLEM_JSON, BadInput, NotFound, Problem
 from storywink.web.schemas import BookList, BookView, PageTextChange, PageView
 from storywink.web.services import Services, services
 from storywink.web.uploads import received_book
-from storywink.web.views import book_summary, book_view, public_url_for
+from storywink.web.views import book_summary, book_view, page_urls_for
 
 router = APIRouter(tags=["books"])
 ServicesDep = Annotated[Services, Depends(services)]
@@ -93,7 +97,7 @@ async def create_book(request: Request, parent: CurrentParent, app: ServicesDep)
             app.store, app.database.sessions, new_book, upload.photos, upload.texts
         )
     book = await in_session(app.database.sessions, owned_book, book_id, parent.user_id)
-    return book_view(book, public_url_for(request, book_id))
+    return book_view(book, page_urls_for(request, book_id, app.pictures))
 
 
 @router.get(
@@ -126,7 +130,7 @@ async def read_book(
     request: Request, book_id: BookId, parent: CurrentParent, app: ServicesDep
 ) -> BookView:
     book = await in_session(app.database.sessions, owned_book, book_id, parent.user_id)
-    return book_view(book, public_url_for(request, book_id))
+    return book_view(book, page_urls_for(request, book_id, app.pictures))
 
 
 @router.put(
@@ -148,7 +152,7 @@ async def change_page_text(
         raise NotFound(f"book {book_id} has no page {page_number}")
     await app.stories.update_page_text(book_id, page_number, change.text)
     book = await in_session(app.database.sessions, owned_book, book_id, parent.user_id)
-    view = book_view(book, public_url_for(request, book_id))
+    view = book_view(book, page_urls_for(request, book_id, app.pictures))
     return next(page for page in view.pages if page.page_number == page_number)
 
 
@@ -173,15 +177,34 @@ async def page_picture(
     page = next((p for p in book.pages if p.page_number == page_number), None)
     if page is None:
         raise NotFound(f"book {book_id} has no page {page_number}")
-    stored = page.original_image_url if kind == "photo" else page.generated_image_url
-    if not stored:
+    ref = page.photo_ref if kind == "photo" else page.picture_ref
+    if not ref:
         raise NotFound(f"page {page_number} of book {book_id} has no {kind} yet")
-    if stored.startswith(("http://", "https://")):
-        return RedirectResponse(stored, status_code=307)
-    path = _stored_file(stored, app.settings.storage_dir)
+    if ref.startswith(("http://", "https://")):  # public, stored before private images
+        return RedirectResponse(ref, status_code=307)
+    store = app.store
+    if not is_legacy_url(ref) and not isinstance(store, LocalImageStore):
+        signed = app.pictures.url(ref)
+        assert signed is not None
+        return RedirectResponse(signed, status_code=307, headers=_NOT_STORED)
+    path = _stored_file(
+        ref if is_legacy_url(ref) else _local_url(store, ref), app.settings.storage_dir
+    )
     if path is None:
         raise NotFound(f"the {kind} of page {page_number} is not in local storage")
-    return FileResponse(path, headers={"Cache-Control": "private, no-cache"})
+    return FileResponse(path, headers=_NOT_STORED)
+
+
+# Only the owner's browser keeps a picture, and never a signed redirect past its expiry.
+_NOT_STORED: Final = {"Cache-Control": "private, no-store"}
+
+
+def _local_url(store: ImageStore, asset_id: str) -> str:
+    """The `file://` URL of a local asset; "" for an id local storage cannot hold."""
+    try:
+        return store.signed_url(asset_id, datetime.now(UTC))  # local: the file's own URL
+    except PermanentError:
+        return ""
 
 
 def _stored_file(url: str, root: Path) -> Path | None:

@@ -16,8 +16,11 @@ class PageView(BaseModel):
     text_problem: str | None = Field(description="Why the story run left the page without text.")
     outcome: ModerationStatus = Field(description="PENDING until drawn; OK, FLAGGED or FAILED.")
     reason: str | None = Field(description="Why a page is FLAGGED or FAILED.")
-    photo_url: str | None = Field(description="The parent's photo.")
-    image_url: str | None = Field(description="The illustration, once drawn.")
+    photo_url: str | None = Field(
+        description="The parent's photo: a signed URL that expires (`urls_expire_at`), or "
+        "this API's route for it (local storage, and in events)."
+    )
+    image_url: str | None = Field(description="The illustration, once drawn; as `photo_url`.")
     change_request: str | None = Field(
         default=None, description="The parent's note of the page's last redraw."
     )
@@ -42,6 +45,11 @@ class BookView(BookSummary):
         description="What the book's model calls cost so far, at known prices (docs/costs.md)."
     )
     pages: list[PageView]
+    urls_expire_at: datetime | None = Field(
+        default=None,
+        description="When the signed URLs of this answer stop working (IMAGE_URL_TTL_SECONDS "
+        "after it): read the book again for new ones. None: no signed URL in it.",
+    )
 
 
 class BookList(BaseModel):

@@ -13,6 +13,7 @@ from storywink.config import Settings
 from storywink.db.connection import Database, open_database
 from storywink.erasure.client import ErasureClient
 from storywink.illustration.client import IllustrationClient
+from storywink.pictures import PictureSigner, picture_signer
 from storywink.providers.base import ImageStore
 from storywink.providers.factory import build_store
 from storywink.story.client import StoryClient
@@ -31,6 +32,7 @@ class Services:
     stories: StoryClient
     erasures: ErasureClient
     store: ImageStore
+    pictures: PictureSigner
     verifier: TokenVerifier
     watchers: WatcherRegistry
     upload_limits: UploadLimits
@@ -47,6 +49,7 @@ class Services:
             settings.temporal_task_queue,
             settings.temporal_illustration_task_queue,
         )
+        store = build_store(settings)
         return cls(
             settings=settings,
             database=database,
@@ -54,7 +57,8 @@ class Services:
             illustrations=illustrations,
             stories=StoryClient(temporal, database.sessions, settings.temporal_task_queue),
             erasures=ErasureClient(temporal, database.sessions, settings.temporal_task_queue),
-            store=build_store(settings),
+            store=store,
+            pictures=picture_signer(settings, store),
             verifier=verifier,
             watchers=WatcherRegistry(
                 illustrations, database.sessions, settings.web_progress_interval_seconds

@@ -1,32 +1,55 @@
-"""Books and pages as the API shows them. A picture in local storage (`file://`) is
-served by the API itself; one on the CDN keeps its own URL."""
+"""Books and pages as the API shows them. A private picture is shown by a signed URL that
+expires (`IMAGE_URL_TTL_SECONDS`), made for each answer; one in local storage by this
+API's own route, which serves it to its book's owner only; a public one stored before
+private images keeps its URL (storywink.pictures)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC
-from functools import partial
+from datetime import UTC, datetime
 
 from fastapi import Request
 
 from storywink.db.models import Book
+from storywink.pictures import PictureSigner, is_legacy_url
+from storywink.providers.local_storage import LocalImageStore
 from storywink.web.schemas import BookSummary, BookView, PageView
 
 PublicUrl = Callable[[str | None, int, str], str | None]
 
 
-def public_url(
-    root: str, book_id: str, stored: str | None, page_number: int, kind: str
+def picture_route(
+    root: str, book_id: str, ref: str | None, page_number: int, kind: str
 ) -> str | None:
-    """What a browser can load: the CDN's URL, or this API's route for local storage, named
-    for the stored file (a redraw's new version is a new URL: the page shows it)."""
-    if not stored:
+    """This API's route for a page's photo or picture (it answers the owner only), named
+    for the asset (a redraw's new version is a new URL: the page shows it)."""
+    if not ref:
         return None
-    if stored.startswith(("http://", "https://")):
-        return stored
-    version = hashlib.sha256(stored.encode()).hexdigest()[:12]
+    version = hashlib.sha256(ref.encode()).hexdigest()[:12]
     return f"{root}/books/{book_id}/pages/{page_number}/{kind}?v={version}"
+
+
+class PageUrls:
+    """The URLs one answer shows a book's pictures by, all signed to expire at once."""
+
+    def __init__(self, signer: PictureSigner, root: str, book_id: str) -> None:
+        self._signer = signer
+        self._root = root
+        self._book_id = book_id
+        self._local = isinstance(signer.store, LocalImageStore)
+        self.expires_at: datetime | None = None
+
+    def __call__(self, ref: str | None, page_number: int, kind: str) -> str | None:
+        if not ref:
+            return None
+        if ref.startswith(("http://", "https://")):
+            return ref  # a public asset stored before private images
+        if self._local or is_legacy_url(ref):
+            return picture_route(self._root, self._book_id, ref, page_number, kind)
+        if self.expires_at is None:
+            self.expires_at = self._signer.expiry()
+        return self._signer.url(ref, self.expires_at)
 
 
 def root_of(request: Request) -> str:
@@ -34,8 +57,8 @@ def root_of(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-def public_url_for(request: Request, book_id: str) -> PublicUrl:
-    return partial(public_url, root_of(request), book_id)
+def page_urls_for(request: Request, book_id: str, signer: PictureSigner) -> PageUrls:
+    return PageUrls(signer, root_of(request), book_id)
 
 
 def book_summary(book: Book) -> BookSummary:
@@ -51,24 +74,26 @@ def book_summary(book: Book) -> BookSummary:
     )
 
 
-def book_view(book: Book, public_url: PublicUrl) -> BookView:
+def book_view(book: Book, urls: PageUrls) -> BookView:
+    pages = [
+        PageView(
+            page_number=page.page_number,
+            is_title_page=page.is_title_page,
+            text=page.text,
+            text_problem=page.text_problem,
+            outcome=page.moderation_status,
+            reason=page.moderation_reason,
+            photo_url=urls(page.photo_ref, page.page_number, "photo"),
+            image_url=urls(page.picture_ref, page.page_number, "image"),
+            change_request=page.change_request,
+            redraw_problem=page.redraw_problem,
+        )
+        for page in book.pages
+    ]
     return BookView(
         **book_summary(book).model_dump(),
         story_error=book.story_error,
         cost_usd=book.cost_micro_usd / 1_000_000,
-        pages=[
-            PageView(
-                page_number=page.page_number,
-                is_title_page=page.is_title_page,
-                text=page.text,
-                text_problem=page.text_problem,
-                outcome=page.moderation_status,
-                reason=page.moderation_reason,
-                photo_url=public_url(page.original_image_url, page.page_number, "photo"),
-                image_url=public_url(page.generated_image_url, page.page_number, "image"),
-                change_request=page.change_request,
-                redraw_problem=page.redraw_problem,
-            )
-            for page in book.pages
-        ],
+        pages=pages,
+        urls_expire_at=urls.expires_at,
     )

@@ -41,8 +41,8 @@ class PageState:
     text: str | None
     outcome: ModerationStatus
     reason: str | None
-    photo_url: str | None
-    image_url: str | None
+    photo_ref: str | None  # asset refs (storywink.pictures), never a signed URL
+    picture_ref: str | None
 
     @property
     def settled(self) -> bool:
@@ -78,8 +78,8 @@ def _read_pages(
             text=page.text,
             outcome=page.moderation_status,
             reason=page.moderation_reason,
-            photo_url=page.original_image_url,
-            image_url=page.generated_image_url,
+            photo_ref=page.photo_ref,
+            picture_ref=page.picture_ref,
         )
         for page in book.pages
     )

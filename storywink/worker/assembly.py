@@ -223,5 +223,6 @@ def build_workers(
         graceful_shutdown_timeout=grace,
         deployment_config=versioning,
         meter=call_meter(settings, database),
+        store=providers.store,
     )
     return [book_worker, page_worker, story_worker]

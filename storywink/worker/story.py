@@ -19,6 +19,7 @@ from activities.write_story import WriteStoryActivities
 from storywink.config import Settings
 from storywink.cost.meter import CallMeter
 from storywink.db.connection import Database
+from storywink.providers.base import ImageStore
 from storywink.providers.factory import build_story_writer
 from storywink.providers.fetch import ImageFetcher
 from storywink.providers.story import StoryWriter
@@ -48,11 +49,17 @@ def build_story_worker(
     deployment_config: WorkerDeploymentConfig | None,
     writer: StoryWriter | None = None,
     meter: CallMeter | None = None,
+    store: ImageStore | None = None,
 ) -> Worker:
     """The poller of the story task queue."""
     per_second = settings.story_rate_limit / 60 if settings.story_rate_limit else None
     activities = WriteStoryActivities(
-        database.sessions, writer or build_story_writer(settings), fetcher, redactor, meter
+        database.sessions,
+        writer or build_story_writer(settings),
+        fetcher,
+        redactor,
+        meter,
+        store=store,
     )
     return Worker(
         client,

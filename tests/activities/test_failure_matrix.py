@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
-from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
+from storywink.contract import BookOutcome, BookStatus, ModerationStatus
 from storywink.db.connection import Database
 from storywink.db.models import Page, PageDraft
 from tests.support.fakes.cloudinary_server import CloudFault
@@ -191,7 +191,7 @@ async def test_every_model_and_photo_failure_ends_in_its_outcome(
     assert outcome.status is BookStatus.PARTIAL
     # The thinking answer's page keeps the final picture, not a draft.
     thinking = next(n for n, row in enumerate(ROWS, start=1) if row.name.startswith("thinking"))
-    asset = fakes.cloudinary.asset(page_public_id(book_id, thinking))
+    asset = fakes.cloudinary.asset(pipeline.picture_id(book_id, thinking))
     assert asset is not None and asset.data not in (interim_png(0), interim_png(1))
 
     # The 429 said "retry in 2s": the second call came no sooner.
@@ -266,8 +266,9 @@ async def test_cdn_outage_is_retried_and_the_image_is_not_generated_again(
     assert outcome.status is BookStatus.COMPLETED
     assert fakes.cloudinary.upload_attempts == 4
     assert (page.model_calls, fakes.gemini.call_count) == (1, 1)  # never paid twice
-    asset = fakes.cloudinary.asset(page_public_id(book_id, 1))
-    assert asset is not None and page.generated_image_url == fakes.cloudinary.delivery_url(asset)
+    asset = fakes.cloudinary.asset(pipeline.picture_id(book_id, 1))
+    assert asset is not None and asset.delivery_type == "authenticated"
+    assert page.generated_asset_id == asset.public_id
     assert _draft_count(pipeline.database, book_id) == 0  # the checkpoint is gone once recorded
 
 
@@ -378,7 +379,7 @@ async def test_database_down_while_recording_reuses_the_stored_image(
     assert outcome.status is BookStatus.COMPLETED
     assert page.moderation_status is ModerationStatus.OK
     assert (page.model_calls, fakes.gemini.call_count) == (1, 1)
-    assert fakes.cloudinary.uploads_of(page_public_id(book_id, 1)) == 1
+    assert fakes.cloudinary.uploads_of(pipeline.picture_id(book_id, 1)) == 1
     assert await _last_attempt(handle) > 1  # the record was retried
     # Found once (by its deterministic id, or known from the heartbeat), then remembered.
     assert fakes.cloudinary.admin_calls <= 1

@@ -72,7 +72,8 @@ class Bench:
 
     @property
     def public_id(self) -> str:
-        return contract.page_public_id(self.task.book_id, self.task.page_number)
+        task = self.task
+        return contract.page_public_id(task.book_id, task.page_number, 0, task.asset_salt)
 
     def environment(
         self,
@@ -162,11 +163,17 @@ def _paid(bench: Bench) -> tuple[int, int, int]:
     return bench.illustrator.calls, bench.page().model_calls, bench.store.uploads[bench.public_id]
 
 
-def _recorded_ok(bench: Bench, result: PageResult, url: str) -> None:
+def _recorded_ok(bench: Bench, result: PageResult, ref: str) -> None:
+    """Recorded OK with the picture's asset ref: an asset id, or an older worker's URL."""
     page = bench.page()
     assert result.moderation_status is ModerationStatus.OK
-    assert result.generated_image_url == url
-    assert (page.moderation_status, page.generated_image_url) == (ModerationStatus.OK, url)
+    assert (result.generated_asset_id or result.generated_image_url) == ref
+    assert (page.moderation_status, page.picture_ref) == (ModerationStatus.OK, ref)
+    legacy = ref.startswith("https://")
+    assert (page.generated_image_url is not None, page.generated_asset_id is None) == (
+        legacy,
+        legacy,
+    )
     assert page.illustrated_by_run_id == bench.task.run_id
     assert bench.draft_run() is None  # a recorded page keeps no draft
 
@@ -180,13 +187,14 @@ async def test_a_first_attempt_draws_once_stores_once_and_checkpoints_the_url(
     result = await bench.attempt()
 
     stored, data = bench.store.assets[bench.public_id]
-    _recorded_ok(bench, result, stored.url)
+    _recorded_ok(bench, result, bench.public_id)
     assert _paid(bench) == (1, 1, 1)
     assert data == b"drawing-1"
     assert stored.context == bench.context(bench.task.run_id)  # what a retry matches on
     assert bench.fetcher.fetched == {"photo": 1}
     assert not bench.store.finds  # a first attempt of a fresh run looks for nothing
-    assert bench.last_details() == [{"stage": "upload", "image_url": stored.url}]
+    # The asset's id, never a URL: a signed one must not reach the history.
+    assert bench.last_details() == [{"stage": "upload", "asset_id": bench.public_id}]
 
 
 async def test_a_first_attempt_of_a_fresh_run_ignores_what_may_lie_under_its_ids(
@@ -201,7 +209,7 @@ async def test_a_first_attempt_of_a_fresh_run_ignores_what_may_lie_under_its_ids
     assert _paid(bench) == (1, 1, 1)
     assert not bench.store.finds
     assert bench.store.data_of(bench.public_id) == b"drawing-1"
-    _recorded_ok(bench, result, bench.store.assets[bench.public_id][0].url)
+    _recorded_ok(bench, result, bench.public_id)
 
 
 # -- rung 1: the URL in the last heartbeat -----------------------------------------------
@@ -233,7 +241,7 @@ async def test_a_checkpoint_without_a_url_is_passed_over(
 
     assert bench.store.finds[bench.public_id] == 1
     assert _paid(bench) == (1, 1, 1)
-    _recorded_ok(bench, result, bench.store.assets[bench.public_id][0].url)
+    _recorded_ok(bench, result, bench.public_id)
 
 
 # -- rung 2: the asset stored under the page's id -----------------------------------------
@@ -256,11 +264,40 @@ async def test_an_asset_one_of_our_runs_stored_is_found_and_recorded_without_dra
         workflow_run_id=_new_run() if why == "reset" else task.run_id,
     )
 
-    _recorded_ok(bench, result, stored.url)
+    _recorded_ok(bench, result, stored.public_id)
     assert _paid(bench) == (0, 0, 0)
     assert bench.store.finds[bench.public_id] == 1
     assert not bench.fetcher.fetched
     # Checkpointed, so an attempt after this one does not look it up again.
+    assert bench.last_details() == [{"stage": "upload", "asset_id": stored.public_id}]
+
+
+async def test_a_retry_records_the_asset_id_of_its_last_checkpoint_without_any_call(
+    bench: Bench,
+) -> None:
+    details = [{"stage": "upload", "asset_id": bench.public_id}]
+    result = await bench.attempt(attempt=2, details=details)
+
+    _recorded_ok(bench, result, bench.public_id)
+    assert _paid(bench) == (0, 0, 0)
+    assert not bench.store.finds and not bench.fetcher.fetched
+
+
+async def test_a_run_prepared_before_private_images_finds_the_public_asset_it_stored(
+    bench: Bench,
+) -> None:
+    """A page task without a salt (prepared by a release before private images) names its
+    picture as that release did; the public asset an attempt of it stored there is found
+    and recorded by its URL, not drawn again."""
+    task = bench.task.model_copy(update={"asset_salt": None})
+    legacy_id = contract.page_public_id(task.book_id, task.page_number)
+    stored = bench.store.put(legacy_id, b"drawn before", bench.context(task.run_id), private=False)
+
+    result = await bench.attempt(task=task, attempt=2)
+
+    _recorded_ok(bench, result, stored.url)
+    assert _paid(bench) == (0, 0, 0)
+    assert bench.store.finds[legacy_id] == 2  # private first, then public
     assert bench.last_details() == [{"stage": "upload", "image_url": stored.url}]
 
 
@@ -278,7 +315,7 @@ async def test_an_asset_not_drawn_by_our_runs_in_this_style_is_drawn_over(
 
     assert _paid(bench) == (1, 1, 1)
     assert bench.store.data_of(bench.public_id) == b"drawing-1"
-    _recorded_ok(bench, result, bench.store.assets[bench.public_id][0].url)
+    _recorded_ok(bench, result, bench.public_id)
 
 
 async def test_an_upload_whose_answer_was_lost_is_found_by_its_id_on_the_retry(
@@ -293,7 +330,7 @@ async def test_an_upload_whose_answer_was_lost_is_found_by_its_id_on_the_retry(
 
     result = await bench.attempt(attempt=2, details=bench.last_details())
 
-    _recorded_ok(bench, result, bench.store.assets[bench.public_id][0].url)
+    _recorded_ok(bench, result, bench.public_id)
     assert _paid(bench) == (1, 1, 1)
     assert bench.store.finds[bench.public_id] == 1
 
@@ -316,7 +353,7 @@ async def test_a_retry_after_a_failed_upload_uploads_the_draft_without_drawing_a
 
     result = await bench.attempt(attempt=2, details=bench.last_details())
 
-    _recorded_ok(bench, result, bench.store.assets[bench.public_id][0].url)
+    _recorded_ok(bench, result, bench.public_id)
     assert bench.illustrator.calls == bench.page().model_calls == 1
     assert bench.store.data_of(bench.public_id) == b"drawing-1"  # the draft, uploaded
     assert bench.store.uploads[bench.public_id] == 2  # the failed one and this one
@@ -341,7 +378,7 @@ async def test_a_draft_is_reused_only_from_our_runs(
 
     assert bench.store.data_of(bench.public_id) == (b"drafted before" if reused else b"drawing-1")
     assert _paid(bench) == ((0, 0, 1) if reused else (1, 1, 1))
-    _recorded_ok(bench, result, bench.store.assets[bench.public_id][0].url)
+    _recorded_ok(bench, result, bench.public_id)
 
 
 # -- pages with nothing to draw -----------------------------------------------------------
@@ -519,7 +556,7 @@ async def test_a_pause_during_the_model_call_lets_the_paid_call_finish_and_be_re
 
     result = await asyncio.wait_for(running, timeout=5)
 
-    _recorded_ok(bench, result, bench.store.assets[bench.public_id][0].url)
+    _recorded_ok(bench, result, bench.public_id)
     assert _paid(bench) == (1, 1, 1)
 
 

@@ -165,7 +165,7 @@ async def test_flagged_and_failed_pages_are_counted_and_recent_is_limited(
     _claim(own_database, book_id, run_id)
     _, pages, _ = load_book(own_database, book_id)
     with own_database.sessions() as session:
-        books.record_page(session, pages[0].id, run_id, ModerationStatus.OK, image_url="x:1")
+        books.record_page(session, pages[0].id, run_id, ModerationStatus.OK, image_ref="x:1")
         books.record_page(session, pages[1].id, run_id, ModerationStatus.FLAGGED, reason="r")
         books.record_page(session, pages[2].id, run_id, ModerationStatus.FAILED, reason="r")
         books.settle_book(session, book_id, run_id, settling_run_id=run_id, cancelled=True)

@@ -298,12 +298,18 @@ class FailsOnUpload(LocalImageStore):
         self.calls = 0
 
     async def store(
-        self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
+        self,
+        image: GeneratedImage,
+        public_id: str,
+        tags: list[str],
+        context: dict[str, str],
+        *,
+        private: bool = True,
     ) -> StoredImage:
         self.calls += 1
         if self.calls == self._n:
             raise TransientError("HTTP 503 Service Unavailable")
-        return await super().store(image, public_id, tags, context)
+        return await super().store(image, public_id, tags, context, private=private)
 
 
 async def test_a_failed_create_deletes_the_originals_it_uploaded(

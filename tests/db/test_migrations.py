@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, Table, select
 
+from storywink import contract
 from storywink.book.records import Claim, get_book, read_claim
 from storywink.contract import BookStatus, ModerationStatus
 from storywink.db.connection import Database
@@ -67,6 +68,63 @@ def test_upgrading_a_database_with_a_book_mid_run_keeps_it_and_its_claim(
     assert settled == Claim(BookStatus.PARTIAL, None, None)
 
 
+def test_upgrading_to_private_images_keeps_a_book_mid_run_and_its_public_urls(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """0008 on a book being illustrated: every book gets an asset salt; a photo in local
+    storage (never public) is found by its asset id; a public URL stays where the previous
+    release reads it, and is shown as before; the current code records the next page by its
+    asset id beside it and settles the book for the run that holds it."""
+    local_photo = "file:///srv/storage/storywink/old-book/originals/page_2.png"
+    with _fresh_database(database_url, tmp_path_factory) as url:
+        engine = make_engine(url)
+        try:
+            command.upgrade(alembic_config(engine), "0007")
+            _insert_book_mid_run(engine)
+            _set_photos(engine, {1: "https://cdn.example/o1.jpg", 2: local_photo})
+            upgrade_to_head(engine)
+            with make_session_factory(engine)() as session:
+                book = get_book(session, "old-book")
+                salt = book.asset_salt
+                before = [
+                    (p.original_asset_id, p.original_image_url, p.photo_ref, p.picture_ref)
+                    for p in book.pages
+                ]
+                picture = contract.page_public_id("old-book", 2, 0, salt)
+                books.record_page(
+                    session, "old-page-2", RUN_ID, ModerationStatus.OK, image_ref=picture
+                )
+                outcome = books.settle_book(
+                    session, "old-book", RUN_ID, settling_run_id=RUN_ID, cancelled=False
+                )
+                after = [(p.generated_asset_id, p.generated_image_url) for p in book.pages]
+        finally:
+            engine.dispose()
+    assert salt is not None and len(salt) == 32
+    assert before == [
+        (None, "https://cdn.example/o1.jpg", "https://cdn.example/o1.jpg", P1),
+        (
+            "storywink/old-book/originals/page_2",
+            local_photo,
+            "storywink/old-book/originals/page_2",
+            None,
+        ),
+    ]
+    assert after == [(None, P1), (picture, None)]
+    assert outcome.status is BookStatus.COMPLETED
+
+
+def _set_photos(engine: Engine, photos: dict[int, str]) -> None:
+    pages = Table("pages", MetaData(), autoload_with=engine)
+    with engine.begin() as connection:
+        for number, url in photos.items():
+            connection.execute(
+                pages.update()
+                .where(pages.c.id == f"old-page-{number}")
+                .values(original_image_url=url)
+            )
+
+
 def test_a_claim_is_where_the_previous_release_reads_it(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -93,6 +151,7 @@ def test_a_claim_is_where_the_previous_release_reads_it(
 
 
 RUN_ID = "0190a9b2-0000-7000-8000-000000000001"
+P1 = "https://cdn.example/p1.png"
 
 
 @contextmanager

@@ -75,7 +75,7 @@ def record(session: Session, book_id: str, run_id: str, outcomes: Sequence[Outco
     for page, outcome in zip(pages, outcomes, strict=True):
         if outcome is not None:
             status, url, reason = outcome
-            books.record_page(session, page.id, run_id, status, image_url=url, reason=reason)
+            books.record_page(session, page.id, run_id, status, image_ref=url, reason=reason)
 
 
 def illustrate(session: Session, book_id: str, outcomes: Sequence[Outcome]) -> str:
@@ -481,7 +481,7 @@ def test_record_page_repeated_by_the_same_run_returns_the_first_outcome(
     book_id = new_book(session)
     run_id = illustrate(session, book_id, [None, None, None])
     page_id = get_book(session, book_id).pages[1].id
-    first = books.record_page(session, page_id, run_id, OK, image_url="https://cdn.example/a.png")
+    first = books.record_page(session, page_id, run_id, OK, image_ref="https://cdn.example/a.png")
     before = stored(database, book_id)
 
     again = books.record_page(session, page_id, run_id, FAILED, reason="fetch photo: gone")
@@ -500,7 +500,7 @@ def test_a_run_that_lost_the_claim_cannot_overwrite_a_page(
     successor = new_run()
     claim(session, book_id, successor, stale_run_id=stale)
     page_id = get_book(session, book_id).pages[0].id
-    books.record_page(session, page_id, successor, OK, image_url="https://cdn.example/new.png")
+    books.record_page(session, page_id, successor, OK, image_ref="https://cdn.example/new.png")
 
     # A late activity of the stale run finishes after the takeover.
     books.record_page(session, page_id, stale, FAILED, reason="generate: retries exhausted")
@@ -511,7 +511,7 @@ def test_a_run_that_lost_the_claim_cannot_overwrite_a_page(
 
 def test_record_page_of_an_unknown_page_fails(session: Session) -> None:
     with pytest.raises(PageNotFound):
-        books.record_page(session, uuid.uuid4().hex, new_run(), OK, image_url="x")
+        books.record_page(session, uuid.uuid4().hex, new_run(), OK, image_ref="x")
 
 
 def test_a_run_without_the_claim_has_nothing_to_draw(database: Database, session: Session) -> None:

@@ -8,6 +8,8 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, quote, urlsplit
 
 import cloudinary
 import httpx
@@ -71,6 +73,15 @@ async def _find_failure(store: CloudinaryStore) -> ProviderError:
     return caught.value
 
 
+def _in(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def _status(url: str) -> int:
+    with httpx.Client(trust_env=False) as http:
+        return http.get(url).status_code
+
+
 def _download(url: str) -> bytes:
     with httpx.Client(trust_env=False) as http:
         response = http.get(url)
@@ -81,33 +92,32 @@ def _download(url: str) -> bytes:
 # ----- storing and finding -----
 
 
-async def test_store_uploads_under_the_public_id_with_tags_and_context(
+async def test_store_uploads_a_private_asset_under_the_public_id_with_tags_and_context(
     store: CloudinaryStore, cdn: FakeCloudinaryServer
 ) -> None:
     stored = await store.store(IMAGE, PUBLIC_ID, TAGS, CONTEXT)
 
     asset = cdn.asset(PUBLIC_ID)
-    assert asset is not None
-    assert stored == StoredImage(url=cdn.delivery_url(asset), public_id=PUBLIC_ID, context=CONTEXT)
-    assert stored.url.startswith(cdn.base_url + "/")
+    assert asset is not None and asset.delivery_type == "authenticated"
+    assert cdn.asset(PUBLIC_ID, "upload") is None
+    assert stored == StoredImage(url="", public_id=PUBLIC_ID, context=CONTEXT, private=True)
     assert asset.tags == TAGS
     assert asset.context == CONTEXT
-    assert _download(stored.url) == IMAGE.data
     [upload] = cdn.uploads
     assert upload.status == 200
+    assert upload.fields["type"] == "authenticated"
     assert upload.fields["overwrite"] == "1"
     assert upload.fields["invalidate"] == "1"
 
 
 async def test_store_again_overwrites(store: CloudinaryStore, cdn: FakeCloudinaryServer) -> None:
-    first = await store.store(IMAGE, PUBLIC_ID, TAGS, CONTEXT)
+    await store.store(IMAGE, PUBLIC_ID, TAGS, CONTEXT)
     second_image = _png((250, 40, 40))
 
-    second = await store.store(second_image, PUBLIC_ID, TAGS, {**CONTEXT, "attempt": "2"})
+    await store.store(second_image, PUBLIC_ID, TAGS, {**CONTEXT, "attempt": "2"})
 
     assert cdn.uploads_of(PUBLIC_ID) == 2
-    assert second.url != first.url  # a new version
-    assert _download(second.url) == second_image.data
+    assert _download(store.signed_url(PUBLIC_ID, _in(60))) == second_image.data
     asset = cdn.asset(PUBLIC_ID)
     assert asset is not None
     assert asset.context["attempt"] == "2"
@@ -120,6 +130,106 @@ async def test_find_returns_the_stored_context(store: CloudinaryStore) -> None:
     found = await store.find(PUBLIC_ID)
 
     assert found == StoredImage(url=stored.url, public_id=PUBLIC_ID, context=context)
+
+
+async def test_a_private_lookup_does_not_find_a_public_asset_and_a_public_one_does(
+    store: CloudinaryStore, cdn: FakeCloudinaryServer
+) -> None:
+    """A picture a release before private images stored (`upload`) is no private asset;
+    the page activity looks for it with `private=False` (its readable name says so)."""
+    legacy = cdn.put(PUBLIC_ID, IMAGE.data, context=CONTEXT, delivery_type="upload")
+
+    assert await store.find(PUBLIC_ID) is None
+    found = await store.find(PUBLIC_ID, private=False)
+
+    assert found == StoredImage(
+        url=cdn.delivery_url(legacy), public_id=PUBLIC_ID, context=CONTEXT, private=False
+    )
+    assert _download(found.url) == IMAGE.data  # still readable, as before
+
+
+async def test_a_public_store_is_served_to_anyone(
+    store: CloudinaryStore, cdn: FakeCloudinaryServer
+) -> None:
+    """Only the styles' reference images (our own art) are stored public."""
+    stored = await store.store(IMAGE, "styles/abc/crayon/reference-1", [], {}, private=False)
+
+    asset = cdn.asset("styles/abc/crayon/reference-1", "upload")
+    assert asset is not None and stored.url == cdn.delivery_url(asset)
+    assert _download(stored.url) == IMAGE.data
+
+
+# ----- who can read a private asset -----
+
+
+async def test_a_private_asset_is_refused_at_its_unsigned_delivery_url(
+    store: CloudinaryStore, cdn: FakeCloudinaryServer
+) -> None:
+    await store.store(IMAGE, PUBLIC_ID, TAGS, CONTEXT)
+    asset = cdn.asset(PUBLIC_ID)
+    assert asset is not None
+
+    for url in (cdn.delivery_url(asset), cdn.url(f"{cdn.cloud_name}/image/upload/{PUBLIC_ID}")):
+        assert _status(url) in (401, 404), url
+
+
+async def test_a_signed_url_serves_the_private_asset_until_it_expires(
+    store: CloudinaryStore, cdn: FakeCloudinaryServer
+) -> None:
+    await store.store(IMAGE, PUBLIC_ID, TAGS, CONTEXT)
+    expires_at = _in(2)
+
+    url = store.signed_url(PUBLIC_ID, expires_at)
+
+    assert _download(url) == IMAGE.data
+    assert "expires_at=" in url and cdn.api_secret not in url
+    await asyncio.sleep(max(0.0, expires_at.timestamp() - time.time()) + 0.1)
+    assert _status(url) == 401
+    assert [status for _, status in cdn.downloads] == [200, 401]
+
+
+async def test_an_expired_signed_url_is_refused(store: CloudinaryStore) -> None:
+    await store.store(IMAGE, PUBLIC_ID, TAGS, CONTEXT)
+
+    assert _status(store.signed_url(PUBLIC_ID, _in(-1))) == 401
+
+
+async def test_a_signed_url_whose_expiry_or_asset_is_changed_is_refused(
+    store: CloudinaryStore,
+) -> None:
+    """The expiry and the asset are signed: a URL cannot be stretched or pointed at the
+    book's other pages."""
+    await store.store(IMAGE, PUBLIC_ID, TAGS, CONTEXT)
+    await store.store(IMAGE, "storywink/book-1/generated/other", TAGS, CONTEXT)
+    url = store.signed_url(PUBLIC_ID, _in(60))
+    query = parse_qs(urlsplit(url).query)
+    later = str(int(query["expires_at"][0]) + 3600)
+
+    stretched = url.replace(f"expires_at={query['expires_at'][0]}", f"expires_at={later}")
+    elsewhere = url.replace(
+        quote(PUBLIC_ID, safe=""), quote("storywink/book-1/generated/other", safe="")
+    )
+
+    assert stretched != url and elsewhere != url
+    assert _status(stretched) == 401
+    assert _status(elsewhere) == 401
+    assert (
+        _status(
+            store.signed_url(
+                PUBLIC_ID,
+                _in(60),
+            )
+        )
+        == 200
+    )
+
+
+async def test_a_url_signed_with_another_secret_is_refused(cdn: FakeCloudinaryServer) -> None:
+    store = CloudinaryStore(cdn.credentials(), TIMEOUT_SECONDS)
+    await store.store(IMAGE, PUBLIC_ID, TAGS, CONTEXT)
+    forger = CloudinaryStore(cdn.credentials(api_secret=WRONG_SECRET), TIMEOUT_SECONDS)
+
+    assert _status(forger.signed_url(PUBLIC_ID, _in(60))) == 401
 
 
 async def test_find_unknown_is_none(store: CloudinaryStore, cdn: FakeCloudinaryServer) -> None:

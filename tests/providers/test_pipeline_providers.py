@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from storywink.contract import BookStatus, ModerationStatus, NotificationType, page_public_id
+from storywink.contract import BookStatus, ModerationStatus, NotificationType
 from tests.support.fakes.gemini_server import Fault
 from tests.support.pipeline import Pipeline
 from tests.support.provider_fakes import CLOUD, GEMINI_KEY, Fakes
@@ -26,12 +26,13 @@ async def test_nine_pages_drawn_by_gemini_and_stored_on_cloudinary(
     assert [n.type for n in notes] == [NotificationType.BOOK_COMPLETED]
     assert fakes.gemini.call_count == 9
     for page in pages:
-        public_id = page_public_id(book_id, page.page_number)
+        public_id = fake_pipeline.picture_id(book_id, page.page_number)
         assert fakes.cloudinary.uploads_of(public_id) == 1
         assert page.moderation_status is ModerationStatus.OK
         asset = fakes.cloudinary.asset(public_id)
         assert asset is not None and asset.context["run_id"] == outcome_run_id
-        assert page.generated_image_url == fakes.cloudinary.delivery_url(asset)
+        assert asset.delivery_type == "authenticated"  # private: served only by signed URLs
+        assert (page.generated_asset_id, page.generated_image_url) == (public_id, None)
         assert page.model_calls == 1
     # Each call carried the photo and the style reference inline, and asked for a 1:1 image.
     request = fakes.gemini.requests[0]

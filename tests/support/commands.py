@@ -13,7 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from PIL import Image, ImageChops
 from sqlalchemy import func, select
@@ -21,6 +20,7 @@ from sqlalchemy import func, select
 from storywink.config import Settings
 from storywink.db.engine import make_engine, make_session_factory, upgrade_to_head
 from storywink.db.models import Book, Page
+from storywink.providers.local_storage import LocalImageStore
 from tests.support import forked_cli
 from tests.support.paths import WORKER_SCRIPT
 
@@ -163,14 +163,15 @@ def original_photos(tmp_path: Path, book_id: str) -> list[Path]:
     engine = make_engine(f"sqlite:///{tmp_path / 'storywink.db'}")
     try:
         with make_session_factory(engine)() as session:
-            urls = session.scalars(
-                select(Page.original_image_url)
+            asset_ids = session.scalars(
+                select(Page.original_asset_id)
                 .where(Page.book_id == book_id)
                 .order_by(Page.page_number)
             ).all()
     finally:
         engine.dispose()
-    return [Path(unquote(urlsplit(url or "").path)) for url in urls]
+    store = LocalImageStore(tmp_path / "storage")
+    return [store.path_for(asset_id or "") for asset_id in asset_ids]
 
 
 def same_pixels(a: Path, b: Path) -> bool:

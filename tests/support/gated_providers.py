@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from storywink.providers.base import (
     GeneratedImage,
@@ -49,9 +50,9 @@ def page_of(job: IllustrationJob) -> int:
     return int(job.text.split()[1])
 
 
-def page_of_public_id(public_id: str) -> int:
-    """The page number of `.../page_<n>` or of a redraw's `.../page_<n>_v<version>`."""
-    return int(public_id.rsplit("/", 1)[1].split("_")[1])
+def page_of_tags(tags: list[str]) -> int:
+    """The page a picture's upload is for, from its `page_<n>` tag (its id does not say)."""
+    return next(int(tag.removeprefix("page_")) for tag in tags if tag.startswith("page_"))
 
 
 class GatedIllustrator:
@@ -78,14 +79,23 @@ class StoredThenHeldStore:
         self.gate = gate
 
     async def store(
-        self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
+        self,
+        image: GeneratedImage,
+        public_id: str,
+        tags: list[str],
+        context: dict[str, str],
+        *,
+        private: bool = True,
     ) -> StoredImage:
-        stored = await self._inner.store(image, public_id, tags, context)
-        await self.gate.pass_through(page_of_public_id(public_id))
+        stored = await self._inner.store(image, public_id, tags, context, private=private)
+        await self.gate.pass_through(page_of_tags(tags))
         return stored
 
-    async def find(self, public_id: str) -> StoredImage | None:
-        return await self._inner.find(public_id)
+    async def find(self, public_id: str, *, private: bool = True) -> StoredImage | None:
+        return await self._inner.find(public_id, private=private)
+
+    def signed_url(self, public_id: str, expires_at: datetime) -> str:
+        return self._inner.signed_url(public_id, expires_at)
 
     async def delete_prefix(self, prefix: str) -> int:
         return await self._inner.delete_prefix(prefix)

@@ -105,6 +105,13 @@ async def illustrate(
     return outcome
 
 
+def picture_id(database: Database, book_id: str, page_number: int, version: int = 0) -> str:
+    """The asset id the pipeline stores a page's picture under (named with the book's salt)."""
+    with database.sessions() as session:
+        salt = get_book(session, book_id).asset_salt
+    return contract.page_public_id(book_id, page_number, version, salt)
+
+
 def load_book(database: Database, book_id: str) -> tuple[Book, list[Page], list[Notification]]:
     with database.sessions() as session:
         book = get_book(session, book_id)

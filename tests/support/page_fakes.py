@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from storywink.providers.base import (
@@ -57,30 +58,42 @@ class MemoryStore:
     finds: Counter[str] = field(default_factory=Counter)
     _versions: int = 0
 
-    def put(self, public_id: str, data: bytes, context: dict[str, str]) -> StoredImage:
-        """Store an asset directly, as an earlier attempt may have left it."""
+    def put(
+        self, public_id: str, data: bytes, context: dict[str, str], *, private: bool = True
+    ) -> StoredImage:
+        """Store an asset directly, as an earlier attempt may have left it (`private`
+        False: a public one, as releases before private images stored)."""
         self._versions += 1
-        url = f"https://cdn.test/v{self._versions}/{public_id}.png"
-        stored = StoredImage(url=url, public_id=public_id, context=dict(context))
+        url = "" if private else f"https://cdn.test/v{self._versions}/{public_id}.png"
+        stored = StoredImage(url=url, public_id=public_id, context=dict(context), private=private)
         self.assets[public_id] = (stored, data)
         return stored
 
     async def store(
-        self, image: GeneratedImage, public_id: str, tags: list[str], context: dict[str, str]
+        self,
+        image: GeneratedImage,
+        public_id: str,
+        tags: list[str],
+        context: dict[str, str],
+        *,
+        private: bool = True,
     ) -> StoredImage:
         self.uploads[public_id] += 1
         if self.errors:
             raise self.errors.pop(0)
-        stored = self.put(public_id, image.data, context)
+        stored = self.put(public_id, image.data, context, private=private)
         if self.lost_answers:
             self.lost_answers -= 1
             raise TransientError("upload: no answer from the CDN")
         return stored
 
-    async def find(self, public_id: str) -> StoredImage | None:
+    async def find(self, public_id: str, *, private: bool = True) -> StoredImage | None:
         self.finds[public_id] += 1
         found = self.assets.get(public_id)
-        return found[0] if found else None
+        return found[0] if found and found[0].private == private else None
+
+    def signed_url(self, public_id: str, expires_at: datetime) -> str:
+        return f"https://cdn.test/signed/{public_id}.png?expires_at={int(expires_at.timestamp())}"
 
     async def delete_prefix(self, prefix: str) -> int:
         doomed = [public_id for public_id in self.assets if public_id.startswith(prefix)]

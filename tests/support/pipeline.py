@@ -36,6 +36,10 @@ class Pipeline:
     configure: SettingsFactory  # settings with these overrides, and task queues of their own
     photos: Callable[[str, int], list[str]]  # URLs of `count` sample photos, by a folder name
 
+    def picture_id(self, book_id: str, page_number: int, version: int = 0) -> str:
+        """The asset id a page's picture is stored under (named with the book's salt)."""
+        return helpers.picture_id(self.database, book_id, page_number, version)
+
     def with_settings(self, **overrides: object) -> Pipeline:
         """The same pipeline on other settings (and so on task queues of its own)."""
         return replace(self, settings=self.configure(**overrides))

@@ -132,5 +132,10 @@ async def test_a_book_the_last_release_was_drawing_finishes_on_this_code_each_pa
         _, pages, notes = load_book(database, book_id)
     finally:
         database.engine.dispose()
-    assert all(page.generated_image_url for page in pages)
+    assert all(page.picture_ref for page in pages)
+    # The release's pictures keep their public URLs; this code's are private asset ids.
+    assert sum(page.generated_asset_id is not None for page in pages) == (
+        len(TEXTS) - drawn_by_the_release
+    )
+    assert sum(page.generated_image_url is not None for page in pages) == drawn_by_the_release
     assert len(notes) == 1

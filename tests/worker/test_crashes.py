@@ -20,13 +20,20 @@ from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
-from storywink.contract import BookOutcome, BookStatus, ModerationStatus, page_public_id
+from storywink.contract import BookOutcome, BookStatus, ModerationStatus
 from storywink.cost.report import book_cost
 from storywink.db.connection import Database
 from storywink.db.engine import make_engine, make_session_factory
 from storywink.temporal.connection import connect_temporal
 from tests.support.fakes.cloudinary_server import CloudFault
-from tests.support.helpers import create_book, load_book, running_worker, start, wait_until
+from tests.support.helpers import (
+    create_book,
+    load_book,
+    picture_id,
+    running_worker,
+    start,
+    wait_until,
+)
 from tests.support.pg_proxy import PostgresProxy
 from tests.support.pipeline import Pipeline
 from tests.support.provider_fakes import Fakes, SettingsFactory
@@ -65,13 +72,12 @@ def _assert_drawn_once(
     assert book.status is BookStatus.COMPLETED
     assert len(notes) == 1
     for page in pages:
-        public_id = page_public_id(book_id, page.page_number)
+        public_id = picture_id(database, book_id, page.page_number)
         assert page.moderation_status is ModerationStatus.OK
         assert fakes.cloudinary.uploads_of(public_id) == 1, public_id
         asset = fakes.cloudinary.asset(public_id)
-        assert asset is not None and page.generated_image_url == fakes.cloudinary.delivery_url(
-            asset
-        )
+        assert asset is not None and asset.delivery_type == "authenticated"
+        assert page.generated_asset_id == public_id
         if counted_exactly:
             assert page.model_calls == 1, f"page {page.page_number} counted {page.model_calls}"
         else:
@@ -112,7 +118,11 @@ async def test_worker_killed_after_upload_pages_finish_elsewhere_without_redrawi
             public_id: replica_connected_from(replicas, cdn_port, port).identity
             for public_id, port in held.items()
         }
-        victim = next(r for r in replicas if r.identity == owners[page_public_id(book_id, 1)])
+        victim = next(
+            r
+            for r in replicas
+            if r.identity == owners[picture_id(fake_pipeline.database, book_id, 1)]
+        )
         victim_pages = sorted(pid for pid, owner in owners.items() if owner == victim.identity)
         victim.signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -122,7 +132,9 @@ async def test_worker_killed_after_upload_pages_finish_elsewhere_without_redrawi
         def victim_pages_recorded() -> bool:
             _, pages, _ = fake_pipeline.load(book_id)
             recorded = {
-                page_public_id(book_id, p.page_number) for p in pages if p.generated_image_url
+                picture_id(fake_pipeline.database, book_id, p.page_number)
+                for p in pages
+                if p.picture_ref
             }
             return set(victim_pages) <= recorded
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -60,8 +61,8 @@ def test_demo_illustrates_the_sample_book(
     assert len(galleries) == 1
     book_id = galleries[0].stem.removeprefix("book-")
     pictures = sorted((tmp_path / "storage" / "storywink" / book_id / "generated").glob("*.png"))
-    assert [p.name for p in pictures] == ["page_1.png", "page_2.png", "page_3.png"]
-    assert "page_2.png" in galleries[0].read_text()
+    assert len(pictures) == 3 and all(re.fullmatch(r"[0-9a-f]{32}\.png", p.name) for p in pictures)
+    assert all(p.name in galleries[0].read_text() for p in pictures)
     # The book was created without text: the offline writer's story is on its pages.
     assert "writing the story of book" in result.stderr
     assert "snuggled into bed" in galleries[0].read_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from storywink.contract import BookStatus, page_public_id
+from storywink.contract import BookStatus
 from tests.support.helpers import wait_until
 from tests.support.pipeline import Pipeline
 from tests.support.provider_fakes import Fakes
@@ -54,7 +54,7 @@ async def test_three_replicas_draw_every_page_exactly_once(
     _, pages, notes = fake_pipeline.load(book_id)
     assert all(page.model_calls == 1 for page in pages)
     for page in pages:
-        assert fakes.cloudinary.uploads_of(page_public_id(book_id, page.page_number)) == 1
+        assert fakes.cloudinary.uploads_of(fake_pipeline.picture_id(book_id, page.page_number)) == 1
     assert len(notes) == 1
 
 
@@ -93,7 +93,7 @@ async def test_sigterm_stops_polling_and_loses_no_page(
     assert outcome.status is BookStatus.COMPLETED
     _, pages, notes = fake_pipeline.load(book_id)
     for page in pages:
-        assert fakes.cloudinary.uploads_of(page_public_id(book_id, page.page_number)) == 1
+        assert fakes.cloudinary.uploads_of(fake_pipeline.picture_id(book_id, page.page_number)) == 1
     assert len(notes) == 1
     if in_flight_finish:
         # Its three pages were finished by it; the queued ones all went to the other.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from storywink.contract import BookStatus, ModerationStatus, NotificationType, page_public_id
+from storywink.contract import BookStatus, ModerationStatus, NotificationType
 from tests.support.fakes.gemini_server import Fault
 from tests.support.pipeline import Pipeline
 from tests.support.provider_fakes import Fakes
@@ -53,7 +53,7 @@ async def test_one_worker_process_draws_a_nine_page_book(
     assert [note.type for note in notes] == [NotificationType.BOOK_COMPLETED]
     for page in pages:
         assert page.moderation_status is ModerationStatus.OK
-        assert fakes.cloudinary.uploads_of(page_public_id(book_id, page.page_number)) == 1
+        assert fakes.cloudinary.uploads_of(fake_pipeline.picture_id(book_id, page.page_number)) == 1
     assert fakes.gemini.call_count == 9
 
 

@@ -20,6 +20,7 @@ from storywink.contract import BookStatus, ModerationStatus, NotificationType, R
 from storywink.db.connection import Database
 from storywink.db.models import ModelCall
 from storywink.providers.factory import build_providers
+from storywink.providers.local_storage import LocalImageStore
 from tests.support.gated_providers import Gate, GatedIllustrator, StoredThenHeldStore
 from tests.support.helpers import (
     keep_history,
@@ -94,8 +95,7 @@ async def test_redrawing_a_failed_page_completes_a_partial_book_with_one_notific
     page = pages[1]
     assert (page.moderation_status, page.moderation_reason) == (ModerationStatus.OK, None)
     assert (page.image_version, page.change_request) == (1, "make the dog brown")
-    assert page.generated_image_url is not None
-    assert page.generated_image_url.endswith(f"/{book_id}/generated/page_2_v1.png")
+    assert page.generated_asset_id == pipeline.picture_id(book_id, 2, 1)
     assert model_calls(pipeline.database, book_id) == calls_before + 1  # one call for one page
     new_notes = [n for n in notes if n.id not in {old.id for old in notes_before}]
     assert [n.type for n in new_notes] == [NotificationType.BOOK_COMPLETED]
@@ -107,8 +107,8 @@ async def test_a_redrawn_page_keeps_its_old_picture_until_the_new_one_is_recorde
 ) -> None:
     book_id = pipeline.book(2)
     assert (await pipeline.illustrate(book_id)).status is BookStatus.COMPLETED
-    old_url = pipeline.load(book_id)[1][1].generated_image_url
-    assert old_url is not None and old_url.endswith("/page_2.png")
+    old_id = pipeline.load(book_id)[1][1].generated_asset_id
+    assert old_id == pipeline.picture_id(book_id, 2)
     client = pipeline.illustration_client()
     gate = Gate(held={2})
 
@@ -119,11 +119,12 @@ async def test_a_redrawn_page_keeps_its_old_picture_until_the_new_one_is_recorde
         gate.release()
         outcome = await client.wait_for_redraw(book_id)
 
-    assert (during.moderation_status, during.generated_image_url) == (ModerationStatus.OK, old_url)
+    assert (during.moderation_status, during.generated_asset_id) == (ModerationStatus.OK, old_id)
     after = pipeline.load(book_id)[1][1]
-    assert after.generated_image_url is not None and after.generated_image_url != old_url
-    assert after.generated_image_url.endswith("/page_2_v1.png")  # a new asset, no cache hit
-    assert file_of(old_url).is_file()  # the old version is not overwritten
+    # A new asset, no cache hit.
+    assert after.generated_asset_id == pipeline.picture_id(book_id, 2, 1) != old_id
+    old_file = LocalImageStore(pipeline.settings.storage_dir).path_for(old_id)
+    assert old_file.is_file()  # the old version is not overwritten
     assert outcome.book.status is BookStatus.COMPLETED
 
 
@@ -142,9 +143,9 @@ async def test_a_redraw_that_fails_leaves_the_page_as_it_was_and_says_why(
         outcome = await client.wait_for_redraw(book_id)
 
     page = pipeline.load(book_id)[1][1]
-    assert (page.moderation_status, page.generated_image_url) == (
+    assert (page.moderation_status, page.generated_asset_id) == (
         ModerationStatus.OK,
-        old.generated_image_url,
+        old.generated_asset_id,
     )
     assert page.redraw_problem is not None and page.redraw_problem.startswith("fetch photo")
     assert outcome.book.status is BookStatus.COMPLETED
@@ -295,8 +296,8 @@ async def test_a_reset_redraw_reuses_the_picture_it_stored_and_pays_one_call(
             )
     assert model_calls(pipeline.database, book_id) == calls_before + 1
     page = pipeline.load(book_id)[1][1]
-    assert page.image_version == 1 and page.generated_image_url is not None
-    assert page.generated_image_url.endswith("/page_2_v1.png")
+    assert page.image_version == 1
+    assert page.generated_asset_id == pipeline.picture_id(book_id, 2, 1)
 
 
 async def test_a_cancelled_redraw_keeps_the_picture_and_settles_the_book(
@@ -304,7 +305,7 @@ async def test_a_cancelled_redraw_keeps_the_picture_and_settles_the_book(
 ) -> None:
     book_id = pipeline.book(2)
     await pipeline.illustrate(book_id)
-    old = pipeline.load(book_id)[1][1].generated_image_url
+    old = pipeline.load(book_id)[1][1].generated_asset_id
     client = pipeline.illustration_client()
     gate = Gate(held={2})
 
@@ -317,6 +318,6 @@ async def test_a_cancelled_redraw_keeps_the_picture_and_settles_the_book(
 
     book, pages, _ = pipeline.load(book_id)
     assert book.status is BookStatus.COMPLETED and book.claim_run_id is None
-    assert (pages[1].moderation_status, pages[1].generated_image_url) == (ModerationStatus.OK, old)
+    assert (pages[1].moderation_status, pages[1].generated_asset_id) == (ModerationStatus.OK, old)
     assert pages[1].redraw_problem is not None
     assert pages[1].redraw_problem.startswith("cancelled: the illustration run was cancelled")

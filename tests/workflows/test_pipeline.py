@@ -43,9 +43,13 @@ async def test_nine_page_book_is_completed_with_one_notification(pipeline: Pipel
     stored = sorted(
         (pipeline.settings.storage_dir / "storywink" / book_id / "generated").glob("*.png")
     )
-    assert [p.name for p in stored] == sorted(f"page_{n}.png" for n in range(1, 10))
+    ids = [pipeline.picture_id(book_id, n) for n in range(1, 10)]
+    # One folder per book; names that say nothing of the page (an HMAC with the book's salt).
+    assert sorted(p.name for p in stored) == sorted(f"{i.rsplit('/', 1)[1]}.png" for i in ids)
+    assert not any("page" in p.name for p in stored)
     assert all(image_mime_type(p.read_bytes()) == "image/png" for p in stored)
-    assert {p.generated_image_url for p in pages} == {p.resolve().as_uri() for p in stored}
+    assert [p.generated_asset_id for p in pages] == ids
+    assert [p.generated_image_url for p in pages] == [None] * 9
 
 
 async def test_starting_twice_gives_one_run(pipeline: Pipeline) -> None:

@@ -118,7 +118,7 @@ def test_finalize_never_settles_a_book_with_a_page_the_run_has_no_outcome_for(
     with database.sessions() as session:
         book = book_records.claim(session, books.ILLUSTRATION_RUN, book_id, "wf", "run-1")
         pages = [page.id for page in book.pages]
-        books.record_page(session, pages[0], "run-1", ModerationStatus.OK, image_url="file:///a")
+        books.record_page(session, pages[0], "run-1", ModerationStatus.OK, image_ref="file:///a")
         outcome = books.settle_book(
             session, book_id, "run-1", settling_run_id="run-1", cancelled=False
         )

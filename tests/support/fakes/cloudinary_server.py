@@ -24,6 +24,17 @@ Cloudinary's: at most `delete_limit` (1000) originals a delete, `partial` and a
 `next_cursor` while more are left; `fail_next_admin` faults them as every Admin API call.
 
 `secure_url` points at this server (`GET /{cloud}/image/upload/v{version}/{public_id}.{fmt}`).
+
+Delivery types, as on Cloudinary: an `upload` asset is served to anyone at its delivery
+URL; an `authenticated` one (the `type` the upload was signed with) never is (401), only
+through the Upload API's signed download URL (`cloudinary.utils.private_download_url`:
+`GET /v1_1/{cloud}/image/download?…&expires_at=…&signature=…`), checked like an upload's
+signature and refused (401) once `expires_at` has passed. Assets of the two types are
+distinct, even under one public id.
+
+        cdn.asset(public_id)  # the authenticated asset of that id, else the upload one
+        cdn.asset(public_id, "upload")
+        cdn.downloads  # (public id, HTTP status) of every signed-download request
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from storywink.config import CloudinaryCredentials
 from tests.support.fakes.gemini_server import BackgroundServer
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+DELIVERY_TYPES = ("authenticated", "upload")
 STALE_AFTER_SECONDS = 3600
 UNSIGNED_FIELDS = frozenset({"file", "api_key", "signature", "resource_type", "cloud_name"})
 _FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
@@ -141,6 +153,7 @@ class FakeCloudinaryServer(BackgroundServer):
         self.api_key = api_key
         self.api_secret = api_secret
         self._assets: dict[tuple[str, str], Asset] = {}  # by (delivery type, public id)
+        self._downloads: list[tuple[str, int]] = []
         self.delete_limit = 1000  # originals one Admin API delete removes, as Cloudinary's
         self._deleted: list[tuple[str, str]] = []
         self._uploads: list[RecordedUpload] = []
@@ -187,9 +200,21 @@ class FakeCloudinaryServer(BackgroundServer):
         with self._lock:
             return self._store(public_id, data, tags or [], context or {}, delivery_type)
 
-    def asset(self, public_id: str, delivery_type: str = "upload") -> Asset | None:
+    def asset(self, public_id: str, delivery_type: str | None = None) -> Asset | None:
+        """The asset of that id and type; without a type, the authenticated one, else the
+        upload one."""
         with self._lock:
-            return self._assets.get((delivery_type, public_id))
+            for kind in (delivery_type,) if delivery_type else DELIVERY_TYPES:
+                asset = self._assets.get((kind, public_id))
+                if asset is not None:
+                    return asset
+            return None
+
+    @property
+    def downloads(self) -> list[tuple[str, int]]:
+        """(public id, HTTP status) of every signed-download request."""
+        with self._lock:
+            return list(self._downloads)
 
     def assets_under(self, prefix: str) -> list[tuple[str, str]]:
         """(delivery type, public id) of every asset whose id starts with `prefix`."""
@@ -238,6 +263,7 @@ class FakeCloudinaryServer(BackgroundServer):
             return self._admin_calls
 
     def delivery_url(self, asset: Asset) -> str:
+        """The asset's delivery URL, unsigned: it serves an `upload` asset only."""
         path = (
             f"{self.cloud_name}/image/{asset.delivery_type}/v{asset.version}/"
             f"{asset.public_id}.{asset.format}"
@@ -249,6 +275,8 @@ class FakeCloudinaryServer(BackgroundServer):
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1_1/{cloud}/image/upload", self._upload)
+        app.router.add_get("/v1_1/{cloud}/image/download", self._download)
+        app.router.add_post("/v1_1/{cloud}/image/destroy", self._destroy)
         app.router.add_get("/v1_1/{cloud}/resources/image/{type}", self._list)
         app.router.add_delete("/v1_1/{cloud}/resources/image/{type}", self._delete)
         app.router.add_get("/v1_1/{cloud}/resources/image/{type}/{public_id:.+}", self._resource)
@@ -297,20 +325,25 @@ class FakeCloudinaryServer(BackgroundServer):
         if _image_format(data) is None:
             return 400, {"error": {"message": "Invalid image file"}}
         public_id = fields.get("public_id") or hashlib.sha1(data).hexdigest()[:20]
+        kind = fields.get("type") or "upload"
+        if kind not in DELIVERY_TYPES:
+            return 400, {"error": {"message": f"Invalid type {kind}"}}
         tags = [tag for tag in fields.get("tags", "").split(",") if tag]
         context = parse_context(fields.get("context", ""))
         with self._lock:
-            existing = self._assets.get(("upload", public_id))
+            existing = self._assets.get((kind, public_id))
             if existing is not None and fields.get("overwrite", "1") in ("0", "false"):
                 return 200, {**self._resource_json(existing), "existing": True}
-            asset = self._store(public_id, data, tags, context)
+            asset = self._store(public_id, data, tags, context, kind)
         body = self._resource_json(asset)
         body.update(
             overwritten=existing is not None, original_filename="file", api_key=self.api_key
         )
         return 200, body
 
-    def _signature_problem(self, cloud: str, fields: dict[str, str]) -> str | None:
+    def _signature_problem(
+        self, cloud: str, fields: dict[str, str], *, check_age: bool = True
+    ) -> str | None:
         if cloud != self.cloud_name:
             return f"Invalid cloud_name {cloud}"
         if fields.get("api_key") != self.api_key:
@@ -318,7 +351,7 @@ class FakeCloudinaryServer(BackgroundServer):
         timestamp = fields.get("timestamp", "")
         if not timestamp.isdigit():
             return "Missing required parameter - timestamp"
-        if time.time() - int(timestamp) > STALE_AFTER_SECONDS:
+        if check_age and time.time() - int(timestamp) > STALE_AFTER_SECONDS:
             return f"Stale request - reported time is {timestamp} which is more than 1 hour ago"
         to_sign = string_to_sign(fields)
         expected = hashlib.sha1((to_sign + self.api_secret).encode()).hexdigest()
@@ -420,13 +453,51 @@ class FakeCloudinaryServer(BackgroundServer):
         return bool(auth.login == self.api_key and auth.password == self.api_secret)
 
     async def _deliver(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["type"] == "authenticated":  # only through a signed URL
+            return web.Response(status=401, headers={"X-Cld-Error": "Authentication required"})
         public_id = _delivery_public_id(request.match_info["path"])
         with self._lock:
-            asset = self._assets.get((request.match_info["type"], public_id))
+            asset = self._assets.get(("upload", public_id))
         if request.match_info["cloud"] != self.cloud_name or asset is None:
             return web.Response(status=404, text="Resource not found")
-        content_type = _CONTENT_TYPES.get(asset.format, "application/octet-stream")
-        return web.Response(body=asset.data, content_type=content_type)
+        return _image_response(asset)
+
+    async def _destroy(self, request: web.Request) -> web.StreamResponse:
+        """The Upload API's `destroy` of one asset of one type, signed like an upload."""
+        fields = _text_fields(await request.post())
+        problem = self._signature_problem(request.match_info["cloud"], fields)
+        if problem is not None:
+            return _error(401, problem)
+        key = (fields.get("type") or "upload", fields.get("public_id", ""))
+        with self._lock:
+            gone = self._assets.pop(key, None)
+        return web.json_response({"result": "ok" if gone else "not found"})
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        """The Upload API's signed download of a private asset, until `expires_at`."""
+        fields = dict(request.query)
+        public_id = fields.get("public_id", "")
+        status, answer = self._signed_download(request.match_info["cloud"], fields)
+        with self._lock:
+            self._downloads.append((public_id, status))
+        return answer
+
+    def _signed_download(
+        self, cloud: str, fields: dict[str, str]
+    ) -> tuple[int, web.StreamResponse]:
+        problem = self._signature_problem(cloud, fields, check_age=False)
+        if problem is not None:
+            return 401, _error(401, problem)
+        expires_at = fields.get("expires_at", "")
+        if not expires_at.isdigit():  # Cloudinary's default: an hour after the timestamp
+            expires_at = str(int(fields["timestamp"]) + STALE_AFTER_SECONDS)
+        if time.time() >= int(expires_at):
+            return 401, _error(401, f"Download URL expired at {expires_at}")
+        with self._lock:
+            asset = self._assets.get((fields.get("type") or "upload", fields.get("public_id", "")))
+        if asset is None:
+            return 404, _error(404, "Resource not found")
+        return 200, _image_response(asset)
 
     async def _fault(self, request: web.Request, fault: CloudFault) -> web.StreamResponse:
         if fault.kind == "reset":
@@ -568,6 +639,11 @@ def _delivery_public_id(path: str) -> str:
     if rest and first.startswith("v") and first[1:].isdigit():
         path = rest
     return path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
+
+
+def _image_response(asset: Asset) -> web.Response:
+    content_type = _CONTENT_TYPES.get(asset.format, "application/octet-stream")
+    return web.Response(body=asset.data, content_type=content_type)
 
 
 def _error(status: int, message: str) -> web.Response:
