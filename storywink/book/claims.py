@@ -171,34 +171,50 @@ async def join_or_start(
     task_queue: str,
     result_type: type,
     memo: Mapping[str, Any] | None = None,
+    signal: tuple[str, object] | None = None,
 ) -> BookRun:
     """The run of `kind` holding the book while it runs, else the book's own workflow
-    started (or joined, when it already runs) with `request`.
+    started (or joined, when it already runs) with `request`. With `signal` (its name and
+    argument), the book's own workflow gets it, started for it if need be
+    (signal-with-start): how an ask joins the run at work (a redraw's page).
 
-    Raises `BookNotFound`, or `kind.not_ready` when the book's status refuses the run."""
+    Raises `BookNotFound`, `kind.not_ready` when the book's status refuses the run, or
+    `kind.busy` when a run of another kind (or, for a signal, under another workflow id)
+    holds the book."""
     held = await in_session(sessions, read_claim, book_id)
     if kind.holding is not BookStatus.ERASING:
         refuse_while_erased(book_id, held.status, held.workflow_id)
+    own_id = kind.workflow_id(book_id)
     if held.status is kind.holding and held.workflow_id:
         holder = await describe_claim(temporal, held.workflow_id, held.run_id or "")
         if holder.running:
-            if holder.description and holder.description.workflow_type != kind.workflow_type:
-                raise kind.busy(book_id, held.workflow_id)  # e.g. a redraw holds the book
-            return BookRun(book_id, held.workflow_id, held.run_id)
-        # The run holding the book ended without settling it (terminated): the new run
-        # takes the claim over when it claims the book.
+            # Kinds may share a holding status (a redraw holds a book ILLUSTRATING).
+            described = holder.description
+            other_kind = described is not None and described.workflow_type != kind.workflow_type
+            if other_kind or (signal is not None and held.workflow_id != own_id):
+                raise kind.busy(book_id, held.workflow_id)
+            if signal is None:
+                return BookRun(book_id, held.workflow_id, held.run_id)
+        # Else the run holding the book ended without settling it (terminated): the new
+        # run takes the claim over when it claims the book.
     elif held.status not in kind.start_from:
         raise kind.not_ready(book_id, held.status)
+    # Double clicks, two web replicas, the CLI: all land on the same run (a signal-with-
+    # start always does: it signals the running one).
+    joining: dict[str, Any] = (
+        {"start_signal": signal[0], "start_signal_args": [signal[1]]}
+        if signal is not None
+        else {"id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING}
+    )
     handle = await temporal.start_workflow(
         kind.workflow_type,
         request,
-        id=kind.workflow_id(book_id),
+        id=own_id,
         task_queue=task_queue,
         result_type=result_type,
-        # Double clicks, two web replicas, the CLI: all land on the same run.
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         memo=memo,
+        **joining,
     )
     return BookRun(book_id, handle.id, handle.result_run_id)
 

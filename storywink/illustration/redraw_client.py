@@ -13,21 +13,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
 
 from storywink import contract
-from storywink.book.claims import BookRun, describe_claim
-from storywink.book.records import Claim, get_book
-from storywink.book.refusals import refuse_while_erased
+from storywink.book.claims import BookRun, join_or_start
+from storywink.book.records import get_book
 from storywink.contract import RedrawAsk, RedrawOutcome, RedrawRequest
 from storywink.db.engine import in_session
 from storywink.illustration import redraws
 
 
-def _check_page(session: Session, book_id: str, page_number: int) -> Claim:
-    book = get_book(session, book_id)
-    redraws.page_numbered(book, page_number)
-    return Claim(book.status, book.claim_workflow_id, book.claim_run_id)
+def _check_page(session: Session, book_id: str, page_number: int) -> None:
+    redraws.page_numbered(get_book(session, book_id), page_number)
 
 
 async def start_redraw(
@@ -43,29 +39,18 @@ async def start_redraw(
 
     Raises `BookNotFound`, `NoSuchPage`, `RedrawNotReady` (not COMPLETED or PARTIAL) or
     `BookBusy` (an illustration or story run holds the book)."""
-    held = await in_session(sessions, _check_page, book_id, ask.page_number)
-    refuse_while_erased(book_id, held.status, held.workflow_id)
-    kind = redraws.REDRAW_RUN
-    own_id = contract.page_redraw_workflow_id(book_id)
-    if held.status is kind.holding and held.workflow_id and held.workflow_id != own_id:
-        holder = await describe_claim(temporal, held.workflow_id, held.run_id or "")
-        if holder.running:
-            raise kind.busy(book_id, held.workflow_id)
-        # Its run ended without settling the book: the redraw takes the claim over.
-    elif held.status is not kind.holding and held.status not in kind.start_from:
-        raise kind.not_ready(book_id, held.status)
-    handle = await temporal.start_workflow(
-        contract.PAGE_REDRAW_WORKFLOW,
+    await in_session(sessions, _check_page, book_id, ask.page_number)
+    return await join_or_start(
+        sessions,
+        temporal,
+        redraws.REDRAW_RUN,
+        book_id,
         RedrawRequest(book_id=book_id),
-        id=own_id,
         task_queue=task_queue,
         result_type=RedrawOutcome,
-        start_signal=contract.REDRAW_SIGNAL,
-        start_signal_args=[ask],
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         memo=memo,
+        signal=(contract.REDRAW_SIGNAL, ask),
     )
-    return BookRun(book_id, handle.id, handle.result_run_id)
 
 
 async def wait_for_redraw(temporal: Client, book_id: str) -> RedrawOutcome:

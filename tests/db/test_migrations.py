@@ -51,6 +51,7 @@ def test_upgrading_a_database_with_a_book_mid_run_keeps_it_and_its_claim(
                 claim = read_claim(session, "old-book")
                 pages = [(p.moderation_status, p.generated_image_url) for p in book.pages]
                 new_columns = (book.story_error, book.pages[0].text_problem)
+                versions = [(p.image_version, p.redraw_ask_id) for p in book.pages]
             with make_session_factory(engine)() as session:
                 outcome = books.settle_book(
                     session, "old-book", RUN_ID, settling_run_id=RUN_ID, cancelled=False
@@ -60,6 +61,7 @@ def test_upgrading_a_database_with_a_book_mid_run_keeps_it_and_its_claim(
             engine.dispose()
     assert claim == Claim(BookStatus.ILLUSTRATING, "book-illustration-old-book", RUN_ID)
     assert new_columns == (None, None)
+    assert versions == [(0, None), (0, None)]  # 0007: the first drawing, no redraw yet
     assert pages == [
         (ModerationStatus.OK, "https://cdn.example/p1.png"),
         (ModerationStatus.PENDING, None),
