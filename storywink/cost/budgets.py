@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import true, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storywink.cost.prices import MICRO, usd
 from storywink.db.models import CostBudget
+from storywink.db.statements import execute
 from storywink.providers.base import PermanentError
 
 
@@ -84,14 +85,11 @@ def reserve(
     budget it would exceed, or `BudgetMissing` when a row is yet to be made
     (`ensure_budgets`), with the session rolled back. Does not commit."""
     for scope, limit in (book, user_day):
-        guard = CostBudget.charged_micro_usd + amount <= limit if limit is not None else true()
-        taken = session.execute(
-            update(CostBudget)
-            .where(CostBudget.scope == scope, guard)
-            .values(charged_micro_usd=CostBudget.charged_micro_usd + amount)
-            .execution_options(synchronize_session=False)
-        )
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
+        if limit is None:
+            taken = execute(session, _CHARGE, budget=scope, amount=amount)
+        else:
+            taken = execute(session, _CHARGE_WITHIN, budget=scope, amount=amount, limit=limit)
+        if taken.rowcount != 1:
             row = session.get(CostBudget, scope, populate_existing=True)
             held = row.charged_micro_usd if row is not None else 0
             session.rollback()
@@ -114,12 +112,17 @@ def adjust(session: Session, scopes: tuple[str, ...], delta: int) -> None:
     if delta == 0:
         return
     for scope in scopes:
-        session.execute(
-            update(CostBudget)
-            .where(CostBudget.scope == scope)
-            .values(charged_micro_usd=CostBudget.charged_micro_usd + delta)
-            .execution_options(synchronize_session=False)
-        )
+        execute(session, _CHARGE, budget=scope, amount=delta)
+
+
+_CHARGE = (
+    update(CostBudget)
+    .where(CostBudget.scope == bindparam("budget"))
+    .values(charged_micro_usd=CostBudget.charged_micro_usd + bindparam("amount"))
+)
+_CHARGE_WITHIN = _CHARGE.where(
+    CostBudget.charged_micro_usd + bindparam("amount") <= bindparam("limit")
+)
 
 
 def charged(session: Session, scope: str) -> int:

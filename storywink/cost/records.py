@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from storywink.cost import budgets
 from storywink.cost.prices import Usage
 from storywink.db.models import Book, ModelCall, Page
+from storywink.db.statements import execute
 
 _RESERVE_TRIES: Final = 3
 
@@ -85,13 +86,11 @@ class BookLimit:
 def open_call(session: Session, call: PlannedCall) -> None:
     """Write the call's row, reserve its expected cost, count it on its page: all or
     nothing. `BudgetExceeded` (nothing written) when a budget cannot take it."""
-    if session.get(ModelCall, call.call_id) is not None:
+    known = execute(session, _CALL_AND_BOOK, call_id=call.call_id, book_id=call.book_id).one()
+    if known.written:
         session.rollback()
         return
-    book = session.execute(
-        select(Book.user_id, Book.page_length).where(Book.id == call.book_id)
-    ).one_or_none()
-    user_id, pages = (book.user_id, book.page_length) if book is not None else ("", 0)
+    user_id, pages = known.user_id or "", known.pages or 0
     now = datetime.now(UTC)
     day = now.date().isoformat()
     book_scope = budgets.book_scope(call.book_id)
@@ -107,32 +106,34 @@ def open_call(session: Session, call: PlannedCall) -> None:
             if not tries_left:
                 raise
             budgets.ensure_budgets(session, (book_scope, user_scope))
-    session.add(
-        ModelCall(
-            id=call.call_id,
-            kind=call.kind.value,
-            model=call.model,
-            book_id=call.book_id,
-            page_id=call.page_id,
-            user_id=user_id,
-            run_id=call.run_id,
-            workflow_run_id=call.workflow_run_id,
-            attempt=call.attempt,
-            budget_day=day,
-            started_at=now,
-            price_read_on=call.price_read_on,
-            expected_micro_usd=call.expected_micro_usd,
-            reserved_micro_usd=call.expected_micro_usd,
-        )
+    execute(
+        session,
+        _WRITE_CALL,
+        id=call.call_id,
+        kind=call.kind.value,
+        model=call.model,
+        book_id=call.book_id,
+        page_id=call.page_id,
+        user_id=user_id,
+        run_id=call.run_id,
+        workflow_run_id=call.workflow_run_id,
+        attempt=call.attempt,
+        budget_day=day,
+        started_at=now,
+        price_read_on=call.price_read_on,
+        expected_micro_usd=call.expected_micro_usd,
+        reserved_micro_usd=call.expected_micro_usd,
     )
     if call.page_id is not None:
-        session.execute(
-            update(Page).where(Page.id == call.page_id).values(model_calls=Page.model_calls + 1)
-        )
-        session.execute(
-            update(Book).where(Book.id == call.book_id).values(image_count=Book.image_count + 1)
-        )
+        count_image_calls(session, call.page_id, call.book_id, 1)
     session.commit()
+
+
+def count_image_calls(session: Session, page_id: str, book_id: str, calls: int) -> None:
+    """Count image calls on their page and its book (in SQL: the book's other pages count
+    at the same time). Does not commit."""
+    execute(session, _COUNT_ON_PAGE, page_key=page_id, calls=calls)
+    execute(session, _COUNT_ON_BOOK, book_key=book_id, calls=calls)
 
 
 def close_call(
@@ -145,41 +146,77 @@ def close_call(
     """Record how the call ended and settle its budgets: with its cost when known, to 0
     when the API bills no such answer, else (may have been billed, or price unknown)
     keeping the reservation. A repeat changes nothing."""
-    # An UPDATE first: SQLite takes its write lock at once, PostgreSQL locks the row.
-    session.execute(
-        update(ModelCall)
-        .where(ModelCall.id == call_id)
-        .values(attempt=ModelCall.attempt)
-        .execution_options(synchronize_session=False)
-    )
-    row = session.get(ModelCall, call_id, populate_existing=True)
-    if row is None or row.outcome is not None:
+    row = execute(session, _OPEN_CALL, call_key=call_id).one_or_none()
+    if row is None:  # no such call, or already closed
         session.rollback()
         return
-    row.outcome = outcome.value
-    row.ended_at = datetime.now(UTC)
-    if usage is not None:
-        row.prompt_tokens = usage.prompt_tokens
-        row.output_text_tokens = usage.output_text
-        row.output_image_tokens = usage.output_image
-        row.thought_tokens = usage.thought_tokens
-        row.total_tokens = usage.total_tokens
     if outcome in NOT_BILLED:
         cost_micro_usd = 0
-    row.cost_micro_usd = cost_micro_usd
     settled = cost_micro_usd if cost_micro_usd is not None else row.reserved_micro_usd
+    # The UPDATE takes the write lock (SQLite) or the row's (PostgreSQL); its guard makes a
+    # repeat that read the row before another closed it change nothing.
+    closed = execute(
+        session,
+        _CLOSE_CALL,
+        call_key=call_id,
+        outcome=outcome.value,
+        ended_at=datetime.now(UTC),
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        output_text_tokens=usage.output_text if usage else None,
+        output_image_tokens=usage.output_image if usage else None,
+        thought_tokens=usage.thought_tokens if usage else None,
+        total_tokens=usage.total_tokens if usage else None,
+        cost_micro_usd=cost_micro_usd,
+        reserved_micro_usd=settled,
+    )
+    if closed.rowcount != 1:
+        session.rollback()
+        return
     scopes = (budgets.book_scope(row.book_id), budgets.user_day_scope(row.user_id, row.budget_day))
     budgets.adjust(session, scopes, settled - row.reserved_micro_usd)
-    row.reserved_micro_usd = settled
     if cost_micro_usd or usage is not None:  # in SQL: the book's other pages settle too
-        session.execute(
-            update(Book)
-            .where(Book.id == row.book_id)
-            .values(
-                cost_micro_usd=Book.cost_micro_usd + (cost_micro_usd or 0),
-                prompt_tokens=Book.prompt_tokens + (usage.prompt_tokens if usage else 0),
-                output_tokens=Book.output_tokens
-                + (usage.output_text + usage.output_image if usage else 0),
-            )
+        execute(
+            session,
+            _BOOK_SPEND,
+            book_key=row.book_id,
+            cost=cost_micro_usd or 0,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.output_text + usage.output_image if usage else 0,
         )
     session.commit()
+
+
+# The statements of every model call (storywink.db.statements: built once, run on the
+# session's connection).
+_THE_BOOK = Book.id == bindparam("book_id")
+_CALL_AND_BOOK = select(
+    exists().where(ModelCall.id == bindparam("call_id")).label("written"),
+    select(Book.user_id).where(_THE_BOOK).scalar_subquery().label("user_id"),
+    select(Book.page_length).where(_THE_BOOK).scalar_subquery().label("pages"),
+)
+_WRITE_CALL = insert(ModelCall)
+_COUNT_ON_PAGE = (
+    update(Page)
+    .where(Page.id == bindparam("page_key"))
+    .values(model_calls=Page.model_calls + bindparam("calls"))
+)
+_COUNT_ON_BOOK = (
+    update(Book)
+    .where(Book.id == bindparam("book_key"))
+    .values(image_count=Book.image_count + bindparam("calls"))
+)
+_OPEN_CALL = select(
+    ModelCall.book_id, ModelCall.user_id, ModelCall.budget_day, ModelCall.reserved_micro_usd
+).where(ModelCall.id == bindparam("call_key"), ModelCall.outcome.is_(None))
+_CLOSE_CALL = update(ModelCall).where(
+    ModelCall.id == bindparam("call_key"), ModelCall.outcome.is_(None)
+)
+_BOOK_SPEND = (
+    update(Book)
+    .where(Book.id == bindparam("book_key"))
+    .values(
+        cost_micro_usd=Book.cost_micro_usd + bindparam("cost"),
+        prompt_tokens=Book.prompt_tokens + bindparam("prompt_tokens"),
+        output_tokens=Book.output_tokens + bindparam("output_tokens"),
+    )
+)

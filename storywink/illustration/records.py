@@ -6,9 +6,10 @@ Activities may run twice; each function here leaves the same state when repeated
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Final, Protocol
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,7 @@ from storywink.contract import (
     PageResult,
     RedrawOf,
 )
+from storywink.cost.records import count_image_calls
 from storywink.db.models import (
     Book,
     Notification,
@@ -33,6 +35,7 @@ from storywink.db.models import (
     column_length,
     new_asset_salt,
 )
+from storywink.db.statements import execute
 from storywink.illustration.styles import STYLES, UnknownStyle
 from storywink.pictures import RefColumns, ref_columns
 from storywink.redact import shorten
@@ -88,10 +91,8 @@ def settled_result(
     recorded (by this run, or kept from an earlier one), or the run no longer holds the
     book (a late attempt after a reset, a takeover or the end of the run). None: draw it
     (or draw `redraw`'s version of it)."""
-    page = session.get(Page, page_id)
-    if page is None:
-        raise PageNotFound(page_id)
-    holds_claim = page.book.claim_run_id == run_id
+    page = _page_state(session, page_id)
+    holds_claim = page.claim_run_id == run_id
     to_draw = (
         page.moderation_status is ModerationStatus.PENDING
         if redraw is None
@@ -102,7 +103,7 @@ def settled_result(
     return page_result(page)
 
 
-def redraw_recorded(page: Page, version: int) -> bool:
+def redraw_recorded(page: PageOutcome, version: int) -> bool:
     """Whether the outcome of drawing `version` of the page (a redraw) is recorded."""
     return page.image_version >= version
 
@@ -111,7 +112,26 @@ def cancelled_reason(stage: str) -> str:
     return f"cancelled: the illustration run was cancelled {stage}"
 
 
-def page_result(page: Page) -> PageResult:
+class PageOutcome(Protocol):
+    """A page's outcome columns: a `Page`, or the `PageState` the page path reads."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def page_number(self) -> int: ...
+    @property
+    def moderation_status(self) -> ModerationStatus: ...
+    @property
+    def moderation_reason(self) -> str | None: ...
+    @property
+    def generated_asset_id(self) -> str | None: ...
+    @property
+    def generated_image_url(self) -> str | None: ...
+    @property
+    def image_version(self) -> int: ...
+
+
+def page_result(page: PageOutcome) -> PageResult:
     return PageResult(
         page_id=page.id,
         page_number=page.page_number,
@@ -150,9 +170,7 @@ def record_page(
     A redraw (`redraw` given) replaces the picture only with a new one: a
     refusal or failure keeps a drawn page's picture, saying why in `redraw_problem`, and
     settles a page that had none as its first drawing would."""
-    page = session.get(Page, page_id)
-    if page is None:
-        raise PageNotFound(page_id)
+    page = _page_state(session, page_id)
     if redraw is None:
         already_recorded = page.illustrated_by_run_id == run_id and (
             page.moderation_status is not ModerationStatus.PENDING
@@ -160,58 +178,122 @@ def record_page(
     else:
         already_recorded = redraw_recorded(page, redraw.version)
     # A late activity of a run that no longer holds the book must not overwrite its pages.
-    if already_recorded or page.book.claim_run_id != run_id:
+    if already_recorded or page.claim_run_id != run_id:
         session.rollback()
         return page_result(page)
     picture = ref_columns(image_ref)  # an asset id; a legacy URL only from an older attempt
     if redraw is None:
-        page.moderation_status = status
-        page.generated_asset_id = picture.asset_id
-        page.generated_image_url = picture.legacy_url
-        page.moderation_reason = reason
+        recorded = replace(
+            page,
+            moderation_status=status,
+            generated_asset_id=picture.asset_id,
+            generated_image_url=picture.legacy_url,
+            moderation_reason=reason,
+        )
     else:
-        _record_redraw(page, status, picture, reason)
-        page.image_version = redraw.version
-        page.change_request = redraw.change_request
-        page.redraw_ask_id = redraw.ask_id
-    page.illustrated_by_run_id = run_id
+        recorded = replace(
+            _redrawn(page, status, picture, reason),
+            image_version=redraw.version,
+            change_request=redraw.change_request,
+            redraw_ask_id=redraw.ask_id,
+        )
+    recorded = replace(recorded, illustrated_by_run_id=run_id)
+    execute(session, _RECORD_PAGE, page_key=page_id, **recorded.outcome_columns())
     if uncounted_calls:  # in SQL: other pages of the book count at the same time
-        session.execute(
-            update(Page)
-            .where(Page.id == page_id)
-            .values(model_calls=Page.model_calls + uncounted_calls)
-        )
-        session.execute(
-            update(Book)
-            .where(Book.id == page.book_id)
-            .values(image_count=Book.image_count + uncounted_calls)
-        )
-    session.execute(delete(PageDraft).where(PageDraft.page_id == page_id))
+        count_image_calls(session, page_id, page.book_id, uncounted_calls)
+    execute(session, _DROP_DRAFT, page_key=page_id)
     session.commit()
-    return page_result(page)
+    return page_result(recorded)
 
 
-def _record_redraw(
-    page: Page, status: ModerationStatus, picture: RefColumns, reason: str | None
-) -> None:
+def _redrawn(
+    page: PageState, status: ModerationStatus, picture: RefColumns, reason: str | None
+) -> PageState:
     if status is ModerationStatus.OK:
-        page.generated_asset_id = picture.asset_id
-        page.generated_image_url = picture.legacy_url
-        page.moderation_status = ModerationStatus.OK
-        page.moderation_reason = None
-        page.redraw_problem = None
-        return
-    page.redraw_problem = reason
-    if not page.has_image:
-        page.moderation_status = status
-        page.moderation_reason = reason
+        return replace(
+            page,
+            generated_asset_id=picture.asset_id,
+            generated_image_url=picture.legacy_url,
+            moderation_status=ModerationStatus.OK,
+            moderation_reason=None,
+            redraw_problem=None,
+        )
+    if page.has_image:
+        return replace(page, redraw_problem=reason)
+    return replace(page, redraw_problem=reason, moderation_status=status, moderation_reason=reason)
 
 
 def save_draft(session: Session, page_id: str, run_id: str, data: bytes, mime_type: str) -> None:
     """Keep a generated image until it is stored, so a retry need not generate it again."""
-    session.execute(delete(PageDraft).where(PageDraft.page_id == page_id))
-    session.add(PageDraft(page_id=page_id, run_id=run_id, data=data, mime_type=mime_type))
+    execute(session, _DROP_DRAFT, page_key=page_id)
+    execute(session, _KEEP_DRAFT, page_id=page_id, run_id=run_id, data=data, mime_type=mime_type)
     session.commit()
+
+
+@dataclass(frozen=True)
+class PageState:
+    """What the page's path reads of a page and its book's claim, in one statement."""
+
+    id: str
+    page_number: int
+    book_id: str
+    claim_run_id: str | None
+    moderation_status: ModerationStatus
+    moderation_reason: str | None
+    generated_asset_id: str | None
+    generated_image_url: str | None
+    illustrated_by_run_id: str | None
+    image_version: int
+    change_request: str | None
+    redraw_problem: str | None
+    redraw_ask_id: str | None
+
+    @property
+    def has_image(self) -> bool:
+        picture = self.generated_asset_id or self.generated_image_url
+        return self.moderation_status is ModerationStatus.OK and bool(picture)
+
+    def outcome_columns(self) -> dict[str, object]:
+        """The page's columns a record writes."""
+        return {name: getattr(self, name) for name in _OUTCOME_COLUMNS}
+
+
+_OUTCOME_COLUMNS: Final = (
+    "moderation_status",
+    "moderation_reason",
+    "generated_asset_id",
+    "generated_image_url",
+    "illustrated_by_run_id",
+    "image_version",
+    "change_request",
+    "redraw_problem",
+    "redraw_ask_id",
+)
+
+
+def _page_state(session: Session, page_id: str) -> PageState:
+    row = execute(session, _PAGE_STATE, page_key=page_id).one_or_none()
+    if row is None:
+        raise PageNotFound(page_id)
+    return PageState(**row._mapping)
+
+
+# The page path's statements (storywink.db.statements: built once, run on the session's
+# connection).
+_PAGE_STATE = (
+    select(
+        Page.id,
+        Page.page_number,
+        Page.book_id,
+        Book.claim_run_id.label("claim_run_id"),
+        *(getattr(Page, name) for name in _OUTCOME_COLUMNS),
+    )
+    .join(Book, Book.id == Page.book_id)
+    .where(Page.id == bindparam("page_key"))
+)
+_RECORD_PAGE = update(Page).where(Page.id == bindparam("page_key"))
+_DROP_DRAFT = delete(PageDraft).where(PageDraft.page_id == bindparam("page_key"))
+_KEEP_DRAFT = insert(PageDraft)
 
 
 def load_draft(session: Session, page_id: str, run_ids: Sequence[str]) -> tuple[bytes, str] | None:
