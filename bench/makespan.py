@@ -7,12 +7,15 @@ BullMQ system needed about 9 x L for a 9-page book with one replica.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from datetime import UTC, datetime
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
+from bench.cpu import machine_busy_seconds
 from bench.harness import rig
 from bench.report import BenchResult, Cell, Column
 from storywink import contract
@@ -23,6 +26,8 @@ CONCURRENCY = 30  # per worker: any one of them could take a whole 30-page book
 CASES = ((9, 2.0), (30, 2.0), (9, 5.0), (30, 5.0))  # (pages, model latency L in s)
 QUICK_CASES = ((9, 2.0), (30, 2.0))
 WARM_UP_PAGES = 3
+CORES = os.cpu_count() or 1
+IDLE_SECONDS = 3.0
 
 
 async def run(client: Client, quick: bool) -> BenchResult:
@@ -40,6 +45,8 @@ async def run(client: Client, quick: bool) -> BenchResult:
             Column("after_calls_s", "after calls (s)", ".2f"),
             Column("finalize_s", "finalize (s)", ".2f"),
             Column("to_client_s", "to client (s)", ".2f"),
+            Column("machine_cpu_s", "machine CPU (s)", ".2f"),
+            Column("cpu_over_cores_s", "CPU / cores (s)", ".2f"),
             Column("workers_used", "workers used"),
             Column("status", "book"),
         ],
@@ -53,16 +60,23 @@ async def run(client: Client, quick: bool) -> BenchResult:
             "ledger row); after calls = last model call + L to the last page done (the draft, "
             "upload, record); finalize = last page done to the run closed; to client = the "
             "run closed to the client holding its result",
+            "machine CPU: CPU seconds all cores spent busy during the book above their idle rate "
+            "(measured for 3 s before, workers up): the workers, the Temporal server, the fakes "
+            "in this process; / cores: the least wall time that work takes on this machine, to "
+            "set beside makespan - L",
         ],
     )
     async with rig(client) as bench:
         with bench.workers(WORKERS, ILLUSTRATION_CONCURRENCY=CONCURRENCY) as workers:
             await bench.wait_for_workers(workers)
             await bench.illustrate(WARM_UP_PAGES, within=60)  # connections, caches
+            idle_rate = await _idle_busy_rate()
             for pages, latency in QUICK_CASES if quick else CASES:
                 bench.fakes.gemini.set_latency(latency)
                 calls_before = bench.fakes.gemini.call_count
+                busy_before = machine_busy_seconds()
                 outcome, seconds, book_id = await bench.illustrate(pages, within=60 + 3 * latency)
+                busy = machine_busy_seconds() - busy_before - idle_rate * seconds
                 seen = time.time()
                 wall = time.time() - time.monotonic()  # the fake's clock is monotonic
                 arrivals = [wall + call.at for call in bench.fakes.gemini.requests[calls_before:]]
@@ -78,6 +92,8 @@ async def run(client: Client, quick: bool) -> BenchResult:
                         "makespan_s": round(seconds, 3),
                         "makespan_over_latency": round(seconds / latency, 3),
                         **phases,
+                        "machine_cpu_s": round(busy, 2),
+                        "cpu_over_cores_s": round(busy / CORES, 2),
                         "workers_used": used,
                         "status": outcome.status.value,
                     }
@@ -116,6 +132,14 @@ async def _phases(
         "finalize_s": round(closed - last_page, 3),
         "to_client_s": round(seen - closed, 3),
     }
+
+
+async def _idle_busy_rate(seconds: float = IDLE_SECONDS) -> float:
+    """CPU seconds per second the machine spends busy with no book running (the workers'
+    polls, the server's timers, anything else)."""
+    before = machine_busy_seconds()
+    await asyncio.sleep(seconds)
+    return (machine_busy_seconds() - before) / seconds
 
 
 def _seconds(moment: datetime) -> float:

@@ -322,13 +322,19 @@ class RecordedRequest:
     @property
     def inline_images(self) -> list[tuple[str, bytes]]:
         """(mime type, bytes) of every inline part, in request order."""
-        images = []
-        for part in self.parts:
-            blob = part.get("inlineData") or part.get("inline_data")
-            if blob:
-                mime = blob.get("mimeType") or blob.get("mime_type") or ""
-                images.append((str(mime), decode_base64(str(blob.get("data") or ""))))
-        return images
+        return [
+            (str(blob.get("mimeType") or blob.get("mime_type") or ""), decode_base64(text))
+            for blob, text in self._inline_blobs()
+        ]
+
+    @property
+    def image_count(self) -> int:
+        """How many inline parts the request has (none decoded)."""
+        return len(self._inline_blobs())
+
+    def _inline_blobs(self) -> list[tuple[dict[str, Any], str]]:
+        blobs = (part.get("inlineData") or part.get("inline_data") for part in self.parts)
+        return [(blob, str(blob.get("data") or "")) for blob in blobs if blob]
 
     @property
     def generation_config(self) -> dict[str, Any]:
@@ -553,9 +559,16 @@ class FakeGeminiServer(BackgroundServer):
         record.outcome = fault.kind if fault.kind != "http" else f"http {fault.code}"
         with self._lock:
             self._requests.append(record)
-        if latency and not await self.pause(latency):
+        started = time.monotonic()
+        answer = None
+        if fault.kind not in ("reset", "http"):
+            # Drawn while the model "works" (its latency), in a thread: calls answered at
+            # once are not one drawing after another past their latency.
+            answer = await asyncio.to_thread(_response_body, record, fault, self.answer_format)
+        remaining = latency - (time.monotonic() - started)
+        if remaining > 0 and not await self.pause(remaining):
             return _google_error(503, "The fake server is shutting down.")
-        return await self._answer(request, record, fault)
+        return await self._answer(request, record, fault, answer)
 
     def _choose(self, record: RecordedRequest) -> tuple[Fault, float]:
         with self._lock:
@@ -597,7 +610,11 @@ class FakeGeminiServer(BackgroundServer):
         return None
 
     async def _answer(
-        self, request: web.Request, record: RecordedRequest, fault: Fault
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        fault: Fault,
+        body: dict[str, Any] | None = None,
     ) -> web.StreamResponse:
         if fault.kind == "reset":
             return await self.reset_connection(request)
@@ -605,7 +622,8 @@ class FakeGeminiServer(BackgroundServer):
             return _http_fault(fault)
         if fault.kind == "delay" and not await self.pause(fault.seconds):
             return _google_error(503, "The fake server is shutting down.")
-        body = _response_body(record, fault, self.answer_format)
+        if body is None:
+            body = _response_body(record, fault, self.answer_format)
         record.usage = body.get("usageMetadata")  # what the answer says it used
         return web.json_response(body)
 
@@ -672,7 +690,7 @@ def _model_not_found(model: str, version: str) -> web.Response:
 
 def default_story(record: RecordedRequest) -> str:
     """A valid story for a JSON-mode request: one entry per photo sent (page order)."""
-    count = max(1, len(record.inline_images))
+    count = max(1, record.image_count)
     pages = [
         {
             "page_number": n,
@@ -775,7 +793,7 @@ STORY_TEXT_TOKENS = 300
 def _usage(record: RecordedRequest, answer_format: AnswerFormat, *, image: bool) -> dict[str, Any]:
     if answer_format == "2025":
         return {"promptTokenCount": 600, "candidatesTokenCount": 1290, "totalTokenCount": 1890}
-    images_in = len(record.inline_images) * IMAGE_INPUT_TOKENS
+    images_in = record.image_count * IMAGE_INPUT_TOKENS
     output = image_tokens(record) if image else STORY_TEXT_TOKENS
     modality = "IMAGE" if image else "TEXT"
     return {
@@ -792,7 +810,13 @@ def _usage(record: RecordedRequest, answer_format: AnswerFormat, *, image: bool)
 
 
 def drawn_png(record: RecordedRequest, size: int = 256) -> bytes:
-    """A real picture: the request's first inline image, posterised; a flat tile otherwise."""
+    """A real picture: the request's first inline image, posterised; a flat tile otherwise.
+    The same image draws the same picture, drawn once (the fake's CPU is not the
+    pipeline's: a bench's pages often share a photo)."""
+    blobs = record._inline_blobs()
+    key = (blobs[0][1] if blobs else "", size)
+    if (drawn := _DRAWN.get(key)) is not None:
+        return drawn
     source = _first_image(record)
     if source is None:
         return flat_png()
@@ -800,7 +824,14 @@ def drawn_png(record: RecordedRequest, size: int = 256) -> bytes:
     picture = ImageOps.posterize(source.convert("RGB"), 2)
     out = io.BytesIO()
     picture.save(out, format="PNG")
-    return out.getvalue()
+    if len(_DRAWN) >= _DRAWINGS_KEPT:
+        _DRAWN.pop(next(iter(_DRAWN)), None)
+    _DRAWN[key] = out.getvalue()
+    return _DRAWN[key]
+
+
+_DRAWINGS_KEPT = 16
+_DRAWN: dict[tuple[str, int], bytes] = {}  # by the first inline part's base64 text, size
 
 
 def flat_png(size: int = 64, color: tuple[int, int, int] = (200, 120, 40)) -> bytes:
