@@ -14,9 +14,21 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from bench import adaptive, fair, ledger, makespan, memory, quota, recovery, throughput, web
+from bench import (
+    adaptive,
+    fair,
+    ledger,
+    makespan,
+    memory,
+    page_db,
+    quota,
+    recovery,
+    throughput,
+    web,
+)
 from bench.harness import LOCAL_HOSTS, temporal_server
 from bench.report import RESULTS_DIR, BenchResult, format_table, write_json
+from storywink.worker.process import exit_process
 
 Bench = Callable[[Client, bool], Awaitable[BenchResult]]
 
@@ -30,6 +42,7 @@ BENCHES: dict[str, Bench] = {
     "memory": memory.run,
     "web": web.run,
     "ledger": ledger.run,
+    "page_db": page_db.run,
 }
 # Upper bounds, well above a normal run on a loaded 2-core machine.
 TIME_LIMIT_SECONDS = {"full": 360.0, "quick": 90.0}
@@ -80,4 +93,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_process(main(sys.argv[1:]))  # the SDK's runtime can abort the interpreter's finalization

@@ -59,7 +59,7 @@ async def run(client: Client, quick: bool) -> BenchResult:
         parameters={"calls": calls, "at_once": AT_ONCE},
         notes=["ms / call: wall time of open + close divided by the calls (at once: overlapped)"],
     )
-    for name, url in _databases():
+    for name, url in databases():
         with url as database_url:
             for at_once in (1, AT_ONCE):
                 seconds = await _measure(database_url, calls, at_once, ledger=False)
@@ -69,7 +69,7 @@ async def run(client: Client, quick: bool) -> BenchResult:
     return result
 
 
-def _databases() -> Iterator[tuple[str, AbstractContextManager[str]]]:
+def databases() -> Iterator[tuple[str, AbstractContextManager[str]]]:
     yield "sqlite", _sqlite()
     yield "postgresql", _postgresql()
 
