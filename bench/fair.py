@@ -89,12 +89,12 @@ async def run(client: Client, quick: bool) -> BenchResult:
     )
     for case in QUICK_CASES if quick else CASES:
         async with temporal_server(case.server) as server:
-            row = await _measure(server, case, big, small, count)
+            row = await measure(server, case, big, small, count)
         result.rows.append({"case": case.name, "concurrency": case.concurrency, **row})
     return result
 
 
-async def _measure(client: Client, case: Case, big: int, small: int, count: int) -> dict[str, Cell]:
+async def measure(client: Client, case: Case, big: int, small: int, count: int) -> dict[str, Cell]:
     async with rig(client) as bench:
         bench.fakes.gemini.set_latency(LATENCY)
         bench.fakes.gemini.set_quota(QUOTA // 6, window_seconds=10.0)

@@ -68,14 +68,18 @@ class BenchError(RuntimeError):
 
 @asynccontextmanager
 async def temporal_server(
-    dynamic_config: Mapping[str, str] = SHARED_SERVER,
+    dynamic_config: Mapping[str, str] = SHARED_SERVER, database: Path | None = None
 ) -> AsyncIterator[Client]:
-    """A dev server on a free port, in-memory, without the UI; yields its client."""
+    """A dev server on a free port, without the UI, in memory or in the SQLite file
+    `database` (to read its tables); yields its client."""
+    # WAL: a reader of the file does not hold up the server's writes.
+    storage = ["--db-filename", str(database), "--sqlite-pragma", "journal_mode=wal"]
+    storage = storage if database else []
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=contract.DATA_CONVERTER,
         dev_server_log_level="error",
-        dev_server_extra_args=dynamic_config_flags(dynamic_config),
+        dev_server_extra_args=[*dynamic_config_flags(dynamic_config), *storage],
         ui=False,
         search_attributes=contract.SEARCH_ATTRIBUTES,
     )
@@ -170,7 +174,9 @@ class Rig:
             self.killed_on_stop += stop_workers(processes)
 
     async def wait_for_workers(self, workers: list[WorkerProcess], within: float = 60.0) -> None:
-        """Wait until each worker polls both queues (a worker polls only once it is ready)."""
+        """Wait until each worker polls the workflow queue (a worker polls only once it is
+        ready) and one of them the page queue: an idle fleet keeps one page poll waiting
+        (storywink.quota.idle_poll)."""
         wanted = {worker.identity for worker in workers}
         deadline = time.monotonic() + within
         while True:
@@ -180,13 +186,14 @@ class Rig:
                         f"{worker.identity} exited with {worker.process.returncode}:\n"
                         + worker.log_tail()
                     )
-            polling = await self._pollers(
+            pages = await self._pollers(
                 self.settings.temporal_illustration_task_queue,
                 TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-            ) & await self._pollers(
+            )
+            polling = await self._pollers(
                 self.settings.temporal_task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
             )
-            if wanted <= polling:
+            if wanted <= polling and wanted & pages:
                 return
             if time.monotonic() > deadline:
                 raise BenchError(f"workers not polling within {within:g}s: {wanted - polling}")

@@ -202,6 +202,10 @@ class ModelQuota(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     far: Mapped[bool] = mapped_column(Boolean, default=True)
     early_at: Mapped[float] = mapped_column(Float, default=0.0)
+    # The worker whose page poll waits on an idle queue, and when it last renewed that
+    # (storywink.quota.idle_poll): the other idle workers of its version wait, not poll.
+    idle_poller: Mapped[str | None] = mapped_column(String(300))
+    idle_poll_renewed: Mapped[float | None] = mapped_column(Float)
 
 
 class FleetIdentity(Base):

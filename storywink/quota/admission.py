@@ -8,17 +8,21 @@ before each poll it reserves the fleet's next model slot (`SharedLimiter.reserve
 and lets the poll go only `LEAD_SECONDS` before that slot. Unserved pages so wait in the
 server's queue, in its fair order, until a slot is about to come.
 
-At most one poll per worker holds a slot while it waits: an idle fleet wastes one slot per
-worker, and when a book arrives after a pause each worker takes one page, not as many as
-it has pollers. `ILLUSTRATION_CONCURRENCY` still bounds the pages a worker runs at once.
+At most one poll per worker holds a slot while it waits, and while the queue is idle one
+poll in the fleet (per version) waits at all (storywink.quota.idle_poll): when a book
+arrives after a pause one worker takes its first page and the rest wait in the server's
+backlog. That page's held slot is past when it comes: a slot is reserved for it at once,
+before the worker's next poll reserves one, so the page taken first is served first.
+`ILLUSTRATION_CONCURRENCY` still bounds the pages a worker runs at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from temporalio.worker import (
     CustomSlotSupplier,
@@ -28,8 +32,11 @@ from temporalio.worker import (
     SlotReserveContext,
 )
 
+from storywink.quota.idle_poll import CHECK_SECONDS, RENEW_SECONDS, IdlePollTurn
 from storywink.quota.limiter import SharedLimiter
 from storywink.quota.slots import Slot
+
+log = logging.getLogger(__name__)
 
 # From the poll to the page's model call: the poll's answer, the settled-page check, the
 # photo and style fetches, the ledger row. A held slot the call reaches later is dropped.
@@ -47,12 +54,21 @@ class QuotaSlotSupplier(CustomSlotSupplier):
     of the shared quota (`storywink.quota.limiter`)."""
 
     def __init__(
-        self, limiter: SharedLimiter, concurrency: int, lead: float = LEAD_SECONDS
+        self,
+        limiter: SharedLimiter,
+        concurrency: int,
+        lead: float = LEAD_SECONDS,
+        idle_turn: IdlePollTurn | None = None,
     ) -> None:
         self._limiter = limiter
         self._lead = lead
         self._free = asyncio.Semaphore(concurrency)
         self._one_poll = asyncio.Lock()
+        self._idle_turn = idle_turn
+        self._idle = True  # no page yet, or the last poll brought none
+        self._row_made = False
+        self._renewing: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
@@ -61,6 +77,8 @@ class QuotaSlotSupplier(CustomSlotSupplier):
         try:
             await self._one_poll.acquire()
             try:
+                if self._idle:
+                    await self._wait_for_idle_turn()
                 slot = await self._held_slot()
                 if slot is not None:
                     await self._limiter.wait_until(slot.at - self._lead)
@@ -71,6 +89,54 @@ class QuotaSlotSupplier(CustomSlotSupplier):
             self._free.release()
             raise
         return QuotaPermit(slot)
+
+    async def _wait_for_idle_turn(self) -> None:
+        """While another worker of this version keeps the fleet's one idle poll waiting
+        (storywink.quota.idle_poll), wait instead of polling too."""
+        while self._idle_turn is not None:
+            try:
+                if not self._row_made:  # the turn is kept in the limiter's row
+                    await self._limiter.make_row()
+                    self._row_made = True
+                if await self._idle_turn.take():
+                    break
+            except Exception:  # the database: poll anyway, as without the turn
+                log.warning("could not ask for the idle page poll's turn; polling")
+                break
+            await asyncio.sleep(CHECK_SECONDS)
+        if self._idle_turn is not None and self._idle_turn.held and self._renewing is None:
+            self._renewing = asyncio.create_task(self._renew(self._idle_turn))
+
+    async def _renew(self, turn: IdlePollTurn) -> None:
+        try:
+            while True:
+                await asyncio.sleep(RENEW_SECONDS)
+                if not await turn.renew():
+                    break
+        except Exception:  # the database: the turn expires, another worker takes it
+            log.warning("could not renew the idle page poll's turn")
+        finally:
+            self._renewing = None
+
+    def _end_idle_turn(self) -> None:
+        """A page came: the next idle worker may poll (and this one polls freely)."""
+        self._idle = False
+        if self._renewing is not None:
+            self._renewing.cancel()
+            self._renewing = None
+        if self._idle_turn is not None and self._idle_turn.held:
+            self._in_background(self._give_up(self._idle_turn))
+
+    async def _give_up(self, turn: IdlePollTurn) -> None:
+        try:
+            await turn.give_up()
+        except Exception:  # the database: the turn expires instead
+            log.warning("could not give up the idle page poll's turn")
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _held_slot(self) -> Slot | None:
         try:
@@ -94,9 +160,23 @@ class QuotaSlotSupplier(CustomSlotSupplier):
             self._loop.call_soon_threadsafe(callback, permit)
 
     def _used(self, permit: SlotPermit) -> None:
+        self._end_idle_turn()
         if isinstance(permit, QuotaPermit) and permit.slot is not None:
+            if self._limiter.is_past(permit.slot):
+                # The poll waited on an idle queue: the page's slot is reserved before the
+                # next poll reserves one, so the pages taken first are served first.
+                self._in_background(self._replace(permit, permit.slot))
+                return
             self._limiter.offer(permit.slot)
         self._poll_done(permit)
+
+    async def _replace(self, permit: QuotaPermit, slot: Slot) -> None:
+        try:
+            await self._limiter.replace(slot, self._lead)
+        except Exception:  # the database: the page's call reserves (and reports) it
+            log.warning("could not reserve a slot for a page taken after its held slot")
+        finally:
+            self._poll_done(permit)
 
     def _poll_done(self, permit: SlotPermit) -> None:
         if isinstance(permit, QuotaPermit) and permit.polling:
@@ -104,6 +184,8 @@ class QuotaSlotSupplier(CustomSlotSupplier):
             self._one_poll.release()
 
     def _released(self, permit: SlotPermit) -> None:
+        if isinstance(permit, QuotaPermit) and permit.polling:
+            self._idle = True  # the poll brought no page
         if isinstance(permit, QuotaPermit) and permit.polling and permit.slot is not None:
             self._limiter.forgo(permit.slot)
         self._poll_done(permit)

@@ -71,6 +71,20 @@ class SharedLimiter:
         self._ready: list[quota.Slot] = []
         self.dropped = 0  # slots reserved and never used: quota lost
 
+    @property
+    def name(self) -> str:
+        """The limiter's row: the fleet's workers of one model share it."""
+        return self._name
+
+    async def make_row(self) -> None:
+        """Make the shared row now if no worker has yet (the first slot would make it)."""
+
+        def make(session: Session) -> None:
+            self._locked_row(session)
+            session.commit()
+
+        await in_session(self._sessions, make)
+
     async def wait_until(self, at: float) -> None:
         """Sleep until `at` on the slots' clock."""
         if (wait := at - self._clock()) > 0:
@@ -84,12 +98,25 @@ class SharedLimiter:
     def offer(self, slot: quota.Slot) -> None:
         """A slot reserved ahead whose page has arrived: at its time it goes to the best
         call waiting, as the slots this limiter reserves itself do."""
-        if slot.at < self._clock() - LATE_SECONDS:
+        if self.is_past(slot):
             self._drop(1, "its page came after it")
             return
         serving = asyncio.create_task(self._serve(slot))
         self._serving.add(serving)
         serving.add_done_callback(self._serving.discard)
+
+    def is_past(self, slot: quota.Slot) -> bool:
+        """Too late to use: its page came after it (the poll holding it waited on an idle
+        queue)."""
+        return slot.at < self._clock() - LATE_SECONDS
+
+    async def replace(self, slot: quota.Slot, lead: float) -> None:
+        """A past held slot whose page has just arrived: a slot at least `lead` from now (the
+        time the page needs to reach its call) is reserved for it at once and held for it as
+        `offer` holds one, so the page is served before the pages of polls that reserve
+        after it (not after them, when its call reserves its own)."""
+        self._drop(1, "its page came after it")
+        self.offer(await self.reserve_ahead(lead))
 
     def forgo(self, slot: quota.Slot) -> None:
         """A slot reserved ahead whose poll brought no page."""

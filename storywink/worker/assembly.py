@@ -10,6 +10,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import (
+    CustomSlotSupplier,
     FixedSizeSlotSupplier,
     Worker,
     WorkerDeploymentConfig,
@@ -31,6 +32,7 @@ from storywink.db.connection import Database
 from storywink.db.fleet import ensure_database_fleet
 from storywink.providers.factory import Providers
 from storywink.quota.admission import QuotaSlotSupplier
+from storywink.quota.idle_poll import IdlePollTurn
 from storywink.quota.limiter import SharedLimiter
 from storywink.redact import Redactor
 from storywink.worker.fleet_health import FleetHealth
@@ -115,21 +117,28 @@ def build_page_worker(
         client,
         task_queue=settings.temporal_illustration_task_queue,
         activities=[activities.illustrate_page],
-        tuner=_page_tuner(settings.illustration_concurrency, limiter),
+        tuner=_page_tuner(settings, database, limiter),
         identity=worker_identity(settings),
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
         deployment_config=deployment_config(settings),
     )
 
 
-def _page_tuner(concurrency: int, limiter: SharedLimiter | None) -> WorkerTuner:
+def _page_tuner(
+    settings: Settings, database: Database, limiter: SharedLimiter | None
+) -> WorkerTuner:
     """The page worker's slots: with a shared quota, a page is taken only shortly before
-    the quota can serve it (storywink.quota.admission), so the pages not yet served wait
-    in the server's fair queue rather than in this worker's."""
-    fixed = FixedSizeSlotSupplier(concurrency)
+    the quota can serve it, and an idle fleet keeps one page poll waiting
+    (storywink.quota.admission), so the pages not yet served wait in the server's fair
+    queue rather than in this worker's."""
+    concurrency = settings.illustration_concurrency
+    supplier: CustomSlotSupplier | FixedSizeSlotSupplier = FixedSizeSlotSupplier(concurrency)
+    if limiter is not None:
+        turn = IdlePollTurn(database.sessions, limiter.name, settings.worker_build_id)
+        supplier = QuotaSlotSupplier(limiter, concurrency, idle_turn=turn)
     return WorkerTuner.create_composite(
         workflow_supplier=FixedSizeSlotSupplier(1),  # no workflows on the page queue
-        activity_supplier=QuotaSlotSupplier(limiter, concurrency) if limiter else fixed,
+        activity_supplier=supplier,
         local_activity_supplier=FixedSizeSlotSupplier(1),
         nexus_supplier=FixedSizeSlotSupplier(1),
     )

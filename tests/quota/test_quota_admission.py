@@ -124,3 +124,20 @@ async def test_a_poll_that_brought_no_page_counts_its_slot_unused(database: Data
     await _settle()
     assert limiter.dropped == 1
     await asyncio.wait_for(supplier.reserve_slot(RESERVE), timeout=5)  # the next poll goes
+
+
+async def test_a_page_an_idle_poll_brought_is_served_before_the_next_polls_page(
+    database: Database,
+) -> None:
+    # Three idle workers' polls each hand over a page when a book starts, long after the
+    # slots they held: those pages must get the next slots, not the polls that follow.
+    clock, limiter = _limiter(database)
+    supplier = QuotaSlotSupplier(limiter, concurrency=2, lead=LEAD)
+    idle = await asyncio.wait_for(supplier.reserve_slot(RESERVE), timeout=5)
+    clock.now += 60.0  # no page for a minute, then one
+    supplier.mark_slot_used(_used(idle))
+    following = await asyncio.wait_for(supplier.reserve_slot(RESERVE), timeout=5)
+    assert isinstance(following, QuotaPermit) and following.slot is not None
+    page = await asyncio.wait_for(limiter.acquire(None, "parent-a"), timeout=5)
+    assert page.at < following.slot.at
+    assert limiter.dropped == 1  # the idle poll's slot, a minute ago
