@@ -68,6 +68,7 @@ class QuotaSlotSupplier(CustomSlotSupplier):
         self._idle = True  # no page yet, or the last poll brought none
         self._row_made = False
         self._renewing: asyncio.Task[None] | None = None
+        self._giving_up: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -83,6 +84,7 @@ class QuotaSlotSupplier(CustomSlotSupplier):
                 if slot is not None:
                     await self._limiter.wait_until(slot.at - self._lead)
             except BaseException:
+                self._leave_idle_turn()  # the worker stops (or the database failed)
                 self._one_poll.release()
                 raise
         except BaseException:
@@ -93,6 +95,8 @@ class QuotaSlotSupplier(CustomSlotSupplier):
     async def _wait_for_idle_turn(self) -> None:
         """While another worker of this version keeps the fleet's one idle poll waiting
         (storywink.quota.idle_poll), wait instead of polling too."""
+        if self._giving_up is not None:
+            await asyncio.wait([self._giving_up])  # not after the turn is taken again
         while self._idle_turn is not None:
             try:
                 if not self._row_made:  # the turn is kept in the limiter's row
@@ -116,22 +120,27 @@ class QuotaSlotSupplier(CustomSlotSupplier):
         except Exception:  # the database: the turn expires, another worker takes it
             log.warning("could not renew the idle page poll's turn")
         finally:
-            self._renewing = None
+            if self._renewing is asyncio.current_task():
+                self._renewing = None
 
-    def _end_idle_turn(self) -> None:
-        """A page came: the next idle worker may poll (and this one polls freely)."""
-        self._idle = False
+    def _leave_idle_turn(self) -> None:
+        """No poll of this worker waits any more (a page came, the poll came back empty, or
+        the worker stops): the next idle worker may poll. Held only while a poll waits, so
+        a page worker that stopped never keeps it."""
         if self._renewing is not None:
             self._renewing.cancel()
             self._renewing = None
         if self._idle_turn is not None and self._idle_turn.held:
-            self._in_background(self._give_up(self._idle_turn))
+            self._giving_up = asyncio.create_task(self._give_up(self._idle_turn))
 
     async def _give_up(self, turn: IdlePollTurn) -> None:
         try:
             await turn.give_up()
         except Exception:  # the database: the turn expires instead
             log.warning("could not give up the idle page poll's turn")
+        finally:
+            if self._giving_up is asyncio.current_task():
+                self._giving_up = None
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -160,7 +169,8 @@ class QuotaSlotSupplier(CustomSlotSupplier):
             self._loop.call_soon_threadsafe(callback, permit)
 
     def _used(self, permit: SlotPermit) -> None:
-        self._end_idle_turn()
+        self._idle = False  # it polls freely while pages come
+        self._leave_idle_turn()
         if isinstance(permit, QuotaPermit) and permit.slot is not None:
             if self._limiter.is_past(permit.slot):
                 # The poll waited on an idle queue: the page's slot is reserved before the
@@ -185,7 +195,8 @@ class QuotaSlotSupplier(CustomSlotSupplier):
 
     def _released(self, permit: SlotPermit) -> None:
         if isinstance(permit, QuotaPermit) and permit.polling:
-            self._idle = True  # the poll brought no page
+            self._idle = True  # the poll brought no page: ask for the turn again
+            self._leave_idle_turn()
         if isinstance(permit, QuotaPermit) and permit.polling and permit.slot is not None:
             self._limiter.forgo(permit.slot)
         self._poll_done(permit)

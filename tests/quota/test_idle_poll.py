@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import cast
 
 import pytest
-from temporalio.worker import SlotMarkUsedContext, SlotReserveContext
+from temporalio.worker import SlotMarkUsedContext, SlotReleaseContext, SlotReserveContext
 
 from storywink.db.connection import Database
 from storywink.quota.admission import QuotaSlotSupplier
@@ -97,3 +97,18 @@ async def test_a_worker_whose_last_poll_brought_a_page_polls_while_another_holds
     busy.mark_slot_used(_used(taken))  # its page came: it gives the turn up
     await asyncio.wait_for(idle.reserve_slot(RESERVE), timeout=3)  # holds the turn now
     await asyncio.wait_for(busy.reserve_slot(RESERVE), timeout=1)  # under load, no waiting
+
+
+async def test_a_poll_that_came_back_empty_or_stopped_gives_the_turn_up(
+    database: Database,
+) -> None:
+    # Held only while a poll waits: a page worker that stops (its poll cancelled, as a
+    # fleet pause does) or whose poll timed out never keeps the others waiting.
+    fleet = Fleet(database)
+    stopping, other = fleet.worker(), fleet.worker()
+    polling = await asyncio.wait_for(stopping.reserve_slot(RESERVE), timeout=5)
+    waiting = asyncio.create_task(other.reserve_slot(RESERVE))
+    await asyncio.sleep(0.4)
+    assert not waiting.done()
+    stopping.release_slot(SlotReleaseContext(slot_info=None, permit=polling))
+    await asyncio.wait_for(waiting, timeout=3)
