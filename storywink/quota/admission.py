@@ -32,7 +32,7 @@ from temporalio.worker import (
     SlotReserveContext,
 )
 
-from storywink.quota.idle_poll import CHECK_SECONDS, RENEW_SECONDS, IdlePollTurn
+from storywink.quota.idle_poll import IdlePollTurn
 from storywink.quota.limiter import SharedLimiter
 from storywink.quota.slots import Slot
 
@@ -66,9 +66,6 @@ class QuotaSlotSupplier(CustomSlotSupplier):
         self._one_poll = asyncio.Lock()
         self._idle_turn = idle_turn
         self._idle = True  # no page yet, or the last poll brought none
-        self._row_made = False
-        self._renewing: asyncio.Task[None] | None = None
-        self._giving_up: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -78,8 +75,8 @@ class QuotaSlotSupplier(CustomSlotSupplier):
         try:
             await self._one_poll.acquire()
             try:
-                if self._idle:
-                    await self._wait_for_idle_turn()
+                if self._idle and self._idle_turn is not None:
+                    await self._idle_turn.wait()
                 slot = await self._held_slot()
                 if slot is not None:
                     await self._limiter.wait_until(slot.at - self._lead)
@@ -92,55 +89,9 @@ class QuotaSlotSupplier(CustomSlotSupplier):
             raise
         return QuotaPermit(slot)
 
-    async def _wait_for_idle_turn(self) -> None:
-        """While another worker of this version keeps the fleet's one idle poll waiting
-        (storywink.quota.idle_poll), wait instead of polling too."""
-        if self._giving_up is not None:
-            await asyncio.wait([self._giving_up])  # not after the turn is taken again
-        while self._idle_turn is not None:
-            try:
-                if not self._row_made:  # the turn is kept in the limiter's row
-                    await self._limiter.make_row()
-                    self._row_made = True
-                if await self._idle_turn.take():
-                    break
-            except Exception:  # the database: poll anyway, as without the turn
-                log.warning("could not ask for the idle page poll's turn; polling")
-                break
-            await asyncio.sleep(CHECK_SECONDS)
-        if self._idle_turn is not None and self._idle_turn.held and self._renewing is None:
-            self._renewing = asyncio.create_task(self._renew(self._idle_turn))
-
-    async def _renew(self, turn: IdlePollTurn) -> None:
-        try:
-            while True:
-                await asyncio.sleep(RENEW_SECONDS)
-                if not await turn.renew():
-                    break
-        except Exception:  # the database: the turn expires, another worker takes it
-            log.warning("could not renew the idle page poll's turn")
-        finally:
-            if self._renewing is asyncio.current_task():
-                self._renewing = None
-
     def _leave_idle_turn(self) -> None:
-        """No poll of this worker waits any more (a page came, the poll came back empty, or
-        the worker stops): the next idle worker may poll. Held only while a poll waits, so
-        a page worker that stopped never keeps it."""
-        if self._renewing is not None:
-            self._renewing.cancel()
-            self._renewing = None
-        if self._idle_turn is not None and self._idle_turn.held:
-            self._giving_up = asyncio.create_task(self._give_up(self._idle_turn))
-
-    async def _give_up(self, turn: IdlePollTurn) -> None:
-        try:
-            await turn.give_up()
-        except Exception:  # the database: the turn expires instead
-            log.warning("could not give up the idle page poll's turn")
-        finally:
-            if self._giving_up is asyncio.current_task():
-                self._giving_up = None
+        if self._idle_turn is not None:
+            self._idle_turn.leave()
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

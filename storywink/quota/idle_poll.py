@@ -21,17 +21,22 @@ up by this version's turn: theirs may be the only workers that can take their pa
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import Final
 
 from sqlalchemy import bindparam, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from storywink.db.engine import in_session
 from storywink.db.models import ModelQuota
 from storywink.db.statements import execute
+from storywink.quota.limiter import SharedLimiter
+
+log = logging.getLogger(__name__)
 
 RENEW_SECONDS: Final = 2.0
 EXPIRES_SECONDS: Final = 6.0  # three renewals missed: the holder is gone
@@ -65,21 +70,78 @@ _GIVE_UP = (
 
 
 class IdlePollTurn:
-    """One worker's side of the turn, on the limiter's row `name`."""
+    """One worker's side of the turn, kept in its limiter's row. `wait` before a poll of
+    an idle worker, `leave` once no poll of the worker waits any more (a page came, the
+    poll came back empty, or the worker stops): held only while a poll waits, so a page
+    worker that stopped or paused never keeps the others waiting."""
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
-        name: str,
+        limiter: SharedLimiter,
         version: str | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._sessions = sessions
-        self._name = name
+        self._limiter = limiter
+        self._sessions = limiter.sessions
+        self._name = limiter.name
         self._version = version or ""
         self._me = f"{self._version} {uuid.uuid4().hex}"
         self._clock = clock
+        self._row_made = False
+        self._renewing: asyncio.Task[None] | None = None
+        self._giving_up: asyncio.Task[None] | None = None
         self.held = False
+
+    async def wait(self) -> None:
+        """Return once this worker may poll the idle queue: the turn is its own (renewed
+        from then on, until `leave`), another version's, or the database cannot tell."""
+        if self._giving_up is not None:
+            await asyncio.wait([self._giving_up])  # not after the turn is taken again
+        while True:
+            try:
+                if not self._row_made:  # the limiter makes its row at its first slot
+                    await self._limiter.make_row()
+                    self._row_made = True
+                if await self.take():
+                    break
+            except Exception:  # the database: poll anyway, as without the turn
+                log.warning("could not ask for the idle page poll's turn; polling")
+                break
+            await asyncio.sleep(CHECK_SECONDS)
+        if self.held and self._renewing is None:
+            self._renewing = asyncio.create_task(self._keep())
+
+    def leave(self) -> None:
+        """Stop renewing and give the turn up (in the background): the next idle worker
+        of this version may poll."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            self._renewing = None
+        if self.held:
+            self._giving_up = asyncio.create_task(self._let_go())
+
+    async def _keep(self) -> None:
+        try:
+            while await self._renewed_after(RENEW_SECONDS):
+                pass
+        except Exception:  # the database: the turn expires, another worker takes it
+            log.warning("could not renew the idle page poll's turn")
+        finally:
+            if self._renewing is asyncio.current_task():
+                self._renewing = None
+
+    async def _renewed_after(self, seconds: float) -> bool:
+        await asyncio.sleep(seconds)
+        return await self.renew()
+
+    async def _let_go(self) -> None:
+        try:
+            await self.give_up()
+        except Exception:  # the database: the turn expires instead
+            log.warning("could not give up the idle page poll's turn")
+        finally:
+            if self._giving_up is asyncio.current_task():
+                self._giving_up = None
 
     async def take(self) -> bool:
         """Whether this worker may poll the idle queue now (and holds the turn if its

@@ -76,6 +76,10 @@ class SharedLimiter:
         """The limiter's row: the fleet's workers of one model share it."""
         return self._name
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions
+
     async def make_row(self) -> None:
         """Make the shared row now if no worker has yet (the first slot would make it)."""
 

@@ -117,16 +117,14 @@ def build_page_worker(
         client,
         task_queue=settings.temporal_illustration_task_queue,
         activities=[activities.illustrate_page],
-        tuner=_page_tuner(settings, database, limiter),
+        tuner=_page_tuner(settings, limiter),
         identity=worker_identity(settings),
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
         deployment_config=deployment_config(settings),
     )
 
 
-def _page_tuner(
-    settings: Settings, database: Database, limiter: SharedLimiter | None
-) -> WorkerTuner:
+def _page_tuner(settings: Settings, limiter: SharedLimiter | None) -> WorkerTuner:
     """The page worker's slots: with a shared quota, a page is taken only shortly before
     the quota can serve it, and an idle fleet keeps one page poll waiting
     (storywink.quota.admission), so the pages not yet served wait in the server's fair
@@ -134,7 +132,7 @@ def _page_tuner(
     concurrency = settings.illustration_concurrency
     supplier: CustomSlotSupplier | FixedSizeSlotSupplier = FixedSizeSlotSupplier(concurrency)
     if limiter is not None:
-        turn = IdlePollTurn(database.sessions, limiter.name, settings.worker_build_id)
+        turn = IdlePollTurn(limiter, settings.worker_build_id)
         supplier = QuotaSlotSupplier(limiter, concurrency, idle_turn=turn)
     return WorkerTuner.create_composite(
         workflow_supplier=FixedSizeSlotSupplier(1),  # no workflows on the page queue

@@ -41,7 +41,7 @@ class Fleet:
         )
 
     def turn(self, version: str | None = None) -> IdlePollTurn:
-        return IdlePollTurn(self.database.sessions, self.name, version, clock=self.clock)
+        return IdlePollTurn(self.limiter(), version, clock=self.clock)
 
     def worker(self, version: str | None = None) -> QuotaSlotSupplier:
         return QuotaSlotSupplier(self.limiter(), concurrency=2, idle_turn=self.turn(version))
