@@ -52,3 +52,8 @@ def configure_logging(settings: Settings, worker_identity: str | None = None) ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    # The HTTP clients log every request at INFO: several lines a page, each redacted and
+    # written (about a tenth of a worker's interpreter time). Shown at DEBUG only.
+    if root.getEffectiveLevel() > logging.DEBUG:
+        for chatty in ("httpx", "httpcore"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)

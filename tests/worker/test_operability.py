@@ -28,7 +28,7 @@ from storywink.config import ConfigurationError, Settings, load_settings
 from storywink.contract import BookStatus, ModerationStatus
 from storywink.health import Readiness, State, serve_health
 from storywink.illustration import metrics
-from storywink.logs import JsonFormatter
+from storywink.logs import JsonFormatter, configure_logging
 from storywink.providers.base import ContentRefused
 from storywink.telemetry import worker_runtime
 from storywink.temporal.connection import connect_temporal
@@ -145,6 +145,29 @@ def test_json_log_entries_carry_worker_identity_and_page_context() -> None:
     assert entry["worker_identity"] == "replica-7"
     assert (entry["book_id"], entry["page_number"], entry["attempt"]) == ("book-1", 3, 2)
     assert entry["workflow_id"] == "book-illustration-book-1"
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    root, chatty = logging.getLogger(), [logging.getLogger(n) for n in ("httpx", "httpcore")]
+    saved = (root.handlers[:], root.level, [logger.level for logger in chatty])
+    yield
+    root.handlers[:], root.level = saved[0], saved[1]
+    for logger, level in zip(chatty, saved[2], strict=True):
+        logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("restored_logging")
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_the_http_clients_line_per_request_is_logged_only_at_debug(
+    level: str, shown: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(load_settings(log_level=level))
+    logging.getLogger("httpx").info('HTTP Request: GET https://cdn.example/p.png "200 OK"')
+    logging.getLogger("storywink.quota").info("a line of ours")
+    logged = capsys.readouterr().err
+    assert "a line of ours" in logged
+    assert ("HTTP Request" in logged) is shown
 
 
 def test_ports_are_checked_and_a_taken_metrics_port_is_named() -> None:
