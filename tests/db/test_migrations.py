@@ -18,8 +18,10 @@ from storywink.book.records import Claim, get_book, read_claim
 from storywink.contract import BookStatus, ModerationStatus
 from storywink.db.connection import Database
 from storywink.db.engine import alembic_config, make_engine, make_session_factory, upgrade_to_head
-from storywink.db.models import Base
+from storywink.db.models import Base, ModelQuota
 from storywink.illustration import records as books
+from storywink.quota.idle_poll import IdlePollTurn
+from storywink.quota.limiter import SharedLimiter
 from storywink.story import records as story_books
 from storywink.story.answer import PageText
 from tests.support.services import postgres_database
@@ -154,6 +156,44 @@ def test_a_claim_is_where_the_previous_release_reads_it(
 
 RUN_ID = "0190a9b2-0000-7000-8000-000000000001"
 P1 = "https://cdn.example/p1.png"
+
+
+async def test_upgrading_a_fleet_mid_run_keeps_its_limiter_and_gives_it_an_idle_turn(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """0009 on a database whose limiter is in use (a rate lowered by a 429, slots
+    reserved ahead): the row keeps its state, nobody holds the idle poll's turn, and a
+    worker of the new release takes it."""
+    with _fresh_database(database_url, tmp_path_factory) as url:
+        engine = make_engine(url)
+        try:
+            command.upgrade(alembic_config(engine), "0008")
+            quota_table = Table("model_quota", MetaData(), autoload_with=engine)
+            with engine.begin() as connection:
+                connection.execute(
+                    quota_table.insert().values(
+                        name="image-model",
+                        rate=27.0,
+                        overrun=30.0,
+                        next_free=1e9 + 4.0,
+                        hold_until=1e9,
+                        epoch=3,
+                        far=False,
+                        early_at=0.0,
+                    )
+                )
+            upgrade_to_head(engine)
+            sessions = make_session_factory(engine)
+            limiter = SharedLimiter(sessions, 30.0, clock=lambda: 1e9)
+            with sessions() as session:
+                row = session.get_one(ModelQuota, "image-model")
+                kept = (row.rate, row.next_free, row.epoch, row.idle_poller)
+            turn = IdlePollTurn(limiter, "build-2", clock=lambda: 1e9)
+            taken = await turn.take()
+        finally:
+            engine.dispose()
+    assert kept == (27.0, 1e9 + 4.0, 3, None)
+    assert taken and turn.held
 
 
 @contextmanager
