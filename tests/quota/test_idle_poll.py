@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import cast
 
 import pytest
-from temporalio.worker import SlotMarkUsedContext, SlotReleaseContext, SlotReserveContext
+from temporalio.worker import (
+    SlotMarkUsedContext,
+    SlotPermit,
+    SlotReleaseContext,
+    SlotReserveContext,
+)
 
 from storywink.db.connection import Database
 from storywink.quota.admission import QuotaSlotSupplier
@@ -51,17 +57,26 @@ def _used(permit: object) -> SlotMarkUsedContext:
     return cast(SlotMarkUsedContext, SimpleNamespace(permit=permit, slot_info=None))
 
 
+async def _polls_only_after(
+    holder: QuotaSlotSupplier, other: QuotaSlotSupplier, ends: Callable[[SlotPermit], None]
+) -> None:
+    """`holder` polls the idle queue; `other` waits (several checks) until `ends` is done
+    with the holder's permit, then polls."""
+    polling = await asyncio.wait_for(holder.reserve_slot(RESERVE), timeout=5)
+    waiting = asyncio.create_task(other.reserve_slot(RESERVE))
+    await asyncio.sleep(0.8)
+    assert not waiting.done()  # one poll waits on the idle queue, not two
+    ends(polling)
+    await asyncio.wait_for(waiting, timeout=3)
+
+
 async def test_one_idle_worker_polls_and_the_next_polls_once_a_page_came_to_it(
     database: Database,
 ) -> None:
     fleet = Fleet(database)
     first, second = fleet.worker(), fleet.worker()
-    polling = await asyncio.wait_for(first.reserve_slot(RESERVE), timeout=5)
-    waiting = asyncio.create_task(second.reserve_slot(RESERVE))
-    await asyncio.sleep(0.8)  # several of the waiting worker's checks
-    assert not waiting.done()  # one poll waits on the idle queue, not two
-    first.mark_slot_used(_used(polling))  # a book came: its first page to the first worker
-    await asyncio.wait_for(waiting, timeout=3)
+    # A book came: its first page to the first worker.
+    await _polls_only_after(first, second, lambda permit: first.mark_slot_used(_used(permit)))
 
 
 async def test_a_dead_holders_turn_expires_and_another_worker_takes_it(
@@ -106,9 +121,8 @@ async def test_a_poll_that_came_back_empty_or_stopped_gives_the_turn_up(
     # fleet pause does) or whose poll timed out never keeps the others waiting.
     fleet = Fleet(database)
     stopping, other = fleet.worker(), fleet.worker()
-    polling = await asyncio.wait_for(stopping.reserve_slot(RESERVE), timeout=5)
-    waiting = asyncio.create_task(other.reserve_slot(RESERVE))
-    await asyncio.sleep(0.4)
-    assert not waiting.done()
-    stopping.release_slot(SlotReleaseContext(slot_info=None, permit=polling))
-    await asyncio.wait_for(waiting, timeout=3)
+
+    def stop(permit: SlotPermit) -> None:
+        stopping.release_slot(SlotReleaseContext(slot_info=None, permit=permit))
+
+    await _polls_only_after(stopping, other, stop)
