@@ -73,8 +73,9 @@ async def temporal_server(
     """A dev server on a free port, without the UI, in memory or in the SQLite file
     `database` (to read its tables); yields its client."""
     # WAL: a reader of the file does not hold up the server's writes.
-    storage = ["--db-filename", str(database), "--sqlite-pragma", "journal_mode=wal"]
-    storage = storage if database else []
+    storage = (
+        ["--db-filename", str(database), "--sqlite-pragma", "journal_mode=wal"] if database else []
+    )
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=contract.DATA_CONVERTER,
@@ -196,7 +197,8 @@ class Rig:
             if wanted <= polling and wanted & pages:
                 return
             if time.monotonic() > deadline:
-                raise BenchError(f"workers not polling within {within:g}s: {wanted - polling}")
+                missing = wanted - polling or {"a poller of the page queue"}
+                raise BenchError(f"workers not polling within {within:g}s: {missing}")
             await asyncio.sleep(0.2)
 
     async def _pollers(self, queue: str, kind: TaskQueueType.ValueType) -> set[str]:

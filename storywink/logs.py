@@ -53,7 +53,7 @@ def configure_logging(settings: Settings, worker_identity: str | None = None) ->
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     # The HTTP clients log every request at INFO: several lines a page, each redacted and
-    # written (about a tenth of a worker's interpreter time). Shown at DEBUG only.
+    # written (6 % of a worker's interpreter samples in bench throughput). DEBUG shows them.
     if root.getEffectiveLevel() > logging.DEBUG:
         for chatty in ("httpx", "httpcore"):
             logging.getLogger(chatty).setLevel(logging.WARNING)

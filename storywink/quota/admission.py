@@ -145,10 +145,10 @@ class QuotaSlotSupplier(CustomSlotSupplier):
             self._one_poll.release()
 
     def _released(self, permit: SlotPermit) -> None:
-        if isinstance(permit, QuotaPermit) and permit.polling:
-            self._idle = True  # the poll brought no page: ask for the turn again
+        if isinstance(permit, QuotaPermit) and permit.polling:  # the poll brought no page
+            self._idle = True  # so it asks for the idle turn before the next
             self._leave_idle_turn()
-        if isinstance(permit, QuotaPermit) and permit.polling and permit.slot is not None:
-            self._limiter.forgo(permit.slot)
+            if permit.slot is not None:
+                self._limiter.forgo(permit.slot)
         self._poll_done(permit)
         self._free.release()

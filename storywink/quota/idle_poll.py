@@ -122,17 +122,15 @@ class IdlePollTurn:
 
     async def _keep(self) -> None:
         try:
-            while await self._renewed_after(RENEW_SECONDS):
-                pass
+            while True:
+                await asyncio.sleep(RENEW_SECONDS)
+                if not await self.renew():
+                    break  # lost: taken over after it expired
         except Exception:  # the database: the turn expires, another worker takes it
             log.warning("could not renew the idle page poll's turn")
         finally:
             if self._renewing is asyncio.current_task():
                 self._renewing = None
-
-    async def _renewed_after(self, seconds: float) -> bool:
-        await asyncio.sleep(seconds)
-        return await self.renew()
 
     async def _let_go(self) -> None:
         try:
@@ -165,7 +163,7 @@ class IdlePollTurn:
         holder = None if taken.rowcount else execute(session, _HOLDER, row_name=self._name).scalar()
         session.commit()
         self.held = taken.rowcount == 1
-        # No row yet (the limiter makes it at its first slot), or another version's turn.
+        # Polls too when the turn is another version's (or the row is gone).
         return self.held or holder is None or holder.rsplit(" ", 1)[0] != self._version
 
     def _renew(self, session: Session) -> int:
